@@ -1,0 +1,267 @@
+"""``exhaustive``: the reference back-end, exact over a documented structured space.
+
+The space
+---------
+* **Fraction count** ``n``: every value the instance and the calendar allow.
+* **Dose**: uniform over the fractions, every point of the dose grid; with a continuous dose
+  (``dose_step_gy = 0``) a grid of ``continuous_step_gy`` (option, default 0.1 Gy) plus, for each
+  ``n``, the largest dose the OAR limits allow (where the classic tumour-BED optimum lies).
+* **Calendar**: regular patterns.  A start day ``s`` among the allowed days of the first
+  ``start_window_days`` days (option, default 7) and a spacing ``k`` from ``min_interval_days``
+  to ``min_interval_days + extra_spacing_days`` (option, default 3): each fraction falls on the
+  first allowed day at least ``k`` days after the previous one (so weekends are skipped).
+* **NK infusions**: every set of infusion days in ``[earliest_day, latest_day]`` (on a
+  ``nk_day_step`` grid, option, default 1) with a count in the instance's range that obeys the
+  spacing and the no-fraction-after-infusion rule.
+
+Schedules that break a radiobiological limit (prescription, OAR BED, dose per fraction) are
+removed in closed form before any simulation.  When the objective is linear in the NK
+activity integral (``nk_favourability`` and ``tumour_bed`` weights only), the simulator is run
+once per schedule and single infusion day and infusion sets are scored by superposition: the
+NK compartments are linear in the infusions, so this is exact, not an approximation.  Other
+objectives simulate every (schedule, infusion set) pair in batches.
+
+Guarantee: the returned plan is optimal over this space (termination ``optimal``); it is
+optimal for the instance when the instance's own decision space adds nothing the objective can
+use (uniform doses and a day-independent objective such as tumour BED without repopulation).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+
+from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
+from rtopt.problem import Plan, Problem
+from rtopt.simulator import simulate
+
+__all__ = ["ExhaustiveBackend"]
+
+
+class ExhaustiveBackend(Backend):
+    name = "exhaustive"
+    description = "vectorised enumeration of uniform doses x regular calendars x infusion days"
+    objectives = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+    supports_nk = True
+    supports_per_fraction = True  # searches the uniform-dose subspace; says so in the result
+    supports_continuous_dose = True
+    global_optimality = True
+    guarantee = ("exact optimum over the structured space (uniform doses on the grid, regular "
+                 "calendars, all infusion-day sets); a feasible plan for the full instance")
+
+    # ------------------------------------------------------------------ space
+    @staticmethod
+    def calendars(problem: Problem, n: int, start_window: int, extra_spacing: int) -> list[tuple[int, ...]]:
+        """Regular fraction calendars with ``n`` fractions (see module docstring)."""
+        allowed = problem.allowed_days
+        out = set()
+        for s in allowed[allowed < start_window]:
+            for k in range(problem.min_interval, problem.min_interval + extra_spacing + 1):
+                days = [int(s)]
+                while len(days) < n:
+                    nxt = allowed[allowed >= days[-1] + k]
+                    if nxt.size == 0:
+                        break
+                    days.append(int(nxt[0]))
+                if len(days) == n and days[-1] - days[0] <= problem.max_overall:
+                    out.add(tuple(days))
+        return sorted(out)
+
+    @staticmethod
+    def doses(problem: Problem, n: int, continuous_step: float) -> np.ndarray:
+        """Candidate uniform doses for ``n`` fractions, limits applied in closed form."""
+        if problem.continuous_dose:
+            grid = np.arange(problem.d_min, problem.d_max + 1e-9, continuous_step)
+            dmax = problem.max_uniform_dose(n)
+            extra = [dmax] if problem.d_min <= dmax <= problem.d_max else []
+            grid = np.unique(np.concatenate([grid, extra]))
+        else:
+            grid = problem.dose_grid()
+        return grid[grid <= problem.max_uniform_dose(n) * (1 + 1e-12)]
+
+    @staticmethod
+    def infusion_sets(problem: Problem, day_step: int) -> list[tuple[int, ...]]:
+        """Infusion-day sets obeying count, window and spacing (fraction rule checked later)."""
+        r = problem.nk
+        if r is None:
+            return [()]
+        cand = list(range(r.earliest_day, r.latest_day + 1, max(1, day_step)))
+        sets: list[tuple[int, ...]] = []
+        for c in range(r.n_min, r.n_max + 1):
+            for combo in itertools.combinations(cand, c):
+                if all(b - a >= r.min_interval_days for a, b in zip(combo, combo[1:])):
+                    sets.append(combo)
+        return sets
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
+        t0 = time.perf_counter()
+        opt = options.options
+        start_window = int(opt.get("start_window_days", 7))
+        extra_spacing = int(opt.get("extra_spacing_days", 3))
+        cont_step = float(opt.get("continuous_step_gy", 0.1))
+        day_step = int(opt.get("nk_day_step", 1))
+        batch = int(opt.get("batch", 65536))
+        H = problem.horizon_days
+        n_lo, n_hi = problem.fraction_count_range()
+        rows, plans_rt = [], []
+        for n in range(n_lo, n_hi + 1):
+            ds = self.doses(problem, n, cont_step)
+            if ds.size == 0:
+                continue
+            for days in self.calendars(problem, n, start_window, extra_spacing):
+                for d in ds:
+                    row = np.zeros(H)
+                    row[list(days)] = d
+                    rows.append(row)
+                    plans_rt.append((days, float(d)))
+        space = dict(start_window_days=start_window, extra_spacing_days=extra_spacing,
+                     continuous_step_gy=cont_step if problem.continuous_dose else None,
+                     nk_day_step=day_step if problem.nk else None)
+        name, version = "rtopt enumeration + numpy", package_version("numpy")
+        if not rows:
+            return BackendOutput((), Termination.INFEASIBLE, message="no schedule in the space "
+                                 "meets the calendar and dose limits", solver_name=name,
+                                 solver_version=version, extras={"space": space})
+        D = np.array(rows)
+        ev = problem.evaluate(D, simulate_tme=False)
+        ok = np.ones(len(D), dtype=bool)
+        for key, (val, lim, sense, _) in ev.slacks.items():
+            if key.startswith("nk."):
+                continue  # infusion rules are enforced per infusion set below
+            sl = (val - lim) if sense == ">=" else (lim - val)
+            ok &= sl >= -1e-9 * max(1.0, abs(lim))
+        D = D[ok]
+        plans_rt = [p for p, k in zip(plans_rt, ok) if k]
+        bed = ev.metrics["tumour_bed_gy"][ok]
+        n_sched = len(D)
+        # Exact for the instance when nothing outside the space can raise the objective:
+        # uniform doses and a tumour-BED objective that the calendar does not change.
+        exact = (problem.uniform and set(problem.weights) == {"tumour_bed"}
+                 and problem.biology.potential_doubling_days is None)
+        extras: dict[str, Any] = {"space": space, "schedules": n_sched,
+                                  "exact_for_instance": exact}
+        if n_sched == 0:
+            return BackendOutput((), Termination.INFEASIBLE, message="no schedule in the space "
+                                 "meets the prescription and OAR limits", solver_name=name,
+                                 solver_version=version, extras=extras)
+        sets = self.infusion_sets(problem, day_step) if problem.nk is not None else [()]
+        extras["infusion_sets"] = len(sets)
+        deadline = t0 + options.time_limit_s
+        if problem.nk is not None and problem.needs_simulation:
+            if set(problem.weights) <= {"nk_favourability", "tumour_bed"}:
+                return self._superposition(problem, D, plans_rt, bed, sets, deadline, name,
+                                           version, extras)
+            return self._full(problem, D, plans_rt, sets, batch, deadline, name, version, extras)
+        # Infusions do not change the objective: best schedule, then any infusion set it allows.
+        obj = (problem.evaluate(D).objective if problem.needs_simulation
+               else self._bed_objective(problem, bed))
+        for i in np.argsort(-obj, kind="stable"):
+            days, d = plans_rt[i]
+            for s in sets:
+                if not s or self._rule_ok(problem, days, np.asarray(s)).all():
+                    return BackendOutput((Plan.uniform(days, d, s),), Termination.OPTIMAL,
+                                         float(obj[i]), float(obj[i]), solver_name=name,
+                                         solver_version=version,
+                                         extras={**extras, "evaluations": len(D)})
+        return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
+                             "rules with any schedule in the space", solver_name=name,
+                             solver_version=version, extras=extras)
+
+    @staticmethod
+    def _bed_objective(problem: Problem, bed: np.ndarray) -> np.ndarray:
+        return problem.weights.get("tumour_bed", 0.0) * bed
+
+    @staticmethod
+    def _rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
+        """Per candidate infusion day: no fraction on the m days after it."""
+        m = problem.nk.min_days_before_next_fraction
+        fd = np.asarray(days)
+        ok = np.ones(len(inf_days), dtype=bool)
+        for j, t in enumerate(inf_days):
+            ok[j] = not np.any((fd > t) & (fd <= t + m))
+        return ok
+
+    def _superposition(self, problem, D, plans_rt, bed, sets, deadline, name, version, extras):
+        H = problem.horizon_days
+        cand = sorted({d for s in sets for d in s})
+        idx = {d: i for i, d in enumerate(cand)}
+        M = np.zeros((len(sets), len(cand)))
+        for r, s in enumerate(sets):
+            for d in s:
+                M[r, idx[d]] += 1
+        w_nk = problem.weights.get("nk_favourability", 0.0)
+        best = (-np.inf, None, None)
+        n_eval = 0
+        S = len(D)
+        per = max(1, 65536 // max(1, len(cand)))
+        term = Termination.OPTIMAL
+        Ueye = np.zeros((len(cand), H))
+        Ueye[np.arange(len(cand)), cand] = 1.0
+        for a in range(0, S, per):
+            if time.perf_counter() > deadline and best[1] is not None:
+                term = Termination.TIME_LIMIT
+                break
+            block = D[a:a + per]
+            nb = len(block)
+            DD = np.repeat(block, len(cand), axis=0)
+            UU = np.tile(Ueye, (nb, 1))
+            auc = simulate(problem.biology, DD, UU,
+                           steps_per_day=problem.steps_per_day).nk_auc.reshape(nb, len(cand))
+            n_eval += len(DD)
+            tot = auc @ M.T                                    # (nb, sets)
+            bad = np.array([~self._rule_ok(problem, plans_rt[a + i][0], np.asarray(cand))
+                            for i in range(nb)], dtype=float)  # (nb, cand)
+            valid = (bad @ M.T) == 0
+            obj = w_nk * tot + self._bed_objective(problem, bed[a:a + nb])[:, None]
+            obj = np.where(valid, obj, -np.inf)
+            i, j = np.unravel_index(int(np.argmax(obj)), obj.shape)
+            if obj[i, j] > best[0]:
+                best = (float(obj[i, j]), a + i, j)
+        if best[1] is None:
+            return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
+                                 "rules with any schedule in the space", solver_name=name,
+                                 solver_version=version, extras=extras)
+        days, d = plans_rt[best[1]]
+        plan = Plan.uniform(days, d, sets[best[2]])
+        extras = {**extras, "evaluations": n_eval, "method": "superposition over infusion days"}
+        return BackendOutput((plan,), term, best[0], best[0] if term == Termination.OPTIMAL else None,
+                             solver_name=name, solver_version=version, extras=extras)
+
+    def _full(self, problem, D, plans_rt, sets, batch, deadline, name, version, extras):
+        H = problem.horizon_days
+        Useq = np.zeros((len(sets), H))
+        for r, s in enumerate(sets):
+            for d in s:
+                Useq[r, d] += 1
+        best = (-np.inf, None)
+        term = Termination.OPTIMAL
+        n_eval = 0
+        per = max(1, batch // max(1, len(sets)))
+        for a in range(0, len(D), per):
+            if time.perf_counter() > deadline and best[1] is not None:
+                term = Termination.TIME_LIMIT
+                break
+            block = D[a:a + per]
+            nb = len(block)
+            DD = np.repeat(block, len(sets), axis=0)
+            UU = np.tile(Useq, (nb, 1))
+            ev = problem.evaluate(DD, UU)
+            n_eval += len(DD)
+            obj = np.where(ev.feasible, ev.objective, -np.inf)
+            k = int(np.argmax(obj))
+            if obj[k] > best[0]:
+                best = (float(obj[k]), (a + k // len(sets), k % len(sets)))
+        if best[1] is None:
+            return BackendOutput((), Termination.INFEASIBLE, message="no (schedule, infusion set) "
+                                 "pair in the space is feasible", solver_name=name,
+                                 solver_version=version, extras=extras)
+        (i, j) = best[1]
+        days, d = plans_rt[i]
+        extras = {**extras, "evaluations": n_eval, "method": "full enumeration"}
+        return BackendOutput((Plan.uniform(days, d, sets[j]),), term, best[0],
+                             best[0] if term == Termination.OPTIMAL else None,
+                             solver_name=name, solver_version=version, extras=extras)

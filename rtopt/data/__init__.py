@@ -1,0 +1,1 @@
+"""Package data: observation table, generated calibration output."""

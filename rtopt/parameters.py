@@ -1,0 +1,313 @@
+"""Surrogate parameters: names, units, plausible ranges, provenance and presets.
+
+Every parameter of the tumour-microenvironment (TME) surrogate is declared once here, with the
+source of its value or the mark *assumption*, and the plausible range that sensitivity analysis and
+robust optimisation will use.  Site presets (``lung``, ``prostate``, ...) and NK product presets
+override the generic values; instance files override any of them by name
+(``[tumour.surrogate]``).
+
+The hypoxia parameters of the ``lung``, ``prostate`` and ``head_and_neck`` presets are the output
+of ``rtopt calibrate`` against the observation table in ``rtopt/data/observations.toml``;
+``tests/test_calibration.py`` re-runs the fit and checks these values are what it produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+ASSUMPTION = "assumption"
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """Declaration of one surrogate parameter.
+
+    Attributes
+    ----------
+    name : str
+        Key used in instance files (``[tumour.surrogate]``) and in code.
+    default : float
+        Generic value (site ``generic``, product ``il15_expanded``).
+    low, high : float
+        Plausible range (inclusive); instance overrides outside it are rejected.
+    unit : str
+        Physical unit, ``"1"`` for dimensionless.
+    group : str
+        ``hypoxia``, ``chemokine``, ``nk`` or ``tumour``.
+    source : str
+        Citation of the value, or ``"assumption"`` with the reasoning.
+    description : str
+        One-line meaning.
+    """
+
+    name: str
+    default: float
+    low: float
+    high: float
+    unit: str
+    group: str
+    source: str
+    description: str
+
+
+_P = ParameterSpec
+SPECS: dict[str, ParameterSpec] = {
+    s.name: s
+    for s in [
+        # --- hypoxia: oxygen demand w and vascular function v (MODEL.md section 3) ---
+        _P("hypoxia_gamma", 1.0, 0.5, 3.0, "1", "hypoxia",
+           "MODEL.md s3 prototype; fitted per site by rtopt calibrate",
+           "exponent in h = h0 (w/v)^gamma"),
+        _P("hypoxic_fraction_max", 0.9, 0.5, 1.0, "1", "hypoxia", ASSUMPTION + ": cap below 1 "
+           "because perivascular rims stay oxic", "upper bound of the hypoxic fraction"),
+        _P("demand_drop_max", 0.2, 0.02, 0.5, "1", "hypoxia", "MODEL.md s3 prototype",
+           "largest fractional drop of oxygen demand per fraction (m_max)"),
+        _P("demand_drop_dose_gy", 4.0, 1.0, 15.0, "Gy", "hypoxia", "MODEL.md s3 prototype",
+           "dose scale of the demand drop m(d) = m_max (1 - exp(-d/d_m))"),
+        _P("demand_recovery_days", 60.0, 7.0, 365.0, "d", "hypoxia",
+           "MODEL.md s3: regrowth is slow (weeks); " + ASSUMPTION,
+           "time constant of oxygen-demand recovery (tau_w)"),
+        _P("vascular_damage_max", 0.9, 0.3, 1.0, "1", "hypoxia", "MODEL.md s3 prototype",
+           "largest fractional loss of vascular function per fraction (V_max)"),
+        _P("vascular_d50_gy", 15.0, 8.0, 30.0, "Gy", "hypoxia",
+           "Park, Griffin, Song et al. 2012 Radiat Res (severe damage above ~10 Gy); "
+           "Garcia-Barros et al. 2003 Science (15-20 Gy)", "dose per fraction of half-maximal "
+           "vascular damage (d_v50)"),
+        _P("vascular_slope_gy", 1.5, 0.5, 5.0, "Gy", "hypoxia", "MODEL.md s3 prototype",
+           "width of the logistic vascular-damage curve (s_v)"),
+        _P("vascular_recovery_days", 6.0, 1.0, 30.0, "d", "hypoxia", "MODEL.md s3 prototype",
+           "time constant of vascular recovery (tau_v)"),
+        _P("oer", 2.8, 2.0, 3.5, "1", "tumour", "Rofstad 1992 (OER 2.8); ICRP X-ray range 2.5-3",
+           "oxygen enhancement ratio of hypoxic cells (dose-modifying)"),
+        # --- chemokine (CXCL10 / CXCR3), MODEL.md section 4 ---
+        _P("chemokine_max", 1.0, 0.1, 5.0, "1", "chemokine", ASSUMPTION + ": signal unit",
+           "peak chemokine pulse of one saturating fraction (A_max)"),
+        _P("chemokine_k_gy", 6.0, 2.0, 12.0, "Gy", "chemokine",
+           ASSUMPTION + " within Vanpouille-Box et al. 2017 Nat Commun (8 Gy x 3 induces)",
+           "half-saturation dose of chemokine induction (K)"),
+        _P("chemokine_hill", 2.0, 1.0, 4.0, "1", "chemokine", ASSUMPTION,
+           "Hill exponent of chemokine induction (n)"),
+        _P("trex1_threshold_gy", 15.0, 10.0, 20.0, "Gy", "chemokine",
+           "Vanpouille-Box et al. 2017 Nat Commun: Trex1 induced above 12-18 Gy",
+           "dose per fraction where Trex1 halves the chemokine pulse (d_trex)"),
+        _P("trex1_width_gy", 1.5, 0.5, 4.0, "Gy", "chemokine", ASSUMPTION,
+           "width of the Trex1 switch (s_trex)"),
+        _P("chemokine_peak_day", 3.0, 1.0, 6.0, "d", "chemokine",
+           "Harding et al. 2017 Nature (cGAS needs mitosis: days); peak 2-4 d " + ASSUMPTION,
+           "time from a fraction to the peak of its chemokine pulse"),
+        _P("chemokine_decay_days", 4.0, 1.5, 10.0, "d", "chemokine", ASSUMPTION + " (3-5 d)",
+           "decay time constant of a chemokine pulse (1/k_e)"),
+        # --- NK cells, MODEL.md section 5 (product presets below override) ---
+        _P("nk_blood_clearance_per_day", 0.30, 0.002, 2.0, "1/d", "nk",
+           "Bachanova et al. 2010 (donor NK undetectable after 7 d); Zhang et al. 2007 "
+           "Immunology (endogenous half-life < 10 d)", "first-order loss of NK cells from blood"),
+        _P("nk_infiltration_per_day", 0.04, 0.001, 0.5, "1/d", "nk", ASSUMPTION,
+           "basal blood-to-tumour trafficking rate (k0)"),
+        _P("nk_chemokine_gain", 4.0, 0.0, 20.0, "1", "nk",
+           ASSUMPTION + ": CXCR3-driven recruitment, several-fold at peak chemokine",
+           "trafficking gain per chemokine unit: k_in = k0 (1 + g C)"),
+        _P("nk_tumour_loss_per_day", 0.20, 0.01, 2.0, "1/d", "nk", ASSUMPTION,
+           "exit and death of NK cells in the tumour"),
+        _P("nk_d0_gy", 2.9, 1.0, 8.0, "Gy", "nk",
+           "lymphocyte subset radiosensitivity: stimulated NK D0 2.9 Gy, unstimulated 5.5 Gy",
+           "in-field NK radiosensitivity: T <- T exp(-d/D0)"),
+        _P("nk_blood_dose_fraction", 0.02, 0.0, 0.2, "1", "nk", ASSUMPTION,
+           "share of the tumour dose received by circulating NK cells per fraction"),
+        _P("nk_cytotoxicity", 1.0, 0.1, 5.0, "1", "nk", ASSUMPTION + ": product-relative unit",
+           "activity per tumour NK unit (kappa)"),
+        _P("nk_hypoxic_suppression", 0.6, 0.0, 1.0, "1", "nk",
+           "Balsamo et al. 2013 Eur J Immunol (direction); eta 0.5-0.7 " + ASSUMPTION,
+           "activity loss at full hypoxia: E = kappa T (1 - eta h)"),
+        _P("nk_radiosensitisation_max", 0.3, 0.0, 1.0, "1", "nk",
+           "Kimura et al. 1999 Cancer Res (TNF-alpha before RT sensitises); size " + ASSUMPTION,
+           "largest relative alpha increase from NK activity (s)"),
+        _P("nk_radiosensitisation_e50", 0.1, 0.01, 2.0, "1", "nk", ASSUMPTION,
+           "NK activity of half-maximal radiosensitisation (E50)"),
+        _P("nk_log_kill_per_activity_day", 0.5, 0.0, 5.0, "1/d", "nk", ASSUMPTION,
+           "natural-log clonogen kill per unit NK activity and day"),
+        _P("nk_treg_penalty", 0.0, 0.0, 0.5, "1", "nk",
+           "Xu et al. 2024 Front Immunol (IL-2 expands Tregs); size " + ASSUMPTION,
+           "fractional activity loss from regulatory T cells"),
+    ]
+}
+
+NAMES: tuple[str, ...] = tuple(SPECS)
+"""All surrogate parameter names, in declaration order (the keys accepted by ``[tumour.surrogate]``)."""
+
+SITES = ("lung", "prostate", "head_and_neck", "breast", "pancreas", "generic")
+PRODUCTS = ("il2_activated", "il15_expanded", "memory_like_il12_15_18", "car_nk_il15")
+CYTOKINE_SUPPORT = ("none", "il2", "il15")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Values that a site or product preset sets, each with its provenance."""
+
+    values: Mapping[str, float]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+# Hypoxia values of lung, prostate and head_and_neck: `rtopt calibrate` output (see module doc).
+# They are regenerated by `rtopt calibrate --write` and checked by tests/test_calibration.py.
+from rtopt.data.calibrated import CALIBRATED as _CAL, FITTED as _FIT  # noqa: E402  (generated)
+
+
+def _calibrated(site: str, obs: str) -> tuple[dict[str, float], dict[str, str]]:
+    vals = dict(_CAL.get(site, {}))
+    src = {k: (f"fitted to {obs} by rtopt calibrate" if k in _FIT.get(site, ()) else
+               "from the lung fit (rtopt calibrate)") for k in vals}
+    return vals, src
+
+
+SITE_PRESETS: dict[str, Preset] = {
+    "generic": Preset({}, note="MODEL.md section 3 prototype values; all hypoxia values are "
+                      "the lung prototype (assumption for an unspecified site)"),
+    "lung": Preset(*_calibrated("lung", "O1-O3"),
+                   note="NSCLC; O1 Kelada et al. 2018 IJROBP, O2 Inada et al. 2023 Radiother "
+                        "Oncol, O3 the review refs 119-120"),
+    "prostate": Preset(*_calibrated("prostate", "O4"),
+                       note="O4 Supiot et al. 2019 Radiother Oncol: hypoxic volume fell after "
+                            "20 Gy; vascular threshold higher than lung"),
+    "head_and_neck": Preset(*_calibrated("head_and_neck", "O5"),
+                            note="O5 FMISO reoxygenation during 70 Gy / 35 (review ref 118, "
+                                 "Okamoto et al. 2016 EJNMMI; MODEL.md also names Wiedenmann 2015)"),
+    "breast": Preset({"vascular_d50_gy": 16.0},
+                     {"vascular_d50_gy": ASSUMPTION + ": between lung and prostate; no imaging "
+                      "data in the sources"}, note="hypoxia otherwise generic (assumption)"),
+    "pancreas": Preset({"vascular_d50_gy": 14.0, "hypoxic_fraction_max": 0.95,
+                        "chemokine_k_gy": 7.0},
+                       {"vascular_d50_gy": ASSUMPTION + ": hypovascular, stroma-rich tumour",
+                        "hypoxic_fraction_max": ASSUMPTION + ": pancreatic tumours are among "
+                        "the most hypoxic",
+                        "chemokine_k_gy": ASSUMPTION + ": CXCL8 axis dominates (Walle et al. "
+                        "2022 Sci Adv), CXCR3 induction weaker"}),
+}
+
+PRODUCT_PRESETS: dict[str, Preset] = {
+    "il2_activated": Preset(
+        {"nk_blood_clearance_per_day": 0.45, "nk_cytotoxicity": 1.0, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": "Bachanova et al. 2010: donor NK undetectable after 7 d "
+                                       "(half-life ~1.5 d)",
+         "nk_cytotoxicity": ASSUMPTION + ": reference product",
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+    "il15_expanded": Preset(
+        {"nk_blood_clearance_per_day": 0.30, "nk_cytotoxicity": 1.1, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": "Miller et al. 2005 Blood (IL-15 supports expansion); "
+                                       "half-life ~2.3 d " + ASSUMPTION,
+         "nk_cytotoxicity": "Xu et al. 2024 Front Immunol (IL-15 priming); size " + ASSUMPTION,
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+    "memory_like_il12_15_18": Preset(
+        {"nk_blood_clearance_per_day": 0.12, "nk_cytotoxicity": 1.4, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": "Romee et al. 2016 Sci Transl Med (memory-like NK persist "
+                                       "and expand); half-life ~6 d " + ASSUMPTION,
+         "nk_cytotoxicity": "Romee et al. 2016 (enhanced response); size " + ASSUMPTION,
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+    "car_nk_il15": Preset(
+        {"nk_blood_clearance_per_day": 0.01, "nk_cytotoxicity": 1.6, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": "Liu et al. 2020 NEJM: IL-15-armed CAR-NK persisted "
+                                       ">= 12 months (half-life ~70 d, " + ASSUMPTION + ")",
+         "nk_cytotoxicity": ASSUMPTION + ": antigen-directed killing",
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+}
+
+# Post-infusion cytokine support: multiplicative changes (Xu et al. 2024; sizes are assumptions).
+CYTOKINE_MODIFIERS: dict[str, dict[str, float]] = {
+    "none": {},
+    "il2": {"nk_blood_clearance_per_day": 0.7, "nk_cytotoxicity": 1.2},
+    "il15": {"nk_blood_clearance_per_day": 0.5, "nk_cytotoxicity": 1.3},
+}
+CYTOKINE_TREG_PENALTY = {"none": 0.0, "il2": 0.15, "il15": 0.0}
+"""IL-2 expands regulatory T cells (Xu et al. 2024); the 15 % activity loss is an assumption."""
+
+
+@dataclass(frozen=True)
+class SurrogateParameters:
+    """Resolved values of every surrogate parameter (floats, or arrays for parameter samples).
+
+    Build with :func:`resolve`; fields are the names in :data:`NAMES`.  Array-valued fields
+    broadcast against the schedule axis, which is how the simulator evaluates parameter samples.
+    """
+
+    values: Mapping[str, Any]
+    provenance: Mapping[str, str]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def with_values(self, **overrides: Any) -> "SurrogateParameters":
+        """Return a copy with some values replaced (provenance becomes ``override``)."""
+        unknown = set(overrides) - set(SPECS)
+        if unknown:
+            raise KeyError(f"unknown surrogate parameter(s): {sorted(unknown)}")
+        vals = dict(self.values)
+        vals.update(overrides)
+        prov = dict(self.provenance)
+        prov.update({k: "override" for k in overrides})
+        return replace(self, values=vals, provenance=prov)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the values as a plain ``{name: value}`` dict."""
+        return dict(self.values)
+
+
+def resolve(site: str = "generic", product: str | None = None, cytokine_support: str = "none",
+            overrides: Mapping[str, float] | None = None) -> SurrogateParameters:
+    """Resolve surrogate parameters: generic values, then site, product, cytokine, overrides.
+
+    Parameters
+    ----------
+    site : str
+        One of :data:`SITES`.
+    product : str or None
+        NK product preset (:data:`PRODUCTS`); ``None`` keeps the generic NK values.
+    cytokine_support : str
+        ``none``, ``il2`` or ``il15`` (multiplies persistence and cytotoxicity).
+    overrides : mapping, optional
+        Values set by name, applied last (an instance's ``[tumour.surrogate]``).
+
+    Returns
+    -------
+    SurrogateParameters
+    """
+    if site not in SITE_PRESETS:
+        raise KeyError(f"unknown site {site!r}; expected one of {', '.join(SITES)}")
+    vals = {n: s.default for n, s in SPECS.items()}
+    prov = {n: s.source for n, s in SPECS.items()}
+    sp = SITE_PRESETS[site]
+    vals.update(sp.values)
+    prov.update({k: f"{site} preset: {sp.sources.get(k, '')}" for k in sp.values})
+    if product is not None:
+        if product not in PRODUCT_PRESETS:
+            raise KeyError(f"unknown NK product {product!r}; expected one of {', '.join(PRODUCTS)}")
+        pp = PRODUCT_PRESETS[product]
+        vals.update(pp.values)
+        prov.update({k: f"{product}: {pp.sources.get(k, '')}" for k in pp.values})
+    if cytokine_support not in CYTOKINE_MODIFIERS:
+        raise KeyError(f"unknown cytokine support {cytokine_support!r}")
+    for k, factor in CYTOKINE_MODIFIERS[cytokine_support].items():
+        vals[k] = vals[k] * factor
+        prov[k] += f"; x{factor} with {cytokine_support} support (Xu et al. 2024, size assumption)"
+    if CYTOKINE_TREG_PENALTY[cytokine_support]:
+        vals["nk_treg_penalty"] = CYTOKINE_TREG_PENALTY[cytokine_support]
+        prov["nk_treg_penalty"] = "IL-2 Treg expansion (Xu et al. 2024); size assumption"
+    for k, v in (overrides or {}).items():
+        if k not in SPECS:
+            raise KeyError(f"unknown surrogate parameter {k!r}")
+        vals[k] = v
+        prov[k] = "instance override"
+    return SurrogateParameters(vals, prov)
+
+
+def out_of_range(name: str, value: float) -> str | None:
+    """Return a message if ``value`` lies outside the plausible range of ``name``, else None."""
+    s = SPECS[name]
+    if not np.isfinite(value) or value < s.low or value > s.high:
+        return f"{value!r} is outside the plausible range [{s.low}, {s.high}] {s.unit}"
+    return None

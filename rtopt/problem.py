@@ -1,0 +1,576 @@
+"""The optimisation problem: decisions, constraints, objectives, verification and diagnosis.
+
+A :class:`Problem` is built from a validated instance.  Schedules are represented two ways:
+
+* a :class:`Plan` (fraction days, doses, NK infusion days): what back-ends return and users read;
+* daily matrices ``D`` (tumour dose per day, ``(N, horizon_days)``) and ``U`` (infusions per
+  day): what :meth:`Problem.evaluate` takes to score many schedules at once.
+
+:meth:`Problem.evaluate` computes every metric and every constraint's slack for ``N`` schedules
+in one vectorised pass (radiobiology from :mod:`rtopt.radiobiology`, the TME from
+:func:`rtopt.simulator.simulate`).  :meth:`Problem.verify` is the same code on one plan; every
+plan any back-end returns goes through it before it is reported.
+
+Calendar conventions: day 0 is the instance's ``start_weekday``; a fraction on day ``j`` is
+given at the start of the day, an infusion on day ``j`` after that day's fraction.  The rule
+``min_days_before_next_fraction = m`` forbids a fraction on the ``m`` days after an infusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from rtopt import radiobiology as rb
+from rtopt.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
+from rtopt.simulator import Biology, simulate
+
+__all__ = ["Plan", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
+           "OBJECTIVES"]
+
+OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+_METRIC_OF = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour_log10_kill",
+              "tcp": "tcp", "tumour_bed": "tumour_bed_gy"}
+FEAS_TOL = 1e-6
+"""Constraint tolerance, relative to max(1, |limit|): doses on a 0.5 Gy grid and BEDs of
+hundreds of Gy are computed to ~1e-12, so 1e-6 separates rounding from real violations."""
+_BIG = 10 ** 6
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A treatment plan: fraction days with their doses, and NK infusion days.
+
+    Attributes
+    ----------
+    fraction_days : tuple of int
+        Calendar days of the fractions (strictly increasing).
+    doses_gy : tuple of float
+        Tumour dose of each fraction (Gy), same length as ``fraction_days``.
+    nk_days : tuple of int
+        Calendar days of the NK infusions (non-decreasing).
+    """
+
+    fraction_days: tuple[int, ...]
+    doses_gy: tuple[float, ...]
+    nk_days: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "fraction_days", tuple(int(x) for x in self.fraction_days))
+        object.__setattr__(self, "doses_gy", tuple(float(x) for x in self.doses_gy))
+        object.__setattr__(self, "nk_days", tuple(int(x) for x in self.nk_days))
+        if len(self.fraction_days) != len(self.doses_gy):
+            raise ValueError("fraction_days and doses_gy differ in length")
+
+    @classmethod
+    def uniform(cls, days: Iterable[int], dose_gy: float, nk_days: Iterable[int] = ()) -> "Plan":
+        """Plan with the same dose on every fraction day."""
+        days = tuple(days)
+        return cls(days, (dose_gy,) * len(days), tuple(nk_days))
+
+    @classmethod
+    def from_daily(cls, doses: Sequence[float], infusions: Sequence[float] | None = None) -> "Plan":
+        """Plan from daily dose and infusion arrays (inverse of :meth:`daily`)."""
+        d = np.asarray(doses, dtype=float)
+        days = np.flatnonzero(d > 0)
+        nk: list[int] = []
+        if infusions is not None:
+            for j, c in enumerate(np.asarray(infusions)):
+                nk.extend([j] * int(round(c)))
+        return cls(tuple(days), tuple(d[days]), tuple(nk))
+
+    def daily(self, horizon_days: int) -> tuple[np.ndarray, np.ndarray]:
+        """Daily dose and infusion arrays of length ``horizon_days``."""
+        d = np.zeros(horizon_days)
+        u = np.zeros(horizon_days)
+        for day, dose in zip(self.fraction_days, self.doses_gy):
+            if not 0 <= day < horizon_days:
+                raise ValueError(f"fraction day {day} outside the horizon 0..{horizon_days - 1}")
+            d[day] += dose
+        for day in self.nk_days:
+            if not 0 <= day < horizon_days:
+                raise ValueError(f"NK infusion day {day} outside the horizon 0..{horizon_days - 1}")
+            u[day] += 1
+        return d, u
+
+    @property
+    def n_fractions(self) -> int:
+        """Number of fractions."""
+        return len(self.fraction_days)
+
+    @property
+    def total_dose_gy(self) -> float:
+        """Sum of the fraction doses (Gy)."""
+        return float(sum(self.doses_gy))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``fractions`` [{day, dose_gy}] and ``nk_infusions`` [{day}]."""
+        return {"fractions": [{"day": d, "dose_gy": round(x, 6)}
+                              for d, x in zip(self.fraction_days, self.doses_gy)],
+                "nk_infusions": [{"day": d} for d in self.nk_days]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        """Inverse of :meth:`to_dict` (accepts a whole result JSON with a ``schedule`` key)."""
+        if "schedule" in data:
+            data = data["schedule"]
+        fr = sorted(data.get("fractions", []), key=lambda f: f["day"])
+        return cls(tuple(int(f["day"]) for f in fr), tuple(float(f["dose_gy"]) for f in fr),
+                   tuple(sorted(int(i["day"]) for i in data.get("nk_infusions", []))))
+
+    def describe(self) -> str:
+        """Short human description, e.g. ``4 x 12.5 Gy on days 0,1,2,3; NK day 5``."""
+        if self.doses_gy and max(self.doses_gy) - min(self.doses_gy) < 1e-9:
+            dose = f"{self.n_fractions} x {self.doses_gy[0]:g} Gy"
+        else:
+            dose = " + ".join(f"{x:g}" for x in self.doses_gy) + " Gy"
+        s = f"{dose} on days {','.join(map(str, self.fraction_days))}"
+        if self.nk_days:
+            s += f"; NK day{'s' if len(self.nk_days) > 1 else ''} {','.join(map(str, self.nk_days))}"
+        return s
+
+
+@dataclass(frozen=True)
+class OarLimits:
+    """Limits of one organ at risk (BED limit combines ``max_bed_gy`` and ``max_eqd2_gy``)."""
+
+    name: str
+    alpha_beta_gy: float
+    sparing_factor: float
+    max_bed_gy: float | None
+    max_dose_per_fraction_gy: float | None
+
+
+@dataclass(frozen=True)
+class NkRules:
+    """Infusion rules of the instance's ``[nk]`` table."""
+
+    n_min: int
+    n_max: int
+    earliest_day: int
+    latest_day: int
+    min_interval_days: int
+    min_days_before_next_fraction: int
+
+
+@dataclass(frozen=True)
+class ConstraintCheck:
+    """One constraint of one plan: achieved value, limit, slack (>= 0 when satisfied)."""
+
+    name: str
+    value: float
+    limit: float
+    sense: str  # ">=" or "<="
+    slack: float
+    ok: bool
+    kind: str = "limit"  # "limit" (clinical) or "rule" (calendar, counts, grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": _num(self.value), "limit": _num(self.limit),
+                "sense": self.sense, "slack": _num(self.slack), "ok": self.ok, "kind": self.kind}
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return None if not np.isfinite(x) else round(x, 9)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics, objective and constraint slacks of ``N`` schedules (arrays of shape ``(N,)``).
+
+    ``slacks`` maps constraint name to ``(value, limit, sense, kind)``; ``violation`` is the sum
+    of violations, each scaled by ``max(1, |limit|)`` (what penalty methods use).
+    """
+
+    objective: np.ndarray
+    metrics: dict[str, np.ndarray]
+    slacks: dict[str, tuple[np.ndarray, float, str, str]]
+    violation: np.ndarray
+
+    @property
+    def feasible(self) -> np.ndarray:
+        """Boolean mask of schedules that satisfy every constraint within :data:`FEAS_TOL`."""
+        return self.violation <= FEAS_TOL
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A plan re-simulated and re-checked: metrics, objective and every constraint."""
+
+    plan: Plan
+    objective: float
+    metrics: dict[str, Any]
+    checks: tuple[ConstraintCheck, ...]
+
+    @property
+    def feasible(self) -> bool:
+        """True if every constraint holds."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def violated(self) -> list[ConstraintCheck]:
+        """The checks that fail."""
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def worst_slack(self) -> float:
+        """Smallest scaled slack over all constraints (negative if any is violated)."""
+        if not self.checks:
+            return float("inf")
+        return min(c.slack / max(1.0, abs(c.limit)) if np.isfinite(c.limit) else c.slack
+                   for c in self.checks)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why an instance is infeasible: conflicting limits and best achievable values."""
+
+    conflicts: tuple[str, ...]
+    best_achievable: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"conflicts": list(self.conflicts),
+                "best_achievable": {k: _num(v) for k, v in self.best_achievable.items()}}
+
+
+class Problem:
+    """An instance turned into decisions, constraints and an objective.
+
+    Parameters
+    ----------
+    instance : rtopt.instance.Instance
+        A validated instance.
+    steps_per_day : int
+        Simulator sub-steps per day (see :func:`rtopt.simulator.simulate`).
+    """
+
+    def __init__(self, instance: Any, steps_per_day: int = 8, biology: Biology | None = None):
+        self.instance = instance
+        self.name = instance.name
+        fr = instance.fractionation
+        self.horizon_days = int(fr.horizon_days)
+        self.allowed_days = np.asarray(allowed_fraction_days(fr), dtype=int)
+        self.day_allowed = np.zeros(self.horizon_days, dtype=bool)
+        self.day_allowed[self.allowed_days] = True
+        self.start_weekday = str(getattr(fr.start_weekday, "value", fr.start_weekday))
+        self.n_min, self.n_max = (int(x) for x in fr.n_fractions)
+        self.d_min, self.d_max = (float(x) for x in fr.dose_per_fraction_gy)
+        self.dose_step = float(fr.dose_step_gy)
+        self.uniform = bool(fr.uniform_dose)
+        self.min_interval = int(fr.min_interval_days)
+        self.max_overall = int(fr.max_overall_days)
+        t = instance.tumour
+        self.biology = biology or Biology.from_instance(instance)
+        self.alpha_beta = float(t.alpha_beta_gy)
+        rx = instance.prescription
+        lims = []
+        if rx.min_bed_gy is not None:
+            lims.append(float(rx.min_bed_gy))
+        if rx.min_eqd2_gy is not None:
+            lims.append(float(rb.bed_from_eqd2(rx.min_eqd2_gy, self.alpha_beta)))
+        self.min_bed = max(lims) if lims else 0.0
+        oars = []
+        for o in instance.organ_at_risk:
+            b = []
+            if o.max_bed_gy is not None:
+                b.append(float(o.max_bed_gy))
+            if o.max_eqd2_gy is not None:
+                b.append(float(rb.bed_from_eqd2(o.max_eqd2_gy, o.alpha_beta_gy)))
+            oars.append(OarLimits(o.name, float(o.alpha_beta_gy), float(o.sparing_factor),
+                                  min(b) if b else None,
+                                  None if o.max_dose_per_fraction_gy is None
+                                  else float(o.max_dose_per_fraction_gy)))
+        self.oars: tuple[OarLimits, ...] = tuple(oars)
+        nk = instance.nk
+        self.nk: NkRules | None = None
+        if nk is not None:
+            latest = nk.latest_day if nk.latest_day is not None else self.horizon_days - 1
+            self.nk = NkRules(int(nk.n_infusions[0]), int(nk.n_infusions[1]),
+                              int(nk.earliest_day), int(min(latest, self.horizon_days - 1)),
+                              int(nk.min_interval_days), int(nk.min_days_before_next_fraction))
+        self.weights: dict[str, float] = {k: float(v) for k, v in
+                                          instance.objective_weights.items() if v}
+        self.steps_per_day = steps_per_day
+
+    # ------------------------------------------------------------------ descriptions
+    @classmethod
+    def from_path(cls, path: Any, **kw: Any) -> "Problem":
+        """Load and validate an instance file, then build the problem."""
+        from rtopt.instance import load_instance
+
+        return cls(load_instance(path), **kw)
+
+    @property
+    def objective_name(self) -> str:
+        """``maximise`` name, or ``weighted(a*x + b*y)`` for weights."""
+        if len(self.weights) == 1:
+            return next(iter(self.weights))
+        return "weighted(" + " + ".join(f"{w:g}*{k}" for k, w in self.weights.items()) + ")"
+
+    @property
+    def needs_simulation(self) -> bool:
+        """False when the objective is tumour BED only (no TME simulation is needed)."""
+        return any(k != "tumour_bed" for k in self.weights)
+
+    @property
+    def continuous_dose(self) -> bool:
+        """True when ``dose_step_gy = 0``."""
+        return self.dose_step <= 0
+
+    def dose_grid(self) -> np.ndarray:
+        """Allowed doses per fraction on the grid ``d_min + k * step`` (empty if continuous)."""
+        if self.continuous_dose:
+            return np.array([])
+        k = np.floor((self.d_max - self.d_min) / self.dose_step + 1e-9)
+        return np.round(self.d_min + self.dose_step * np.arange(int(k) + 1), 10)
+
+    def weekday(self, day: int) -> str:
+        """Weekday name of calendar ``day``."""
+        return weekday_of(day, self.start_weekday)
+
+    # ------------------------------------------------------------------ radiobiology
+    def tumour_bed(self, D: np.ndarray) -> np.ndarray:
+        """Tumour BED (Gy) of daily dose rows, with the repopulation correction if set."""
+        D = np.atleast_2d(D)
+        b = self.biology
+        bed = rb.bed(D, self.alpha_beta, model=b.survival_model,
+                     transition_dose_gy=b.transition_dose_gy, alpha=b.alpha_per_gy,
+                     d0_gy=b.usc_d0_gy, dq_gy=b.usc_dq_gy)
+        loss = rb.repopulation_bed_loss(rb.overall_days(D), b.alpha_per_gy,
+                                        b.potential_doubling_days, b.repopulation_kickoff_days)
+        return bed - loss
+
+    def oar_bed(self, D: np.ndarray) -> np.ndarray:
+        """BED (Gy, LQ at the organ's alpha/beta) of every OAR, shape ``(N, n_oar)``."""
+        D = np.atleast_2d(D)
+        if not self.oars:
+            return np.zeros((D.shape[0], 0))
+        return np.stack([rb.bed(rb.oar_doses(D, o.sparing_factor), o.alpha_beta_gy)
+                         for o in self.oars], axis=1)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, D: Any, U: Any = None, *, simulate_tme: bool | None = None) -> Evaluation:
+        """Metrics, objective and constraint slacks of many schedules at once.
+
+        Parameters
+        ----------
+        D : array_like, shape (N, horizon_days)
+            Tumour dose per day (Gy).
+        U : array_like, shape (N, horizon_days), optional
+            NK infusions per day.
+        simulate_tme : bool, optional
+            Run the TME simulator (default: when the objective needs it).
+        """
+        D = np.atleast_2d(np.asarray(D, dtype=float))
+        n, H = D.shape
+        if H != self.horizon_days:
+            raise ValueError(f"dose rows have {H} days, the horizon is {self.horizon_days}")
+        U = np.zeros_like(D) if U is None else np.broadcast_to(
+            np.atleast_2d(np.asarray(U, dtype=float)), D.shape)
+        frac = D > 0
+        nfr = frac.sum(axis=1)
+        days = np.arange(H)
+        m: dict[str, np.ndarray] = {}
+        m["n_fractions"] = nfr.astype(float)
+        m["tumour_bed_gy"] = self.tumour_bed(D)
+        m["tumour_eqd2_gy"] = rb.eqd2_from_bed(m["tumour_bed_gy"], self.alpha_beta)
+        oar_bed = self.oar_bed(D)
+        dmax = D.max(axis=1)
+        dmin = np.where(frac, D, np.inf).min(axis=1)
+        dmin = np.where(nfr > 0, dmin, 0.0)
+        m["max_dose_per_fraction_gy"] = dmax
+        m["overall_days"] = rb.overall_days(D).astype(float)
+        for i, o in enumerate(self.oars):
+            m[f"oar.{o.name}.bed_gy"] = oar_bed[:, i]
+            m[f"oar.{o.name}.eqd2_gy"] = rb.eqd2_from_bed(oar_bed[:, i], o.alpha_beta_gy)
+            m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
+        run = self.needs_simulation if simulate_tme is None else simulate_tme
+        if run:
+            sim = simulate(self.biology, D, U, steps_per_day=self.steps_per_day)
+            m["nk_favourability"] = sim.nk_auc
+            m["tumour_log10_kill"] = sim.log10_kill
+            m["nk_log10_kill"] = sim.nk_log10_kill
+            m["tcp"] = sim.tcp
+            m["hypoxic_fraction_end"] = sim.hypoxic_fraction_end
+            m["mean_hypoxic_fraction"] = sim.mean_hypoxic_fraction
+        obj = np.zeros(n)
+        for k, w in self.weights.items():
+            # without the TME simulation, TME objectives are unknown (NaN), never zero
+            obj = obj + w * m.get(_METRIC_OF[k], np.full(n, np.nan))
+
+        s: dict[str, tuple[np.ndarray, float, str, str]] = {}
+        s["n_fractions.min"] = (m["n_fractions"], float(self.n_min), ">=", "rule")
+        s["n_fractions.max"] = (m["n_fractions"], float(self.n_max), "<=", "rule")
+        s["dose_per_fraction.min"] = (np.where(nfr > 0, dmin, self.d_min), self.d_min, ">=", "rule")
+        s["dose_per_fraction.max"] = (dmax, self.d_max, "<=", "rule")
+        if not self.continuous_dose:
+            k = (D - self.d_min) / self.dose_step
+            off = np.where(frac, np.abs(k - np.round(k)) * self.dose_step, 0.0).max(axis=1)
+            s["dose_grid"] = (off, 0.0, "<=", "rule")
+        if self.uniform:
+            s["uniform_dose"] = (dmax - dmin, 0.0, "<=", "rule")
+        s["treatment_weekdays"] = ((frac & ~self.day_allowed).sum(axis=1).astype(float), 0.0,
+                                   "<=", "rule")
+        prev = np.maximum.accumulate(np.where(frac, days, -_BIG), axis=1)
+        prev = np.concatenate([np.full((n, 1), -_BIG), prev[:, :-1]], axis=1)
+        gaps = np.where(frac, days - prev, _BIG).min(axis=1)
+        s["min_interval_days"] = (np.minimum(gaps, _BIG).astype(float), float(self.min_interval),
+                                  ">=", "rule")
+        s["max_overall_days"] = (m["overall_days"], float(self.max_overall), "<=", "rule")
+        s["prescription.min_bed_gy"] = (m["tumour_bed_gy"], self.min_bed, ">=", "limit")
+        for i, o in enumerate(self.oars):
+            if o.max_bed_gy is not None:
+                s[f"oar.{o.name}.max_bed_gy"] = (oar_bed[:, i], o.max_bed_gy, "<=", "limit")
+            if o.max_dose_per_fraction_gy is not None:
+                s[f"oar.{o.name}.max_dose_per_fraction_gy"] = (
+                    m[f"oar.{o.name}.max_dose_per_fraction_gy"], o.max_dose_per_fraction_gy, "<=",
+                    "limit")
+        if self.nk is not None:
+            r = self.nk
+            inf = U > 0
+            cnt = U.sum(axis=1)
+            m["n_infusions"] = cnt
+            s["nk.n_infusions.min"] = (cnt, float(r.n_min), ">=", "rule")
+            s["nk.n_infusions.max"] = (cnt, float(r.n_max), "<=", "rule")
+            first = np.where(inf, days, _BIG).min(axis=1)
+            last = np.where(inf, days, -_BIG).max(axis=1)
+            s["nk.earliest_day"] = (np.where(cnt > 0, first, r.earliest_day).astype(float),
+                                    float(r.earliest_day), ">=", "rule")
+            s["nk.latest_day"] = (np.where(cnt > 0, last, r.latest_day).astype(float),
+                                  float(r.latest_day), "<=", "rule")
+            iprev = np.maximum.accumulate(np.where(inf, days, -_BIG), axis=1)
+            iprev = np.concatenate([np.full((n, 1), -_BIG), iprev[:, :-1]], axis=1)
+            igap = np.where(inf, days - iprev, _BIG).min(axis=1)
+            igap = np.where((U > 1).any(axis=1), 0, igap)  # two infusions on one day
+            s["nk.min_interval_days"] = (np.minimum(igap, _BIG).astype(float),
+                                         float(r.min_interval_days), ">=", "rule")
+            # next fraction strictly after each infusion day
+            nxt = np.minimum.accumulate(np.where(frac, days, _BIG)[:, ::-1], axis=1)[:, ::-1]
+            nxt = np.concatenate([nxt[:, 1:], np.full((n, 1), _BIG)], axis=1)
+            gap_f = np.where(inf & (nxt < _BIG), nxt - days, _BIG).min(axis=1)
+            s["nk.min_days_before_next_fraction"] = (
+                np.minimum(gap_f - 1, _BIG).astype(float), float(r.min_days_before_next_fraction),
+                ">=", "rule")
+        viol = np.zeros(n)
+        for val, lim, sense, _ in s.values():
+            sl = (val - lim) if sense == ">=" else (lim - val)
+            viol = viol + np.maximum(-sl, 0.0) / max(1.0, abs(lim))
+        return Evaluation(obj, m, s, viol)
+
+    def evaluate_plans(self, plans: Sequence[Plan], **kw: Any) -> Evaluation:
+        """:meth:`evaluate` on a list of plans."""
+        rows = [p.daily(self.horizon_days) for p in plans]
+        return self.evaluate(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), **kw)
+
+    def verify(self, plan: Plan) -> Verification:
+        """Re-simulate one plan and re-check every constraint (the gate before any report)."""
+        ev = self.evaluate_plans([plan], simulate_tme=True)
+        checks = []
+        for name, (val, lim, sense, kind) in ev.slacks.items():
+            v = float(val[0])
+            sl = (v - lim) if sense == ">=" else (lim - v)
+            ok = sl >= -FEAS_TOL * max(1.0, abs(lim))
+            if name == "min_interval_days" and v >= _BIG:
+                v = float("inf")
+            if name == "nk.min_days_before_next_fraction" and v >= _BIG - 1:  # no later fraction
+                v = float("inf")
+            checks.append(ConstraintCheck(name, v, float(lim), sense, float(sl), bool(ok), kind))
+        metrics = {k: float(v[0]) for k, v in ev.metrics.items()}
+        return Verification(plan, float(ev.objective[0]), metrics, tuple(checks))
+
+    # ------------------------------------------------------------------ diagnosis
+    def max_uniform_dose(self, n: int) -> float:
+        """Largest uniform dose per fraction (Gy) that every OAR limit and ``d_max`` allow for
+        ``n`` fractions (ignoring the grid); may fall below ``d_min``."""
+        d = self.d_max
+        for o in self.oars:
+            if o.max_dose_per_fraction_gy is not None:
+                d = min(d, o.max_dose_per_fraction_gy / o.sparing_factor)
+            if o.max_bed_gy is not None:
+                d = min(d, float(rb.max_oar_dose_for_bed(o.max_bed_gy, n, o.alpha_beta_gy))
+                        / o.sparing_factor)
+        return d
+
+    def binding_oar(self, n: int) -> str | None:
+        """Name of the limit that sets :meth:`max_uniform_dose` for ``n`` fractions."""
+        best, name = self.d_max, None
+        for o in self.oars:
+            cands = []
+            if o.max_dose_per_fraction_gy is not None:
+                cands.append((o.max_dose_per_fraction_gy / o.sparing_factor,
+                              f"oar.{o.name}.max_dose_per_fraction_gy"))
+            if o.max_bed_gy is not None:
+                cands.append((float(rb.max_oar_dose_for_bed(o.max_bed_gy, n, o.alpha_beta_gy))
+                              / o.sparing_factor, f"oar.{o.name}.max_bed_gy"))
+            for d, nm in cands:
+                if d < best:
+                    best, name = d, nm
+        return name
+
+    def fraction_count_range(self) -> tuple[int, int]:
+        """Fraction counts allowed by both the instance range and the calendar."""
+        fit = max_fractions_that_fit(self.allowed_days, self.min_interval, self.max_overall)
+        return self.n_min, min(self.n_max, fit)
+
+    def diagnose(self) -> Diagnosis:
+        """Explain infeasibility from closed forms: calendar, prescription vs OAR, NK rules.
+
+        The prescription check maximises tumour BED over uniform doses for each fraction count
+        (for one OAR this is the classic result; with per-fraction doses allowed it is the
+        uniform-dose bound and says so).  Returns an empty diagnosis if no conflict is found.
+        """
+        conflicts: list[str] = []
+        best: dict[str, float] = {}
+        n_lo, n_hi = self.fraction_count_range()
+        if n_hi < n_lo:
+            conflicts.append(
+                f"calendar: at most {n_hi} fraction(s) fit on the allowed weekdays with "
+                f"min_interval_days={self.min_interval} within max_overall_days="
+                f"{self.max_overall}, but n_fractions needs at least {n_lo}")
+            best["n_fractions"] = float(n_hi)
+            return Diagnosis(tuple(conflicts), best)
+        best_bed, best_n, best_d = -np.inf, None, None
+        for n in range(n_lo, n_hi + 1):
+            d = self.max_uniform_dose(n)
+            if not self.continuous_dose:
+                g = self.dose_grid()
+                g = g[g <= d + 1e-9]
+                d = float(g.max()) if g.size else -np.inf
+            if d < self.d_min - 1e-9:
+                continue
+            row = np.zeros((1, self.horizon_days))
+            cand = self.allowed_days[:: max(1, self.min_interval)][:n]
+            if cand.size < n:
+                continue
+            row[0, cand] = d
+            bed = float(self.tumour_bed(row)[0])
+            if bed > best_bed:
+                best_bed, best_n, best_d = bed, n, d
+        if best_n is None:
+            n = n_lo
+            conflicts.append(
+                f"dose_per_fraction_gy: even the smallest dose {self.d_min:g} Gy breaks "
+                f"{self.binding_oar(n)} (largest allowed uniform dose "
+                f"{self.max_uniform_dose(n):.3g} Gy at {n} fraction(s))")
+            best["max_uniform_dose_gy"] = self.max_uniform_dose(n)
+        elif best_bed < self.min_bed - FEAS_TOL * max(1.0, self.min_bed):
+            lim = self.binding_oar(best_n) or "fractionation.dose_per_fraction_gy"
+            conflicts.append(
+                f"prescription.min_bed_gy={self.min_bed:g} Gy conflicts with {lim}: the highest "
+                f"tumour BED the limits allow is {best_bed:.4g} Gy ({best_n} x {best_d:.4g} Gy"
+                + ("" if self.uniform else ", uniform-dose bound") + ")")
+            best["tumour_bed_gy"] = best_bed
+        if self.nk is not None:
+            r = self.nk
+            window = max(0, r.latest_day - r.earliest_day)
+            fit = (window // max(1, r.min_interval_days) + 1) if r.latest_day >= r.earliest_day else 0
+            if fit < r.n_min:
+                conflicts.append(
+                    f"nk: only {fit} infusion(s) fit between day {r.earliest_day} and day "
+                    f"{r.latest_day} at min_interval_days={r.min_interval_days}, but "
+                    f"n_infusions needs {r.n_min}")
+                best["n_infusions"] = float(fit)
+        return Diagnosis(tuple(conflicts), best)

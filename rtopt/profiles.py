@@ -1,0 +1,151 @@
+"""Solver profiles: ``solvers/*.toml`` files naming a back-end and its options.
+
+A profile is a TOML file::
+
+    backend = "scipy_de"            # a name from rtopt.backends.BACKENDS
+    description = "differential evolution with integrality"
+    time_limit_s = 60
+    rel_gap = 1e-4
+    threads = 1
+    seed = 0
+    [options]                       # free table passed to the back-end
+    popsize = 30
+
+The profile's name is the file name without ``.toml``.  Profiles are looked up in
+``./solvers`` (the working directory), then in the ``solvers/`` folder of the rtopt checkout,
+then in ``$RTOPT_SOLVERS`` (a folder); a bare back-end name is a profile with default options.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rtopt.backends import BACKENDS
+from rtopt.backends.base import SolverOptions
+from rtopt.errors import InstanceError, RtoptError
+
+__all__ = ["Profile", "load_profile", "list_profiles", "resolve_profile", "ProfileError",
+           "profile_dirs"]
+
+
+class ProfileError(InstanceError):
+    """A solver profile file is invalid (same one-line-per-problem format as instances)."""
+
+
+class _ProfileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: str
+    description: str = ""
+    time_limit_s: float = Field(60.0, gt=0)
+    rel_gap: float = Field(1e-4, ge=0)
+    threads: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named back-end configuration."""
+
+    name: str
+    backend: str
+    description: str = ""
+    options: SolverOptions = field(default_factory=SolverOptions)
+    path: str | None = None
+
+    def with_overrides(self, time_limit_s: float | None = None, seed: int | None = None) -> "Profile":
+        """Copy with the CLI's ``--time-limit`` / ``--seed`` applied."""
+        o = self.options
+        opts = SolverOptions(time_limit_s=time_limit_s if time_limit_s is not None else o.time_limit_s,
+                             rel_gap=o.rel_gap, threads=o.threads,
+                             seed=seed if seed is not None else o.seed, options=dict(o.options))
+        return Profile(self.name, self.backend, self.description, opts, self.path)
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for profiles, in order."""
+    dirs = [Path.cwd() / "solvers", Path(__file__).resolve().parents[1] / "solvers"]
+    env = os.environ.get("RTOPT_SOLVERS")
+    if env:
+        dirs.append(Path(env))
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [x.resolve() for x in out]:
+            out.append(d)
+    return out
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate one profile file (raises :class:`ProfileError`)."""
+    p = Path(path)
+    src = str(path)
+    if not p.exists():
+        raise ProfileError(src, [("", "file not found")])
+    if p.is_dir():
+        raise ProfileError(src, [("", "is a directory, not a profile file")])
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ProfileError(src, [("", "not a text file")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(src, [("", f"TOML syntax error: {e}")]) from None
+    try:
+        m = _ProfileModel.model_validate(data)
+    except ValidationError as e:
+        probs = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(err["loc"][-1]), _ProfileModel.model_fields, 1)
+                msg = f"unknown key '{err['loc'][-1]}'" + (f"; did you mean '{close[0]}'?" if close else "")
+            elif err["type"] == "missing":
+                msg = "required"
+            else:
+                msg = err["msg"]
+            probs.append((loc, msg))
+        raise ProfileError(src, probs) from None
+    if m.backend not in BACKENDS:
+        close = difflib.get_close_matches(m.backend, BACKENDS, 1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ProfileError(src, [("backend", f"unknown backend '{m.backend}'{hint} "
+                                             f"(one of {', '.join(BACKENDS)})")])
+    opts = SolverOptions(m.time_limit_s, m.rel_gap, m.threads, m.seed, dict(m.options))
+    return Profile(p.stem, m.backend, m.description, opts, str(p))
+
+
+def list_profiles() -> list[Profile | ProfileError]:
+    """Every profile file found in :func:`profile_dirs` (invalid ones as their error)."""
+    seen: dict[str, Profile | ProfileError] = {}
+    for d in profile_dirs():
+        for f in sorted(d.glob("*.toml")):
+            if f.stem in seen:
+                continue
+            try:
+                seen[f.stem] = load_profile(f)
+            except ProfileError as e:
+                seen[f.stem] = e
+    return list(seen.values())
+
+
+def resolve_profile(name_or_path: str) -> Profile:
+    """A profile by file path, profile name, or back-end name (default options)."""
+    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+        return load_profile(name_or_path)
+    for d in profile_dirs():
+        f = d / f"{name_or_path}.toml"
+        if f.exists():
+            return load_profile(f)
+    if name_or_path in BACKENDS:
+        return Profile(name_or_path, name_or_path, "back-end defaults")
+    names = sorted({p.name for p in list_profiles() if isinstance(p, Profile)} | set(BACKENDS))
+    close = difflib.get_close_matches(name_or_path, names, 1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise RtoptError(f"{name_or_path}: unknown solver profile or backend{hint} "
+                     f"(known: {', '.join(names)})")

@@ -1,0 +1,110 @@
+"""The tumour-microenvironment (TME) surrogate: dose responses of one fraction (MODEL.md s3-5).
+
+Pure, vectorised functions of the dose per fraction ``d`` (Gy) and of a
+:class:`rtopt.parameters.SurrogateParameters`.  The simulators (:mod:`rtopt.simulator`) apply them
+at each fraction; plots, calibration and every solver back-end reach them only through the
+simulators.  Parameter values may be floats or arrays (parameter samples) that broadcast with ``d``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+
+__all__ = [
+    "demand_drop",
+    "vascular_damage",
+    "chemokine_amplitude",
+    "chemokine_rates",
+    "chemokine_pulse",
+    "hypoxic_fraction",
+]
+
+
+def demand_drop(d: Any, p: Any) -> np.ndarray:
+    """Fractional drop of tumour oxygen demand caused by one fraction of ``d`` Gy.
+
+    ``m(d) = m_max (1 - exp(-d / d_m))`` (MODEL.md s3): killed cells stop respiring.
+    """
+    d = np.asarray(d, dtype=float)
+    return p.demand_drop_max * -np.expm1(-d / p.demand_drop_dose_gy)
+
+
+def vascular_damage(d: Any, p: Any) -> np.ndarray:
+    """Fractional loss of vascular function caused by one fraction of ``d`` Gy.
+
+    Logistic in dose, ``V(d) = V_max / (1 + exp(-(d - d_v50) / s_v))``, exactly 0 at ``d = 0``
+    so that days without a fraction leave the vessels alone (Park et al. 2012; Garcia-Barros 2003).
+    """
+    d = np.asarray(d, dtype=float)
+    v = p.vascular_damage_max / (1.0 + np.exp(-(d - p.vascular_d50_gy) / p.vascular_slope_gy))
+    return np.where(d > 0, v, 0.0)
+
+
+def chemokine_amplitude(d: Any, p: Any) -> np.ndarray:
+    """Peak CXCL10 signal of the pulse that one fraction of ``d`` Gy induces (signal units).
+
+    ``A(d) = A_max d^n / (d^n + K^n) / (1 + exp((d - d_trex) / s_trex))``: rising with dose via
+    cGAS-STING, switched off above the Trex1 threshold (Vanpouille-Box et al. 2017).
+    """
+    d = np.asarray(d, dtype=float)
+    n = p.chemokine_hill
+    dn = np.power(np.maximum(d, 0.0), n)
+    hill = dn / (dn + np.power(p.chemokine_k_gy, n))
+    trex = 1.0 / (1.0 + np.exp((d - p.trex1_threshold_gy) / p.trex1_width_gy))
+    return p.chemokine_max * hill * trex
+
+
+def _rise_rate(peak_day: float, decay_rate: float) -> float:
+    # Bateman peak time t_p = ln(ka/ke)/(ka-ke) is symmetric in (ka, ke) and tends to 1/ke as
+    # ka -> ke, so the rise rate lies above ke when t_p < 1/ke and below it otherwise.
+    ke, tp = float(decay_rate), float(peak_day)
+    if abs(tp * ke - 1.0) < 1e-9:
+        return ke * (1.0 + 1e-6)
+
+    def f(ka: float) -> float:
+        return np.log(ka / ke) / (ka - ke) - tp
+
+    if tp * ke < 1.0:
+        return brentq(f, ke * (1 + 1e-9), ke * 1e6, xtol=1e-14, rtol=1e-13)
+    return brentq(f, ke * 1e-9, ke * (1 - 1e-9), xtol=1e-14, rtol=1e-13)
+
+
+def chemokine_rates(p: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rates of the chemokine pulse: ``(k_rise, k_decay, norm)`` in 1/d, 1/d and 1.
+
+    A fraction adds ``A(d) * norm`` to a precursor ``P`` (``dP/dt = -k_rise P``) that feeds the
+    signal ``C`` (``dC/dt = k_rise P - k_decay C``): a Bateman pulse whose peak is ``A(d)`` at
+    ``chemokine_peak_day``.  Pulses add up, so repeated moderate fractions build a larger signal
+    (MODEL.md s4).
+    """
+    ke = 1.0 / np.asarray(p.chemokine_decay_days, dtype=float)
+    tp = np.asarray(p.chemokine_peak_day, dtype=float)
+    ka = np.vectorize(_rise_rate, otypes=[float])(tp, ke)
+    peak = ka / (ka - ke) * (np.exp(-ke * tp) - np.exp(-ka * tp))
+    return ka, ke, 1.0 / peak
+
+
+def chemokine_pulse(t: Any, d: Any, p: Any) -> np.ndarray:
+    """Chemokine signal ``t`` days after one fraction of ``d`` Gy (0 before the fraction)."""
+    t = np.asarray(t, dtype=float)
+    ka, ke, norm = chemokine_rates(p)
+    tt = np.maximum(t, 0.0)
+    c = chemokine_amplitude(d, p) * norm * ka / (ka - ke) * (np.exp(-ke * tt) - np.exp(-ka * tt))
+    return np.where(t >= 0, c, 0.0)
+
+
+def hypoxic_fraction(w: Any, v: Any, h0: Any, p: Any) -> np.ndarray:
+    """Hypoxic fraction from oxygen demand ``w`` and vascular function ``v`` (both 1 at baseline).
+
+    ``h = min(h_max, h0 (w / v)^gamma)`` (MODEL.md s3).
+    """
+    ratio = np.asarray(w, dtype=float) / np.asarray(v, dtype=float)
+    g = p.hypoxia_gamma
+    if np.ndim(g) == 0 and float(g) == 1.0:
+        h = h0 * ratio
+    else:
+        h = h0 * np.power(ratio, g)
+    return np.minimum(h, p.hypoxic_fraction_max)
