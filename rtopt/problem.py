@@ -481,6 +481,51 @@ class Problem:
         metrics = {k: float(v[0]) for k, v in ev.metrics.items()}
         return Verification(plan, float(ev.objective[0]), metrics, tuple(checks))
 
+    # ------------------------------------------------------------------ placement helpers
+    def compact_calendar(self, n: int, start: int | None = None) -> tuple[int, ...] | None:
+        """Earliest calendar of ``n`` fractions: each on the first allowed day at least
+        ``min_interval_days`` after the previous (from ``start`` or the first allowed day);
+        None if it breaks the horizon or ``max_overall_days``."""
+        allowed = self.allowed_days
+        if start is not None:
+            allowed = allowed[allowed >= start]
+        if n <= 0:
+            return ()
+        if allowed.size == 0:
+            return None
+        days = [int(allowed[0])]
+        while len(days) < n:
+            nxt = allowed[allowed >= days[-1] + self.min_interval]
+            if nxt.size == 0:
+                return None
+            days.append(int(nxt[0]))
+        return tuple(days) if days[-1] - days[0] <= self.max_overall else None
+
+    def infusion_day_ok(self, fraction_days: Iterable[int], day: int) -> bool:
+        """True if an infusion on ``day`` obeys the window and the no-fraction-after rule."""
+        r = self.nk
+        if r is None:
+            return False
+        if not r.earliest_day <= day <= r.latest_day:
+            return False
+        m = r.min_days_before_next_fraction
+        return not any(day < f <= day + m for f in fraction_days)
+
+    def first_valid_infusions(self, fraction_days: Iterable[int]) -> tuple[int, ...] | None:
+        """Earliest rule-abiding set of the minimum number of infusions (``()`` without NK or
+        with ``n_infusions`` min 0); None if none exists.  For objectives that ignore NK."""
+        r = self.nk
+        if r is None or r.n_min == 0:
+            return ()
+        fd = tuple(fraction_days)
+        days: list[int] = []
+        for t in range(r.earliest_day, r.latest_day + 1):
+            if len(days) == r.n_min:
+                break
+            if (not days or t - days[-1] >= r.min_interval_days) and self.infusion_day_ok(fd, t):
+                days.append(t)
+        return tuple(days) if len(days) == r.n_min else None
+
     # ------------------------------------------------------------------ diagnosis
     def max_uniform_dose(self, n: int) -> float:
         """Largest uniform dose per fraction (Gy) that every OAR limit and ``d_max`` allow for

@@ -177,13 +177,8 @@ class ExhaustiveBackend(Backend):
 
     @staticmethod
     def _rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
-        """Per candidate infusion day: no fraction on the m days after it."""
-        m = problem.nk.min_days_before_next_fraction
-        fd = np.asarray(days)
-        ok = np.ones(len(inf_days), dtype=bool)
-        for j, t in enumerate(inf_days):
-            ok[j] = not np.any((fd > t) & (fd <= t + m))
-        return ok
+        """Per candidate infusion day: window and no fraction on the m days after it."""
+        return np.array([problem.infusion_day_ok(days, int(t)) for t in inf_days], dtype=bool)
 
     def _superposition(self, problem, D, plans_rt, bed, sets, deadline, name, version, extras):
         H = problem.horizon_days
