@@ -15,11 +15,10 @@ The space
   spacing and the no-fraction-after-infusion rule.
 
 Schedules that break a radiobiological limit (prescription, OAR BED, dose per fraction) are
-removed in closed form before any simulation.  When the objective is linear in the NK
-activity integral (``nk_favourability`` and ``tumour_bed`` weights only), the simulator is run
-once per schedule and single infusion day and infusion sets are scored by superposition: the
-NK compartments are linear in the infusions, so this is exact, not an approximation.  Other
-objectives simulate every (schedule, infusion set) pair in batches.
+removed in closed form before any simulation.  With NK cells, the
+simulator is run once per schedule and candidate infusion day, and every infusion set is scored
+by superposition (:class:`rtopt.simulator.InfusionKernels`): the NK compartments are linear in
+the infusions and hypoxia does not depend on them, so this is exact, not an approximation.
 
 Guarantee: the returned plan is optimal over this space (termination ``optimal``); it is
 optimal for the instance when the instance's own decision space adds nothing the objective can
@@ -36,7 +35,7 @@ import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
 from rtopt.problem import Plan, Problem
-from rtopt.simulator import simulate
+from rtopt.simulator import infusion_kernels
 
 __all__ = ["ExhaustiveBackend"]
 
@@ -104,7 +103,6 @@ class ExhaustiveBackend(Backend):
         extra_spacing = int(opt.get("extra_spacing_days", 3))
         cont_step = float(opt.get("continuous_step_gy", 0.1))
         day_step = int(opt.get("nk_day_step", 1))
-        batch = int(opt.get("batch", 65536))
         H = problem.horizon_days
         n_lo, n_hi = problem.fraction_count_range()
         rows, plans_rt = [], []
@@ -152,10 +150,8 @@ class ExhaustiveBackend(Backend):
         extras["infusion_sets"] = len(sets)
         deadline = t0 + options.time_limit_s
         if problem.nk is not None and problem.needs_simulation:
-            if set(problem.weights) <= {"nk_favourability", "tumour_bed"}:
-                return self._superposition(problem, D, plans_rt, bed, sets, deadline, name,
-                                           version, extras)
-            return self._full(problem, D, plans_rt, sets, batch, deadline, name, version, extras)
+            return self._superposition(problem, D, plans_rt, bed, sets, deadline, name, version,
+                                       extras)
         # Infusions do not change the objective: best schedule, then any infusion set it allows.
         obj = (problem.evaluate(D).objective if problem.needs_simulation
                else self._bed_objective(problem, bed))
@@ -181,82 +177,49 @@ class ExhaustiveBackend(Backend):
         return np.array([problem.infusion_day_ok(days, int(t)) for t in inf_days], dtype=bool)
 
     def _superposition(self, problem, D, plans_rt, bed, sets, deadline, name, version, extras):
-        H = problem.horizon_days
-        cand = sorted({d for s in sets for d in s})
+        """Score every (schedule, infusion set) pair exactly from single-infusion kernels."""
+        cand = np.array(sorted({d for s in sets for d in s}), dtype=int)
         idx = {d: i for i, d in enumerate(cand)}
         M = np.zeros((len(sets), len(cand)))
         for r, s in enumerate(sets):
             for d in s:
                 M[r, idx[d]] += 1
-        w_nk = problem.weights.get("nk_favourability", 0.0)
+        w = problem.weights
         best = (-np.inf, None, None)
-        n_eval = 0
+        n_sim = 0
         S = len(D)
-        per = max(1, 65536 // max(1, len(cand)))
+        per = max(1, 32768 // (len(cand) + 1))
         term = Termination.OPTIMAL
-        Ueye = np.zeros((len(cand), H))
-        Ueye[np.arange(len(cand)), cand] = 1.0
         for a in range(0, S, per):
             if time.perf_counter() > deadline and best[1] is not None:
                 term = Termination.TIME_LIMIT
                 break
             block = D[a:a + per]
-            nb = len(block)
-            DD = np.repeat(block, len(cand), axis=0)
-            UU = np.tile(Ueye, (nb, 1))
-            auc = simulate(problem.biology, DD, UU,
-                           steps_per_day=problem.steps_per_day).nk_auc.reshape(nb, len(cand))
-            n_eval += len(DD)
-            tot = auc @ M.T                                    # (nb, sets)
-            bad = np.array([~self._rule_ok(problem, plans_rt[a + i][0], np.asarray(cand))
-                            for i in range(nb)], dtype=float)  # (nb, cand)
-            valid = (bad @ M.T) == 0
-            obj = w_nk * tot + self._bed_objective(problem, bed[a:a + nb])[:, None]
-            obj = np.where(valid, obj, -np.inf)
-            i, j = np.unravel_index(int(np.argmax(obj)), obj.shape)
-            if obj[i, j] > best[0]:
-                best = (float(obj[i, j]), a + i, j)
+            ker = infusion_kernels(problem.biology, block, cand,
+                                   steps_per_day=problem.steps_per_day)
+            n_sim += len(block) * (len(cand) + 1)
+            for i in range(len(block)):
+                days = plans_rt[a + i][0]
+                bad = (~self._rule_ok(problem, days, cand)).astype(float)
+                valid = (M @ bad) == 0
+                if not valid.any():
+                    continue
+                sim = ker.combine(i, M[valid])
+                obj = (w.get("nk_favourability", 0.0) * sim.nk_auc
+                       + w.get("tumour_log_kill", 0.0) * sim.log10_kill
+                       + w.get("tcp", 0.0) * sim.tcp
+                       + w.get("tumour_bed", 0.0) * bed[a + i])
+                k = int(np.argmax(obj))
+                if obj[k] > best[0]:
+                    best = (float(obj[k]), a + i, int(np.flatnonzero(valid)[k]))
         if best[1] is None:
             return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
                                  "rules with any schedule in the space", solver_name=name,
                                  solver_version=version, extras=extras)
         days, d = plans_rt[best[1]]
         plan = Plan.uniform(days, d, sets[best[2]])
-        extras = {**extras, "evaluations": n_eval, "method": "superposition over infusion days"}
+        extras = {**extras, "simulations": n_sim,
+                  "evaluations": S * len(sets) if term == Termination.OPTIMAL else None,
+                  "method": "exact superposition of single-infusion responses"}
         return BackendOutput((plan,), term, best[0], best[0] if term == Termination.OPTIMAL else None,
-                             solver_name=name, solver_version=version, extras=extras)
-
-    def _full(self, problem, D, plans_rt, sets, batch, deadline, name, version, extras):
-        H = problem.horizon_days
-        Useq = np.zeros((len(sets), H))
-        for r, s in enumerate(sets):
-            for d in s:
-                Useq[r, d] += 1
-        best = (-np.inf, None)
-        term = Termination.OPTIMAL
-        n_eval = 0
-        per = max(1, batch // max(1, len(sets)))
-        for a in range(0, len(D), per):
-            if time.perf_counter() > deadline and best[1] is not None:
-                term = Termination.TIME_LIMIT
-                break
-            block = D[a:a + per]
-            nb = len(block)
-            DD = np.repeat(block, len(sets), axis=0)
-            UU = np.tile(Useq, (nb, 1))
-            ev = problem.evaluate(DD, UU)
-            n_eval += len(DD)
-            obj = np.where(ev.feasible, ev.objective, -np.inf)
-            k = int(np.argmax(obj))
-            if obj[k] > best[0]:
-                best = (float(obj[k]), (a + k // len(sets), k % len(sets)))
-        if best[1] is None:
-            return BackendOutput((), Termination.INFEASIBLE, message="no (schedule, infusion set) "
-                                 "pair in the space is feasible", solver_name=name,
-                                 solver_version=version, extras=extras)
-        (i, j) = best[1]
-        days, d = plans_rt[i]
-        extras = {**extras, "evaluations": n_eval, "method": "full enumeration"}
-        return BackendOutput((Plan.uniform(days, d, sets[j]),), term, best[0],
-                             best[0] if term == Termination.OPTIMAL else None,
                              solver_name=name, solver_version=version, extras=extras)

@@ -1,0 +1,103 @@
+"""Benchmarks behind ``rtopt bench``: simulator throughput and solver times, measured in one run.
+
+Speed is measured here, never asserted in tests: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rtopt.simulator import Biology, simulate, simulate_reference
+
+__all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling"]
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def random_schedules(n: int, horizon_days: int = 42, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random clinical-looking schedules: 1-8 fractions of 6-20 Gy in the first three weeks,
+    one or two NK infusions in the first five weeks."""
+    rng = np.random.default_rng(seed)
+    D = np.zeros((n, horizon_days))
+    U = np.zeros((n, horizon_days))
+    nf = rng.integers(1, 9, n)
+    dose = rng.uniform(6.0, 20.0, n)
+    for k in range(8):
+        rows = np.flatnonzero(nf > k)
+        D[rows, rng.integers(0, min(21, horizon_days), rows.size)] = dose[rows]
+    ni = rng.integers(1, 3, n)
+    for k in range(2):
+        rows = np.flatnonzero(ni > k)
+        U[rows, rng.integers(0, min(35, horizon_days), rows.size)] += 1
+    return D, U
+
+
+def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
+                    steps_per_day: int = 8) -> dict[str, Any]:
+    """Time the fast simulator and the ``solve_ivp`` reference on the same kind of schedules."""
+    bio = Biology.simple("lung", product="il15_expanded")
+    D, U = random_schedules(max(n_fast, n_ref), seed=seed)
+    simulate(bio, D[:256], U[:256], steps_per_day=steps_per_day)  # warm-up
+    t0 = time.perf_counter()
+    fast = simulate(bio, D[:n_fast], U[:n_fast], steps_per_day=steps_per_day)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = simulate_reference(bio, D[:n_ref], U[:n_ref])
+    t_ref = time.perf_counter() - t0
+    rows = [{"name": "fast (numpy, vectorised)", "schedules": n_fast, "seconds": t_fast,
+             "per_second": n_fast / t_fast},
+            {"name": "reference (solve_ivp DOP853)", "schedules": n_ref, "seconds": t_ref,
+             "per_second": n_ref / t_ref}]
+    k = min(n_fast, n_ref)
+    rel = lambda a, b: float(np.max(np.abs(a[:k] - b[:k]) / np.maximum(np.abs(b[:k]), 1e-12)))
+    return {"rows": rows, "ratio": rows[0]["per_second"] / rows[1]["per_second"],
+            "horizon_days": D.shape[1], "steps_per_day": steps_per_day, "cpus": os.cpu_count(),
+            "max_rel_err_nk": rel(fast.nk_auc, ref.nk_auc),
+            "max_rel_err_ln_s": rel(fast.ln_survival, ref.ln_survival)}
+
+
+def _default_instances() -> list[str]:
+    return sorted(str(p) for p in (_REPO / "instances").glob("*.toml"))
+
+
+def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[str],
+                  time_limit_s: float) -> list[dict[str, Any]]:
+    """Solve every instance with every profile and record status, objective and time."""
+    from rtopt.solve import solve
+
+    rows = []
+    for inst in instances or _default_instances():
+        for prof in profiles:
+            t0 = time.perf_counter()
+            r = solve(inst, prof, time_limit_s=time_limit_s)
+            rows.append({"instance": r.instance, "profile": prof, "status": r.status,
+                         "objective": r.objective, "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
+    """Exhaustive solve time on the lung instance as horizon and fraction range grow."""
+    from rtopt.instance import instance_from_dict
+    from rtopt.solve import solve
+
+    base = tomllib.loads((_REPO / "instances" / "lung-sbrt-peripheral.toml").read_text())
+    rows = []
+    for horizon, n_max in ((28, 5), (42, 5), (56, 5), (42, 3), (42, 8), (42, 10)):
+        data = {**base, "fractionation": {**base["fractionation"], "horizon_days": horizon,
+                                          "n_fractions": [1, n_max]}}
+        if "nk" in data:
+            data["nk"] = {k: v for k, v in data["nk"].items() if k != "latest_day"}
+        inst = instance_from_dict(data, source=f"lung(horizon={horizon}, n_max={n_max})")
+        t0 = time.perf_counter()
+        r = solve(inst, "exhaustive", time_limit_s=time_limit_s)
+        rows.append({"horizon_days": horizon, "n_max": n_max,
+                     "schedules": r.extras.get("schedules"),
+                     "evaluations": r.extras.get("evaluations"),
+                     "seconds": time.perf_counter() - t0, "status": r.status})
+    return rows

@@ -1,0 +1,108 @@
+"""Model commands: ``rtopt calibrate`` and ``rtopt bench``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from rtopt.cli import app
+from rtopt.cli._common import cli_errors, err_console, out_console
+
+
+@app.command("calibrate")
+@cli_errors()
+def calibrate_cmd(
+    write: Annotated[bool, typer.Option(
+        "--write", help="Write the fitted values to rtopt/data/calibrated.py (the presets).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
+) -> None:
+    """Fit the hypoxia presets to the observation table and report fit and residuals."""
+    import json
+
+    from rtopt.calibrate import FIT_PLAN, calibrate, write_calibrated
+
+    res = calibrate()
+    if json_out:
+        typer.echo(json.dumps({"values": res.values, "cost": res.cost, "observations": [
+            {**r, "band": list(r["band"])} for r in res.rows]}, indent=2))
+    else:
+        t = Table(title="fitted hypoxia parameters (free parameters per site)")
+        t.add_column("site")
+        t.add_column("parameter")
+        t.add_column("value", justify="right")
+        for site, start, free in FIT_PLAN:
+            for k in free:
+                t.add_row(site, k, f"{res.values[site][k]:.4g}")
+        out_console.print(t)
+        t = Table(title="observations: model vs data")
+        for col in ("id", "site", "quantity", "target", "band", "model", "residual", "in band"):
+            t.add_column(col, justify="right" if col in ("target", "model", "residual") else "left")
+        for r in res.rows:
+            t.add_row(r["id"], r["site"], r["quantity"],
+                      "-" if r["target"] is None else f"{r['target']:.3g}",
+                      f"[{r['band'][0]:g}, {'inf' if r['band'][1] >= 1e8 else format(r['band'][1], 'g')}]",
+                      f"{r['model']:.3f}",
+                      "-" if r["residual"] is None else f"{r['residual']:+.3f}",
+                      "yes" if r["within_band"] else "NO")
+        out_console.print(t)
+        out_console.print("least-squares cost per site: " + ", ".join(
+            f"{k} {v:.3g}" for k, v in res.cost.items()))
+    if write:
+        path = write_calibrated(res)
+        err_console.print(f"wrote {path}")
+    if not res.all_within_band():
+        raise typer.Exit(1)
+
+
+@app.command("bench")
+@cli_errors()
+def bench_cmd(
+    schedules: Annotated[int, typer.Option(
+        "--schedules", "-n", min=100, help="Schedules for the fast simulator.")] = 65536,
+    reference: Annotated[int, typer.Option(
+        "--reference", min=1, help="Schedules for the solve_ivp reference.")] = 20,
+    solvers: Annotated[Optional[list[str]], typer.Option(
+        "--solver", "-s", help="Also time these solver profiles on the instances (repeatable).")] = None,
+    instances: Annotated[Optional[list[str]], typer.Option(
+        "--instance", "-i", help="Instances for solver timings (default: instances/*.toml).")] = None,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Per-solve time limit (s).")] = 60.0,
+    scaling: Annotated[bool, typer.Option(
+        "--scaling/--no-scaling", help="Time exhaustive vs horizon and fraction count.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Measure simulator throughput (fast vs reference, side by side) and solver times."""
+    from rtopt.bench import bench_simulator, bench_solvers, bench_scaling
+
+    r = bench_simulator(n_fast=schedules, n_ref=reference, seed=seed)
+    t = Table(title=f"simulator throughput, {r['horizon_days']}-day horizon, "
+                    f"{r['steps_per_day']} sub-steps/day, {r['cpus']} CPU(s)")
+    for col in ("simulator", "schedules", "seconds", "evaluations/s"):
+        t.add_column(col, justify="left" if col == "simulator" else "right")
+    for row in r["rows"]:
+        t.add_row(row["name"], str(row["schedules"]), f"{row['seconds']:.3f}",
+                  f"{row['per_second']:,.0f}")
+    out_console.print(t)
+    out_console.print(f"speed-up fast / reference: {r['ratio']:,.0f}x;  max relative difference "
+                      f"on the shared schedules: NK favourability {r['max_rel_err_nk']:.1e}, "
+                      f"ln survival {r['max_rel_err_ln_s']:.1e}")
+    if solvers:
+        rows = bench_solvers(instances, solvers, time_limit)
+        t = Table(title=f"solve times (time limit {time_limit:g} s)")
+        for col in ("instance", "profile", "status", "verified objective", "seconds"):
+            t.add_column(col)
+        for row in rows:
+            t.add_row(row["instance"], row["profile"], row["status"],
+                      "-" if row["objective"] is None else f"{row['objective']:.5g}",
+                      f"{row['seconds']:.2f}")
+        out_console.print(t)
+    if scaling:
+        rows = bench_scaling(time_limit)
+        t = Table(title="exhaustive: time vs horizon and maximum fraction count (lung preset)")
+        for col in ("horizon_days", "max fractions", "schedules", "evaluations", "seconds"):
+            t.add_column(col, justify="right")
+        for row in rows:
+            t.add_row(str(row["horizon_days"]), str(row["n_max"]), str(row["schedules"]),
+                      str(row["evaluations"]), f"{row['seconds']:.2f}")
+        out_console.print(t)

@@ -1,0 +1,147 @@
+"""Optimiser commands: ``rtopt solve FILE`` and ``rtopt solvers``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from rtopt.cli import app
+from rtopt.cli._common import cli_errors, err_console, out_console, write_atomic
+
+
+@app.command("solve")
+@cli_errors()
+def solve_cmd(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Instance file (TOML).")],
+    solver: Annotated[str, typer.Option(
+        "--solver", "-s", metavar="PROFILE",
+        help="Solver profile (solvers/NAME.toml), profile file, or back-end name.")] = "exhaustive",
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", metavar="S", min=0.01, help="Override the profile's time limit (s).")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", min=0, help="Override the profile's random seed.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="PLAN.json",
+        help="Write the result JSON (replayable with `rtopt simulate --plan`).")] = None,
+) -> None:
+    """Optimise an instance and print the verified plan.
+
+    Exit code 0 for a verified feasible plan, 2 for an infeasible instance, 1 otherwise.
+    """
+    from rtopt.solve import solve
+
+    result = solve(file, solver, time_limit_s=time_limit, seed=seed)
+    if output is not None and result.plan is not None and result.feasible:
+        write_atomic(output, result.to_json() + "\n")
+    if json_out:
+        typer.echo(result.to_json())
+    else:
+        _print_result(result)
+    if output is not None and not result.feasible:
+        err_console.print(f"{output}: not written (no verified feasible plan)")
+    raise typer.Exit(result.exit_code)
+
+
+def _fmt(x: float | None, spec: str = ".4g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _print_result(r) -> None:
+    c = out_console
+    c.print(f"{r.instance}  [{r.solver} -> {r.backend}: {r.solver_name} {r.solver_version}]")
+    c.print(f"status: {r.status}   termination: {r.termination}   verified: {r.verified}   "
+            f"wall time: {r.wall_time_s:.2f} s")
+    if r.message:
+        c.print(f"message: {r.message}")
+    if r.plan is not None:
+        c.print(f"plan: {r.plan.describe()}")
+    if r.objective is not None or r.claimed_objective is not None:
+        c.print(f"objective {r.objective_name}: verified {_fmt(r.objective)}   "
+                f"claimed {_fmt(r.claimed_objective)}   bound {_fmt(r.bound)}   "
+                f"gap {_fmt(r.gap, '.2%') if r.gap is not None else '-'}")
+    if r.metrics:
+        t = Table(title="metrics (re-simulated by rtopt)", show_lines=False)
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        m = r.metrics
+        for key, label in (("tumour_bed_gy", "tumour BED (Gy)"), ("tumour_eqd2_gy", "tumour EQD2 (Gy)"),
+                           ("nk_favourability", "NK favourability (activity-days)"),
+                           ("tumour_log10_kill", "tumour log10 kill"),
+                           ("nk_log10_kill", "  of which NK killing"), ("tcp", "TCP"),
+                           ("hypoxic_fraction_end", "hypoxic fraction at end"),
+                           ("overall_days", "overall time (days)")):
+            if key in m:
+                t.add_row(label, _fmt(m[key]))
+        c.print(t)
+    if r.constraints:
+        t = Table(title="constraints")
+        for col in ("constraint", "achieved", "limit", "slack", "ok"):
+            t.add_column(col, justify="left" if col == "constraint" else "right")
+        for ch in r.constraints:
+            if ch.kind != "limit" and ch.ok:
+                continue  # calendar and count rules are listed only when broken
+            t.add_row(ch.name, _fmt(ch.value), f"{ch.sense} {_fmt(ch.limit)}", _fmt(ch.slack),
+                      "ok" if ch.ok else "VIOLATED")
+        c.print(t)
+    if r.diagnosis is not None and r.diagnosis.conflicts:
+        c.print("diagnosis:")
+        for line in r.diagnosis.conflicts:
+            c.print(f"  - {line}")
+
+
+@app.command("solvers")
+@cli_errors()
+def solvers_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List solver profiles and back-ends with their availability."""
+    import json
+
+    from rtopt.backends import BACKENDS, get_backend
+    from rtopt.profiles import Profile, list_profiles
+
+    rows = []
+    for p in list_profiles():
+        if not isinstance(p, Profile):
+            for line in p.lines():
+                err_console.print(line)
+            continue
+        rows.append(_describe(p.name, p.backend, p.description, p.options.time_limit_s))
+    for name in BACKENDS:
+        rows.append(_describe(f"({name})", name, "back-end defaults", None))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    t = Table(title="solver profiles and back-ends")
+    for col in ("profile", "backend", "available", "objectives", "NK", "per-fraction",
+                "continuous", "guarantee"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["profile"], r["backend"], "yes" if r["available"] else f"no: {r['reason']}",
+                  ", ".join(r["objectives"]), _yn(r["nk"]), _yn(r["per_fraction_doses"]),
+                  _yn(r["continuous_dose"]), r["guarantee"])
+    out_console.print(t)
+
+
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def _describe(profile: str, backend: str, description: str, time_limit: float | None) -> dict:
+    from rtopt.backends import get_backend
+
+    try:
+        cls = get_backend(backend)
+    except (ImportError, AttributeError) as e:  # a back-end module that fails to import
+        return {"profile": profile, "backend": backend, "available": False,
+                "reason": f"cannot load: {e}", "objectives": [], "nk": False,
+                "per_fraction_doses": False, "continuous_dose": False,
+                "global_optimality": False, "guarantee": "", "description": description}
+    ok, why = cls.available()
+    return {"profile": profile, "backend": backend, "available": ok, "reason": why,
+            **cls.capabilities(), "guarantee": cls.guarantee, "description": description,
+            "time_limit_s": time_limit}
