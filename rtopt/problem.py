@@ -618,4 +618,20 @@ class Problem:
                     f"{r.latest_day} at min_interval_days={r.min_interval_days}, but "
                     f"n_infusions needs {r.n_min}")
                 best["n_infusions"] = float(fit)
+            elif not conflicts:
+                # infusion window vs fraction days: try compact calendars from every start day
+                ok = False
+                for start in self.allowed_days:
+                    for n in range(n_lo, n_hi + 1):
+                        cal = self.compact_calendar(n, start=int(start))
+                        if cal is not None and self.first_valid_infusions(cal) is not None:
+                            ok = True
+                            break
+                    if ok:
+                        break
+                if not ok:
+                    conflicts.append(
+                        f"nk: no {r.n_min} infusion(s) fit in days {r.earliest_day}-{r.latest_day} "
+                        f"with min_days_before_next_fraction={r.min_days_before_next_fraction} "
+                        f"around any calendar of {n_lo}-{n_hi} fractions")
         return Diagnosis(tuple(conflicts), best)

@@ -262,8 +262,11 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
                       metrics=v.metrics if v else {}, constraints=v.checks if v else (),
                       verified=False, wall_time_s=time.perf_counter() - t0, message=msg,
                       diagnosis=diag, **common)
-    status = "infeasible" if (diag.conflicts or out.termination == Termination.INFEASIBLE) \
-        else "no_solution"
+    # A back-end's "infeasible" proves infeasibility of the instance only if its formulation is
+    # exact for it (a restricted search space proves nothing); the closed-form diagnosis does.
+    proved_infeasible = (out.termination == Termination.INFEASIBLE
+                         and extras.get("exact_for_instance", False))
+    status = "infeasible" if (diag.conflicts or proved_infeasible) else "no_solution"
     msg = out.message or ("no plan returned" if status == "no_solution" else "")
     if status == "infeasible" and diag.conflicts:
         msg = "; ".join(diag.conflicts)

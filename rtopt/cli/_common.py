@@ -1,0 +1,131 @@
+"""Shared CLI plumbing: one-line error messages on stderr and exit codes, never a traceback.
+
+Library code raises typed exceptions (:mod:`rtopt.errors`); commands wrap their body in
+:func:`cli_errors` and the user sees one line per problem::
+
+    from rtopt.cli._common import cli_errors, fail
+
+    @app.command()
+    @cli_errors()
+    def simulate(...):
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, NoReturn
+
+import typer
+from rich.console import Console
+
+from rtopt.errors import InstanceError, RtoptError
+
+__all__ = ["err_console", "out_console", "fail", "error_lines", "cli_errors", "write_atomic"]
+
+# soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
+# lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
+# off by itself when the stream is not a terminal.
+err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
+"""Console on stderr for messages and progress."""
+
+out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
+"""Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
+
+
+def fail(lines: Iterable[str], code: int = 1) -> NoReturn:
+    """Print each line on stderr, then exit with ``code``.
+
+    Parameters
+    ----------
+    lines : iterable of str
+        Messages, one problem each (embedded newlines become separate lines).
+    code : int
+        Process exit code (default 1).
+    """
+    for line in lines:
+        for part in str(line).splitlines() or [""]:
+            err_console.print(part)
+    raise typer.Exit(code)
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """One-line messages describing ``exc`` (an rtopt error or an OS error)."""
+    if isinstance(exc, InstanceError):
+        return exc.lines()
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = exc.filename if exc.filename is not None else None
+        if where is not None and exc.filename2 is not None:
+            return [f"{where} -> {exc.filename2}: {reason}"]
+        return [f"{where}: {reason}" if where is not None else reason]
+    text = str(exc).strip()
+    if not text:
+        return [type(exc).__name__]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn rtopt errors and OS errors into one-line messages and exit code 1.
+
+    Usable as a context manager (``with cli_errors(): ...``) or as a decorator under
+    ``@app.command()`` (``@cli_errors()``).  ``typer.Exit`` and usage errors pass through;
+    Ctrl-C exits with code 130 and a one-line note.
+    """
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except RtoptError as exc:
+        fail(error_lines(exc))
+    except OSError as exc:
+        fail(error_lines(exc))
+    except KeyboardInterrupt:
+        fail(["interrupted"], code=130)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether stdout is an interactive terminal (for choosing tables vs plain output)."""
+    return sys.stdout.isatty()
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename.
+
+    Readers see the old file or the complete new one, never a half-written file; on failure the
+    temporary file is removed and an ``OSError`` naming ``path`` is raised.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        # mkstemp creates mode 0600; give the file the mode a plain open() would have.
+        os.chmod(tmp, _new_file_mode(path))
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
+def _new_file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

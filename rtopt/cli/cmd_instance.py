@@ -1,0 +1,56 @@
+"""Instance commands: ``rtopt validate FILE...`` and ``rtopt schema [-o FILE]``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rtopt.cli import app
+from rtopt.cli._common import cli_errors, err_console, fail, write_atomic
+from rtopt.errors import InstanceError
+from rtopt.instance import instance_json_schema, load_instance
+
+
+@app.command("validate")
+@cli_errors()
+def validate(
+    files: Annotated[list[str], typer.Argument(
+        metavar="FILE...", show_default=False,
+        help="Instance files (TOML) to check.")],
+) -> None:
+    """Check instance files: 'FILE: OK' on stdout, one line per problem on stderr."""
+    # FILE is a plain string, not a typer Path that must exist: a missing file is a problem to
+    # report in rtopt's own one-line format, next to the other files' results.
+    bad = False
+    for name in files:
+        try:
+            load_instance(name)
+        except InstanceError as exc:
+            bad = True
+            for line in exc.lines():
+                err_console.print(line)
+        else:
+            typer.echo(f"{name}: OK")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("schema")
+@cli_errors()
+def schema(
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="FILE", show_default=False,
+        help="Write the schema to FILE (atomically) instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of instance files (for editors and external checkers)."""
+    text = json.dumps(instance_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    if output.is_dir():
+        fail([f"{output}: is a directory"])
+    write_atomic(output, text)
+    err_console.print(f"wrote {output}")

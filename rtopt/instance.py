@@ -1,0 +1,991 @@
+"""The public instance format: TOML files (``schema_version = 1``) validated by pydantic models.
+
+An instance states the tumour, the prescription, the organs at risk, the fractionation limits and
+calendar, the optional NK-cell therapy and the objective (MODEL.md section 6).  Every key carries
+its unit in its name; biology has no silent defaults.
+
+Use :func:`load_instance` for files and :func:`instance_from_dict` for dicts.  Both collect every
+problem they find and raise one :class:`rtopt.errors.InstanceError` whose ``problems`` are
+``(field_path, message)`` pairs such as ``("organ_at_risk[1].alpha_beta_gy", "must be > 0")``.
+:func:`instance_json_schema` exports a JSON Schema for editors.
+
+Conventions fixed by this schema (the problem and simulator modules follow them):
+
+* Prescription and OAR limits use the classical LQ formulas of the physical schedule,
+  ``BED = sum d (1 + d / rho)`` and ``EQD2 = BED / (1 + 2 / rho)``, with no time factor: that is
+  how the clinical thresholds they encode (Onishi et al. 2007 BED10 >= 100 Gy, TG-101, QUANTEC)
+  are defined.  ``survival_model`` and repopulation act on simulated cell kill only.
+* OAR dose per fraction = ``sparing_factor`` x tumour dose per fraction (MODEL.md section 2).
+* Fractions fall on days ``0 .. horizon_days - 1`` whose weekday (day 0 is ``start_weekday``) is
+  in ``treatment_weekdays``, at least ``min_interval_days`` apart, with at most
+  ``max_overall_days`` elapsed days from the first to the last.
+* An NK infusion on day ``t`` is not allowed when a fraction falls on a day ``f`` with
+  ``t < f <= t + min_days_before_next_fraction``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import json
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, get_args
+
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticCustomError
+
+from rtopt import calendar
+from rtopt.errors import InstanceError
+from rtopt.parameters import SPECS, out_of_range, resolve
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Site",
+    "SurvivalModel",
+    "NKProduct",
+    "CytokineSupport",
+    "Weekday",
+    "ObjectiveTerm",
+    "Tumour",
+    "SurrogateOverrides",
+    "Prescription",
+    "OrganAtRisk",
+    "Fractionation",
+    "NKTherapy",
+    "Objective",
+    "Instance",
+    "load_instance",
+    "instance_from_dict",
+    "instance_json_schema",
+]
+
+SCHEMA_VERSION = 1
+"""The instance ``schema_version`` this module reads and writes."""
+
+MAX_DAYS = 3650
+"""Upper bound of every day count (ten years); keeps calendar checks cheap and catches typos."""
+
+# --------------------------------------------------------------------------------------------
+# Choices
+# --------------------------------------------------------------------------------------------
+
+
+class Site(str, enum.Enum):
+    """Tumour site; selects the surrogate preset (:data:`rtopt.parameters.SITES`)."""
+
+    lung = "lung"
+    prostate = "prostate"
+    head_and_neck = "head_and_neck"
+    breast = "breast"
+    pancreas = "pancreas"
+    generic = "generic"
+
+
+class SurvivalModel(str, enum.Enum):
+    """Cell-survival model of one fraction (MODEL.md section 2)."""
+
+    lq = "lq"
+    lq_l = "lq_l"
+    usc = "usc"
+
+
+class NKProduct(str, enum.Enum):
+    """NK-cell product preset (:data:`rtopt.parameters.PRODUCTS`)."""
+
+    il2_activated = "il2_activated"
+    il15_expanded = "il15_expanded"
+    memory_like_il12_15_18 = "memory_like_il12_15_18"
+    car_nk_il15 = "car_nk_il15"
+
+
+class CytokineSupport(str, enum.Enum):
+    """Post-infusion cytokine support (:data:`rtopt.parameters.CYTOKINE_SUPPORT`)."""
+
+    none = "none"
+    il2 = "il2"
+    il15 = "il15"
+
+
+class Weekday(str, enum.Enum):
+    """Weekday names (:data:`rtopt.calendar.WEEKDAYS`)."""
+
+    mon = "mon"
+    tue = "tue"
+    wed = "wed"
+    thu = "thu"
+    fri = "fri"
+    sat = "sat"
+    sun = "sun"
+
+
+class ObjectiveTerm(str, enum.Enum):
+    """Quantities an objective can maximise."""
+
+    nk_favourability = "nk_favourability"
+    tumour_log_kill = "tumour_log_kill"
+    tcp = "tcp"
+    tumour_bed = "tumour_bed"
+
+
+NK_OBJECTIVES = frozenset({ObjectiveTerm.nk_favourability})
+"""Objective terms that need an ``[nk]`` table."""
+
+assert tuple(w.value for w in Weekday) == calendar.WEEKDAYS
+
+# --------------------------------------------------------------------------------------------
+# Building blocks: strict scalar types, ranges, choices, and error helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _problem(message: str) -> PydanticCustomError:
+    """One ready-made message for the field being validated."""
+    return PydanticCustomError("rtopt", "{message}", {"message": message})
+
+
+def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """Several messages at paths relative to the model being validated."""
+    return PydanticCustomError("rtopt_problems", "{summary}",
+                               {"summary": "; ".join(f"{p}: {m}" if p else m for p, m in problems),
+                                "problems": [list(p) for p in problems]})
+
+
+def _fmt(x: Any) -> str:
+    """Show a user value the way a TOML file spells it."""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, str):
+        text = repr(x)
+        return text if len(text) <= 60 else text[:56] + "...'"
+    if isinstance(x, int):
+        text = str(x)
+        return text if len(text) <= 30 else f"{text[:12]}...({len(text)} digits)"
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, dict):
+        return "a table"
+    if isinstance(x, (list, tuple)):
+        return "an array"
+    if x is None:
+        return "nothing"
+    if hasattr(x, "isoformat"):
+        return f"a date/time {x.isoformat()}"
+    if isinstance(x, enum.Enum):
+        return repr(x.value)
+    return f"a {type(x).__name__}"
+
+
+def _num(x: Any) -> str:
+    """Format a bound for messages: 0 not 0.0, but 1.5 as is."""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    match = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    prefixed = [c for c in choices if word.lower().startswith(c) or c.startswith(word.lower())]
+    return prefixed[0] if len(word) >= 2 and len(prefixed) == 1 else None
+
+
+def _choice(enum_cls: type[enum.Enum], kind: str):
+    """Before-validator for a str enum: a human message with did-you-mean for unknown values."""
+    values = [m.value for m in enum_cls]
+
+    def check(value: Any) -> Any:
+        if isinstance(value, enum_cls):
+            return value
+        if not isinstance(value, str):
+            raise _problem(f"expected a string (one of {', '.join(values)}), got {_fmt(value)}")
+        if value not in values:
+            hint = _did_you_mean(value, values)
+            msg = f"unknown {kind} {value!r}"
+            if hint:
+                msg += f"; did you mean {hint!r}?"
+            raise _problem(f"{msg} (one of {', '.join(values)})")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _ordered(value: tuple) -> tuple:
+    if value[0] > value[1]:
+        raise _problem(f"range [{_fmt(value[0])}, {_fmt(value[1])}] has min > max")
+    return value
+
+
+Num = Annotated[float, Strict(), AllowInfNan(False)]
+"""A finite number (TOML integer or float; not a bool, not a string)."""
+Int = Annotated[int, Strict()]
+"""A TOML integer (not a float, not a bool)."""
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+
+PositiveNum = Annotated[Num, Field(gt=0)]
+NonNegativeNum = Annotated[Num, Field(ge=0)]
+Day = Annotated[Int, Field(ge=0, le=MAX_DAYS)]
+
+SiteField = Annotated[Site, _choice(Site, "site")]
+SurvivalModelField = Annotated[SurvivalModel, _choice(SurvivalModel, "survival model")]
+ProductField = Annotated[NKProduct, _choice(NKProduct, "NK product")]
+CytokineField = Annotated[CytokineSupport, _choice(CytokineSupport, "cytokine support")]
+WeekdayField = Annotated[Weekday, _choice(Weekday, "weekday")]
+ObjectiveTermField = Annotated[ObjectiveTerm, _choice(ObjectiveTerm, "objective")]
+
+_RANGE_DOC = "Inclusive range [min, max]."
+
+_STRICT_MODEL = ConfigDict(extra="forbid", frozen=True)
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def _surrogate_field(name: str) -> tuple[Any, Any]:
+    spec = SPECS[name]
+
+    def check(value: float) -> float:
+        msg = out_of_range(name, value)
+        if msg:
+            # out_of_range appends the unit; "1" (dimensionless) reads like a stray number.
+            raise _problem(msg.removesuffix(" 1") if spec.unit == "1" else msg)
+        return value
+
+    return (
+        Optional[Annotated[Num, AfterValidator(check)]],
+        Field(None, description=f"{spec.description} [{spec.unit}]. Plausible range "
+                                f"[{spec.low}, {spec.high}]. Default source: {spec.source}.",
+              json_schema_extra={"minimum": spec.low, "maximum": spec.high}),
+    )
+
+
+SurrogateOverrides = create_model(  # type: ignore[call-overload]
+    "SurrogateOverrides",
+    __config__=_STRICT_MODEL,
+    __doc__="Overrides of TME-surrogate parameters by name (rtopt.parameters.SPECS); each must lie "
+            "in the parameter's plausible range.",
+    **{name: _surrogate_field(name) for name in SPECS},
+)
+
+
+class Tumour(BaseModel):
+    """The tumour: site, radiobiology and optional overrides of the surrogate parameters."""
+
+    model_config = _STRICT_MODEL
+
+    site: SiteField = Field(description="Tumour site; selects the surrogate preset.")
+    alpha_per_gy: PositiveNum = Field(description="LQ alpha of oxic tumour cells [1/Gy].")
+    alpha_beta_gy: PositiveNum = Field(description="Tumour alpha/beta ratio rho [Gy].")
+    clonogens: PositiveNum = Field(description="Clonogen number N0 before treatment.")
+    hypoxic_fraction: Annotated[Num, Field(ge=0, lt=1)] = Field(
+        description="Hypoxic fraction h0 before treatment, in [0, 1).")
+    survival_model: SurvivalModelField = Field(
+        SurvivalModel.lq, description="Cell-survival model: lq (default), lq_l (Astrahan 2008) "
+                                      "or usc (Park et al. 2008).")
+    transition_dose_gy: Optional[PositiveNum] = Field(
+        None, description="Dose per fraction above which survival is log-linear [Gy]; required "
+                          "for lq_l, optional for usc (then 2 Dq / (1 - alpha D0)).")
+    usc_d0_gy: Optional[PositiveNum] = Field(
+        None, description="USC final slope D0 [Gy]; required for usc.")
+    usc_dq_gy: Optional[PositiveNum] = Field(
+        None, description="USC quasi-threshold dose Dq [Gy]; required for usc.")
+    repopulation_kickoff_days: Optional[Day] = Field(
+        None, description="Day T_k after the first fraction when accelerated repopulation starts "
+                          "(give with potential_doubling_days, or neither).")
+    potential_doubling_days: Optional[PositiveNum] = Field(
+        None, description="Potential doubling time T_pot [d] (give with "
+                          "repopulation_kickoff_days, or neither).")
+    surrogate: SurrogateOverrides = Field(  # type: ignore[valid-type]
+        default_factory=SurrogateOverrides,
+        description="Overrides of TME-surrogate parameters by name.")
+
+    @model_validator(mode="after")
+    def _model_parameters(self) -> "Tumour":
+        problems: list[tuple[str, str]] = []
+        model = self.survival_model
+        if model is SurvivalModel.lq_l and self.transition_dose_gy is None:
+            problems.append(("transition_dose_gy", "required when survival_model = 'lq_l'"))
+        if model is SurvivalModel.usc:
+            for key in ("usc_d0_gy", "usc_dq_gy"):
+                if getattr(self, key) is None:
+                    problems.append((key, "required when survival_model = 'usc'"))
+            if (self.transition_dose_gy is None and self.usc_d0_gy is not None
+                    and self.alpha_per_gy * self.usc_d0_gy >= 1):
+                problems.append(("usc_d0_gy", "alpha_per_gy * usc_d0_gy must be < 1 to derive the "
+                                              "transition dose; give transition_dose_gy"))
+        kickoff, doubling = self.repopulation_kickoff_days, self.potential_doubling_days
+        if (kickoff is None) != (doubling is None):
+            missing = "potential_doubling_days" if doubling is None else "repopulation_kickoff_days"
+            given = "repopulation_kickoff_days" if doubling is None else "potential_doubling_days"
+            problems.append((missing, f"required with {given} (give both or neither)"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+    @property
+    def beta_per_gy2(self) -> float:
+        """LQ beta = alpha / rho [1/Gy^2]."""
+        return self.alpha_per_gy / self.alpha_beta_gy
+
+    @property
+    def has_repopulation(self) -> bool:
+        """Whether accelerated repopulation is modelled."""
+        return self.potential_doubling_days is not None
+
+
+class Prescription(BaseModel):
+    """Tumour prescription: minimum BED and/or EQD2 at the tumour's alpha/beta (no time factor)."""
+
+    model_config = _STRICT_MODEL
+
+    min_bed_gy: Optional[PositiveNum] = Field(
+        None, description="Minimum tumour BED, sum d (1 + d/rho) [Gy].")
+    min_eqd2_gy: Optional[PositiveNum] = Field(
+        None, description="Minimum tumour EQD2, BED / (1 + 2/rho) [Gy].")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Prescription":
+        if self.min_bed_gy is None and self.min_eqd2_gy is None:
+            raise _problem("give min_bed_gy and/or min_eqd2_gy")
+        return self
+
+
+class OrganAtRisk(BaseModel):
+    """An organ at risk: dose = sparing_factor x tumour dose per fraction, with hard limits."""
+
+    model_config = _STRICT_MODEL
+
+    name: Annotated[Text, Field(min_length=1)] = Field(description="Unique OAR name.")
+    alpha_beta_gy: PositiveNum = Field(description="OAR alpha/beta ratio [Gy].")
+    sparing_factor: Annotated[Num, Field(gt=0, le=1.5)] = Field(
+        description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5].")
+    max_bed_gy: Optional[PositiveNum] = Field(None, description="Maximum OAR BED [Gy].")
+    max_eqd2_gy: Optional[PositiveNum] = Field(None, description="Maximum OAR EQD2 [Gy].")
+    max_dose_per_fraction_gy: Optional[PositiveNum] = Field(
+        None, description="Maximum OAR dose in any fraction [Gy].")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "OrganAtRisk":
+        if self.max_bed_gy is None and self.max_eqd2_gy is None \
+                and self.max_dose_per_fraction_gy is None:
+            raise _problem("give at least one of max_bed_gy, max_eqd2_gy, max_dose_per_fraction_gy")
+        return self
+
+
+IntRange1 = Annotated[tuple[Annotated[Int, Field(ge=1)], Annotated[Int, Field(ge=1)]],
+                      AfterValidator(_ordered)]
+IntRange0 = Annotated[tuple[Annotated[Int, Field(ge=0)], Annotated[Int, Field(ge=0)]],
+                      AfterValidator(_ordered)]
+DoseRange = Annotated[tuple[PositiveNum, PositiveNum], AfterValidator(_ordered)]
+
+
+def _unique_weekdays(days: list[Weekday]) -> list[Weekday]:
+    seen: set[Weekday] = set()
+    for day in days:
+        if day in seen:
+            raise _problem(f"duplicate weekday {day.value!r}")
+        seen.add(day)
+    return days
+
+
+_ALL_WEEKDAYS = [Weekday(w) for w in calendar.WEEKDAYS]
+
+
+class Fractionation(BaseModel):
+    """Fraction number and size limits and the treatment calendar."""
+
+    model_config = _STRICT_MODEL
+
+    n_fractions: IntRange1 = Field(description="Number of fractions, " + _RANGE_DOC)
+    dose_per_fraction_gy: DoseRange = Field(description="Tumour dose per fraction [Gy], "
+                                                        + _RANGE_DOC)
+    dose_step_gy: NonNegativeNum = Field(
+        0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous.")
+    uniform_dose: Bool = Field(True, description="All fractions get the same dose.")
+    treatment_weekdays: Annotated[list[WeekdayField], Field(min_length=1),
+                                  AfterValidator(_unique_weekdays)] = Field(
+        default_factory=lambda: _ALL_WEEKDAYS[:5],
+        description="Weekdays on which fractions may be given (default mon..fri).")
+    start_weekday: WeekdayField = Field(Weekday.mon, description="Weekday of calendar day 0.")
+    min_interval_days: Annotated[Int, Field(ge=1, le=MAX_DAYS)] = Field(
+        1, description="Minimum days between consecutive fractions.")
+    max_overall_days: Annotated[Int, Field(ge=0, le=MAX_DAYS)] = Field(
+        description="Maximum elapsed days from the first to the last fraction.")
+    horizon_days: Annotated[Int, Field(ge=1, le=MAX_DAYS)] = Field(
+        description="Simulated horizon: days 0 .. horizon_days; fractions on days "
+                    "0 .. horizon_days - 1.")
+
+    @model_validator(mode="after")
+    def _feasible_calendar(self) -> "Fractionation":
+        problems: list[tuple[str, str]] = []
+        lo, hi = self.dose_per_fraction_gy
+        step = self.dose_step_gy
+        if step > 0 and not _grid_point_in(lo, hi, step):
+            problems.append(("dose_step_gy", f"no multiple of {_num(step)} Gy lies in "
+                                             f"dose_per_fraction_gy [{_num(lo)}, {_num(hi)}]"))
+        n_min = self.n_fractions[0]
+        fit = calendar.max_fractions_that_fit(calendar.allowed_fraction_days(self),
+                                              self.min_interval_days, self.max_overall_days)
+        if fit < n_min:
+            days = ", ".join(d.value for d in self.treatment_weekdays)
+            every = f"at least {self.min_interval_days} day(s) apart"
+            # Would the schedule fit with an unlimited horizon?  The weekday pattern repeats
+            # weekly, so a horizon of max_overall_days + 7 days is unlimited for this question.
+            free = calendar.allowed_days(self.max_overall_days + 8, self.treatment_weekdays,
+                                         self.start_weekday)
+            fit_free = calendar.max_fractions_that_fit(free, self.min_interval_days,
+                                                       self.max_overall_days)
+            if fit_free < n_min:
+                problems.append(("max_overall_days", (
+                    f"only {fit_free} fraction(s) fit within {self.max_overall_days} overall "
+                    f"days on {days}, {every}; n_fractions needs at least {n_min}")))
+            else:
+                problems.append(("horizon_days", (
+                    f"horizon too short: only {fit} fraction(s) fit on days "
+                    f"0..{self.horizon_days - 1} ({days}, day 0 a {self.start_weekday.value}, "
+                    f"{every}); n_fractions needs at least {n_min}")))
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+def _grid_point_in(lo: float, hi: float, step: float) -> bool:
+    """Whether some k * step (k integer) lies in [lo, hi], with a tolerance for float steps."""
+    ratio = lo / step
+    if not math.isfinite(ratio) or ratio > 1e15:
+        return True  # step negligibly small: effectively continuous
+    k = math.ceil(ratio - 1e-9)
+    return k * step <= hi * (1 + 1e-12) + 1e-12
+
+
+class NKTherapy(BaseModel):
+    """NK-cell product, cytokine support and infusion limits; absent = no NK cells modelled."""
+
+    model_config = _STRICT_MODEL
+
+    product: ProductField = Field(description="NK-cell product preset.")
+    cytokine_support: CytokineField = Field(CytokineSupport.none,
+                                            description="Post-infusion cytokine support.")
+    n_infusions: IntRange0 = Field(description="Number of infusions, " + _RANGE_DOC)
+    earliest_day: Day = Field(0, description="Earliest infusion day.")
+    latest_day: Optional[Day] = Field(None, description="Latest infusion day (default "
+                                                        "horizon_days - 1).")
+    min_interval_days: Annotated[Int, Field(ge=1, le=MAX_DAYS)] = Field(
+        1, description="Minimum days between infusions.")
+    min_days_before_next_fraction: Annotated[Int, Field(ge=0, le=MAX_DAYS)] = Field(
+        0, description="No infusion on day t when a fraction falls on day f with "
+                       "t < f <= t + this many days.")
+
+    @model_validator(mode="after")
+    def _window(self) -> "NKTherapy":
+        if self.latest_day is not None and self.earliest_day > self.latest_day:
+            raise _problems([("earliest_day", f"day {self.earliest_day} is after latest_day "
+                                              f"{self.latest_day}")])
+        return self
+
+
+class Objective(BaseModel):
+    """What to maximise: one quantity (``maximise``) or a weighted sum (``weights``)."""
+
+    model_config = _STRICT_MODEL
+
+    maximise: Optional[ObjectiveTermField] = Field(None, description="The quantity to maximise.")
+    weights: Optional[dict[ObjectiveTermField, NonNegativeNum]] = Field(
+        None, description="Weights of a weighted sum to maximise (non-negative, one > 0).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Objective":
+        if (self.maximise is None) == (self.weights is None):
+            raise _problem("give exactly one of maximise or weights")
+        if self.weights is not None and not any(w > 0 for w in self.weights.values()):
+            raise _problems([("weights", "at least one weight must be > 0")])
+        return self
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """``{term: weight}``; ``maximise = X`` gives ``{X: 1.0}``."""
+        if self.maximise is not None:
+            return {self.maximise.value: 1.0}
+        return {k.value: float(v) for k, v in (self.weights or {}).items()}
+
+
+def _unique_oar_names(oars: list[OrganAtRisk]) -> list[OrganAtRisk]:
+    first: dict[str, int] = {}
+    problems = []
+    for i, oar in enumerate(oars):
+        if oar.name in first:
+            problems.append((f"[{i}].name", f"duplicate name {oar.name!r} (also "
+                                            f"organ_at_risk[{first[oar.name]}])"))
+        else:
+            first[oar.name] = i
+    if problems:
+        raise _problems(problems)
+    return oars
+
+
+_SLUG = r"^[a-z0-9]+([-_][a-z0-9]+)*$"
+
+
+class Instance(BaseModel):
+    """A complete rtopt problem instance (``schema_version = 1``)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, title="rtopt instance",
+        json_schema_extra={"description": "Radiotherapy schedule optimisation instance for "
+                                          "rtopt (TOML, schema_version 1)."})
+
+    schema_version: Literal[1] = Field(description="Instance format version; must be 1.")
+    name: Annotated[Text, Field(pattern=_SLUG)] = Field(
+        description="Slug: lower-case letters and digits joined by '-' or '_'.")
+    description: Text = Field("", description="One-line human description.")
+    tumour: Tumour
+    prescription: Prescription
+    organ_at_risk: Annotated[list[OrganAtRisk], AfterValidator(_unique_oar_names)] = Field(
+        default_factory=list, description="Organs at risk (names unique).")
+    fractionation: Fractionation
+    nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
+    objective: Objective
+
+    @model_validator(mode="after")
+    def _cross_sections(self) -> "Instance":
+        problems = _cross_section_problems(self.fractionation, self.nk, self.objective,
+                                           nk_given=self.nk is not None)
+        if problems:
+            raise _problems(problems)
+        return self
+
+    # ---- helpers for the optimiser -----------------------------------------------------------
+
+    @property
+    def has_nk(self) -> bool:
+        """Whether NK cells are modelled (an ``[nk]`` table is present)."""
+        return self.nk is not None
+
+    @property
+    def objective_weights(self) -> dict[str, float]:
+        """Objective as ``{term: weight}``; ``maximise = X`` gives ``{X: 1.0}``."""
+        return self.objective.terms
+
+    @property
+    def nk_latest_day(self) -> int | None:
+        """Latest infusion day (``nk.latest_day`` or ``horizon_days - 1``); None without NK."""
+        if self.nk is None:
+            return None
+        if self.nk.latest_day is not None:
+            return self.nk.latest_day
+        return self.fractionation.horizon_days - 1
+
+    def surrogate_overrides(self) -> dict[str, float]:
+        """The ``[tumour.surrogate]`` values that the file sets."""
+        return self.tumour.surrogate.model_dump(exclude_none=True)
+
+    def surrogate_parameters(self):
+        """Resolve the TME-surrogate parameters: site, NK product, cytokine support, overrides.
+
+        Returns
+        -------
+        rtopt.parameters.SurrogateParameters
+        """
+        product = self.nk.product.value if self.nk is not None else None
+        cytokine = self.nk.cytokine_support.value if self.nk is not None else "none"
+        return resolve(self.tumour.site.value, product, cytokine, self.surrogate_overrides())
+
+    # ---- round trips ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in the file layout (no None values; enums as strings, ranges as lists)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        if not data["tumour"].get("surrogate"):
+            data["tumour"].pop("surrogate", None)
+        return data
+
+    def to_toml(self) -> str:
+        """TOML text that :func:`load_instance` reads back to an equal instance."""
+        import tomli_w
+
+        text = tomli_w.dumps(self.to_dict())
+        # tomli_w writes one array item per line; ranges and weekday lists read better inline.
+        return _INLINE_ARRAY.sub(
+            lambda m: "[" + ", ".join(line.strip()[:-1] for line in m[1].splitlines()) + "]",
+            text)
+
+
+_INLINE_ARRAY = re.compile(r"\[\n((?:    [^\[\]{}\n]+,\n)+)\]")
+
+
+def _cross_section_problems(fractionation: Fractionation | None, nk: NKTherapy | None,
+                            objective: Objective | None, nk_given: bool) -> list[tuple[str, str]]:
+    """Rules that span sections; a section is None when absent or invalid (rule skipped)."""
+    problems: list[tuple[str, str]] = []
+    if objective is not None and not nk_given:
+        if objective.maximise in NK_OBJECTIVES:
+            problems.append(("objective.maximise", f"{objective.maximise.value!r} needs an [nk] "
+                                                   "table (no NK cells are modelled without it)"))
+        for term, weight in (objective.weights or {}).items():
+            if term in NK_OBJECTIVES and weight > 0:
+                problems.append((f"objective.weights.{term.value}",
+                                 f"{term.value!r} needs an [nk] table (no NK cells are modelled "
+                                 "without it)"))
+    if fractionation is not None and nk is not None:
+        last = fractionation.horizon_days - 1
+        latest = nk.latest_day if nk.latest_day is not None else last
+        ok = True
+        if nk.earliest_day > last:
+            problems.append(("nk.earliest_day", f"day {nk.earliest_day} is beyond the horizon "
+                                                f"(last day {last})"))
+            ok = False
+        if nk.latest_day is not None and nk.latest_day > last:
+            problems.append(("nk.latest_day", f"day {nk.latest_day} is beyond the horizon "
+                                              f"(last day {last})"))
+            ok = False
+        n_min = nk.n_infusions[0]
+        if ok and latest >= nk.earliest_day and n_min >= 2 \
+                and (n_min - 1) * nk.min_interval_days > latest - nk.earliest_day:
+            problems.append(("nk.n_infusions", (
+                f"{n_min} infusions at least {nk.min_interval_days} day(s) apart do not fit "
+                f"between day {nk.earliest_day} and day {latest}")))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and error reporting
+# --------------------------------------------------------------------------------------------
+
+_TOML_ERROR = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$",
+                         re.S)
+
+
+def load_instance(path: str | Path) -> Instance:
+    """Read and validate an instance file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        TOML file.
+
+    Returns
+    -------
+    Instance
+
+    Raises
+    ------
+    rtopt.errors.InstanceError
+        With every problem found (file problems have the field path ``""``).
+    """
+    source = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise InstanceError(source, [("", "file not found")])
+    if p.is_dir():
+        raise InstanceError(source, [("", "is a directory, not an instance file")])
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InstanceError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    if b"\x00" in raw:
+        raise InstanceError(source, [("", "binary file, not TOML text")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InstanceError(source, [("", f"binary or non-UTF-8 file (invalid byte at offset "
+                                          f"{exc.start}); TOML must be UTF-8 text")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InstanceError(source, [("", _toml_message(str(exc)))]) from None
+    if not data:
+        raise InstanceError(source, [("", "empty file: no instance settings")])
+    return instance_from_dict(data, source=source)
+
+
+def _toml_message(message: str) -> str:
+    m = _TOML_ERROR.match(message)
+    if m:
+        detail = m["msg"].strip()
+        detail = detail[:1].lower() + detail[1:]
+        return f"TOML syntax error at line {m['line']}, column {m['col']}: {detail}"
+    detail = message.strip()
+    if detail.endswith("(at end of document)"):
+        detail = detail[: -len("(at end of document)")].strip()
+        detail = detail[:1].lower() + detail[1:]
+        return f"TOML syntax error at end of file: {detail}"
+    return f"TOML syntax error: {detail}"
+
+
+def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
+    """Validate a dict (as read from TOML) into an :class:`Instance`.
+
+    Parameters
+    ----------
+    data : dict
+        Instance contents in the file layout.
+    source : str
+        Name used in error messages (a file path, or ``"<dict>"``).
+
+    Returns
+    -------
+    Instance
+
+    Raises
+    ------
+    rtopt.errors.InstanceError
+        With every problem found, each as ``(field_path, message)``.
+    """
+    if not isinstance(data, dict):
+        raise InstanceError(source, [("", f"expected a table of instance settings, got "
+                                          f"{_fmt(data)}")])
+    problems: list[tuple[str, str]] = []
+    if "schema_version" not in data:
+        problems.append(("", f"schema_version missing; add 'schema_version = {SCHEMA_VERSION}' "
+                             "at the top"))
+        data = {"schema_version": SCHEMA_VERSION, **data}
+    else:
+        version = data["schema_version"]
+        if not (type(version) is int and version == SCHEMA_VERSION):
+            raise InstanceError(source, [("", f"unsupported schema_version {_fmt(version)}; this "
+                                              f"rtopt reads schema_version = {SCHEMA_VERSION}")])
+    try:
+        instance = Instance.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc))
+        if not any(e["type"] == "rtopt_problems" and not e["loc"] for e in exc.errors()):
+            # Field errors stopped the cross-section rules: run them on the sections that
+            # validate on their own, so one pass reports everything.
+            problems.extend(_partial_cross_problems(data))
+    else:
+        if not problems:
+            return instance
+    raise InstanceError(source, _dedupe(problems))
+
+
+def _dedupe(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(problems))
+
+
+_MISSING = object()
+
+
+def _partial_cross_problems(data: dict) -> list[tuple[str, str]]:
+    def section(model: type[BaseModel], key: str) -> Any:
+        if key not in data:
+            return _MISSING
+        try:
+            return model.model_validate(data[key])
+        except ValidationError:
+            return None
+        except Exception:  # pragma: no cover - defensive: never let a rule hide the report
+            return None
+
+    fr, nk, obj = (section(Fractionation, "fractionation"), section(NKTherapy, "nk"),
+                   section(Objective, "objective"))
+    try:
+        return _cross_section_problems(
+            fr if isinstance(fr, Fractionation) else None,
+            nk if isinstance(nk, NKTherapy) else None,
+            obj if isinstance(obj, Objective) else None,
+            nk_given=nk is not _MISSING)
+    except Exception:  # pragma: no cover - defensive
+        return []
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            key = str(part)
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+                key = json.dumps(key, ensure_ascii=False)
+            out += f".{key}" if out else key
+    return out
+
+
+def _join(base: str, rel: str) -> str:
+    if not base:
+        return rel
+    if not rel:
+        return base
+    return base + rel if rel.startswith("[") else f"{base}.{rel}"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class validating the table at ``loc`` (None if not a model)."""
+    cls: Any = Instance
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        cls = _find_model(field.annotation)
+        if cls is None:
+            return None
+    return cls
+
+
+def _find_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+_RANGE_KEYS = {"n_fractions", "dose_per_fraction_gy", "n_infusions"}
+
+
+def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic errors into ``(path, message)`` pairs with short human messages."""
+    errors = exc.errors(include_url=False)
+    out: list[tuple[str, str]] = []
+    suggested: set[tuple] = set()  # (parent loc..., key) that an unknown key probably meant
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            model = _model_at(tuple(err["loc"][:-1]))
+            if model is not None:
+                hint = _did_you_mean(str(err["loc"][-1]), list(model.model_fields))
+                if hint:
+                    suggested.add((*err["loc"][:-1], hint))
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "missing" and loc in suggested:
+            continue  # reported as "unknown key ...; did you mean ...?"
+        try:
+            out.extend(_describe(err))
+        except Exception:  # pragma: no cover - a message is better than a crash
+            out.append((_path(loc), str(err.get("msg", "invalid value"))))
+    return out
+
+
+def _describe(err: dict) -> list[tuple[str, str]]:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    path = _path(loc)
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    got = f", got {_fmt(value)}"
+    if kind == "rtopt_problems":
+        return [(_join(path, p), m) for p, m in ctx["problems"]]
+    if kind == "rtopt":
+        return [(path, ctx.get("message", err["msg"]))]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        parent = _path(loc[:-1])
+        model = _model_at(loc[:-1])
+        known = list(model.model_fields) if model is not None else []
+        hint = _did_you_mean(key, known)
+        if hint:
+            msg = f"unknown key {key!r}; did you mean {hint!r}?"
+        elif known:
+            msg = f"unknown key {key!r} (known keys: {', '.join(known)})"
+        else:
+            msg = f"unknown key {key!r}"
+        if model is not None and model.__name__ == "SurrogateOverrides":
+            msg = msg.replace("unknown key", "unknown surrogate parameter", 1)
+            if not hint:
+                msg = f"unknown surrogate parameter {key!r} (see rtopt.parameters.SPECS)"
+        return [(_join(parent, _path((key,))), msg)]
+    if kind == "missing":
+        if loc and isinstance(loc[-1], int) and len(loc) >= 2 and loc[-2] in _RANGE_KEYS:
+            n = len(value) if isinstance(value, (list, tuple)) else "fewer"
+            return [(_path(loc[:-1]), f"expected a range [min, max] of 2 values, got {n} "
+                                      "value(s)")]
+        if _model_at(loc) is not None:
+            return [(path, "missing required table")]
+        return [(path, "missing required key")]
+    if kind in ("float_type", "float_parsing"):
+        return [(path, "expected a number" + got)]
+    if kind == "finite_number":
+        return [(path, "must be a finite number" + got)]
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return [(path, "expected an integer" + got)]
+    if kind in ("bool_type", "bool_parsing"):
+        return [(path, "expected true or false" + got)]
+    if kind in ("string_type", "string_sub_type"):
+        return [(path, "expected a string" + got)]
+    if kind in ("model_type", "model_attributes_type", "dict_type", "mapping_type"):
+        return [(path, "expected a table" + got)]
+    if kind in ("list_type", "tuple_type", "iterable_type", "set_type"):
+        if loc and loc[-1] in _RANGE_KEYS:
+            return [(path, "expected a range [min, max]" + got)]
+        return [(path, "expected an array" + got)]
+    if kind in ("too_short", "too_long"):
+        if ctx.get("field_type") == "Tuple" or (loc and loc[-1] in _RANGE_KEYS):
+            n = ctx.get("actual_length")
+            return [(path, f"expected a range [min, max] of 2 values, got {n} value(s)")]
+        if kind == "too_short" and ctx.get("min_length") == 1:
+            return [(path, "must not be empty")]
+        return [(path, err["msg"].replace("List should have", "must have"))]
+    if kind == "greater_than":
+        return [(path, f"must be > {_num(ctx['gt'])}")]
+    if kind == "greater_than_equal":
+        return [(path, f"must be >= {_num(ctx['ge'])}")]
+    if kind == "less_than":
+        return [(path, f"must be < {_num(ctx['lt'])}")]
+    if kind == "less_than_equal":
+        return [(path, f"must be <= {_num(ctx['le'])}")]
+    if kind == "string_pattern_mismatch":
+        return [(path, "must be a slug: lower-case letters and digits joined by '-' or '_'"
+                 + got)]
+    if kind == "string_too_short":
+        return [(path, "must not be empty")]
+    if kind == "literal_error":
+        return [(path, f"must be {ctx.get('expected', 'one of the allowed values')}" + got)]
+    if kind == "value_error":
+        return [(path, str(err["msg"]).removeprefix("Value error, "))]
+    msg = str(err["msg"]).replace("Input should be", "must be")
+    return [(path, msg + got)]
+
+
+# --------------------------------------------------------------------------------------------
+# JSON Schema
+# --------------------------------------------------------------------------------------------
+
+
+class _TomlJsonSchema(GenerateJsonSchema):
+    """JSON Schema of the file format: TOML has no null, so optional keys are simply omitted."""
+
+    def nullable_schema(self, schema):  # noqa: D102 - pydantic hook
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema):  # noqa: D102 - pydantic hook
+        if schema.get("default", object()) is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+
+def instance_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema (draft 2020-12) of instance files, for editors and checkers.
+
+    Cross-field rules (exactly one objective form, calendar feasibility, ...) are beyond JSON
+    Schema; :func:`load_instance` checks them.
+    """
+    schema = Instance.model_json_schema(schema_generator=_TomlJsonSchema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "rtopt instance (schema_version 1)",
+        "description": "Radiotherapy schedule optimisation instance for rtopt, written in TOML. "
+                       "Cross-field rules are checked by `rtopt validate`.",
+    }

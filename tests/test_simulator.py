@@ -1,0 +1,147 @@
+"""The fast simulator against the solve_ivp reference, and the model's invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rtopt.bench import random_schedules
+from rtopt.simulator import Biology, infusion_kernels, simulate, simulate_reference
+
+# The fast simulator is second order in the sub-step (1/8 d): trapezoid quadrature of the
+# activity and hypoxia integrals and a midpoint-frozen trafficking rate.  Measured errors on
+# random schedules are <= 4e-4 (activity integral) and <= 3e-5 (ln survival); 2e-3 leaves
+# margin for other presets while still catching any real discrepancy in the equations (a wrong
+# sign or rate changes these outputs by percent or more).
+RTOL_NK = 2e-3
+RTOL_LN_S = 2e-4
+RTOL_H = 2e-3
+
+
+@pytest.mark.parametrize("site,product,support", [
+    ("lung", "il15_expanded", "none"),
+    ("prostate", "memory_like_il12_15_18", "il2"),
+    ("head_and_neck", "car_nk_il15", "il15"),   # gamma = 3: the nonlinear hypoxia branch
+    ("pancreas", "il2_activated", "il2"),
+])
+def test_fast_matches_reference_on_random_schedules(site, product, support):
+    bio = Biology.simple(site, product=product, cytokine_support=support)
+    D, U = random_schedules(12, seed=hash(site) % 1000)
+    fast = simulate(bio, D, U)
+    ref = simulate_reference(bio, D, U)
+    np.testing.assert_allclose(fast.nk_auc, ref.nk_auc, rtol=RTOL_NK)
+    np.testing.assert_allclose(fast.ln_survival, ref.ln_survival, rtol=RTOL_LN_S)
+    np.testing.assert_allclose(fast.mean_hypoxic_fraction, ref.mean_hypoxic_fraction, rtol=RTOL_H)
+    # the end state is exact for hypoxia (closed form between events)
+    np.testing.assert_allclose(fast.hypoxic_fraction_end, ref.hypoxic_fraction_end, rtol=1e-9)
+
+
+def test_fast_matches_reference_with_parameter_samples():
+    # one parameter sample per schedule: arrays broadcast along the schedule axis
+    rng = np.random.default_rng(3)
+    n = 6
+    base = Biology.simple("lung")
+    samples = {"vascular_d50_gy": rng.uniform(12, 20, n), "nk_chemokine_gain": rng.uniform(1, 8, n),
+               "nk_blood_clearance_per_day": rng.uniform(0.1, 0.6, n)}
+    bio = Biology(**{**base.__dict__, "params": base.params.with_values(**samples)})
+    D, U = random_schedules(n, seed=5)
+    fast = simulate(bio, D, U, chunk=4)          # chunks must slice the samples consistently
+    ref = simulate_reference(bio, D, U)
+    np.testing.assert_allclose(fast.nk_auc, ref.nk_auc, rtol=RTOL_NK)
+    np.testing.assert_allclose(fast.ln_survival, ref.ln_survival, rtol=RTOL_LN_S)
+
+
+def test_error_falls_with_sub_step():
+    # second-order convergence: halving the step should cut the error about four-fold
+    bio = Biology.simple("lung")
+    D, U = random_schedules(8, seed=11)
+    ref = simulate_reference(bio, D, U).nk_auc
+    errs = [np.max(np.abs(simulate(bio, D, U, steps_per_day=s).nk_auc / ref - 1)) for s in (4, 8, 16)]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[0] / errs[1] > 3.0 and errs[1] / errs[2] > 3.0
+
+
+def test_chunking_and_threads_do_not_change_results():
+    bio = Biology.simple("lung")
+    D, U = random_schedules(300, seed=2)
+    a = simulate(bio, D, U)
+    b = simulate(bio, D, U, chunk=64, threads=2)
+    np.testing.assert_array_equal(a.nk_auc, b.nk_auc)
+    np.testing.assert_array_equal(a.ln_survival, b.ln_survival)
+
+
+def test_infusion_superposition_is_exact():
+    bio = Biology.simple("lung")
+    D, _ = random_schedules(4, seed=8)
+    days = np.arange(0, 30)
+    ker = infusion_kernels(bio, D, days)
+    sets = np.zeros((3, days.size))
+    sets[0, [2, 9]] = 1
+    sets[1, [20]] = 1
+    sets[2, [0, 7, 14]] = 1
+    for i in range(len(D)):
+        comb = ker.combine(i, sets)
+        U = np.zeros((3, D.shape[1]))
+        U[:, :days.size] = sets
+        direct = simulate(bio, np.repeat(D[i:i + 1], 3, axis=0), U)
+        # linear algebra on the same floating-point numbers: round-off only
+        np.testing.assert_allclose(comb.nk_auc, direct.nk_auc, rtol=1e-12)
+        np.testing.assert_allclose(comb.ln_survival, direct.ln_survival, rtol=1e-12)
+
+
+def test_without_nk_there_is_no_activity():
+    bio = Biology.simple("lung", product=None)
+    D, U = random_schedules(5)
+    s = simulate(bio, D, U)
+    assert np.all(s.nk_auc == 0) and np.all(s.nk_log10_kill == 0)
+
+
+def test_no_dose_no_kill_and_baseline_hypoxia():
+    bio = Biology.simple("lung", hypoxic_fraction=0.21)
+    s = simulate(bio, np.zeros(42))
+    assert s.ln_survival[0] == 0.0
+    assert s.hypoxic_fraction_end[0] == pytest.approx(0.21, rel=1e-12)
+
+
+def test_classic_survival_when_tme_is_neutral():
+    # With no hypoxia and no NK cells the clonogen survival is plain LQ: ln S = -sum(alpha d + beta d^2)
+    bio = Biology.simple("lung", product=None, hypoxic_fraction=0.0)
+    d = np.zeros(42)
+    d[[0, 2, 4]] = 18.0
+    s = simulate(bio, d)
+    expected = -3 * (0.35 * 18 + 0.035 * 18 ** 2)
+    assert s.ln_survival[0] == pytest.approx(expected, rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(doses=st.lists(st.floats(0.0, 30.0), min_size=42, max_size=42),
+       inf=st.lists(st.integers(0, 2), min_size=42, max_size=42))
+def test_invariants(doses, inf):
+    bio = Biology.simple("lung")
+    s = simulate(bio, np.array(doses), np.array(inf, dtype=float), trajectory=True)
+    tr = s.trajectory
+    assert np.all((tr["hypoxic_fraction"] >= 0) & (tr["hypoxic_fraction"] <= 1))
+    for k in ("nk_blood", "nk_tumour", "nk_activity", "chemokine"):
+        assert np.all(tr[k] >= -1e-12), k
+    assert np.all((tr["demand"] > 0) & (tr["demand"] <= 1 + 1e-12))
+    assert np.all((tr["vascular"] > 0) & (tr["vascular"] <= 1 + 1e-12))
+    assert 0.0 <= s.tcp[0] <= 1.0
+    assert s.ln_survival[0] <= 1e-12 + float(np.log(2) / 3 * 42)   # repopulation bound (none set)
+
+
+def test_more_dose_more_kill():
+    bio = Biology.simple("lung", product=None)
+    D = np.zeros((30, 42))
+    D[:, [0, 1, 2, 3]] = np.linspace(1, 20, 30)[:, None]
+    s = simulate(bio, D)
+    assert np.all(np.diff(s.log10_kill) > 0)
+
+
+def test_activity_is_linear_in_infusions():
+    bio = Biology.simple("lung")
+    d = np.zeros(42)
+    d[[0, 1, 2, 3]] = 12.5
+    u1 = np.zeros(42); u1[5] = 1
+    s = simulate(bio, np.stack([d, d]), np.stack([u1, 2 * u1]))
+    assert s.nk_auc[1] == pytest.approx(2 * s.nk_auc[0], rel=1e-12)
