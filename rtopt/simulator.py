@@ -316,63 +316,77 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False):
     h = sg.hypoxic_fraction(w, v, h0, p)
     ke_h, kp_h = k0 * g * e_eh, k0 * g * c_pch      # k_in at the sub-step midpoint
     x_off = (kcl - kout) * dt
-    neg_ones = -np.ones(n)
+    # Trapezoid sums are accumulated from the end-of-sub-step values only: each sub-step's start
+    # value is the previous end value except at fractions, whose jumps are added separately.
+    h_jump = h.copy()                                # initial value + jumps at fractions
+    E = T * (1.0 - eta * h) if nk else z
+    e_jump = E.copy()
+    dw, dv = 1.0 - w, 1.0 - v                        # deficits relax exponentially to 0
     for j in range(days):
         d = D[:, j]
         if d.any():
-            act = act_scale * T * (1.0 - eta * h) if nk else z
+            act = act_scale * E if nk else z
             if rec is not None:
                 rec[0][:, j] = np.where(d > 0, act, 0.0)
                 rec[1][:, j] = np.where(d > 0, h, 0.0)
-            (w, v, P, C, B, T), ln_s = _apply_fraction(d, (w, v, P, C, B, T), h, act, bio, p, norm)
+            (w, v, P, C, B, T), ln_s = _apply_fraction(d, (1.0 - dw, 1.0 - dv, P, C, B, T), h,
+                                                       act, bio, p, norm)
             ln_rt += np.where(d > 0, ln_s, 0.0)
-            h = sg.hypoxic_fraction(w, v, h0, p)
+            dw, dv = 1.0 - w, 1.0 - v
+            h_new = sg.hypoxic_fraction(w, v, h0, p)
+            h_jump += h_new - h
+            h = h_new
+            if nk:
+                E_new = T * (1.0 - eta * h)
+                e_jump += E_new - E
+                E = E_new
         if nk:
             u = U[:, j]
             if u.any():
                 B = B + u
-        E0 = T * (1.0 - eta * h) if nk else z
         for k in range(spd):
             if want_traj:
                 i = j * spd + k
-                for name, val in (("hypoxic_fraction", h), ("demand", w), ("vascular", v),
-                                  ("chemokine", C), ("nk_blood", B), ("nk_tumour", T),
-                                  ("nk_activity", E0)):
+                for name, val in (("hypoxic_fraction", h), ("demand", 1.0 - dw),
+                                  ("vascular", 1.0 - dv), ("chemokine", C), ("nk_blood", B),
+                                  ("nk_tumour", T), ("nk_activity", E)):
                     traj[name][:, i] = val
             if nk:
                 # B, T exact over dt with k_in frozen at the midpoint chemokine (2nd order)
-                kin = C * ke_h + P * kp_h
+                kin = C * ke_h
+                kin += P * kp_h
                 kin += k0
                 x = kin * dt
                 x += x_off
+                x += 1e-300                          # x = 0 exactly would give 0/0 below
                 em = np.expm1(-x)
-                phi = np.divide(em, x, out=neg_ones.copy(), where=x != 0)
-                phi *= kin
-                phi *= B
+                x_fac = em + 1.0                     # e^{-x}
+                em /= x                              # (e^{-x} - 1)/x
+                em *= kin
+                em *= B
                 T *= e_out
-                T -= phi * (e_out * dt)
-                em += 1.0
-                B *= em
-                B *= e_out
+                T -= em * (e_out * dt)
+                x_fac *= e_out
+                B *= x_fac
             C *= e_e
             C += P * c_pc
             P *= e_a
-            w = 1.0 - (1.0 - w) * e_w
-            v = 1.0 - (1.0 - v) * e_v
-            h_new = sg.hypoxic_fraction(w, v, h0, p)
+            dw *= e_w
+            dv *= e_v
+            h = sg.hypoxic_fraction(1.0 - dw, 1.0 - dv, h0, p)
             hsum += h
-            hsum += h_new
-            h = h_new
             if nk:
-                E1 = (1.0 - eta * h)
-                E1 *= T
-                auc += E0
-                auc += E1
-                E0 = E1
+                E = 1.0 - eta * h
+                E *= T
+                auc += E
+    w, v = 1.0 - dw, 1.0 - dv
+    # trapezoid: every end value twice, except the last, plus the start values' extras
+    hsum = 2.0 * hsum - h + h_jump
+    auc = 2.0 * auc - E + e_jump if nk else auc
     t = None
     if want_traj:
         for name, val in (("hypoxic_fraction", h), ("demand", w), ("vascular", v),
-                          ("chemokine", C), ("nk_blood", B), ("nk_tumour", T), ("nk_activity", E0)):
+                          ("chemokine", C), ("nk_blood", B), ("nk_tumour", T), ("nk_activity", E)):
             traj[name][:, -1] = val
         t = np.arange(days * spd + 1) * dt
         traj["nk_activity"] *= np.reshape(act_scale, (-1, 1)) if np.ndim(act_scale) else act_scale
