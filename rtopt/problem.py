@@ -416,9 +416,9 @@ class Problem:
                                    "<=", "rule")
         prev = np.maximum.accumulate(np.where(frac, days, -_BIG), axis=1)
         prev = np.concatenate([np.full((n, 1), -_BIG), prev[:, :-1]], axis=1)
-        gaps = np.where(frac, days - prev, _BIG).min(axis=1)
-        s["min_interval_days"] = (np.minimum(gaps, _BIG).astype(float), float(self.min_interval),
-                                  ">=", "rule")
+        # no earlier fraction (or a single one): no interval to check, +inf
+        gaps = np.where(frac & (prev > -_BIG), days - prev, np.inf).min(axis=1)
+        s["min_interval_days"] = (gaps, float(self.min_interval), ">=", "rule")
         s["max_overall_days"] = (m["overall_days"], float(self.max_overall), "<=", "rule")
         s["prescription.min_bed_gy"] = (m["tumour_bed_gy"], self.min_bed, ">=", "limit")
         for i, o in enumerate(self.oars):
@@ -443,17 +443,15 @@ class Problem:
                                   float(r.latest_day), "<=", "rule")
             iprev = np.maximum.accumulate(np.where(inf, days, -_BIG), axis=1)
             iprev = np.concatenate([np.full((n, 1), -_BIG), iprev[:, :-1]], axis=1)
-            igap = np.where(inf, days - iprev, _BIG).min(axis=1)
-            igap = np.where((U > 1).any(axis=1), 0, igap)  # two infusions on one day
-            s["nk.min_interval_days"] = (np.minimum(igap, _BIG).astype(float),
-                                         float(r.min_interval_days), ">=", "rule")
+            igap = np.where(inf & (iprev > -_BIG), days - iprev, np.inf).min(axis=1)
+            igap = np.where((U > 1).any(axis=1), 0.0, igap)  # two infusions on one day
+            s["nk.min_interval_days"] = (igap, float(r.min_interval_days), ">=", "rule")
             # next fraction strictly after each infusion day
             nxt = np.minimum.accumulate(np.where(frac, days, _BIG)[:, ::-1], axis=1)[:, ::-1]
             nxt = np.concatenate([nxt[:, 1:], np.full((n, 1), _BIG)], axis=1)
-            gap_f = np.where(inf & (nxt < _BIG), nxt - days, _BIG).min(axis=1)
+            gap_f = np.where(inf & (nxt < _BIG), nxt - days, np.inf).min(axis=1)
             s["nk.min_days_before_next_fraction"] = (
-                np.minimum(gap_f - 1, _BIG).astype(float), float(r.min_days_before_next_fraction),
-                ">=", "rule")
+                gap_f - 1.0, float(r.min_days_before_next_fraction), ">=", "rule")
         viol = np.zeros(n)
         for val, lim, sense, _ in s.values():
             sl = (val - lim) if sense == ">=" else (lim - val)
@@ -473,10 +471,6 @@ class Problem:
             v = float(val[0])
             sl = (v - lim) if sense == ">=" else (lim - v)
             ok = sl >= -FEAS_TOL * max(1.0, abs(lim))
-            if name == "min_interval_days" and v >= _BIG:
-                v = float("inf")
-            if name == "nk.min_days_before_next_fraction" and v >= _BIG - 1:  # no later fraction
-                v = float("inf")
             checks.append(ConstraintCheck(name, v, float(lim), sense, float(sl), bool(ok), kind))
         metrics = {k: float(v[0]) for k, v in ev.metrics.items()}
         return Verification(plan, float(ev.objective[0]), metrics, tuple(checks))
