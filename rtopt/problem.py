@@ -321,11 +321,13 @@ class Problem:
         return self.dose_step <= 0
 
     def dose_grid(self) -> np.ndarray:
-        """Allowed doses per fraction on the grid ``d_min + k * step`` (empty if continuous)."""
+        """Allowed doses per fraction: the multiples of ``dose_step_gy`` in the dose range
+        (empty if continuous)."""
         if self.continuous_dose:
             return np.array([])
-        k = np.floor((self.d_max - self.d_min) / self.dose_step + 1e-9)
-        return np.round(self.d_min + self.dose_step * np.arange(int(k) + 1), 10)
+        k0 = int(np.ceil(self.d_min / self.dose_step - 1e-9))
+        k1 = int(np.floor(self.d_max / self.dose_step + 1e-9))
+        return np.round(self.dose_step * np.arange(k0, k1 + 1), 10)
 
     def weekday(self, day: int) -> str:
         """Weekday name of calendar ``day``."""
@@ -333,15 +335,13 @@ class Problem:
 
     # ------------------------------------------------------------------ radiobiology
     def tumour_bed(self, D: np.ndarray) -> np.ndarray:
-        """Tumour BED (Gy) of daily dose rows, with the repopulation correction if set."""
-        D = np.atleast_2d(D)
-        b = self.biology
-        bed = rb.bed(D, self.alpha_beta, model=b.survival_model,
-                     transition_dose_gy=b.transition_dose_gy, alpha=b.alpha_per_gy,
-                     d0_gy=b.usc_d0_gy, dq_gy=b.usc_dq_gy)
-        loss = rb.repopulation_bed_loss(rb.overall_days(D), b.alpha_per_gy,
-                                        b.potential_doubling_days, b.repopulation_kickoff_days)
-        return bed - loss
+        """Tumour BED (Gy) of daily dose rows: classical LQ ``sum d (1 + d/rho)``, no time factor.
+
+        Clinical prescriptions (e.g. BED10 >= 100 Gy, Onishi 2007) are stated this way; the
+        instance's survival model (LQ-L, USC) and repopulation change the simulated cell kill
+        (log kill, TCP), not the prescription arithmetic.
+        """
+        return rb.bed(np.atleast_2d(D), self.alpha_beta)
 
     def oar_bed(self, D: np.ndarray) -> np.ndarray:
         """BED (Gy, LQ at the organ's alpha/beta) of every OAR, shape ``(N, n_oar)``."""
@@ -407,7 +407,7 @@ class Problem:
         s["dose_per_fraction.min"] = (np.where(nfr > 0, dmin, self.d_min), self.d_min, ">=", "rule")
         s["dose_per_fraction.max"] = (dmax, self.d_max, "<=", "rule")
         if not self.continuous_dose:
-            k = (D - self.d_min) / self.dose_step
+            k = D / self.dose_step
             off = np.where(frac, np.abs(k - np.round(k)) * self.dose_step, 0.0).max(axis=1)
             s["dose_grid"] = (off, 0.0, "<=", "rule")
         if self.uniform:
@@ -465,26 +465,42 @@ class Problem:
 
     def verify(self, plan: Plan) -> Verification:
         """Re-simulate one plan and re-check every constraint (the gate before any report)."""
-        ev = self.evaluate_plans([plan], simulate_tme=True)
-        checks = []
-        for name, (val, lim, sense, kind) in ev.slacks.items():
-            v = float(val[0])
-            sl = (v - lim) if sense == ">=" else (lim - v)
-            ok = sl >= -FEAS_TOL * max(1.0, abs(lim))
-            checks.append(ConstraintCheck(name, v, float(lim), sense, float(sl), bool(ok), kind))
-        metrics = {k: float(v[0]) for k, v in ev.metrics.items()}
-        return Verification(plan, float(ev.objective[0]), metrics, tuple(checks))
+        return self.verify_all([plan])[0]
+
+    def verify_all(self, plans: Sequence[Plan]) -> list[Verification]:
+        """:meth:`verify` for several plans in one vectorised simulation."""
+        if not plans:
+            return []
+        ev = self.evaluate_plans(plans, simulate_tme=True)
+        out = []
+        for i, plan in enumerate(plans):
+            checks = []
+            for name, (val, lim, sense, kind) in ev.slacks.items():
+                v = float(val[i])
+                sl = (v - lim) if sense == ">=" else (lim - v)
+                ok = sl >= -FEAS_TOL * max(1.0, abs(lim))
+                checks.append(ConstraintCheck(name, v, float(lim), sense, float(sl), bool(ok),
+                                              kind))
+            metrics = {k: float(v[i]) for k, v in ev.metrics.items()}
+            out.append(Verification(plan, float(ev.objective[i]), metrics, tuple(checks)))
+        return out
 
     # ------------------------------------------------------------------ placement helpers
     def compact_calendar(self, n: int, start: int | None = None) -> tuple[int, ...] | None:
-        """Earliest calendar of ``n`` fractions: each on the first allowed day at least
-        ``min_interval_days`` after the previous (from ``start`` or the first allowed day);
-        None if it breaks the horizon or ``max_overall_days``."""
-        allowed = self.allowed_days
-        if start is not None:
-            allowed = allowed[allowed >= start]
+        """Compact calendar of ``n`` fractions: each on the first allowed day at least
+        ``min_interval_days`` after the previous.  From ``start`` (its first allowed day on or
+        after it), or, without ``start``, the shortest such calendar over all start days
+        (earliest on ties).  None if none fits the horizon and ``max_overall_days``."""
         if n <= 0:
             return ()
+        if start is None:
+            best = None
+            for s in self.allowed_days:
+                cal = self.compact_calendar(n, start=int(s))
+                if cal is not None and (best is None or cal[-1] - cal[0] < best[-1] - best[0]):
+                    best = cal
+            return best
+        allowed = self.allowed_days[self.allowed_days >= start]
         if allowed.size == 0:
             return None
         days = [int(allowed[0])]
@@ -580,11 +596,11 @@ class Problem:
                 d = float(g.max()) if g.size else -np.inf
             if d < self.d_min - 1e-9:
                 continue
-            row = np.zeros((1, self.horizon_days))
-            cand = self.allowed_days[:: max(1, self.min_interval)][:n]
-            if cand.size < n:
+            cal = self.compact_calendar(n)
+            if cal is None:
                 continue
-            row[0, cand] = d
+            row = np.zeros((1, self.horizon_days))
+            row[0, list(cal)] = d
             bed = float(self.tumour_bed(row)[0])
             if bed > best_bed:
                 best_bed, best_n, best_d = bed, n, d
@@ -596,12 +612,15 @@ class Problem:
                 f"{self.max_uniform_dose(n):.3g} Gy at {n} fraction(s))")
             best["max_uniform_dose_gy"] = self.max_uniform_dose(n)
         elif best_bed < self.min_bed - FEAS_TOL * max(1.0, self.min_bed):
-            lim = self.binding_oar(best_n) or "fractionation.dose_per_fraction_gy"
-            conflicts.append(
-                f"prescription.min_bed_gy={self.min_bed:g} Gy conflicts with {lim}: the highest "
-                f"tumour BED the limits allow is {best_bed:.4g} Gy ({best_n} x {best_d:.4g} Gy"
-                + ("" if self.uniform else ", uniform-dose bound") + ")")
             best["tumour_bed_gy"] = best_bed
+            # With per-fraction doses a non-uniform plan can exceed the uniform bound
+            # (Saberian et al. 2015), so only uniform-dose instances get a proved conflict.
+            if self.uniform:
+                lim = self.binding_oar(best_n) or "fractionation.dose_per_fraction_gy"
+                conflicts.append(
+                    f"prescription.min_bed_gy={self.min_bed:g} Gy conflicts with {lim}: the "
+                    f"highest tumour BED the limits allow is {best_bed:.4g} Gy ({best_n} x "
+                    f"{best_d:.4g} Gy)")
         if self.nk is not None:
             r = self.nk
             window = max(0, r.latest_day - r.earliest_day)

@@ -14,6 +14,8 @@ stopped):
 ``unavailable``  the back-end cannot run on this machine (reason in ``message``)
 ``declined``     the back-end cannot handle this instance (reason in ``message``)
 ``error``        the back-end failed (message, no traceback)
+
+Termination ``not_run`` goes with ``unavailable`` and ``declined``.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                 time_limit_s=profile.options.time_limit_s,
                 oar_names=tuple(o.name for o in problem.oars))
 
-    def early(status: str, message: str, termination: str = Termination.ERROR, **kw) -> Result:
+    def early(status: str, message: str, termination: str = Termination.NOT_RUN, **kw) -> Result:
         return Result(status=status, termination=termination, solution_status="none",
                       objective=None, claimed_objective=None, bound=None, plan=None, metrics={},
                       constraints=(), verified=False, wall_time_s=time.perf_counter() - t0,
@@ -212,7 +214,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     try:
         out: BackendOutput = backend.solve(problem, profile.options)
     except RtoptError as e:
-        return early("error", str(e))
+        return early("error", str(e), termination=Termination.ERROR)
     except Exception as e:  # a solver library failed: report it, never a traceback
         return early("error", f"{type(e).__name__}: {e}".splitlines()[0][:500],
                      termination=Termination.NUMERICAL if isinstance(e, (FloatingPointError,
@@ -226,23 +228,30 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
     """Verify a back-end's plans and build the :class:`Result` (also used by tests)."""
     best = None
     first_bad = None
+    wellformed, verifications = [], []
     for plan in out.plans:
         try:
-            v = problem.verify(plan)
+            plan.daily(problem.horizon_days)
+            wellformed.append(plan)
         except ValueError as e:  # e.g. a day outside the horizon
             first_bad = first_bad or (plan, None, str(e))
-            continue
-        if v.feasible:
-            if best is None or v.objective > best.objective:
-                best = v
-        elif first_bad is None:
-            first_bad = (plan, v, "")
+    verifications = problem.verify_all(wellformed)
+    feasible = [v for v in verifications if v.feasible]
+    if feasible:
+        # the back-end's order decides between plans equal to round-off
+        top = max(v.objective for v in feasible)
+        best = next(v for v in feasible if v.objective >= top - 1e-9 * max(1.0, abs(top)))
+    for v in verifications:
+        if not v.feasible and first_bad is None:
+            first_bad = (v.plan, v, "")
     extras = dict(out.extras)
     common = dict(termination=out.termination, claimed_objective=out.claimed_objective,
                   bound=out.bound, solver_name=out.solver_name,
                   solver_version=out.solver_version, extras=extras, **base)
     if best is not None:
-        proved = (out.termination == Termination.OPTIMAL and extras.get("exact_for_instance", False))
+        # optimal only if the back-end's own best plan is the one that verified
+        proved = (out.termination == Termination.OPTIMAL and extras.get("exact_for_instance", False)
+                  and best.plan == out.plans[0])
         return Result(status="optimal" if proved else "feasible",
                       solution_status="optimal" if proved else "feasible",
                       objective=best.objective, plan=best.plan, metrics=best.metrics,
@@ -267,6 +276,8 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
     proved_infeasible = (out.termination == Termination.INFEASIBLE
                          and extras.get("exact_for_instance", False))
     status = "infeasible" if (diag.conflicts or proved_infeasible) else "no_solution"
+    if status == "no_solution" and out.termination in (Termination.ERROR, Termination.NUMERICAL):
+        status = "error"
     msg = out.message or ("no plan returned" if status == "no_solution" else "")
     if status == "infeasible" and diag.conflicts:
         msg = "; ".join(diag.conflicts)

@@ -31,6 +31,7 @@ class Termination:
     NO_SOLUTION = "no_solution"      # stopped without a candidate plan
     NUMERICAL = "numerical_error"
     ERROR = "error"
+    NOT_RUN = "not_run"              # unavailable or declined: the back-end never started
 
 
 @dataclass(frozen=True)
