@@ -22,7 +22,7 @@ the infusions and hypoxia does not depend on them, so this is exact, not an appr
 
 Guarantee: the returned plan is optimal over this space (termination ``optimal``); it is
 optimal for the instance when the instance's own decision space adds nothing the objective can
-use (uniform doses and a day-independent objective such as tumour BED without repopulation).
+use (uniform doses and the tumour-BED objective, which has no time factor).
 """
 
 from __future__ import annotations
@@ -137,9 +137,8 @@ class ExhaustiveBackend(Backend):
         bed = ev.metrics["tumour_bed_gy"][ok]
         n_sched = len(D)
         # Exact for the instance when nothing outside the space can raise the objective:
-        # uniform doses and a tumour-BED objective that the calendar does not change.
-        exact = (problem.uniform and set(problem.weights) == {"tumour_bed"}
-                 and problem.biology.potential_doubling_days is None)
+        # uniform doses and a tumour-BED objective (no time factor: the calendar cannot matter).
+        exact = problem.uniform and set(problem.weights) == {"tumour_bed"}
         extras: dict[str, Any] = {"space": space, "schedules": n_sched,
                                   "exact_for_instance": exact}
         if n_sched == 0:
