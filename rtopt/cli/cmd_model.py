@@ -64,7 +64,9 @@ def bench_cmd(
     reference: Annotated[int, typer.Option(
         "--reference", min=1, help="Schedules for the solve_ivp reference.")] = 20,
     solvers: Annotated[Optional[list[str]], typer.Option(
-        "--solver", "-s", help="Also time these solver profiles on the instances (repeatable).")] = None,
+        "--solver", "-s",
+        help="Also time these solver profiles on the instances (repeatable; 'all' = every "
+             "profile in solvers/).")] = None,
     instances: Annotated[Optional[list[str]], typer.Option(
         "--instance", "-i", help="Instances for solver timings (default: instances/*.toml).")] = None,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Per-solve time limit (s).")] = 60.0,
@@ -88,6 +90,9 @@ def bench_cmd(
                       f"on the shared schedules: NK favourability {r['max_rel_err_nk']:.1e}, "
                       f"ln survival {r['max_rel_err_ln_s']:.1e}")
     if solvers:
+        if "all" in solvers:
+            from rtopt.profiles import Profile, list_profiles
+            solvers = [p.name for p in list_profiles() if isinstance(p, Profile)]
         rows = bench_solvers(instances, solvers, time_limit)
         t = Table(title=f"solve times (time limit {time_limit:g} s)")
         for col in ("instance", "profile", "status", "verified objective", "seconds"):
