@@ -1,0 +1,705 @@
+"""Solver comparison: every instance x every solver profile x every repeat, as a tidy table.
+
+:func:`compare` solves each pairing (in parallel processes if asked), and writes into an output
+folder::
+
+    results.csv          one row per instance x profile x repeat (see COLUMNS)
+    plans/I__P__rR.json  the full Result JSON of each run, plus how it was run ("compare" key)
+    system.json          versions, platform, CPU, git revision, date, and the run's settings
+    report.html          one self-contained page (rtopt.report.render)
+    report.md            the same tables in Markdown, figures under figures/
+
+Everything the report shows is read back from these files, so ``rtopt report OUTDIR``
+re-renders it without solving again.  Every file is written to a temporary name and renamed,
+so a reader never sees a half-written file.
+
+Reproducibility: repeat ``r`` of a profile uses the profile's seed + ``r``; rows are ordered by
+instance, profile and repeat (never by completion order), so the same seeds give the same
+table, wall times aside.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from rtopt.errors import InstanceError, RtoptError
+from rtopt.profiles import Profile, resolve_profile
+
+__all__ = ["compare", "CompareSummary", "Task", "COLUMNS", "expand_instances",
+           "resolve_profiles", "read_table", "write_table", "system_info", "plan_file_name",
+           "add_derived_columns", "FEASIBLE_STATUSES"]
+
+FEASIBLE_STATUSES = ("optimal", "feasible")
+
+COLUMNS = (
+    "instance", "profile", "backend", "repeat", "seed", "time_limit_s",
+    "status", "termination", "solution_status",
+    "objective_name", "objective", "claimed_objective", "bound", "gap", "gap_to_best", "best",
+    "worst_slack", "wall_time_s", "solver_name", "solver_version",
+    "plan", "instance_path", "plan_file", "message",
+)
+"""Columns of ``results.csv``.
+
+``instance`` is the instance file's stem (made unique), ``instance_path`` its absolute path;
+``objective`` is the verified objective (re-simulated by :meth:`rtopt.problem.Problem.verify`),
+``claimed_objective`` the back-end's own claim, ``gap`` the relative gap between the back-end's
+bound and the verified objective, ``gap_to_best`` the relative shortfall from the best verified
+objective any run reached on the same instance (0 for the best; every objective is maximised),
+``best`` marks the runs that reach it, ``worst_slack`` the smallest constraint slack scaled by
+``max(1, |limit|)`` (negative when a constraint is violated)."""
+
+_FLOAT_COLS = ("time_limit_s", "objective", "claimed_objective", "bound", "gap", "gap_to_best",
+               "worst_slack", "wall_time_s")
+_INT_COLS = ("repeat", "seed")
+_BEST_TOL = 1e-9
+"""Relative tolerance within which a run counts as reaching the best objective (the plan files
+store objectives to 9 decimals)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run: an instance file, a profile, a repeat index and its seed (picklable)."""
+
+    instance: str          # instance key (file stem, made unique)
+    instance_path: str     # absolute path of the instance file
+    profile: Profile
+    profile_key: str       # profile name, made unique
+    repeat: int
+    seed: int
+    time_limit_s: float | None
+
+    @property
+    def plan_file(self) -> str:
+        """Path of the run's Result JSON, relative to the output folder."""
+        return f"plans/{plan_file_name(self.instance, self.profile_key, self.repeat)}"
+
+
+@dataclass
+class CompareSummary:
+    """What :func:`compare` did: the table rows and the one-line problems with its inputs.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per instance x profile x repeat, keys :data:`COLUMNS`.
+    errors : list of str
+        One line per broken input (``FILE: field.path: message``); those inputs were skipped.
+    outdir : Path
+        Where the files were written.
+    report_errors : list of str
+        Figures or sections of the report that could not be drawn (the report says so too).
+    """
+
+    rows: list[dict[str, Any]]
+    errors: list[str]
+    outdir: Path
+    report_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every input was valid (runs may still be infeasible or unavailable)."""
+        return not self.errors
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _safe(name: str) -> str:
+    """A name usable in file names (keeps letters, digits, '.', '_' and '-')."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "x"
+    return s.replace("__", "_")
+
+
+def plan_file_name(instance: str, profile: str, repeat: int) -> str:
+    """``INSTANCE__PROFILE__rREPEAT.json`` (names sanitised; ``__`` is the separator)."""
+    return f"{_safe(instance)}__{_safe(profile)}__r{int(repeat)}.json"
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        n = _safe(n)
+        k, cand = 2, n
+        while cand in out:
+            cand = f"{n}-{k}"
+            k += 1
+        out.append(cand)
+    return out
+
+
+def expand_instances(args: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Instance files from files and folders (a folder means its ``*.toml``), validated.
+
+    Returns the valid files (in argument order, folder contents sorted, duplicates dropped)
+    and one line per problem with the others (``FILE: field.path: message``).
+    """
+    from rtopt.instance import load_instance
+
+    files: list[Path] = []
+    errors: list[str] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            found = sorted(p.glob("*.toml"))
+            if not found:
+                errors.append(f"{a}: folder has no *.toml instance files")
+            files.extend(found)
+        else:
+            files.append(p)
+    good: list[Path] = []
+    seen: set[Path] = set()
+    for f in files:
+        key = f.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_instance(f)
+        except InstanceError as e:
+            errors.extend(e.lines())
+            continue
+        good.append(f)
+    return good, errors
+
+
+def resolve_profiles(names: Sequence[str | Profile]) -> tuple[list[Profile], list[str]]:
+    """Profiles by name, file path or back-end name; one line per problem with the others."""
+    out: list[Profile] = []
+    errors: list[str] = []
+    seen: set[tuple] = set()
+    for n in names:
+        if isinstance(n, Profile):
+            prof = n
+        else:
+            try:
+                prof = resolve_profile(str(n))
+            except InstanceError as e:  # ProfileError: FILE: field.path: message
+                errors.extend(e.lines())
+                continue
+            except RtoptError as e:
+                errors.extend(line for line in str(e).splitlines() if line.strip())
+                continue
+        key = (prof.name, prof.path, prof.backend)
+        if key in seen:  # the same profile twice is run once
+            continue
+        seen.add(key)
+        out.append(prof)
+    return out, errors
+
+
+# ---------------------------------------------------------------------------------- running
+def _early_result(task: Task, status: str, message: str) -> dict[str, Any]:
+    """Result JSON for a run that failed before a back-end could report (same format)."""
+    from rtopt.solve import Result
+
+    p = task.profile
+    return Result(instance=task.instance, solver=p.name, backend=p.backend, status=status,
+                  termination="error", solution_status="none", objective_name="",
+                  objective=None, claimed_objective=None, bound=None, plan=None, metrics={},
+                  constraints=(), verified=False, wall_time_s=0.0, seed=task.seed,
+                  time_limit_s=task.time_limit_s if task.time_limit_s is not None
+                  else p.options.time_limit_s, message=message).to_dict()
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    return (text.splitlines() or [type(e).__name__])[0][:500]
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """Solve one pairing and return ``{"result": Result.to_dict(), "worst_slack": ...}``.
+
+    Runs in a worker process (top-level, picklable: spawn-safe).  Never raises: a back-end
+    module that cannot be imported is ``unavailable``, anything else unexpected is ``error``,
+    each with a one-line reason.
+    """
+    import rtopt  # through the package attribute, so tests can replace rtopt.solve
+
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # solver banners must not mix with output
+            res = rtopt.solve(task.instance_path, task.profile, time_limit_s=task.time_limit_s,
+                              seed=task.seed)
+    except InstanceError as e:  # the file changed or vanished since it was validated
+        d = _early_result(task, "error", " ".join(e.lines()))
+    except ImportError as e:  # a back-end module or its library is not installed / not written
+        d = _early_result(task, "unavailable", f"back-end cannot be imported: {_one_line(e)}")
+    except Exception as e:  # a broken back-end must not end the comparison
+        d = _early_result(task, "error", _one_line(e))
+    else:
+        return {"result": res.to_dict(), "worst_slack": res.worst_slack}
+    d["wall_time_s"] = round(time.perf_counter() - t0, 4)
+    return {"result": d, "worst_slack": None}
+
+
+HARD_LIMIT_FACTOR = 2.0
+HARD_LIMIT_GRACE_S = 60.0
+"""A run in a worker process that has not returned ``HARD_LIMIT_FACTOR`` x its time limit +
+``HARD_LIMIT_GRACE_S`` after it started is stopped and reported as an ``error`` (a back-end
+that ignores its time limit must not stall the whole comparison)."""
+
+
+def _time_limit(task: Task) -> float:
+    return task.time_limit_s if task.time_limit_s is not None else task.profile.options.time_limit_s
+
+
+def _hard_limit(task: Task) -> float:
+    return HARD_LIMIT_FACTOR * _time_limit(task) + HARD_LIMIT_GRACE_S
+
+
+def _child(task: Task, conn: Any, fn: Callable[[Task], dict[str, Any]]) -> None:
+    try:
+        conn.send(fn(task))
+    finally:
+        conn.close()
+
+
+def _run_isolated(task: Task, ctx: Any, fn: Callable[[Task], dict[str, Any]] = run_task
+                  ) -> dict[str, Any]:
+    """Run one task alone in a fresh process, with a hard deadline (after a pool broke)."""
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(task, send, fn), name=f"rtopt-{task.plan_file}")
+    proc.start()
+    send.close()
+    res, timed_out = None, False
+    limit = _hard_limit(task)
+    try:
+        if recv.poll(limit):
+            with contextlib.suppress(EOFError, OSError):
+                res = recv.recv()
+        else:
+            timed_out = True
+    finally:
+        proc.join(5.0 if res is not None else 0.5)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5.0)
+        recv.close()
+    if res is not None:
+        return res
+    if timed_out:
+        d = _early_result(task, "error", f"stopped: no result {limit:.0f} s after the start "
+                                         f"(time limit {_time_limit(task):g} s)")
+        d["termination"] = "time_limit"
+        d["wall_time_s"] = round(limit, 4)
+        return {"result": d, "worst_slack": None}
+    code = proc.exitcode
+    how = (f"signal {-code}" if code is not None and code < 0 else f"exit code {code}")
+    d = _early_result(task, "error", f"the solver process died ({how}: crash or out of memory)")
+    return {"result": d, "worst_slack": None}
+
+
+def _kill_pool(ex: cf.ProcessPoolExecutor) -> None:
+    """Stop our own worker processes now (a solver may ignore SIGINT or its time limit)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    ex.shutdown(wait=False)
+
+
+def _pool_phase(tasks: list[Task], idx: list[int], workers: int, ctx: Any, out: list[Any],
+                tick: Callable[[int], None], fn: Callable[[Task], dict[str, Any]]
+                ) -> tuple[list[int], list[int]]:
+    """Run ``idx`` in a process pool.  If the pool breaks (a worker died, or was stopped past
+    its hard deadline), returns the runs that were under way (to redo alone) and those that
+    had not started (to redo in a fresh pool)."""
+    ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(idx)), mp_context=ctx)
+    suspects: list[int] = []
+    not_started: list[int] = []
+    try:
+        futs = {ex.submit(fn, tasks[i]): i for i in idx}
+        pending = set(futs)
+        started: dict[Any, float] = {}
+        while pending:
+            done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                i = futs[fut]
+                try:
+                    out[i] = fut.result()
+                except cf.process.BrokenProcessPool:
+                    # a run counts as started from when the pool queued it for a worker
+                    (suspects if fut in started or fut.running() else not_started).append(i)
+                    continue
+                except Exception as e:  # e.g. a result that cannot be pickled
+                    out[i] = {"result": _early_result(tasks[i], "error", _one_line(e)),
+                              "worst_slack": None}
+                tick(i)
+            now = time.monotonic()
+            for fut in pending:
+                if fut.running():
+                    started.setdefault(fut, now)
+            if any(now - t > _hard_limit(tasks[futs[f]]) for f, t in started.items()
+                   if f in pending):
+                _kill_pool(ex)  # every run under way is redone alone, with its own deadline
+    except BaseException:  # Ctrl-C: stop the runs in progress, drop the queued ones
+        _kill_pool(ex)
+        raise
+    ex.shutdown(wait=True)
+    return sorted(suspects), sorted(not_started)
+
+
+def _run_all(tasks: list[Task], workers: int, isolate: bool,
+             progress: Callable[[int, int, str], None] | None,
+             fn: Callable[[Task], dict[str, Any]] = run_task) -> list[dict[str, Any]]:
+    """Run every task (``fn`` must be a picklable top-level function; tests substitute it)."""
+    total = len(tasks)
+    out: list[dict[str, Any] | None] = [None] * total
+    count = 0
+
+    def tick(i: int) -> None:
+        nonlocal count
+        count += 1
+        if progress is not None:
+            t = tasks[i]
+            progress(count, total, f"{t.instance} / {t.profile_key} / r{t.repeat}")
+
+    if not isolate:
+        for i, t in enumerate(tasks):
+            out[i] = fn(t)
+            tick(i)
+        return out  # type: ignore[return-value]
+    ctx = multiprocessing.get_context("spawn")
+    queue = list(range(total))
+    while queue:
+        suspects, queue = _pool_phase(tasks, queue, workers, ctx, out, tick, fn)
+        for i in suspects:  # one at a time: a run that kills its process only costs itself
+            out[i] = _run_isolated(tasks[i], ctx, fn)
+            tick(i)
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------- table
+def _f(x: Any) -> float | None:
+    if x is None or x == "":
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _row(task: Task, out: dict[str, Any]) -> dict[str, Any]:
+    d = out["result"]
+    obj = d.get("objective") or {}
+    sol = d.get("solver") or {}
+    plan = None
+    if d.get("schedule"):
+        from rtopt.problem import Plan
+
+        plan = Plan.from_dict(d["schedule"]).describe()
+    msg = " ".join(str(d.get("message") or "").split())
+    return {
+        "instance": task.instance, "profile": task.profile_key, "backend": task.profile.backend,
+        "repeat": task.repeat, "seed": task.seed,
+        "time_limit_s": _f(sol.get("time_limit_s")),
+        "status": d.get("status", ""), "termination": d.get("termination", ""),
+        "solution_status": d.get("solution_status", ""),
+        "objective_name": obj.get("name") or "",
+        "objective": _f(obj.get("value")), "claimed_objective": _f(obj.get("claimed")),
+        "bound": _f(obj.get("bound")), "gap": _f(obj.get("gap")), "gap_to_best": None,
+        "best": False, "worst_slack": _f(out.get("worst_slack")),
+        "wall_time_s": _f(d.get("wall_time_s")),
+        "solver_name": sol.get("name") or "", "solver_version": sol.get("version") or "",
+        "plan": plan or "", "instance_path": task.instance_path, "plan_file": task.plan_file,
+        "message": msg,
+    }
+
+
+def add_derived_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill ``gap_to_best`` and ``best`` from the verified objectives of each instance."""
+    best: dict[str, float] = {}
+    for r in rows:
+        if r["status"] in FEASIBLE_STATUSES and r["objective"] is not None:
+            b = best.get(r["instance"])
+            best[r["instance"]] = r["objective"] if b is None else max(b, r["objective"])
+    for r in rows:
+        b = best.get(r["instance"])
+        if b is None or r["status"] not in FEASIBLE_STATUSES or r["objective"] is None:
+            r["gap_to_best"], r["best"] = None, False
+            continue
+        g = max(0.0, (b - r["objective"]) / max(abs(b), 1e-9))
+        r["gap_to_best"] = 0.0 if g <= _BEST_TOL else g
+        r["best"] = g <= _BEST_TOL
+    return rows
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)  # shortest exact form: reading it back gives the same float
+    return str(v)
+
+
+def write_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write rows as CSV with :data:`COLUMNS` (atomically)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(r.get(k)) for k in COLUMNS})
+    write_atomic(path, buf.getvalue())
+
+
+def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read ``results.csv`` back with typed values (floats, ints, bools; empty -> None).
+
+    Raises
+    ------
+    rtopt.errors.InstanceError
+        The file is missing or is not a results table (one line per problem).
+    """
+    src = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InstanceError(src, [("", "file not found (not a comparison output folder?)")])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InstanceError(src, [("", f"cannot read: {e}")]) from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in ("instance", "profile", "repeat", "status", "objective")
+               if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InstanceError(src, [("", f"not a results table (missing column(s) "
+                                       f"{', '.join(missing)})")])
+    rows = []
+    for n, raw in enumerate(reader, start=2):
+        r: dict[str, Any] = {k: raw.get(k, "") or "" for k in COLUMNS}
+        try:
+            for k in _FLOAT_COLS:
+                r[k] = float(r[k]) if r[k] != "" else None
+            for k in _INT_COLS:
+                r[k] = int(r[k]) if r[k] != "" else 0
+        except ValueError as e:
+            raise InstanceError(src, [(f"line {n}", str(e))]) from None
+        r["best"] = r["best"] == "true"
+        rows.append(r)
+    return rows
+
+
+# ---------------------------------------------------------------------------------- files
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    import rtopt
+
+    out = {"rtopt": rtopt.__version__, "python": platform.python_version()}
+    for dist in ("numpy", "scipy", "pyomo", "cvxpy", "highspy", "pyscipopt", "matplotlib",
+                 "pydantic", "jinja2"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = ""
+    return out
+
+
+def _scip_version() -> str:
+    # In a child process: importing the native library must not print into or crash our run.
+    code = "import pyscipopt; print(pyscipopt.Model().version())"
+    try:
+        cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    lines = cp.stdout.strip().splitlines()
+    return lines[-1].strip() if cp.returncode == 0 and lines else ""
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_revision() -> str:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        cp = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                            text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return cp.stdout.strip() if cp.returncode == 0 else ""
+
+
+def system_info() -> dict[str, Any]:
+    """Versions, platform, CPU, git revision of the rtopt checkout and the date (UTC)."""
+    v = _versions()
+    if v.get("pyscipopt"):
+        v["scip"] = _scip_version()
+    return {
+        "versions": v,
+        "platform": platform.platform(),
+        "python_implementation": platform.python_implementation(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "git_revision": _git_revision(),
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def _profile_info(key: str, p: Profile, time_limit_s: float | None) -> dict[str, Any]:
+    o = p.options
+    return {"name": key, "backend": p.backend, "description": p.description, "path": p.path,
+            "time_limit_s": time_limit_s if time_limit_s is not None else o.time_limit_s,
+            "rel_gap": o.rel_gap, "threads": o.threads, "seed": o.seed,
+            "options": json.loads(json.dumps(o.options, default=str))}
+
+
+# ---------------------------------------------------------------------------------- compare
+def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Profile],
+            outdir: str | os.PathLike, repeat: int = 1, workers: int = 1,
+            time_limit_s: float | None = None,
+            progress: Callable[[int, int, str], None] | None = None,
+            report: bool = True, isolate: bool | None = None) -> CompareSummary:
+    """Solve every instance with every profile ``repeat`` times and write the comparison.
+
+    Parameters
+    ----------
+    instances : sequence of str or Path
+        Instance files, or folders (their ``*.toml``).
+    profiles : sequence of str or Profile
+        Profile names, profile files or back-end names (see :func:`rtopt.profiles.resolve_profile`).
+    outdir : str or Path
+        Output folder (created if needed; files in it are replaced).
+    repeat : int
+        Runs per pairing; repeat ``r`` uses the profile's seed + ``r``.
+    workers : int
+        Parallel worker processes.
+    isolate : bool, optional
+        Run each solve in a worker process (spawned), so that a crashing back-end costs only
+        its own row and a run past :data:`HARD_LIMIT_FACTOR` x its time limit +
+        :data:`HARD_LIMIT_GRACE_S` is stopped.  Default: when ``workers > 1``; with
+        ``isolate=False`` (and ``workers=1``) everything runs in this process.
+    time_limit_s : float, optional
+        Overrides every profile's time limit (s).
+    progress : callable, optional
+        Called as ``progress(done, total, label)`` after each run.
+    report : bool
+        Render ``report.html`` and ``report.md`` (:func:`rtopt.report.render`).
+
+    Returns
+    -------
+    CompareSummary
+        The rows and the broken inputs (skipped; the other pairings still ran).
+
+    Raises
+    ------
+    rtopt.errors.RtoptError
+        Nothing valid to run (every instance or every profile is broken), or the output folder
+        cannot be created.
+    """
+    if repeat < 1:
+        raise RtoptError(f"--repeat must be >= 1 (got {repeat})")
+    if workers < 1:
+        raise RtoptError(f"--workers must be >= 1 (got {workers})")
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise RtoptError(f"--time-limit must be > 0 s (got {time_limit_s})")
+    files, errors = expand_instances(instances)
+    profs, perr = resolve_profiles(profiles)
+    errors = errors + perr
+    if not files or not profs:
+        what = "no valid instance" if not files else "no valid solver profile"
+        raise _NothingToRun(errors + [f"nothing to compare: {what}"])
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise RtoptError(f"{out}: exists and is not a folder")
+    try:
+        (out / "plans").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RtoptError(f"{out}: cannot create folder ({e.strerror or e})") from None
+
+    inst_keys = _unique(f.stem for f in files)
+    prof_keys = _unique(p.name for p in profs)
+    tasks = [Task(ik, str(f.resolve()), p, pk, r, p.options.seed + r, time_limit_s)
+             for ik, f in zip(inst_keys, files) for pk, p in zip(prof_keys, profs)
+             for r in range(repeat)]
+    digests = {str(f.resolve()): _sha256(f) for f in files}  # the files as they were solved
+    sysinfo = system_info()
+    outs = _run_all(tasks, workers, workers > 1 if isolate is None else bool(isolate),
+                    progress)
+
+    rows = []
+    for t, o in zip(tasks, outs):
+        d = dict(o["result"])
+        d["compare"] = {"instance": t.instance, "instance_path": t.instance_path,
+                        "instance_sha256": digests[t.instance_path], "profile": t.profile_key,
+                        "profile_path": t.profile.path, "repeat": t.repeat, "seed": t.seed,
+                        "worst_slack": _f(o.get("worst_slack"))}
+        write_atomic(out / t.plan_file, json.dumps(d, indent=2, default=str) + "\n")
+        rows.append(_row(t, o))
+    add_derived_columns(rows)
+    sysinfo["run"] = {
+        "instances": [{"name": k, "path": str(f.resolve())} for k, f in zip(inst_keys, files)],
+        "profiles": [_profile_info(k, p, time_limit_s) for k, p in zip(prof_keys, profs)],
+        "repeat": repeat, "workers": workers, "time_limit_s": time_limit_s,
+        "input_errors": errors,
+    }
+    write_atomic(out / "system.json", json.dumps(sysinfo, indent=2) + "\n")
+    write_table(rows, out / "results.csv")
+    summary = CompareSummary(rows, errors, out)
+    if report:
+        from rtopt.report import render
+
+        if progress is not None:
+            progress(len(tasks), len(tasks), "writing the report")
+        summary.report_errors = render(out)
+    return summary
+
+
+class _NothingToRun(RtoptError):
+    """No valid instance or profile: carries every problem line."""
+
+    def __init__(self, lines: list[str]):
+        self.problem_lines = list(lines)
+        super().__init__("\n".join(lines))
