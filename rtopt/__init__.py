@@ -18,9 +18,11 @@ from rtopt.parameters import SurrogateParameters, resolve as resolve_parameters
 from rtopt.problem import Plan, Problem
 from rtopt.simulator import Biology, Simulation, simulate, simulate_reference
 from rtopt.solve import Result, solve
+from rtopt.compare import compare
+from rtopt.report import render as render_report
 
 __all__ = [
-    "__version__", "solve", "Result", "Plan", "Problem", "Instance", "load_instance",
+    "__version__", "solve", "Result", "compare", "render_report", "Plan", "Problem", "Instance", "load_instance",
     "instance_from_dict", "instance_json_schema", "Biology", "Simulation", "simulate",
     "simulate_reference", "SurrogateParameters", "resolve_parameters", "RtoptError",
     "InstanceError", "SolverUnavailable", "ProblemDeclined", "InfeasibleProblem",

@@ -352,7 +352,7 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
     width = 0.9 / k
     row = min(0.07, 0.4 / k)  # NK triangles: one row per plan, in axes coordinates
     dmax = 1.0
-    tops = {"hypoxic_fraction": 100 * h0, "chemokine": 0.05, "nk": 0.05, "nk_activity": 0.05}
+    tops = {"hypoxic_fraction": max(100 * h0, 1.0), "chemokine": 0.05, "nk": 0.05, "nk_activity": 0.05}
     for i, (label, plan) in enumerate(plans.items()):
         colour = _PLAN_COLOURS[i]
         sim, ref, D, U = runs[label]

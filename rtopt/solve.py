@@ -203,7 +203,10 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                       constraints=(), verified=False, wall_time_s=time.perf_counter() - t0,
                       message=message, **base, **kw)
 
-    cls = get_backend(profile.backend)
+    try:
+        cls = get_backend(profile.backend)
+    except ImportError as e:  # the back-end's own module cannot be imported here
+        return early("unavailable", f"cannot import back-end {profile.backend!r}: {e}")
     ok, why = cls.available()
     if not ok:
         return early("unavailable", why)
