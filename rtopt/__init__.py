@@ -5,6 +5,8 @@ Public API (everything else is internal)::
     import rtopt
     result = rtopt.solve("instances/lung-sbrt-peripheral.toml", solver="exhaustive")
     print(result.status, result.plan.describe(), result.objective)
+
+Solver comparisons: ``from rtopt.compare import compare`` (the module name is kept free).
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from rtopt.parameters import SurrogateParameters, resolve as resolve_parameters
 from rtopt.problem import Plan, Problem
 from rtopt.simulator import Biology, Simulation, simulate, simulate_reference
 from rtopt.solve import Result, solve
-from rtopt.compare import compare
 from rtopt.report import render as render_report
 
 __all__ = [
-    "__version__", "solve", "Result", "compare", "render_report", "Plan", "Problem", "Instance", "load_instance",
+    "__version__", "solve", "Result", "render_report", "Plan", "Problem", "Instance", "load_instance",
     "instance_from_dict", "instance_json_schema", "Biology", "Simulation", "simulate",
     "simulate_reference", "SurrogateParameters", "resolve_parameters", "RtoptError",
     "InstanceError", "SolverUnavailable", "ProblemDeclined", "InfeasibleProblem",

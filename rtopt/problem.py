@@ -494,12 +494,8 @@ class Problem:
         if n <= 0:
             return ()
         if start is None:
-            best = None
-            for s in self.allowed_days:
-                cal = self.compact_calendar(n, start=int(s))
-                if cal is not None and (best is None or cal[-1] - cal[0] < best[-1] - best[0]):
-                    best = cal
-            return best
+            cals = self.compact_calendars(n)
+            return cals[0] if cals else None
         allowed = self.allowed_days[self.allowed_days >= start]
         if allowed.size == 0:
             return None
@@ -510,6 +506,16 @@ class Problem:
                 return None
             days.append(int(nxt[0]))
         return tuple(days) if days[-1] - days[0] <= self.max_overall else None
+
+    def compact_calendars(self, n: int, starts: Iterable[int] | None = None) -> list[tuple[int, ...]]:
+        """Distinct compact calendars of ``n`` fractions from each start day (default: every
+        allowed day), shortest overall time first, then earliest."""
+        seen: dict[tuple[int, ...], None] = {}
+        for s in (self.allowed_days if starts is None else starts):
+            cal = self.compact_calendar(n, start=int(s))
+            if cal is not None:  # a later start can still fit: weekends change the span
+                seen.setdefault(cal, None)
+        return sorted(seen, key=lambda c: (c[-1] - c[0] if c else 0, c))
 
     def infusion_day_ok(self, fraction_days: Iterable[int], day: int) -> bool:
         """True if an infusion on ``day`` obeys the window and the no-fraction-after rule."""

@@ -620,10 +620,7 @@ def render(outdir: str | os.PathLike) -> list[str]:
         ``results.csv`` is missing or unreadable.
     """
     out = Path(outdir)
-    with warnings.catch_warnings():
-        # matplotlib's warnings about a degenerate axis are no news to the report's reader
-        warnings.simplefilter("ignore", UserWarning)
-        model, figures, problems = _build(out)
+    model, figures, problems = _build(out)
     (out / "figures").mkdir(exist_ok=True)
     for fname, data in figures.items():
         write_atomic(out / "figures" / fname, data)

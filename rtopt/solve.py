@@ -73,8 +73,12 @@ class Result:
 
     @property
     def gap(self) -> float | None:
-        """Relative gap between the back-end's bound and the verified objective, if known."""
-        if self.bound is None or self.objective is None:
+        """Relative gap between the back-end's bound and the verified objective, if known.
+
+        None when the bound belongs to the back-end's own approximate model (``extras
+        ["bound_of"]``, e.g. the daily-grid MINLP): it does not bound the simulator's objective.
+        """
+        if self.bound is None or self.objective is None or self.extras.get("bound_of"):
             return None
         return abs(self.bound - self.objective) / max(abs(self.objective), 1e-9)
 
@@ -114,6 +118,8 @@ class Result:
                        "time_limit_s": self.time_limit_s},
             "objective": {"name": self.objective_name, "value": _r(self.objective),
                           "claimed": _r(self.claimed_objective), "bound": _r(self.bound),
+                          "bound_of": self.extras.get("bound_of", "instance" if self.bound
+                                                      is not None else None),
                           "gap": _r(self.gap)},
             "schedule": self.plan.to_dict() if self.plan else None,
             "metrics": {

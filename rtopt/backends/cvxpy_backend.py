@@ -208,14 +208,8 @@ def _daily(problem: Problem, days: tuple[int, ...], doses: np.ndarray) -> np.nda
 
 
 def _calendars(problem: Problem, n: int, starts: np.ndarray | None = None) -> list[tuple[int, ...]]:
-    """Distinct compact calendars of ``n`` fractions from each start day, shortest first."""
-    starts = problem.allowed_days if starts is None else starts
-    seen: dict[tuple[int, ...], None] = {}
-    for s in starts:
-        cal = problem.compact_calendar(n, start=int(s))
-        if cal is not None:  # later starts can still fit (weekends change the overall time)
-            seen.setdefault(cal, None)
-    return sorted(seen, key=lambda c: (c[-1] - c[0], c[0]))
+    """Distinct compact calendars of ``n`` fractions, shortest first (:meth:`Problem.compact_calendars`)."""
+    return problem.compact_calendars(n, starts)
 
 
 def _feasible_mask(ev, skip: tuple[str, ...] = (), rel: float = FEAS_TOL) -> np.ndarray:

@@ -1,0 +1,1279 @@
+"""``pyomo_milp`` (HiGHS) and ``pyomo_minlp`` (SCIP): algebraic Pyomo models of the schedule.
+
+Both back-ends build an algebraic model from the same parameters the simulator uses; every
+dose-dependent coefficient is a table over the dose grid computed by :mod:`rtopt.radiobiology`
+(BED, survival) or :mod:`rtopt.surrogate` (TME responses), never re-derived here.  Pyomo is
+imported only inside the methods that use it.
+
+``pyomo_milp``: classic tumour BED (MILP, HiGHS)
+------------------------------------------------
+Objective ``tumour_bed`` only; a dose grid is required (continuous doses are declined); an
+``[nk]`` table is allowed (infusions do not change tumour BED: they are placed afterwards with
+:meth:`rtopt.problem.Problem.first_valid_infusions`).
+
+*Uniform dose.*  One binary ``y_nd`` per (fraction count ``n``, grid dose ``d``), exactly one
+chosen; counts are those with a calendar.  With per-fraction tables ``b(d)`` (tumour BED of one
+fraction in the instance's survival model: LQ, LQ-L or USC) and ``o(d)`` (OAR BED of
+``delta d`` at the organ's alpha/beta)::
+
+    max  w * sum y_nd (n b(d) - L_n)
+    s.t. sum y_nd (n b(d) - L_n) >= prescription           (tumour BED incl. repopulation)
+         sum y_nd n o(d)         <= B_OAR                  (each OAR with a BED limit)
+         sum y_nd delta d        <= dpf_OAR                (each OAR dose-per-fraction limit)
+         sum y_nd = 1
+
+Its LP relaxation is the convex hull of the choice, so HiGHS needs no branching to speak of.
+Pairs that break a limit on their own can never be the chosen one and are not created, and
+HiGHS's presolve is switched off for this model (its probing takes minutes on a row with tens
+of thousands of columns, and there is nothing left for it to do).  ``L_n`` is the repopulation
+BED loss (:func:`rtopt.radiobiology.repopulation_bed_loss`) of the shortest calendar of ``n``
+fractions: :meth:`rtopt.problem.Problem.compact_calendar` from every allowed start day, the
+shortest overall time kept (0 without repopulation).  The loss only grows with the overall
+time and nothing else depends on the days, so the model is exact for the instance:
+``extras["exact_for_instance"] = True``.
+
+*Per-fraction doses* (no repopulation; with repopulation the calendar and the dose order
+interact, and the back-end declines).  Default ``per_fraction_formulation = "multiplicity"``:
+integers ``c_d`` (fractions at grid dose ``d``) with ``sum c_d = sum_n n s_n``, one count binary
+``s_n`` chosen, and a binary ``used_d >= c_d / n_max`` for the dose-per-fraction limits.  This
+is the slot model with every symmetry removed: a multiplicity vector is a sorted
+(non-increasing) slot assignment.  ``"slots"`` is the literal slot model: binaries ``y_ik``
+(slot ``i`` gets level ``k``), at most one per slot, level index non-increasing over the slots
+(symmetry breaking that also fills the slots contiguously); it gives the same optimum and is
+kept as a cross-check (about 25 times slower on a 30-fraction, 200-level instance).  Tumour
+BED, OAR BED and dose-per-fraction constraints are the same tables; without repopulation the
+days do not enter, so this is exact for the instance too.
+
+The plan takes the shortest calendar for the chosen count (another allowed start if the NK
+rules need it) and the doses in non-increasing order.  HiGHS reports the incumbent, the dual
+bound and the gap (``claimed_objective``, ``bound``, ``extras["mip_gap"]``); with
+``rel_gap > 0`` an "optimal" plan is optimal within that relative gap (the shipped profile
+uses ``rel_gap = 0``).
+
+``pyomo_minlp``: the TME model on the daily grid (MINLP, SCIP)
+--------------------------------------------------------------
+All objectives (``nk_favourability``, ``tumour_log_kill``, ``tcp``, ``tumour_bed`` and
+weighted sums), uniform or per-fraction doses on the grid, NK infusions.
+
+*Decisions.*  Binaries ``x_j`` (fraction on day ``j``, only on allowed days), ``u_j`` (NK
+infusion on day ``j``, only in ``[earliest_day, latest_day]``) and the dose level of every
+fraction: one-hot ``q_jk`` with ``sum_k q_jk = x_j``.  With uniform doses ``q_jk <= z_k``,
+``sum_k z_k = 1`` (one level for all fractions; then ``q_jk = x_j z_k`` at integer points and
+``q`` may be continuous).  Levels that break ``d_max`` or an OAR dose-per-fraction limit, or
+that no allowed count can combine with the prescription and OAR BED limits, are dropped.
+
+*Rules (linear).*  Count ``n_min <= sum x <= n_max``; ``min_interval_days`` as "at most one
+fraction in every window of that many days"; ``max_overall_days`` as ``x_i + x_j <= 1`` for
+pairs further apart; NK count, spacing windows, and ``u_t + x_f <= 1`` for
+``t < f <= t + min_days_before_next_fraction``.  Prescription and OAR BED are linear in ``q``
+(tables of :func:`rtopt.radiobiology.bed_per_fraction`); the repopulation loss uses first/last
+fraction-day variables.
+
+*States* (start of day ``j``, before its fraction; ``+`` after that day's fraction):
+each fraction multiplies ``w`` by ``1 - m(d)``, ``v`` by ``1 - V(d)``, ``T`` by ``exp(-d/D0)``,
+``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P``; the per-level factors are
+tables from :mod:`rtopt.surrogate`, aggregated per day as ``sum_k coef_k q_jk`` (linear), so each
+jump is one bilinear term (state x aggregated factor).  An infusion adds ``u_j`` to ``B``.
+Between days, ``w, v, P, C`` use the exact one-day propagators of their linear ODEs
+(``exp(-1/tau_w)``, ``exp(-1/tau_v)``, and the Bateman pair from
+:func:`rtopt.surrogate.chemokine_rates`).  Hypoxia ``h = min(h_max, h0 (w/v)^gamma)`` through a
+ratio variable ``r`` with ``r v >= w`` (the cap ``h_max`` with one binary per day where the
+bounds say it can bind).
+
+*NK trafficking (the daily-step approximation).*  Over day ``j`` the trafficking rate
+``k_in = k0 (1 + g C)`` is frozen at the chemokine value at mid-day,
+``c_j = exp(-k_e/2) C_j + (Bateman half-day coefficient) P+_j`` (linear; the simulator freezes
+it at the midpoint of each of its sub-steps), and ``B``, ``T`` are then propagated exactly:
+``B_{j+1} = B++_j beta(c_j)``, ``T_{j+1} = exp(-k_out) T+_j + B++_j gamma(c_j)``, and the day's
+integral ``int T dt = T+_j (1 - exp(-k_out))/k_out + B++_j a(c_j)``.  The univariate factors
+``beta, gamma, a`` are closed forms (with Gauss-Legendre quadrature for the inner integrals)
+replaced in the model by Chebyshev polynomial fits on ``[0, c_max]`` (``c_max`` a bound from
+the pulse kernel), with the fit error in ``extras["fit_max_abs_error"]``.  The activity
+integral over the day is ``kappa (1 - treg) int T dt (1 - eta (h+_j + h_{j+1})/2)`` (hypoxia
+averaged over the day by the trapezoid rule).  On random lung schedules this daily model is
+within about 1 % of the simulator's NK favourability (the tests check it).
+
+*Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day
+``ln S_j >= -a_hyp - rho a'_hyp + ln(h + (1 - h) exp(-(a_ox - a_hyp) - rho (a'_ox - a'_hyp)))``
+with ``a`` the per-level tables of :func:`rtopt.radiobiology.neg_log_survival` (oxic, and at
+``d / OER``), ``a'`` their increase at the fully radiosensitised alpha
+``alpha (1 + s)`` and ``rho = E/(E50 + E)`` the radiosensitisation fraction at the activity
+before the fraction.  This is exact for LQ and LQ-L (affine in alpha) and a linear
+interpolation in alpha for USC with a derived transition dose.  NK killing
+(``-k_nk AUC``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and Poisson TCP follow the
+simulator.
+
+*Monotone relaxation.*  Every objective improves with more NK cells (``T``, ``B``, the
+trafficking factors) and with less hypoxia (lower ``w``, higher ``v``), and never the other
+way.  The nonlinear state equations are therefore written as one-sided inequalities in the
+direction that can only make the objective worse (``T_{j+1} <= ...``, ``w+ >= w (1 - m)``,
+``r v >= w``, ``ln S_j >= ...``); at an optimum they hold with equality, so the optimum of the
+relaxed model is the optimum of the daily-grid model, while every choice of the binaries stays
+feasible (SCIP always has an incumbent).  An incumbent's model objective may be below the
+daily-grid model's value at its binaries; ``extras["model_objective"]`` re-evaluates it.
+
+*Tightening.*  Day-wise upper bounds of ``B``, ``T`` and the day's ``int T dt`` (the latest
+allowed infusions at the minimum spacing, largest trafficking factors, no radiation kill), and
+two valid linear cuts per fraction day, ``ln S >= ln S_ox`` and ``ln S >= ln(h_lo) + ln S_hyp``
+(both at the fully radiosensitised alpha; ``h_lo = h0 w_lo^gamma``).  Without them SCIP's root
+bound on small log-kill instances was 5 times the optimum; with them about 1.3 times.
+
+*Warm start.*  A pool of simple schedules is scored by the simulator (greedy compact calendars
+of every count from each allowed start in the first week, every retained grid dose, and as
+infusions the earliest valid minimum set plus, for NK objectives, the greedy maximum set from
+every start day); the best ``warm_starts`` (option, default 5) are passed to SCIP as complete
+solutions (binaries and the states of :meth:`DailyModel.forward`).  SCIP's default emphasis
+here is aggressive heuristics and fast separation (option ``scip_emphasis``); raw SCIP
+parameters go in option ``scip``.  ``extras["improved_on_warm_start"]`` says whether SCIP found
+something better (in its model) than the pool.
+
+*What SCIP's numbers mean.*  ``claimed_objective`` is SCIP's incumbent value and ``bound``
+SCIP's dual bound, both of the daily-grid model, not of the simulator's objective: the
+verified objective differs by the approximations above.  ``exact_for_instance`` is False.
+At the time limit SCIP returns its incumbent (termination ``time_limit``).  Returned plans are
+SCIP's solutions, best first (in its model).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rtopt import radiobiology as rb
+from rtopt import surrogate as sg
+from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
+from rtopt.problem import Plan, Problem
+
+__all__ = ["PyomoMilpBackend", "PyomoMinlpBackend", "DailyModel"]
+
+_INT_TOL = 0.5  # binaries are read as value > 0.5
+
+
+# ---------------------------------------------------------------------------- shared helpers
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+
+
+def _termination(tc: Any, has_solution: bool) -> str:
+    """Map a ``pyomo.contrib.solver`` TerminationCondition to :class:`Termination`."""
+    name = getattr(tc, "name", str(tc))
+    if name == "convergenceCriteriaSatisfied":
+        return Termination.OPTIMAL
+    if name == "maxTimeLimit":
+        return Termination.TIME_LIMIT
+    if name == "iterationLimit":
+        return Termination.ITERATION_LIMIT
+    if name in ("provenInfeasible", "locallyInfeasible", "infeasibleOrUnbounded"):
+        return Termination.INFEASIBLE
+    if name in ("objectiveLimit", "minStepLength"):
+        return Termination.COMPLETED if has_solution else Termination.NO_SOLUTION
+    if name == "unbounded":
+        return Termination.NUMERICAL
+    if name == "unknown":
+        return Termination.COMPLETED if has_solution else Termination.NO_SOLUTION
+    return Termination.ERROR
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _extra(res: Any, key: str) -> Any:
+    try:
+        return res.extra_info[key]
+    except Exception:  # older or newer result objects
+        return None
+
+
+def _rel_gap(incumbent: float | None, bound: float | None) -> float | None:
+    if incumbent is None or bound is None:
+        return None
+    return abs(bound - incumbent) / max(abs(incumbent), 1e-9)
+
+
+def _model_kw(problem: Problem) -> dict[str, Any]:
+    """Keyword arguments of :func:`rtopt.radiobiology.bed_per_fraction` for the tumour."""
+    b = problem.biology
+    return dict(model=b.survival_model, transition_dose_gy=b.transition_dose_gy,
+                alpha=b.alpha_per_gy, d0_gy=b.usc_d0_gy, dq_gy=b.usc_dq_gy)
+
+
+def _calendars(problem: Problem, n: int) -> list[tuple[int, ...]]:
+    """Compact calendars of ``n`` fractions, shortest overall first (:meth:`Problem.compact_calendars`)."""
+    return [c for c in problem.compact_calendars(n) if len(c) == n]
+
+
+def _repop_loss(problem: Problem, overall: Any) -> np.ndarray:
+    """Tumour BED lost to the overall time, as :meth:`Problem.tumour_bed` defines it.
+
+    Measured, not re-derived: BED of one fraction on day 0 and one on day ``T`` minus twice the
+    BED of a single fraction.  :meth:`Problem.tumour_bed` has no time factor (the clinical
+    convention), so this is zero; the formulation keeps the term in case that changes."""
+    T = np.atleast_1d(np.asarray(overall, dtype=int))
+    H = problem.horizon_days
+    one = np.zeros((1, H))
+    one[0, 0] = 1.0
+    rows = np.zeros((T.size, H))
+    rows[:, 0] = 1.0
+    rows[np.arange(T.size), np.clip(T, 1, H - 1)] += 1.0
+    loss = 2.0 * problem.tumour_bed(one)[0] - problem.tumour_bed(rows)
+    return np.where(T > 0, loss, 0.0).reshape(np.shape(overall))
+
+
+def _has_repopulation(problem: Problem) -> bool:
+    b = problem.biology
+    return b.potential_doubling_days is not None and b.repopulation_kickoff_days is not None
+
+
+def _quiet_solve(solver: Any, model: Any, **kw: Any) -> Any:
+    """Run a ``pyomo.contrib.solver`` solver without output and without raising on status."""
+    return solver.solve(model, tee=False, load_solutions=False,
+                        raise_exception_on_nonoptimal_result=False, **kw)
+
+
+# ---------------------------------------------------------------------------- MILP (HiGHS)
+
+
+class PyomoMilpBackend(Backend):
+    name = "pyomo_milp"
+    description = "Pyomo MILP of the classic tumour-BED problem on the dose grid, solved by HiGHS"
+    objectives = ("tumour_bed",)
+    supports_nk = False  # infusions do not enter tumour BED; they are placed after the solve
+    supports_per_fraction = True
+    supports_continuous_dose = False
+    global_optimality = True
+    requires = ("pyomo", "highspy")
+    guarantee = ("optimal tumour BED over the dose grid within rel_gap, for the instance "
+                 "(uniform doses, or per-fraction doses without repopulation)")
+
+    def check(self, problem: Problem) -> tuple[bool, str]:
+        ok, why = super().check(problem)
+        if not ok:
+            return ok, why
+        if not problem.uniform and _has_repopulation(problem):
+            return False, (f"{self.name} handles per-fraction doses only without repopulation "
+                           "(the calendar and the dose order would interact)")
+        return True, ""
+
+    def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
+        t0 = time.perf_counter()
+        name, version = "HiGHS via Pyomo", ""
+        try:
+            import pyomo.environ as pyo
+            from pyomo.contrib.solver.common.factory import SolverFactory
+
+            solver = SolverFactory("highs")
+            version = (".".join(str(x) for x in solver.version())
+                       + f" (Pyomo {package_version('pyomo')})")
+            formulation = str(options.options.get("per_fraction_formulation", "multiplicity"))
+            if formulation not in ("multiplicity", "slots"):
+                return BackendOutput((), Termination.ERROR, message="options."
+                                     "per_fraction_formulation must be 'multiplicity' or 'slots'",
+                                     solver_name=name, solver_version=version)
+            built = self._build(pyo, problem, formulation)
+            if isinstance(built, BackendOutput):
+                return built
+            model, read = built
+            build_s = time.perf_counter() - t0
+            opts: dict[str, Any] = {"random_seed": int(options.seed),
+                                    "mip_feasibility_tolerance": 1e-9,
+                                    "primal_feasibility_tolerance": 1e-9}
+            if problem.uniform:
+                # HiGHS's presolve (probing) spends minutes on a multiple-choice row with tens
+                # of thousands of columns; the LP relaxation is already the convex hull
+                opts["presolve"] = "off"
+            opts.update(options.options.get("highs", {}))
+            res = _quiet_solve(solver, model, time_limit=max(1.0, options.time_limit_s - build_s),
+                               rel_gap=options.rel_gap, threads=options.threads,
+                               solver_options=opts)
+            has_sol = res.solution_status.name in ("optimal", "feasible")
+            term = _termination(res.termination_condition, has_sol)
+            inc, bound = _finite(res.incumbent_objective), _finite(res.objective_bound)
+            extras: dict[str, Any] = {
+                "exact_for_instance": True,
+                "formulation": ("uniform (count x dose binaries)" if problem.uniform
+                                else f"per-fraction ({formulation})"),
+                "highs_status": res.termination_condition.name,
+                "mip_gap": _rel_gap(inc, bound), "build_s": round(build_s, 4),
+                "solve_s": round(time.perf_counter() - t0 - build_s, 4),
+                "variables": model.nvariables(), "constraints": model.nconstraints()}
+            if not has_sol:
+                msg = ("HiGHS proved the grid model infeasible" if term == Termination.INFEASIBLE
+                       else f"HiGHS stopped without a plan ({res.termination_condition.name})")
+                return BackendOutput((), term, message=msg, solver_name=name,
+                                     solver_version=version, extras=extras)
+            res.solution_loader.load_vars()
+            n, doses = read()
+            plan, msg = self._place(problem, n, doses)
+            if plan is None:
+                return BackendOutput((), Termination.NO_SOLUTION, inc, bound, message=msg,
+                                     solver_name=name, solver_version=version, extras=extras)
+            return BackendOutput((plan,), term, inc, bound, message=msg, solver_name=name,
+                                 solver_version=version, extras=extras)
+        except ArithmeticError as e:
+            return BackendOutput((), Termination.NUMERICAL, message=_one_line(e),
+                                 solver_name=name, solver_version=version)
+        except Exception as e:  # a solver fault is reported, never raised
+            return BackendOutput((), Termination.ERROR, message=_one_line(e), solver_name=name,
+                                 solver_version=version)
+
+    # ------------------------------------------------------------------ model
+    @staticmethod
+    def _counts(problem: Problem) -> dict[int, tuple[int, ...]]:
+        """Fraction counts that have a calendar -> the shortest such calendar."""
+        lo, hi = problem.fraction_count_range()
+        out = {}
+        for n in range(lo, hi + 1):
+            cals = _calendars(problem, n)
+            if cals:
+                out[n] = cals[0]
+        return out
+
+    def _build(self, pyo: Any, problem: Problem, formulation: str = "multiplicity") -> Any:
+        grid = problem.dose_grid()
+        cals = self._counts(problem)
+        if not cals or grid.size == 0:
+            return BackendOutput((), Termination.INFEASIBLE, message="no fraction count fits the "
+                                 "calendar", solver_name="HiGHS via Pyomo")
+        counts = sorted(cals)
+        w_bed = problem.weights.get("tumour_bed", 1.0)
+        bpf = np.asarray(rb.bed_per_fraction(grid, problem.alpha_beta, **_model_kw(problem)))
+        loss = {n: float(_repop_loss(problem, c[-1] - c[0])) for n, c in cals.items()}
+        K = range(grid.size)
+        m = pyo.ConcreteModel(name="rtopt_milp")
+        n_max = max(counts)
+        if problem.uniform:
+            # one binary per (count, grid dose): the LP relaxation is the convex hull of the
+            # choice, so HiGHS closes the gap at the root even on fine grids
+            # a pair that breaks a limit on its own can never be the one chosen: not created
+            ok = np.ones((len(counts), grid.size), dtype=bool)
+            nn = np.asarray(counts, dtype=float)[:, None]
+            for o in problem.oars:
+                od = np.asarray(rb.oar_doses(grid, o.sparing_factor))
+                if o.max_bed_gy is not None:
+                    ob = np.asarray(rb.bed_per_fraction(od, o.alpha_beta_gy))
+                    ok &= nn * ob[None, :] <= o.max_bed_gy * (1 + 1e-12)
+                if o.max_dose_per_fraction_gy is not None:
+                    ok &= (od <= o.max_dose_per_fraction_gy * (1 + 1e-12))[None, :]
+            if problem.min_bed > 0:
+                lossv = np.array([loss[n] for n in counts])[:, None]
+                ok &= nn * bpf[None, :] - lossv >= problem.min_bed * (1 - 1e-12)
+            NK = [(n, int(k)) for i, n in enumerate(counts) for k in np.flatnonzero(ok[i])]
+            if not NK:
+                return BackendOutput((), Termination.INFEASIBLE, message="no (count, grid dose) "
+                                     "pair meets the prescription and OAR limits",
+                                     solver_name="HiGHS via Pyomo")
+            m.y = pyo.Var(NK, domain=pyo.Binary)
+            m.one = pyo.Constraint(expr=pyo.quicksum(m.y[n, k] for n, k in NK) == 1)
+            fr_sum = lambda coef: pyo.quicksum(n * float(coef[k]) * m.y[n, k] for n, k in NK
+                                               if coef[k])
+            per_slot = [lambda coef: pyo.quicksum(float(coef[k]) * m.y[n, k] for n, k in NK
+                                                  if coef[k])]
+            loss_expr = pyo.quicksum(loss[n] * m.y[n, k] for n, k in NK if loss[n] != 0.0)
+        elif formulation == "slots":
+            m.s = pyo.Var(counts, domain=pyo.Binary)
+            m.one_count = pyo.Constraint(expr=pyo.quicksum(m.s[n] for n in counts) == 1)
+            S = range(n_max)
+            m.y = pyo.Var(S, K, domain=pyo.Binary)
+            m.slot = pyo.Constraint(S, rule=lambda m, i: pyo.quicksum(m.y[i, k] for k in K) <= 1)
+            m.count = pyo.Constraint(expr=pyo.quicksum(m.y[i, k] for i in S for k in K)
+                                     == pyo.quicksum(n * m.s[n] for n in counts))
+            level = lambda i: pyo.quicksum((k + 1) * m.y[i, k] for k in K)
+            # symmetry breaking: non-increasing dose levels (also fills slots contiguously)
+            m.order = pyo.Constraint(range(n_max - 1), rule=lambda m, i: level(i) >= level(i + 1))
+            fr_sum = lambda coef: pyo.quicksum(float(coef[k]) * m.y[i, k] for i in S for k in K
+                                               if coef[k])
+            per_slot = [(lambda coef, i=i: pyo.quicksum(float(coef[k]) * m.y[i, k] for k in K
+                                                        if coef[k])) for i in S]
+            loss_expr = 0.0
+        else:
+            # multiplicities: c_k fractions at level k (the sorted slot assignment, with all
+            # the symmetry removed); a level used at all is flagged by a binary for the
+            # dose-per-fraction limits
+            m.s = pyo.Var(counts, domain=pyo.Binary)
+            m.one_count = pyo.Constraint(expr=pyo.quicksum(m.s[n] for n in counts) == 1)
+            m.c = pyo.Var(K, domain=pyo.NonNegativeIntegers, bounds=(0, n_max))
+            m.used = pyo.Var(K, domain=pyo.Binary)
+            m.count = pyo.Constraint(expr=pyo.quicksum(m.c[k] for k in K)
+                                     == pyo.quicksum(n * m.s[n] for n in counts))
+            m.link = pyo.Constraint(K, rule=lambda m, k: m.c[k] <= n_max * m.used[k])
+            fr_sum = lambda coef: pyo.quicksum(float(coef[k]) * m.c[k] for k in K if coef[k])
+            per_slot = [(lambda coef, k=k: float(coef[k]) * m.used[k]) for k in K]
+            loss_expr = 0.0
+        bed = fr_sum(bpf) - loss_expr
+        m.obj = pyo.Objective(expr=w_bed * bed, sense=pyo.maximize)
+        m.prescription = pyo.ConstraintList()
+        if problem.min_bed > 0:
+            m.prescription.add(bed >= problem.min_bed)
+        m.oar = pyo.ConstraintList()
+        for o in problem.oars:
+            od = np.asarray(rb.oar_doses(grid, o.sparing_factor))
+            if o.max_bed_gy is not None:
+                m.oar.add(fr_sum(np.asarray(rb.bed_per_fraction(od, o.alpha_beta_gy)))
+                          <= o.max_bed_gy)
+            if o.max_dose_per_fraction_gy is not None and od.max() > o.max_dose_per_fraction_gy:
+                for f in per_slot:
+                    m.oar.add(f(od) <= o.max_dose_per_fraction_gy)
+
+        def read() -> tuple[int, list[float]]:
+            if problem.uniform:
+                n, k = max(NK, key=lambda nk: pyo.value(m.y[nk]))
+                return n, [float(grid[k])] * n
+            n = next(n for n in counts if pyo.value(m.s[n]) > _INT_TOL)
+            doses = []
+            if formulation == "slots":
+                for i in range(n_max):
+                    vals = [pyo.value(m.y[i, k]) for k in K]
+                    k = int(np.argmax(vals))
+                    if vals[k] > _INT_TOL:
+                        doses.append(float(grid[k]))
+            else:
+                for k in reversed(K):  # non-increasing, like the slot formulation
+                    doses.extend([float(grid[k])] * int(round(pyo.value(m.c[k]))))
+            return n, doses
+
+        return m, read
+
+    @staticmethod
+    def _place(problem: Problem, n: int, doses: list[float]) -> tuple[Plan | None, str]:
+        """The shortest calendar of ``n`` fractions whose infusions obey the NK rules."""
+        if len(doses) != n:
+            return None, f"inconsistent solution: {len(doses)} doses for {n} fractions"
+        for cal in _calendars(problem, n):
+            nk = problem.first_valid_infusions(cal)
+            if nk is not None:
+                return Plan(cal, tuple(doses), nk), ""
+        return None, f"no calendar of {n} fractions leaves room for the NK infusions"
+
+
+# ---------------------------------------------------------------------------- daily model
+
+
+def _chebyshev_fit(f: Any, c_max: float, tol: float = 1e-7, max_degree: int = 8
+                   ) -> tuple[np.ndarray, float]:
+    """Power-basis coefficients of a polynomial in ``s = c / c_max`` fitting ``f(c)`` on
+    ``[0, c_max]`` (lowest degree whose max error is below ``tol``), and that error."""
+    s = np.linspace(0.0, 1.0, 401)
+    y = f(s * c_max)
+    best = None
+    for deg in range(1, max_degree + 1):
+        cheb = np.polynomial.chebyshev.Chebyshev.fit(s, y, deg, domain=[0.0, 1.0])
+        coef = cheb.convert(kind=np.polynomial.Polynomial, domain=[0.0, 1.0],
+                            window=[0.0, 1.0]).coef
+        err = float(np.max(np.abs(np.polynomial.polynomial.polyval(s, coef) - y)))
+        best = (coef, err)
+        if err < tol:
+            break
+    return best
+
+
+@dataclass
+class DailyModel:
+    """Coefficient tables and the forward evaluation of the MINLP's daily-grid model.
+
+    Built once per problem; :meth:`forward` evaluates the model's equations (with equality) for
+    given fraction days, dose levels and infusion days, which gives the warm start and lets tests
+    compare the model with the simulator.
+    """
+
+    problem: Problem
+    levels: np.ndarray                       # dose of each retained grid level (Gy)
+    days_needed: int                         # states on days 0 .. days_needed
+    need_hypoxia: bool
+    need_nk: bool
+    need_survival: bool
+    frac_days: tuple[int, ...]               # allowed fraction days with a decision variable
+    inf_days: tuple[int, ...]                # allowed infusion days with a decision variable
+    tab: dict[str, np.ndarray] = field(default_factory=dict)
+    const: dict[str, float] = field(default_factory=dict)
+    poly: dict[str, np.ndarray] = field(default_factory=dict)
+    fit_error: dict[str, float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, problem: Problem, quad_nodes: int = 8) -> "DailyModel":
+        bio, p = problem.biology, problem.biology.params
+        grid = problem.dose_grid()
+        levels = cls._feasible_levels(problem, grid)
+        w = problem.weights
+        nk_terms = {"nk_favourability", "tumour_log_kill", "tcp"} & set(w)
+        need_survival = bool({"tumour_log_kill", "tcp"} & set(w))
+        need_nk = problem.nk is not None and bool(nk_terms) and bio.nk
+        need_hyp = need_nk or need_survival
+        allowed = [int(d) for d in problem.allowed_days]
+        if need_nk:
+            days = problem.horizon_days
+        elif need_survival:
+            days = (max(allowed) + 1) if allowed else 0
+        else:
+            days = 0
+        inf_days: tuple[int, ...] = ()
+        if problem.nk is not None:
+            r = problem.nk
+            inf_days = tuple(range(r.earliest_day, min(r.latest_day, problem.horizon_days - 1) + 1))
+        dm = cls(problem, levels, days, need_hyp, need_nk, need_survival, tuple(allowed), inf_days)
+        dm._tables(quad_nodes)
+        return dm
+
+    @staticmethod
+    def _feasible_levels(problem: Problem, grid: np.ndarray) -> np.ndarray:
+        """Grid levels that some allowed count can use within the radiobiological limits."""
+        lo, hi = problem.fraction_count_range()
+        ok = grid <= problem.d_max + 1e-9
+        for o in problem.oars:
+            if o.max_dose_per_fraction_gy is not None:
+                od = rb.oar_doses(grid, o.sparing_factor)
+                ok &= od <= o.max_dose_per_fraction_gy * (1 + 1e-12)
+        if problem.uniform:
+            # some n in [lo, hi] meets every BED limit with n fractions of this dose
+            bpf = np.asarray(rb.bed_per_fraction(grid, problem.alpha_beta, **_model_kw(problem)))
+            any_n = np.zeros_like(ok)
+            for n in range(lo, hi + 1):
+                good = n * bpf >= problem.min_bed - 1e-9 * max(1.0, problem.min_bed)
+                for o in problem.oars:
+                    if o.max_bed_gy is not None:
+                        ob = rb.bed_per_fraction(rb.oar_doses(grid, o.sparing_factor),
+                                                 o.alpha_beta_gy)
+                        good &= n * ob <= o.max_bed_gy * (1 + 1e-12)
+                any_n |= good
+            ok &= any_n
+        else:
+            for o in problem.oars:
+                if o.max_bed_gy is not None:
+                    ob = rb.bed_per_fraction(rb.oar_doses(grid, o.sparing_factor), o.alpha_beta_gy)
+                    ok &= ob <= o.max_bed_gy * (1 + 1e-12)
+        return grid[ok]
+
+    def _tables(self, quad_nodes: int) -> None:
+        pr, bio = self.problem, self.problem.biology
+        p, d = bio.params, self.levels
+        t, c = self.tab, self.const
+        t["bed"] = np.asarray(rb.bed_per_fraction(d, pr.alpha_beta, **_model_kw(pr)), dtype=float)
+        for i, o in enumerate(pr.oars):
+            t[f"oar_bed{i}"] = np.asarray(rb.bed_per_fraction(rb.oar_doses(d, o.sparing_factor),
+                                                              o.alpha_beta_gy), dtype=float)
+        t["m"] = np.asarray(sg.demand_drop(d, p), dtype=float)
+        t["V"] = np.asarray(sg.vascular_damage(d, p), dtype=float)
+        ka, ke, norm = (float(x) for x in sg.chemokine_rates(p))
+        t["A"] = np.asarray(sg.chemokine_amplitude(d, p), dtype=float) * norm
+        t["fT"] = 1.0 - np.exp(-d / p.nk_d0_gy)                         # tumour NK killed
+        t["fB"] = 1.0 - np.exp(-p.nk_blood_dose_fraction * d / p.nk_d0_gy)  # blood NK killed
+        c["e_w"] = math.exp(-1.0 / p.demand_recovery_days)
+        c["e_v"] = math.exp(-1.0 / p.vascular_recovery_days)
+        c["e_a"], c["e_e"] = math.exp(-ka), math.exp(-ke)
+        c["c_pc"] = ka / (ke - ka) * (math.exp(-ka) - math.exp(-ke))          # P -> C, 1 day
+        c["e_eh"] = math.exp(-ke / 2)
+        c["c_pch"] = ka / (ke - ka) * (math.exp(-ka / 2) - math.exp(-ke / 2))  # P -> C, 1/2 day
+        k0, g = float(p.nk_infiltration_per_day), float(p.nk_chemokine_gain)
+        kcl, kout = float(p.nk_blood_clearance_per_day), float(p.nk_tumour_loss_per_day)
+        c.update(k0=k0, g=g, kcl=kcl, kout=kout, e_out=math.exp(-kout),
+                 t_int=-math.expm1(-kout) / kout,
+                 kappa=float(p.nk_cytotoxicity * (1.0 - p.nk_treg_penalty)),
+                 eta=float(p.nk_hypoxic_suppression), h0=float(bio.hypoxic_fraction),
+                 hmax=float(p.hypoxic_fraction_max), gamma=float(p.hypoxia_gamma),
+                 e50=float(p.nk_radiosensitisation_e50), s_rad=float(p.nk_radiosensitisation_max),
+                 k_nk=float(p.nk_log_kill_per_activity_day), ln_n0=math.log(bio.clonogens))
+        # bounds
+        n_hi = pr.fraction_count_range()[1]
+        c["w_lo"] = float((1.0 - t["m"].max(initial=0.0)) ** n_hi)
+        c["v_lo"] = max(float((1.0 - t["V"].max(initial=0.0)) ** n_hi), 1e-12)
+        r_cap = (c["hmax"] / c["h0"]) ** (1.0 / c["gamma"]) if c["h0"] > 0 else np.inf
+        c["r_cap"] = float(r_cap)
+        c["cap_binds"] = float(1.0 / c["v_lo"] > r_cap)
+        c["r_hi"] = float(min(r_cap, 1.0 / c["v_lo"]))
+        # chemokine bound: n_hi pulses of the largest amplitude at the best distinct lags
+        lag = np.arange(0, max(self.days_needed, 1) + 1, dtype=float)
+        kern = lambda tt: ka / (ke - ka) * (np.exp(-ka * tt) - np.exp(-ke * tt))
+        a_max = float(t["A"].max(initial=0.0))
+        top = lambda v: float(np.sort(v)[::-1][:n_hi].sum())
+        c["c_max"] = max(a_max * max(top(kern(lag + 0.5)), top(kern(lag + 1.0))), 1e-6) * 1.0001
+        c["P_max"] = a_max * n_hi
+        n_inf = pr.nk.n_max if pr.nk is not None else 0
+        c["nk_max"] = float(max(n_inf, 0))
+        # trafficking factors as functions of the mid-day chemokine
+        x_, w_ = np.polynomial.legendre.leggauss(quad_nodes)
+        gs, gw = 0.5 * (x_ + 1.0), 0.5 * w_
+
+        def factors(cc: np.ndarray) -> dict[str, np.ndarray]:
+            kin = k0 * (1.0 + g * np.asarray(cc, dtype=float))[..., None]
+            x = kcl + kin - kout
+            beta = np.exp(-(kcl + kin))[..., 0]
+            # arrivals that survive to the day's end: kin e^{-kout} int_0^1 e^{-x s} ds
+            gam = (kin * math.exp(-kout) * np.sum(gw * np.exp(-x * gs), axis=-1,
+                                                  keepdims=True))[..., 0]
+            # int_0^1 (arrivals present at t) dt = kin int_0^1 e^{-kout t} t phi(x t) dt
+            inner = np.sum(gw * np.exp(-x[..., None] * gs[:, None] * gs[None, :]), axis=-1)
+            a = kin[..., 0] * np.sum(gw * np.exp(-kout * gs) * gs * inner, axis=-1)
+            return {"beta": beta, "gamma": gam, "a": a}
+
+        self._factors = factors
+        for key in ("beta", "gamma", "a"):
+            coef, err = _chebyshev_fit(lambda cc, key=key: factors(cc)[key], c["c_max"])
+            self.poly[key], self.fit_error[key] = coef, err
+        # survival tables: oxic and hypoxic (d / OER), at alpha and at alpha (1 + s)
+        if self.need_survival:
+            a, b = bio.alpha_per_gy, bio.beta_per_gy2
+            kw = bio.survival_kw
+            a2 = a * (1.0 + c["s_rad"])
+            for key, dd in (("ox", d), ("hyp", d / p.oer)):
+                base = np.asarray(rb.neg_log_survival(dd, a, b, **kw), dtype=float)
+                t[f"a_{key}"] = base
+                full = np.asarray(rb.neg_log_survival(dd, a2, b, **kw), dtype=float)
+                t[f"da_{key}"] = full - base
+
+    # ------------------------------------------------------------------ helpers
+    def polyval(self, key: str, c: Any) -> Any:
+        """The fitted factor ``key`` at mid-day chemokine ``c`` (numpy or Pyomo expression)."""
+        coef = self.poly[key]
+        s = c * (1.0 / self.const["c_max"])
+        out = float(coef[-1])
+        for a in coef[-2::-1]:
+            out = out * s + float(a)
+        return out
+
+    def hyp(self, r: Any) -> Any:
+        """Hypoxic fraction from the (capped) ratio ``r = w / v``."""
+        c = self.const
+        return c["h0"] * (r if c["gamma"] == 1.0 else r ** c["gamma"])
+
+    def nk_bounds(self) -> dict[str, np.ndarray]:
+        """Valid day-wise upper bounds of ``B`` (start of day), ``B++`` (after the infusion),
+        ``T`` and the day's ``int T dt``: the latest allowed infusions at the minimum spacing,
+        with the largest trafficking factors and no radiation kill."""
+        H, c = self.days_needed, self.const
+        cs = np.linspace(0.0, c["c_max"], 201)
+        f = self._factors(cs)
+        fmax = {k: float(max(np.max(f[k]), np.max(self.polyval(k, cs)))) for k in f}
+        r = self.problem.nk
+        inf = np.array(sorted(self.inf_days), dtype=int)
+        bpp = np.zeros(H + 1)
+        for j in range(H + 1):
+            prev = inf[inf <= j]
+            tot, n = 0.0, 0
+            while prev.size and n < (r.n_max if r else 0):
+                t0 = int(prev[-1])
+                tot += fmax["beta"] ** (j - t0)
+                n += 1
+                prev = prev[prev <= t0 - max(1, r.min_interval_days)]
+            bpp[j] = tot
+        b = np.concatenate([[0.0], bpp[:-1] * fmax["beta"]])
+        t = np.zeros(H + 1)
+        for j in range(H):
+            t[j + 1] = c["e_out"] * t[j] + bpp[j] * fmax["gamma"]
+        i = c["t_int"] * t + bpp * fmax["a"]
+        return {"B": b, "Bpp": bpp, "T": t, "I": i, "fmax": fmax}
+
+    @property
+    def nk_start(self) -> int:
+        """First day on which NK cells can be present."""
+        return min(self.inf_days) if self.inf_days else self.days_needed
+
+    # ------------------------------------------------------------------ forward model
+    def forward(self, fraction_days: Any, levels: Any, infusion_days: Any = ()) -> dict[str, Any]:
+        """Evaluate the daily-grid model (equalities) for one schedule.
+
+        ``levels`` are indices into :attr:`levels`, one per fraction day.  Returns the states
+        (arrays over days ``0 .. days_needed``), per-day auxiliaries and the model's metrics.
+        """
+        H = self.days_needed
+        c, t = self.const, self.tab
+        lev = {int(j): int(k) for j, k in zip(fraction_days, levels)}
+        inf = {int(j) for j in infusion_days}
+        st = {k: np.zeros(H + 1) for k in ("w", "v", "P", "C", "B", "T", "r", "h")}
+        aux = {k: np.zeros(max(H, 1)) for k in ("wp", "vp", "Pp", "Tp", "Bp", "rp", "hp", "cm",
+                                                "beta", "gamma", "a", "I", "E", "rho", "lnS",
+                                                "mw", "mv", "fT", "fB")}
+        aux["cap"], aux["capp"] = np.zeros(H + 1), np.zeros(max(H, 1))
+        w = v = 1.0
+        P = C = B = T = 0.0
+
+        def ratio(w, v):
+            raw = w / v
+            return (c["r_cap"], 1.0) if raw >= c["r_cap"] else (raw, 0.0)
+
+        for j in range(H + 1):
+            r, cap = ratio(w, v)
+            st["w"][j], st["v"][j], st["P"][j], st["C"][j] = w, v, P, C
+            st["B"][j], st["T"][j], st["r"][j], st["h"][j] = B, T, r, self.hyp(r)
+            aux["cap"][j] = cap
+            if j == H:
+                break
+            h = self.hyp(r)
+            k = lev.get(j)
+            if k is not None:
+                E = c["kappa"] * T * (1 - c["eta"] * h)
+                aux["E"][j] = E
+                rho = E / (c["e50"] + E) if self.need_nk else 0.0
+                aux["rho"][j] = rho
+                if self.need_survival:
+                    aox = t["a_ox"][k] + rho * t["da_ox"][k]
+                    ahy = t["a_hyp"][k] + rho * t["da_hyp"][k]
+                    aux["lnS"][j] = np.logaddexp(np.log1p(-h) - aox if h < 1 else -np.inf,
+                                                 np.log(h) - ahy if h > 0 else -np.inf)
+                aux["mw"][j], aux["mv"][j] = t["m"][k], t["V"][k]
+                aux["fT"][j], aux["fB"][j] = t["fT"][k], t["fB"][k]
+                w, v = w * (1 - t["m"][k]), v * (1 - t["V"][k])
+                P = P + t["A"][k]
+                T, B = T * (1 - t["fT"][k]), B * (1 - t["fB"][k])
+            aux["wp"][j], aux["vp"][j], aux["Pp"][j] = w, v, P
+            aux["Tp"][j], aux["Bp"][j] = T, B
+            rp, capp = ratio(w, v)
+            aux["rp"][j], aux["hp"][j], aux["capp"][j] = rp, self.hyp(rp), capp
+            if j in inf:
+                B = B + 1.0
+            cm = c["e_eh"] * C + c["c_pch"] * P
+            be, ga, a = (self.polyval(key, cm) for key in ("beta", "gamma", "a"))
+            aux["cm"][j], aux["beta"][j], aux["gamma"][j], aux["a"][j] = cm, be, ga, a
+            aux["I"][j] = T * c["t_int"] + B * a
+            T, B = c["e_out"] * T + B * ga, B * be
+            w, v = 1 - (1 - w) * c["e_w"], 1 - (1 - v) * c["e_v"]
+            C, P = c["e_e"] * C + c["c_pc"] * P, c["e_a"] * P
+        out: dict[str, Any] = {"states": st, "aux": aux}
+        auc = 0.0
+        if self.need_nk:
+            hbar = 0.5 * (aux["hp"][:H] + st["h"][1:H + 1])
+            auc = float(c["kappa"] * np.sum(aux["I"][:H] * (1 - c["eta"] * hbar)))
+        out["nk_favourability"] = auc
+        days = sorted(lev)
+        overall = (days[-1] - days[0]) if days else 0
+        pr = self.problem
+        bed = float(sum(t["bed"][lev[j]] for j in days) - _repop_loss(pr, overall))
+        out["tumour_bed_gy"] = bed
+        if self.need_survival:
+            ln_s = float(np.sum(aux["lnS"][:H])) - c["k_nk"] * auc + float(
+                rb.repopulation_log_gain(float(overall), pr.biology.potential_doubling_days,
+                                         pr.biology.repopulation_kickoff_days))
+            out["ln_survival"] = ln_s
+            out["tumour_log10_kill"] = -ln_s / math.log(10.0)
+            out["tcp"] = float(rb.poisson_tcp(pr.biology.clonogens, ln_s))
+        metric = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour_log10_kill",
+                  "tcp": "tcp", "tumour_bed": "tumour_bed_gy"}
+        out["objective"] = float(sum(wt * out.get(metric[k], 0.0)
+                                     for k, wt in pr.weights.items()))
+        out["overall_days"] = overall
+        return out
+
+
+# ---------------------------------------------------------------------------- MINLP (SCIP)
+
+
+class PyomoMinlpBackend(Backend):
+    name = "pyomo_minlp"
+    description = ("Pyomo MINLP of the TME model on the daily grid (fraction, dose-level and "
+                   "infusion binaries), solved by SCIP")
+    objectives = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+    supports_nk = True
+    supports_per_fraction = True
+    supports_continuous_dose = False
+    global_optimality = False  # optimal for its daily-grid approximation, not the simulator
+    requires = ("pyomo", "pyscipopt")
+    guarantee = ("SCIP's optimum (or incumbent at the time limit) of a daily-grid approximation "
+                 "of the simulator; the bound is of that model; plans are verified by simulation")
+
+    def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
+        t0 = time.perf_counter()
+        name, version = "SCIP via Pyomo", package_version("pyscipopt")
+        try:
+            import pyomo.environ as pyo
+
+            dm = DailyModel.build(problem)
+            if dm.levels.size == 0:
+                return BackendOutput((), Termination.INFEASIBLE, message="no grid dose meets the "
+                                     "dose-per-fraction and BED limits with any allowed count",
+                                     solver_name=name, solver_version=version)
+            starts = self._warm_starts(problem, dm, int(options.options.get("warm_starts", 5)))
+            m, handles = _build_minlp(pyo, problem, dm)
+            build_s = time.perf_counter() - t0
+            solver = _scip_solver()
+            version = _scip_version(solver)
+            start_vals = []
+            for plan_levels in starts:
+                start_vals.append(handles.start_values(dm.forward(*plan_levels), plan_levels))
+            solver.extra_starts = start_vals
+            solver.emphasis = dict(options.options.get("scip_emphasis",
+                                                       {"heuristics": "aggressive",
+                                                        "separating": "fast"}))
+            scip_opts = {"randomization/randomseedshift": int(options.seed)}
+            scip_opts.update(options.options.get("scip", {}))
+            res = _quiet_solve(solver, m, time_limit=max(1.0, options.time_limit_s - build_s),
+                               rel_gap=options.rel_gap, threads=options.threads,
+                               warmstart_discrete_vars=bool(start_vals), solver_options=scip_opts)
+            n_sol = res.solution_loader.get_number_of_solutions()
+            term = _termination(res.termination_condition, n_sol > 0)
+            inc, bound = _finite(res.incumbent_objective), _finite(res.objective_bound)
+            extras: dict[str, Any] = {
+                "exact_for_instance": False,
+                "bound_of": "SCIP's dual bound of its daily-grid model, not of the simulator",
+                "scip_status": res.termination_condition.name,
+                "scip_gap": _rel_gap(inc, bound), "scip_nodes": _extra(res, "NNodes"),
+                "build_s": round(build_s, 4), "solutions": n_sol,
+                "warm_starts": [self._describe_start(dm, s) for s in starts],
+                "variables": m.nvariables(), "constraints": m.nconstraints(),
+                "dose_levels": int(dm.levels.size), "days_modelled": dm.days_needed,
+                "fit_max_abs_error": {k: float(v) for k, v in dm.fit_error.items()},
+                "formulation": "uniform" if problem.uniform else "per_fraction"}
+            if n_sol == 0:
+                msg = ("SCIP proved the daily-grid model infeasible"
+                       if term == Termination.INFEASIBLE
+                       else f"SCIP stopped without a plan ({res.termination_condition.name})")
+                return BackendOutput((), term, message=msg, solver_name=name,
+                                     solver_version=version, extras=extras)
+            plans, model_obj = [], []
+            for sid in res.solution_loader.get_solution_ids():
+                vals = res.solution_loader.solution(sid).get_vars()
+                fd, lv, nk = handles.read(vals)
+                plan = Plan(fd, tuple(float(dm.levels[k]) for k in lv), nk)
+                if plan not in plans:
+                    plans.append(plan)
+                    model_obj.append(dm.forward(fd, lv, nk)["objective"])
+            extras["model_objective"] = model_obj[0]
+            extras["model_objectives"] = model_obj
+            warm = [dm.forward(*st)["objective"] for st in starts]
+            extras["warm_start_model_objective"] = max(warm) if warm else None
+            extras["improved_on_warm_start"] = bool(
+                not warm or max(model_obj) > max(warm) + 1e-9 * max(1.0, abs(max(warm))))
+            msg = ("claimed objective and bound are SCIP's for its daily-grid model "
+                   f"(incumbent {inc if inc is not None else float('nan'):.6g}, "
+                   f"bound {bound if bound is not None else float('nan'):.6g})")
+            return BackendOutput(tuple(plans), term, inc, bound, message=msg, solver_name=name,
+                                 solver_version=version, extras=extras)
+        except ArithmeticError as e:
+            return BackendOutput((), Termination.NUMERICAL, message=_one_line(e),
+                                 solver_name=name, solver_version=version)
+        except Exception as e:  # a solver fault is reported, never raised
+            return BackendOutput((), Termination.ERROR, message=_one_line(e), solver_name=name,
+                                 solver_version=version)
+
+    # ------------------------------------------------------------------ warm start
+    @staticmethod
+    def _describe_start(dm: DailyModel, s: tuple) -> str:
+        fd, lv, nk = s
+        return Plan(fd, tuple(float(dm.levels[k]) for k in lv), nk).describe()
+
+    @staticmethod
+    def _warm_starts(problem: Problem, dm: DailyModel, how_many: int, max_pool: int = 60000
+                     ) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """Simple feasible schedules, best first by the simulator.
+
+        The pool: greedy (compact) calendars of every count from each allowed start in the first
+        week, every retained dose level (the same for all fractions), and as infusions the
+        earliest valid minimum set plus, when the objective involves NK cells, the greedy set of
+        the maximum count from every start day.  Subsampled over dose levels above ``max_pool``.
+        """
+        if how_many <= 0:
+            return []
+        lo, hi = problem.fraction_count_range()
+        allowed_frac, allowed_inf = set(dm.frac_days), set(dm.inf_days)
+        first = int(dm.frac_days[0]) if dm.frac_days else 0
+        cals = set()
+        for n in range(lo, hi + 1):
+            for s0 in dm.frac_days:
+                if s0 >= first + 7:
+                    break
+                cal = problem.compact_calendar(n, start=s0)
+                if cal is not None and len(cal) == n and set(cal) <= allowed_frac:
+                    cals.add(cal)
+        pairs = []
+        for cal in sorted(cals):
+            sets = []
+            nk = problem.first_valid_infusions(cal)
+            if nk is not None and set(nk) <= allowed_inf:
+                sets.append(nk)
+            if dm.need_nk:
+                r = problem.nk
+                for t0 in dm.inf_days:
+                    days: list[int] = []
+                    for tt in range(t0, r.latest_day + 1):
+                        if len(days) == r.n_max:
+                            break
+                        if (not days or tt - days[-1] >= r.min_interval_days) \
+                                and problem.infusion_day_ok(cal, tt):
+                            days.append(tt)
+                    if len(days) >= r.n_min and tuple(days) not in sets:
+                        sets.append(tuple(days))
+            pairs.extend((cal, nk) for nk in sets)
+        if not pairs:
+            return []
+        levels = np.arange(dm.levels.size)
+        if len(pairs) * levels.size > max_pool:
+            step = int(np.ceil(len(pairs) * levels.size / max_pool))
+            levels = np.unique(np.concatenate([levels[::step], levels[-1:]]))
+        cands = [(cal, (int(k),) * len(cal), nk) for cal, nk in pairs for k in levels]
+        H = problem.horizon_days
+        D = np.zeros((len(cands), H))
+        U = np.zeros((len(cands), H))
+        for i, (cal, lv, nk) in enumerate(cands):
+            D[i, list(cal)] = dm.levels[list(lv)]
+            for d in nk:
+                U[i, d] += 1
+        ev = problem.evaluate(D, U, simulate_tme=problem.needs_simulation)
+        obj = np.where(ev.feasible, ev.objective, -np.inf)
+        order = [i for i in np.argsort(-obj, kind="stable") if np.isfinite(obj[i])]
+        return [cands[i] for i in order[:how_many]]
+
+
+def _scip_version(solver: Any) -> str:
+    """``SCIP x.y.z (pyscipopt a.b.c, Pyomo p.q.r)``."""
+    try:
+        import pyscipopt
+
+        m = pyscipopt.Model()
+        scip = f"SCIP {m.getMajorVersion()}.{m.getMinorVersion()}.{m.getTechVersion()} "
+    except Exception:  # an older pyscipopt without the version getters
+        scip = ""
+    return (f"{scip}(pyscipopt {'.'.join(str(x) for x in solver.version())}, "
+            f"Pyomo {package_version('pyomo')})")
+
+
+def _scip_solver() -> Any:
+    """``scip_direct`` with a warm start that also passes continuous values and several
+    solutions (Pyomo's own ``warmstart_discrete_vars`` passes one, integers only)."""
+    from pyomo.contrib.solver.solvers.scip.scip_direct import ScipDirect
+
+    class _Scip(ScipDirect):
+        extra_starts: list = []
+        emphasis: dict = {}
+
+        def _mipstart(self) -> None:
+            self._emphasis()
+            vmap = getattr(self, "_pyomo_var_to_solver_var_map", None)
+            if vmap is None or not self.extra_starts:
+                return super()._mipstart()
+            for values in self.extra_starts:
+                sol = self._solver_model.createPartialSol()
+                for pv, val in values.items():
+                    sv = vmap.get(pv)
+                    if sv is not None and val is not None:
+                        sol[sv] = float(val)
+                self._solver_model.addSol(sol)
+
+        def _emphasis(self) -> None:
+            """Parameter emphasis settings (``heuristics``, ``separating``, ``presolving``:
+            ``aggressive`` / ``fast`` / ``off`` / ``default``), which are not plain parameters."""
+            from pyscipopt import SCIP_PARAMSETTING
+
+            sm = self._solver_model
+            for what, level in self.emphasis.items():
+                setting = getattr(SCIP_PARAMSETTING, str(level).upper())
+                {"heuristics": sm.setHeuristics, "separating": sm.setSeparating,
+                 "presolving": sm.setPresolve}[what](setting)
+
+    s = _Scip()
+    if not s.available():
+        raise RuntimeError("SCIP (pyscipopt) is not available")
+    return s
+
+
+@dataclass
+class _Handles:
+    """How to read a solution of the MINLP and how to write a warm start into it."""
+
+    m: Any
+    dm: DailyModel
+
+    def read(self, vals: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        m, dm = self.m, self.dm
+        K = range(dm.levels.size)
+        fd, lv = [], []
+        for j in dm.frac_days:
+            if vals[m.x[j]] > _INT_TOL:
+                fd.append(j)
+                if dm.problem.uniform:
+                    lv.append(max(K, key=lambda k: vals[m.z[k]]))
+                else:
+                    lv.append(max(K, key=lambda k: vals[m.q[j, k]]))
+        nk = tuple(j for j in dm.inf_days if vals[m.u[j]] > _INT_TOL)
+        return tuple(fd), tuple(lv), nk
+
+    def start_values(self, fw: dict[str, Any], sched: tuple) -> dict[Any, float]:
+        """Values of every model variable for a schedule, from :meth:`DailyModel.forward`."""
+        m, dm = self.m, self.dm
+        fd, lv, nk = sched
+        from pyomo.common.collections import ComponentMap
+
+        lev = dict(zip(fd, lv))
+        out = ComponentMap()
+        for j in dm.frac_days:
+            out[m.x[j]] = 1.0 if j in lev else 0.0
+            for k in range(dm.levels.size):
+                out[m.q[j, k]] = 1.0 if lev.get(j) == k else 0.0
+        if dm.problem.uniform:
+            k0 = lv[0] if lv else 0
+            for k in range(dm.levels.size):
+                out[m.z[k]] = 1.0 if k == k0 else 0.0
+        for j in dm.inf_days:
+            out[m.u[j]] = 1.0 if j in nk else 0.0
+        st, aux = fw["states"], fw["aux"]
+        for comp, arr in (("w", st["w"]), ("v", st["v"]), ("P", st["P"]), ("C", st["C"]),
+                          ("B", st["B"]), ("T", st["T"]), ("r", st["r"]), ("cap", aux["cap"]),
+                          ("wp", aux["wp"]), ("vp", aux["vp"]), ("Tp", aux["Tp"]),
+                          ("Bp", aux["Bp"]), ("rp", aux["rp"]), ("capp", aux["capp"]),
+                          ("mw", aux["mw"]), ("mv", aux["mv"]), ("fT", aux["fT"]),
+                          ("fB", aux["fB"]), ("beta", aux["beta"]), ("gamma", aux["gamma"]),
+                          ("a", aux["a"]), ("I", aux["I"]), ("E", aux["E"]), ("cm", aux["cm"]),
+                          ("rho", aux["rho"]), ("lnS", aux["lnS"])):
+            var = getattr(m, comp, None)
+            if var is None:
+                continue
+            for idx in var:
+                if idx < len(arr):
+                    out[var[idx]] = float(arr[idx])
+        if hasattr(m, "sv"):
+            for (j, key) in m.sv:
+                k = lev.get(j)
+                out[m.sv[j, key]] = float(dm.tab[key][k]) if k is not None else 0.0
+        if hasattr(m, "first"):
+            out[m.first] = float(fd[0]) if fd else 0.0
+            out[m.last] = float(fd[-1]) if fd else 0.0
+            tk = float(dm.problem.biology.repopulation_kickoff_days)
+            out[m.excess] = max(0.0, (fd[-1] - fd[0] if fd else 0.0) - tk)
+        return out
+
+
+def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Handles]:
+    """The MINLP of the module docstring (monotone relaxation of the daily-grid model)."""
+    c, t = dm.const, dm.tab
+    H = dm.days_needed
+    K = list(range(dm.levels.size))
+    Jf = list(dm.frac_days)
+    Ju = list(dm.inf_days)
+    Jf_set, Ju_set = set(Jf), set(Ju)
+    q_sum = pyo.quicksum
+    m = pyo.ConcreteModel(name="rtopt_minlp")
+    m.x = pyo.Var(Jf, domain=pyo.Binary)
+    m.u = pyo.Var(Ju, domain=pyo.Binary)
+    if problem.uniform:
+        m.z = pyo.Var(K, domain=pyo.Binary)
+        m.q = pyo.Var(Jf, K, bounds=(0, 1))
+        m.one_dose = pyo.Constraint(expr=q_sum(m.z[k] for k in K) == 1)
+        m.q_z = pyo.Constraint(Jf, K, rule=lambda m, j, k: m.q[j, k] <= m.z[k])
+    else:
+        m.q = pyo.Var(Jf, K, domain=pyo.Binary)
+    m.q_x = pyo.Constraint(Jf, rule=lambda m, j: q_sum(m.q[j, k] for k in K) == m.x[j])
+    lin = lambda coef, j: q_sum(float(coef[k]) * m.q[j, k] for k in K if coef[k] != 0.0)
+
+    # ---- calendar and count rules
+    lo, hi = problem.fraction_count_range()
+    m.rules = pyo.ConstraintList()
+    n_fr = q_sum(m.x[j] for j in Jf)
+    m.rules.add(n_fr >= lo)
+    m.rules.add(n_fr <= hi)
+    mi = problem.min_interval
+    if mi > 1:
+        for j in Jf:
+            win = [i for i in Jf if j <= i < j + mi]
+            if len(win) > 1:
+                m.rules.add(q_sum(m.x[i] for i in win) <= 1)
+    for a in Jf:
+        for b in Jf:
+            if b - a > problem.max_overall:
+                m.rules.add(m.x[a] + m.x[b] <= 1)
+    if problem.nk is not None:
+        r = problem.nk
+        n_u = q_sum(m.u[j] for j in Ju)
+        if r.n_min > 0:
+            m.rules.add(n_u >= r.n_min)
+        m.rules.add(n_u <= r.n_max)
+        if r.min_interval_days > 1:
+            for j in Ju:
+                win = [i for i in Ju if j <= i < j + r.min_interval_days]
+                if len(win) > 1:
+                    m.rules.add(q_sum(m.u[i] for i in win) <= 1)
+        for tday in Ju:
+            for f in Jf:
+                if tday < f <= tday + r.min_days_before_next_fraction:
+                    m.rules.add(m.u[tday] + m.x[f] <= 1)
+
+    # ---- overall time (repopulation) and clinical limits
+    repop = _has_repopulation(problem)
+    loss_expr = 0.0
+    gain_expr = 0.0
+    if repop:
+        bio = problem.biology
+        big = float(problem.horizon_days)
+        m.first = pyo.Var(bounds=(0, big))
+        m.last = pyo.Var(bounds=(0, big))
+        m.excess = pyo.Var(bounds=(0, big))
+        for j in Jf:
+            m.rules.add(m.first <= j + big * (1 - m.x[j]))
+            m.rules.add(m.last >= j * m.x[j])
+        m.rules.add(m.excess >= m.last - m.first - bio.repopulation_kickoff_days)
+        # slopes from rtopt.radiobiology (both linear in the overall time beyond T_k)
+        tk = float(bio.repopulation_kickoff_days)
+        slope_gain = float(rb.repopulation_log_gain(tk + 1.0, bio.potential_doubling_days, tk))
+        slope_loss = float(_repop_loss(problem, tk + 1.0) - _repop_loss(problem, tk))
+        loss_expr = slope_loss * m.excess
+        gain_expr = slope_gain * m.excess
+    bed = q_sum(lin(t["bed"], j) for j in Jf) - loss_expr
+    if problem.min_bed > 0:
+        m.rules.add(bed >= problem.min_bed)
+    for i, o in enumerate(problem.oars):
+        if o.max_bed_gy is not None:
+            m.rules.add(q_sum(lin(t[f"oar_bed{i}"], j) for j in Jf) <= o.max_bed_gy)
+
+    # ---- states
+    auc = 0.0
+    ln_s_total = 0.0
+    if dm.need_hypoxia and H > 0:
+        days = list(range(H + 1))
+        Jfh = [j for j in Jf if j < H]
+        m.w = pyo.Var(days, bounds=(c["w_lo"], 1.0))
+        m.v = pyo.Var(days, bounds=(c["v_lo"], 1.0))
+        m.r = pyo.Var(days, bounds=(c["w_lo"], c["r_hi"]))
+        m.wp = pyo.Var(Jfh, bounds=(c["w_lo"], 1.0))
+        m.vp = pyo.Var(Jfh, bounds=(c["v_lo"], 1.0))
+        m.rp = pyo.Var(Jfh, bounds=(c["w_lo"], c["r_hi"]))
+        m.mw = pyo.Var(Jfh, bounds=(0.0, float(t["m"].max(initial=0.0))))
+        m.mv = pyo.Var(Jfh, bounds=(0.0, float(t["V"].max(initial=0.0))))
+        m.dyn = pyo.ConstraintList()
+        m.w[0].fix(1.0)
+        m.v[0].fix(1.0)
+        wp = {j: (m.wp[j] if j in m.wp else m.w[j]) for j in range(H)}
+        vp = {j: (m.vp[j] if j in m.vp else m.v[j]) for j in range(H)}
+        for j in Jfh:
+            m.dyn.add(m.mw[j] == lin(t["m"], j))
+            m.dyn.add(m.mv[j] == lin(t["V"], j))
+            m.dyn.add(m.wp[j] >= m.w[j] - m.w[j] * m.mw[j])
+            m.dyn.add(m.vp[j] <= m.v[j] - m.v[j] * m.mv[j])
+        for j in range(H):
+            m.dyn.add(m.w[j + 1] == 1.0 - c["e_w"] + c["e_w"] * wp[j])
+            m.dyn.add(m.v[j + 1] == 1.0 - c["e_v"] + c["e_v"] * vp[j])
+        # hypoxia ratio r >= w / v, capped at r_cap (h_max) with a binary where it can bind
+        cap = bool(c["cap_binds"])
+        if cap:
+            m.cap = pyo.Var(days, domain=pyo.Binary)
+            m.capp = pyo.Var(Jfh, domain=pyo.Binary)
+
+        def ratio(rv, vv, ww, bvar):
+            if cap:
+                m.dyn.add(rv * vv >= ww - bvar)
+                m.dyn.add(rv >= c["r_cap"] * bvar)
+            else:
+                m.dyn.add(rv * vv >= ww)
+
+        for j in days:
+            ratio(m.r[j], m.v[j], m.w[j], m.cap[j] if cap else None)
+        for j in Jfh:
+            ratio(m.rp[j], m.vp[j], m.wp[j], m.capp[j] if cap else None)
+        h = {j: dm.hyp(m.r[j]) for j in days}
+        hp = {j: (dm.hyp(m.rp[j]) if j in m.rp else h[j]) for j in range(H)}
+
+        if dm.need_nk:
+            s0 = dm.nk_start
+            nd = [j for j in days if j >= s0]
+            nk_hi = c["nk_max"]
+            nb = dm.nk_bounds()
+            tol = 1.0 + 1e-6
+            m.P = pyo.Var(days, bounds=(0.0, c["P_max"]))
+            m.C = pyo.Var(days, bounds=(0.0, c["c_max"]))
+            m.B = pyo.Var(days, bounds=lambda m, j: (0.0, nb["B"][j] * tol))
+            m.T = pyo.Var(days, bounds=lambda m, j: (0.0, nb["T"][j] * tol))
+            for comp in (m.P, m.C, m.B, m.T):
+                comp[0].fix(0.0)
+            for j in days:
+                if j < s0:
+                    m.B[j].fix(0.0)
+                    m.T[j].fix(0.0)
+            Pp = {j: m.P[j] + (lin(t["A"], j) if j in Jf_set else 0.0) for j in range(H)}
+            for j in range(H):
+                m.dyn.add(m.P[j + 1] == c["e_a"] * Pp[j])
+                m.dyn.add(m.C[j + 1] == c["e_e"] * m.C[j] + c["c_pc"] * Pp[j])
+            Jn = [j for j in range(H) if j >= s0]
+            Jnf = [j for j in Jfh if j >= s0]
+            m.fT = pyo.Var(Jnf, bounds=(0.0, float(t["fT"].max(initial=0.0))))
+            m.fB = pyo.Var(Jnf, bounds=(0.0, float(t["fB"].max(initial=0.0))))
+            m.Tp = pyo.Var(Jnf, bounds=lambda m, j: (0.0, nb["T"][j] * tol))
+            m.Bp = pyo.Var(Jnf, bounds=lambda m, j: (0.0, nb["B"][j] * tol))
+            for j in Jnf:
+                m.dyn.add(m.fT[j] == lin(t["fT"], j))
+                m.dyn.add(m.fB[j] == lin(t["fB"], j))
+                m.dyn.add(m.Tp[j] <= m.T[j] - m.T[j] * m.fT[j])
+                m.dyn.add(m.Bp[j] <= m.B[j] - m.B[j] * m.fB[j])
+            Tp = {j: (m.Tp[j] if j in m.Tp else m.T[j]) for j in Jn}
+            Bpp = {j: (m.Bp[j] if j in m.Bp else m.B[j]) + (m.u[j] if j in Ju_set else 0.0)
+                   for j in Jn}
+            ub = lambda key: float(max(dm.polyval(key, 0.0), dm.polyval(key, c["c_max"]),
+                                       np.max(dm._factors(np.linspace(0, c["c_max"], 201))[key])))
+            m.beta = pyo.Var(Jn, bounds=(0.0, ub("beta") * 1.001))
+            m.gamma = pyo.Var(Jn, bounds=(0.0, ub("gamma") * 1.001))
+            m.a = pyo.Var(Jn, bounds=(0.0, ub("a") * 1.001))
+            m.I = pyo.Var(Jn, bounds=lambda m, j: (0.0, nb["I"][j] * tol))
+            # mid-day chemokine as a variable, so the polynomials are in one variable
+            m.cm = pyo.Var(Jn, bounds=(0.0, c["c_max"]))
+            for j in Jn:
+                m.dyn.add(m.cm[j] == c["e_eh"] * m.C[j] + c["c_pch"] * Pp[j])
+                m.dyn.add(m.beta[j] <= dm.polyval("beta", m.cm[j]))
+                m.dyn.add(m.gamma[j] <= dm.polyval("gamma", m.cm[j]))
+                m.dyn.add(m.a[j] <= dm.polyval("a", m.cm[j]))
+                m.dyn.add(m.B[j + 1] <= Bpp[j] * m.beta[j])
+                m.dyn.add(m.T[j + 1] <= c["e_out"] * Tp[j] + Bpp[j] * m.gamma[j])
+                m.dyn.add(m.I[j] <= c["t_int"] * Tp[j] + Bpp[j] * m.a[j])
+            auc = c["kappa"] * q_sum(m.I[j] - 0.5 * c["eta"] * m.I[j] * (hp[j] + h[j + 1])
+                                     for j in Jn)
+
+        if dm.need_survival:
+            Js = Jfh
+            worst = float(np.max(t["a_ox"] + t["da_ox"], initial=0.0))
+            m.lnS = pyo.Var(Js, bounds=(-worst - 1.0, 0.0))
+            if dm.need_nk:
+                m.E = pyo.Var(Js, bounds=(0.0, c["kappa"] * c["nk_max"]))
+                m.rho = pyo.Var(Js, bounds=(0.0, 1.0))
+            # valid linear cuts: S >= S_ox (hypoxic cells survive better) and S >= h S_hyp,
+            # both at the fully radiosensitised alpha, with h >= h0 w_lo^gamma
+            h_lo = min(c["hmax"], float(dm.hyp(c["w_lo"])))
+            for j in Js:
+                m.dyn.add(m.lnS[j] >= -lin(t["a_ox"] + t["da_ox"], j))
+                if h_lo > 0:
+                    m.dyn.add(m.lnS[j] >= math.log(h_lo) * m.x[j]
+                              - lin(t["a_hyp"] + t["da_hyp"], j))
+            # per-day survival coefficients as variables (one-hot sums of the tables), so the
+            # nonlinear terms stay small
+            m.sv = pyo.Var(Js, ["a_ox", "a_hyp", "da_ox", "da_hyp"], bounds=(0.0, None))
+            for j in Js:
+                for key in ("a_ox", "a_hyp", "da_ox", "da_hyp"):
+                    m.dyn.add(m.sv[j, key] == lin(t[key], j))
+                aox, ahy = m.sv[j, "a_ox"], m.sv[j, "a_hyp"]
+                if dm.need_nk and j >= dm.nk_start:
+                    m.dyn.add(m.E[j] <= c["kappa"] * (m.T[j] - c["eta"] * m.T[j] * h[j]))
+                    m.dyn.add(m.rho[j] * c["e50"] + m.rho[j] * m.E[j] <= m.E[j])
+                    aox = aox + m.rho[j] * m.sv[j, "da_ox"]
+                    ahy = ahy + m.rho[j] * m.sv[j, "da_hyp"]
+                elif dm.need_nk:
+                    m.E[j].fix(0.0)
+                    m.rho[j].fix(0.0)
+                if c["h0"] > 0:
+                    m.dyn.add(m.lnS[j] >= -ahy + pyo.log(h[j] + (1 - h[j]) * pyo.exp(ahy - aox)))
+                else:
+                    m.dyn.add(m.lnS[j] >= -aox)
+            ln_s_total = q_sum(m.lnS[j] for j in Js)
+
+    # ---- objective: the daily-grid approximation of the simulator's
+    w = problem.weights
+    obj = 0.0
+    if "tumour_bed" in w:
+        obj = obj + w["tumour_bed"] * bed
+    if "nk_favourability" in w:
+        obj = obj + w["nk_favourability"] * auc
+    if {"tumour_log_kill", "tcp"} & set(w):
+        ln_s = ln_s_total - c["k_nk"] * auc + gain_expr
+        if "tumour_log_kill" in w:
+            obj = obj + w["tumour_log_kill"] * (-ln_s / math.log(10.0))
+        if "tcp" in w:
+            obj = obj + w["tcp"] * pyo.exp(-pyo.exp(c["ln_n0"] + ln_s))
+    if isinstance(obj, float):
+        m.dummy = pyo.Var(bounds=(0, 0))
+        obj = obj + m.dummy
+    m.obj = pyo.Objective(expr=obj, sense=pyo.maximize)
+    return m, _Handles(m, dm)
