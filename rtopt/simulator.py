@@ -20,21 +20,23 @@ before any infusion that day): clonogens survive with
 ``ln S -= k_nk * integral(E dt)``; repopulation adds ``ln 2 / T_pot * max(0, T - T_k)``.
 
 :func:`simulate` evaluates many schedules at once (rows of a ``(N, days)`` dose matrix) and
-broadcasts array-valued parameters (parameter samples) along the same rows.  Between events it
-is exact for ``w, v, P, C``; ``B, T`` use the exact solution with the trafficking rate frozen at
-the chemokine value of each sub-step's midpoint (second order), and the activity integral uses
-the trapezoid rule; ``steps_per_day`` sets the sub-step.  :func:`simulate_reference` integrates
-the same equations with ``scipy.integrate.solve_ivp`` one schedule at a time; the tests hold the
-two together.
+broadcasts array-valued parameters (parameter samples) along the same rows.  Events (fractions,
+infusions) are applied day by day with the numpy functions of :mod:`rtopt.surrogate` and
+:mod:`rtopt.radiobiology`, on the rows that have one; between events a small compiled kernel
+(numba, parallel over schedules) advances each schedule: exact for ``w, v, P, C``; ``B, T`` use
+the exact solution with the trafficking rate frozen at the chemokine value of each sub-step's
+midpoint (second order); the activity and hypoxia integrals use the trapezoid rule;
+``steps_per_day`` sets the sub-step.  :func:`simulate_reference` integrates the same equations
+with ``scipy.integrate.solve_ivp`` one schedule at a time; the tests hold the two together.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
+from numba import njit, prange
 
 from rtopt import radiobiology as rb
 from rtopt import surrogate as sg
@@ -212,7 +214,7 @@ def _finish(bio: Biology, doses: np.ndarray, ln_rt: np.ndarray, auc: np.ndarray,
 
 
 def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: int = 8,
-             trajectory: bool = False, chunk: int = 8192,
+             trajectory: bool = False, chunk: int = 65536,
              threads: int | None = None, record_fractions: bool = False) -> Simulation:
     """Simulate many schedules at once with the fast event-driven stepper.
 
@@ -236,8 +238,7 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
         Also return the NK activity and hypoxic fraction at each fraction (see
         :class:`Simulation`); :func:`infusion_kernels` uses them.
     threads : int, optional
-        Worker threads over chunks (default 1: numpy ufuncs on chunk-sized arrays hold the
-        GIL too briefly for threads to pay off at the default chunk; see `rtopt bench`).
+        Threads of the compiled sub-step kernel (default: numba's, one per CPU).
 
     Returns
     -------
@@ -264,13 +265,15 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
                                _param_rows(bio, slice(i, i + chunk), n), steps_per_day, trajectory,
                                record_fractions)
 
-    workers = min(len(starts), threads or 1)
-    if workers > 1:
-        # numpy releases the GIL inside ufuncs, so chunks run in parallel on threads
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(run, starts))
-    else:
+    import numba
+
+    previous = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
         parts = [run(i) for i in starts]
+    finally:
+        numba.set_num_threads(previous)
     if len(parts) == 1:
         return parts[0]
     out = {}
@@ -286,114 +289,141 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
     return Simulation(**out, t_days=parts[0].t_days, trajectory=traj)
 
 
+def _row_array(x: Any) -> np.ndarray:
+    """A parameter as a float array of length 1 (shared) or N (one sample per schedule)."""
+    return np.ascontiguousarray(np.atleast_1d(np.asarray(x, dtype=float)))
+
+
+@njit(cache=True, inline="always")
+def _at(a, i):  # pragma: no cover - compiled
+    return a[i] if a.shape[0] > 1 else a[0]
+
+
+@njit(parallel=True, cache=True)
+def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c_pc, ke_h,
+                kp_h, k0, x_off, e_out, h0, h_max, gamma, eta, nk, traj, col0):  # pragma: no cover
+    """Advance every schedule by one day in ``spd`` sub-steps (states updated in place).
+
+    Exact propagators for the demand and vascular deficits ``dw = 1 - w``, ``dv = 1 - v`` and
+    the chemokine pair ``P, C``; ``B, T`` exact with the trafficking rate frozen at the
+    sub-step's midpoint chemokine; trapezoid sums of the hypoxic fraction and of
+    ``T (1 - eta h)`` (the activity without its constant factor).  ``traj`` (``(N, K, 7)`` or
+    empty) receives the state at each sub-step start from column ``col0``.
+    """
+    n = dw.shape[0]
+    want = traj.shape[0] > 0
+    for i in prange(n):
+        dwi, dvi, Pi, Ci, Bi, Ti, hi = dw[i], dv[i], P[i], C[i], B[i], T[i], h[i]
+        ew, ev, ee, ea, cpc = _at(e_w, i), _at(e_v, i), _at(e_e, i), _at(e_a, i), _at(c_pc, i)
+        keh, kph, k0i, xo, eo = _at(ke_h, i), _at(kp_h, i), _at(k0, i), _at(x_off, i), _at(e_out, i)
+        hmx, g, et = _at(h_max, i), _at(gamma, i), _at(eta, i)
+        Ei = Ti * (1.0 - et * hi)
+        hs = 0.0
+        au = 0.0
+        for k in range(spd):
+            if want:
+                c = col0 + k
+                traj[i, c, 0] = hi
+                traj[i, c, 1] = 1.0 - dwi
+                traj[i, c, 2] = 1.0 - dvi
+                traj[i, c, 3] = Ci
+                traj[i, c, 4] = Bi
+                traj[i, c, 5] = Ti
+                traj[i, c, 6] = Ei
+            if nk:
+                kin = Ci * keh + Pi * kph + k0i
+                x = kin * dt + xo + 1e-300          # x = 0 exactly would give 0/0 below
+                em = np.expm1(-x)
+                Ti = Ti * eo - em / x * kin * Bi * eo * dt
+                Bi = Bi * (em + 1.0) * eo
+            Ci = Ci * ee + Pi * cpc
+            Pi = Pi * ea
+            dwi *= ew
+            dvi *= ev
+            r = (1.0 - dwi) / (1.0 - dvi)
+            hn = h0 * r if g == 1.0 else h0 * r ** g
+            if hn > hmx:
+                hn = hmx
+            hs += hi + hn
+            hi = hn
+            if nk:
+                En = Ti * (1.0 - et * hi)
+                au += Ei + En
+                Ei = En
+        dw[i], dv[i], P[i], C[i], B[i], T[i], h[i] = dwi, dvi, Pi, Ci, Bi, Ti, hi
+        hsum[i] += 0.5 * dt * hs
+        auc[i] += 0.5 * dt * au
+
+
+_TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",
+               "nk_activity")
+
+
 def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False):
     n, days = D.shape
     rec = (np.zeros((n, days)), np.zeros((n, days))) if want_rec else None
     dt = 1.0 / spd
     ka, ke, norm = sg.chemokine_rates(p)
-    # exact sub-step propagators of the linear parts
-    e_w = np.exp(-dt / p.demand_recovery_days)
-    e_v = np.exp(-dt / p.vascular_recovery_days)
+    # exact sub-step propagators of the linear parts (arrays: shared or one per sample)
     e_a, e_e = np.exp(-ka * dt), np.exp(-ke * dt)
     e_ah, e_eh = np.exp(-ka * dt / 2), np.exp(-ke * dt / 2)
     c_pc = ka / (ke - ka) * (e_a - e_e)          # P -> C over dt
     c_pch = ka / (ke - ka) * (e_ah - e_eh)      # P -> C over dt/2
     k0, g = p.nk_infiltration_per_day, p.nk_chemokine_gain
     kcl, kout = p.nk_blood_clearance_per_day, p.nk_tumour_loss_per_day
-    e_out = np.exp(-kout * dt)
     act_scale = p.nk_cytotoxicity * (1.0 - p.nk_treg_penalty)
-    eta, h0 = p.nk_hypoxic_suppression, bio.hypoxic_fraction
+    eta, h0 = p.nk_hypoxic_suppression, float(bio.hypoxic_fraction)
+    consts = [_row_array(x) for x in (
+        np.exp(-dt / p.demand_recovery_days), np.exp(-dt / p.vascular_recovery_days), e_e, e_a,
+        c_pc, k0 * g * e_eh, k0 * g * c_pch, k0, (kcl - kout) * dt, np.exp(-kout * dt))]
+    shape_c = [_row_array(x) for x in (p.hypoxic_fraction_max, p.hypoxia_gamma, eta)]
 
     z = np.zeros(n)
     w, v, P, C, B, T = z + 1.0, z + 1.0, z.copy(), z.copy(), z.copy(), z.copy()
     ln_rt, auc, hsum = z.copy(), z.copy(), z.copy()
-    nk = bio.nk
-    traj = None
-    if want_traj:
-        K = days * spd + 1
-        traj = {k: np.empty((n, K)) for k in ("hypoxic_fraction", "demand", "vascular",
-                                              "chemokine", "nk_blood", "nk_tumour", "nk_activity")}
-    h = sg.hypoxic_fraction(w, v, h0, p)
-    ke_h, kp_h = k0 * g * e_eh, k0 * g * c_pch      # k_in at the sub-step midpoint
-    x_off = (kcl - kout) * dt
-    # Trapezoid sums are accumulated from the end-of-sub-step values only: each sub-step's start
-    # value is the previous end value except at fractions, whose jumps are added separately.
-    h_jump = h.copy()                                # initial value + jumps at fractions
-    E = T * (1.0 - eta * h) if nk else z
-    e_jump = E.copy()
+    nk = bool(bio.nk)
+    traj = np.empty((n, days * spd + 1, 7)) if want_traj else np.empty((0, 0, 7))
+    h = sg.hypoxic_fraction(w, v, h0, p) + z
     dw, dv = 1.0 - w, 1.0 - v                        # deficits relax exponentially to 0
+    def take(x, idx):  # per-schedule arrays (parameter samples) follow the selected rows
+        return x[idx] if np.ndim(x) and np.shape(x)[0] == n else x
+
     for j in range(days):
-        d = D[:, j]
-        if d.any():
-            act = act_scale * E if nk else z
+        idx = np.flatnonzero(D[:, j])
+        if idx.size:
+            # events only on the rows that have a fraction today
+            ps = SurrogateParameters({k: take(x, idx) for k, x in p.values.items()},
+                                     p.provenance)
+            d, hi = D[idx, j], h[idx]
+            act = take(act_scale, idx) * T[idx] * (1.0 - take(eta, idx) * hi) if nk else z[idx]
             if rec is not None:
-                rec[0][:, j] = np.where(d > 0, act, 0.0)
-                rec[1][:, j] = np.where(d > 0, h, 0.0)
-            (w, v, P, C, B, T), ln_s = _apply_fraction(d, (1.0 - dw, 1.0 - dv, P, C, B, T), h,
-                                                       act, bio, p, norm)
-            ln_rt += np.where(d > 0, ln_s, 0.0)
-            dw, dv = 1.0 - w, 1.0 - v
-            h_new = sg.hypoxic_fraction(w, v, h0, p)
-            h_jump += h_new - h
-            h = h_new
-            if nk:
-                E_new = T * (1.0 - eta * h)
-                e_jump += E_new - E
-                E = E_new
+                rec[0][idx, j] = act
+                rec[1][idx, j] = hi
+            (wi, vi, P[idx], C[idx], B[idx], T[idx]), ln_s = _apply_fraction(
+                d, (1.0 - dw[idx], 1.0 - dv[idx], P[idx], C[idx], B[idx], T[idx]), hi, act, bio,
+                ps, take(norm, idx))
+            ln_rt[idx] += ln_s
+            dw[idx], dv[idx] = 1.0 - wi, 1.0 - vi
+            h[idx] = sg.hypoxic_fraction(wi, vi, h0, ps)
         if nk:
             u = U[:, j]
             if u.any():
                 B = B + u
-        for k in range(spd):
-            if want_traj:
-                i = j * spd + k
-                for name, val in (("hypoxic_fraction", h), ("demand", 1.0 - dw),
-                                  ("vascular", 1.0 - dv), ("chemokine", C), ("nk_blood", B),
-                                  ("nk_tumour", T), ("nk_activity", E)):
-                    traj[name][:, i] = val
-            if nk:
-                # B, T exact over dt with k_in frozen at the midpoint chemokine (2nd order)
-                kin = C * ke_h
-                kin += P * kp_h
-                kin += k0
-                x = kin * dt
-                x += x_off
-                x += 1e-300                          # x = 0 exactly would give 0/0 below
-                em = np.expm1(-x)
-                x_fac = em + 1.0                     # e^{-x}
-                em /= x                              # (e^{-x} - 1)/x
-                em *= kin
-                em *= B
-                T *= e_out
-                T -= em * (e_out * dt)
-                x_fac *= e_out
-                B *= x_fac
-            C *= e_e
-            C += P * c_pc
-            P *= e_a
-            dw *= e_w
-            dv *= e_v
-            h = sg.hypoxic_fraction(1.0 - dw, 1.0 - dv, h0, p)
-            hsum += h
-            if nk:
-                E = 1.0 - eta * h
-                E *= T
-                auc += E
-    w, v = 1.0 - dw, 1.0 - dv
-    # trapezoid: every end value twice, except the last, plus the start values' extras
-    hsum = 2.0 * hsum - h + h_jump
-    auc = 2.0 * auc - E + e_jump if nk else auc
+        _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, *consts, h0, *shape_c, nk, traj,
+                    j * spd)
     t = None
+    tr = None
     if want_traj:
-        for name, val in (("hypoxic_fraction", h), ("demand", w), ("vascular", v),
-                          ("chemokine", C), ("nk_blood", B), ("nk_tumour", T), ("nk_activity", E)):
-            traj[name][:, -1] = val
+        last = days * spd
+        for c, val in enumerate((h, 1.0 - dw, 1.0 - dv, C, B, T, T * (1.0 - eta * h))):
+            traj[:, last, c] = val
         t = np.arange(days * spd + 1) * dt
-        traj["nk_activity"] *= np.reshape(act_scale, (-1, 1)) if np.ndim(act_scale) else act_scale
-    # trapezoid sums were accumulated without the 0.5 dt factor (and activity without kappa)
-    auc *= 0.5 * dt * act_scale
-    hsum *= 0.5 * dt
-    return _finish(bio, D, ln_rt, auc, p, h, hsum / days, t, traj, rec)
+        tr = {name: traj[:, :, c].copy() for c, name in enumerate(_TRAJ_NAMES)}
+        if not nk:
+            tr["nk_activity"][:] = 0.0
+        tr["nk_activity"] *= np.reshape(act_scale, (-1, 1)) if np.ndim(act_scale) else act_scale
+    auc = auc * act_scale if nk else z
+    return _finish(bio, D, ln_rt, auc, p, h, hsum / days, t, tr, rec)
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,10 @@ def solvers_cmd(
                 err_console.print(line)
             continue
         rows.append(_describe(p.name, p.backend, p.description, p.options.time_limit_s))
-    for name in BACKENDS:
-        rows.append(_describe(f"({name})", name, "back-end defaults", None))
+    profiled = {r["backend"] for r in rows}
+    for name in BACKENDS:  # back-ends without a profile of their own, with default options
+        if name not in profiled:
+            rows.append(_describe(f"({name})", name, "back-end defaults", None))
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -125,6 +127,8 @@ def solvers_cmd(
                   ", ".join(r["objectives"]), _yn(r["nk"]), _yn(r["per_fraction_doses"]),
                   _yn(r["continuous_dose"]), r["guarantee"])
     out_console.print(t)
+    out_console.print("A bare back-end name (" + ", ".join(BACKENDS) + ") runs that back-end "
+                      "with its default options.")
 
 
 def _yn(b: bool) -> str:
