@@ -40,7 +40,7 @@ from rtopt.solve import solve  # noqa: E402
 
 SOLVER_RTOL = 1e-6
 EXACT = 1e-9
-LUNG_EXAMPLE = Path("/work/lung-example.toml")
+LUNG_EXAMPLE = Path(__file__).resolve().parent / "fixtures" / "lung-example.toml"
 REPO = Path(__file__).resolve().parents[1]
 
 

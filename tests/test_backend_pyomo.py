@@ -32,7 +32,7 @@ needs_highs = pytest.mark.skipif(not (HAVE_PYOMO and module_available("highspy")
 needs_scip = pytest.mark.skipif(not (HAVE_PYOMO and module_available("pyscipopt")),
                                 reason="pyomo_minlp needs pyomo and pyscipopt")
 
-LUNG = Path("/work/lung-example.toml")
+LUNG = Path(__file__).resolve().parent / "fixtures" / "lung-example.toml"
 REL = 1e-9  # "exact": both results are verified by the same code; only float rounding differs
 EXHAUSTIVE_FAST = {"start_window_days": 1, "extra_spacing_days": 0}  # calendar never binds
 

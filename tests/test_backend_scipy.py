@@ -26,7 +26,7 @@ from rtopt.profiles import Profile, load_profile
 pytest.importorskip("scipy", reason="scipy back-ends need scipy")
 
 REPO = Path(__file__).resolve().parents[1]
-LUNG = Path("/work/lung-example.toml")
+LUNG = Path(__file__).resolve().parent / "fixtures" / "lung-example.toml"
 if not LUNG.exists():
     LUNG = REPO / "instances" / "lung-sbrt-peripheral.toml"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,45 +15,8 @@ from rtopt.simulator import simulate
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-LUNG_TOML = """\
-schema_version = 1
-name = "lung-plot-test"
-[tumour]
-site = "lung"
-alpha_per_gy = 0.35
-alpha_beta_gy = 10.0
-clonogens = 1e8
-hypoxic_fraction = 0.21
-survival_model = "lq"
-[prescription]
-min_bed_gy = 100.0
-[[organ_at_risk]]
-name = "spinal_cord"
-alpha_beta_gy = 2.0
-sparing_factor = 0.25
-max_bed_gy = 60.0
-max_dose_per_fraction_gy = 8.0
-[fractionation]
-n_fractions = [1, 8]
-dose_per_fraction_gy = [6.0, 25.0]
-dose_step_gy = 0.5
-uniform_dose = true
-treatment_weekdays = ["mon", "tue", "wed", "thu", "fri"]
-start_weekday = "mon"
-min_interval_days = 1
-max_overall_days = 21
-horizon_days = 42
-[nk]
-product = "il15_expanded"
-cytokine_support = "none"
-n_infusions = [1, 2]
-earliest_day = 0
-min_interval_days = 7
-min_days_before_next_fraction = 1
-[objective]
-maximise = "nk_favourability"
-"""
-"""Peripheral lung SBRT (as /work/lung-example.toml): kept here so that edits to the shipped
+LUNG_TOML = (Path(__file__).parent / "fixtures" / "lung-example.toml").read_text()
+"""Peripheral lung SBRT (tests/fixtures/lung-example.toml): kept apart so that edits to the shipped
 instances do not move the closed-form values these tests check."""
 
 RESULT_METRICS = {"tumour_bed_gy", "tumour_eqd2_gy", "oar", "nk_favourability",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,44 +15,7 @@ MIN_PNG_BYTES = 30_000
 """A figure with five panels of curves and text is well over 100 kB at 130 dpi; an empty or
 blank canvas of the same size compresses to a few kB, so 30 kB separates the two."""
 
-LUNG_TOML = """\
-schema_version = 1
-name = "lung-plot-test"
-[tumour]
-site = "lung"
-alpha_per_gy = 0.35
-alpha_beta_gy = 10.0
-clonogens = 1e8
-hypoxic_fraction = 0.21
-survival_model = "lq"
-[prescription]
-min_bed_gy = 100.0
-[[organ_at_risk]]
-name = "spinal_cord"
-alpha_beta_gy = 2.0
-sparing_factor = 0.25
-max_bed_gy = 60.0
-max_dose_per_fraction_gy = 8.0
-[fractionation]
-n_fractions = [1, 8]
-dose_per_fraction_gy = [6.0, 25.0]
-dose_step_gy = 0.5
-uniform_dose = true
-treatment_weekdays = ["mon", "tue", "wed", "thu", "fri"]
-start_weekday = "mon"
-min_interval_days = 1
-max_overall_days = 21
-horizon_days = 42
-[nk]
-product = "il15_expanded"
-cytokine_support = "none"
-n_infusions = [1, 2]
-earliest_day = 0
-min_interval_days = 7
-min_days_before_next_fraction = 1
-[objective]
-maximise = "nk_favourability"
-"""
+LUNG_TOML = (Path(__file__).parent / "fixtures" / "lung-example.toml").read_text()
 
 PLAN = Plan.uniform((0, 2, 4, 7), 12.5, (5,))
 
