@@ -13,7 +13,7 @@ of ``rtopt calibrate`` against the observation table in ``rtopt/data/observation
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np

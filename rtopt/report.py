@@ -17,7 +17,6 @@ import io
 import json
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -199,7 +198,6 @@ def plot_performance_profiles(table: Sequence[Mapping[str, Any]],
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         else:
             right = 1.0 + max(top - 1.0, 1e-3) * 1.25
-        n = len(pp.profiles)
         for j, prof in enumerate(pp.profiles):
             taus, frac = pp.curve(prof)
             taus = np.append(taus, right)

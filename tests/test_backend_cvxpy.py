@@ -15,7 +15,6 @@ Tolerances
 
 from __future__ import annotations
 
-import copy
 import math
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from rtopt.backends.cvxpy_backend import (CvxpyCcpBackend, CvxpyConvexBackend,  
                                           oar_bed_coefficients, per_fraction_max_bed,
                                           tumour_lq_coefficients)
 from rtopt.instance import instance_from_dict  # noqa: E402
-from rtopt.problem import Plan, Problem  # noqa: E402
+from rtopt.problem import Problem  # noqa: E402
 from rtopt.solve import solve  # noqa: E402
 
 SOLVER_RTOL = 1e-6

@@ -25,7 +25,7 @@ import rtopt
 from rtopt.backends import BACKENDS
 from rtopt.backends.base import Backend, BackendOutput, Termination
 from rtopt.cli import app
-from rtopt.compare import COLUMNS, CompareSummary, compare, read_table
+from rtopt.compare import COLUMNS, compare, read_table
 from rtopt.errors import RtoptError
 from rtopt.problem import Plan
 from rtopt.report import (PerformanceProfile, performance_profile, plot_performance_profiles,
@@ -358,8 +358,8 @@ def test_same_seeds_same_table(tmp_path):
     prof = _seeded_profile()
     a = compare([TWO_OAR], [prof], tmp_path / "a", repeat=2, time_limit_s=TIME_LIMIT_S,
                 report=False)
-    b = compare([TWO_OAR], [prof], tmp_path / "b", repeat=2, time_limit_s=TIME_LIMIT_S,
-                report=False)
+    compare([TWO_OAR], [prof], tmp_path / "b", repeat=2, time_limit_s=TIME_LIMIT_S,
+            report=False)
     assert [r["seed"] for r in a.rows] == [0, 1]  # repeat r uses the profile's seed + r
     ta = _without_timings(read_table(tmp_path / "a" / "results.csv"))
     tb = _without_timings(read_table(tmp_path / "b" / "results.csv"))

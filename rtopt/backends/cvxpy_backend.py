@@ -1108,7 +1108,7 @@ class _Context:
 
     def scp(self, jobs: list[_Job]) -> None:
         """Trust-region SCP on the doses of every job in lockstep (infusions fixed)."""
-        p, cp, cfg, st = self.problem, self.cp, self.cfg, self.st
+        p, cfg, st = self.problem, self.cfg, self.st
         r0 = max(0.25, 0.1 * (self.u - p.d_min))
         r_max = max(self.u - p.d_min, r0)
         for j in jobs:

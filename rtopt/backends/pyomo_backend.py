@@ -504,7 +504,7 @@ class DailyModel:
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, problem: Problem, quad_nodes: int = 8) -> "DailyModel":
-        bio, p = problem.biology, problem.biology.params
+        bio = problem.biology
         grid = problem.dose_grid()
         levels = cls._feasible_levels(problem, grid)
         w = problem.weights
@@ -1172,8 +1172,6 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
 
         if dm.need_nk:
             s0 = dm.nk_start
-            nd = [j for j in days if j >= s0]
-            nk_hi = c["nk_max"]
             nb = dm.nk_bounds()
             tol = 1.0 + 1e-6
             m.P = pyo.Var(days, bounds=(0.0, c["P_max"]))

@@ -689,7 +689,6 @@ class ScipyMilpBackend(Backend):
         """Per fraction count: ``(days, nk_days, loss_gy)`` of the shortest calendar that admits
         rule-abiding infusions, and whether every count got its shortest possible calendar."""
         days, span = _greedy_chains(problem, n_hi)
-        b = problem.biology
         out: dict[int, tuple] = {}
         exact = True
         for n in range(max(n_lo, 1), n_hi + 1):

@@ -101,7 +101,7 @@ def solvers_cmd(
     """List solver profiles and back-ends with their availability."""
     import json
 
-    from rtopt.backends import BACKENDS, get_backend
+    from rtopt.backends import BACKENDS
     from rtopt.profiles import Profile, list_profiles
 
     rows = []
