@@ -51,7 +51,9 @@ from pydantic_core import PydanticCustomError
 
 from rtopt import calendar
 from rtopt.errors import InstanceError
-from rtopt.parameters import SPECS, out_of_range, resolve
+from rtopt.calendar import WEEKDAYS
+from rtopt.parameters import CYTOKINE_SUPPORT, PRODUCTS, SITES, SPECS, out_of_range, resolve
+from rtopt.radiobiology import SURVIVAL_MODELS
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -85,52 +87,19 @@ MAX_DAYS = 3650
 # --------------------------------------------------------------------------------------------
 
 
-class Site(str, enum.Enum):
-    """Tumour site; selects the surrogate preset (:data:`rtopt.parameters.SITES`)."""
-
-    lung = "lung"
-    prostate = "prostate"
-    head_and_neck = "head_and_neck"
-    breast = "breast"
-    pancreas = "pancreas"
-    generic = "generic"
-
-
-class SurvivalModel(str, enum.Enum):
-    """Cell-survival model of one fraction (MODEL.md section 2)."""
-
-    lq = "lq"
-    lq_l = "lq_l"
-    usc = "usc"
-
-
-class NKProduct(str, enum.Enum):
-    """NK-cell product preset (:data:`rtopt.parameters.PRODUCTS`)."""
-
-    il2_activated = "il2_activated"
-    il15_expanded = "il15_expanded"
-    memory_like_il12_15_18 = "memory_like_il12_15_18"
-    car_nk_il15 = "car_nk_il15"
-
-
-class CytokineSupport(str, enum.Enum):
-    """Post-infusion cytokine support (:data:`rtopt.parameters.CYTOKINE_SUPPORT`)."""
-
-    none = "none"
-    il2 = "il2"
-    il15 = "il15"
-
-
-class Weekday(str, enum.Enum):
-    """Weekday names (:data:`rtopt.calendar.WEEKDAYS`)."""
-
-    mon = "mon"
-    tue = "tue"
-    wed = "wed"
-    thu = "thu"
-    fri = "fri"
-    sat = "sat"
-    sun = "sun"
+# Choice enums are generated from the one list each choice has (rtopt.parameters and
+# rtopt.calendar), so a new site, product or weekday is added in one place.
+Site = enum.Enum("Site", {x: x for x in SITES}, type=str)
+Site.__doc__ = "Surrogate site preset (:data:`rtopt.parameters.SITES`)."
+SurvivalModel = enum.Enum("SurvivalModel", {x: x for x in SURVIVAL_MODELS}, type=str)
+SurvivalModel.__doc__ = "Cell-survival model of one fraction (MODEL.md section 2)."
+NKProduct = enum.Enum("NKProduct", {x: x for x in PRODUCTS}, type=str)
+NKProduct.__doc__ = "NK-cell product preset (:data:`rtopt.parameters.PRODUCTS`)."
+CytokineSupport = enum.Enum("CytokineSupport", {x: x for x in CYTOKINE_SUPPORT}, type=str)
+CytokineSupport.__doc__ = ("Post-infusion cytokine support "
+                           "(:data:`rtopt.parameters.CYTOKINE_SUPPORT`).")
+Weekday = enum.Enum("Weekday", {x: x for x in WEEKDAYS}, type=str)
+Weekday.__doc__ = "Weekday names (:data:`rtopt.calendar.WEEKDAYS`)."
 
 
 class ObjectiveTerm(str, enum.Enum):
