@@ -32,11 +32,18 @@ with ``scipy.integrate.solve_ivp`` one schedule at a time; the tests hold the tw
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from numba import njit, prange
+
+# numba caches compiled kernels beside the source by default; inside site-packages those files
+# outlive `pip uninstall` and leave an `rtopt/` folder without a package that shadows a later
+# install.  A per-user cache avoids that (an explicit NUMBA_CACHE_DIR still wins).
+os.environ.setdefault("NUMBA_CACHE_DIR",
+                      os.path.join(os.path.expanduser("~"), ".cache", "rtopt", "numba"))
+from numba import njit, prange  # noqa: E402  (after the cache location is set)
 
 from rtopt import radiobiology as rb
 from rtopt import surrogate as sg
