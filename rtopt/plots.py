@@ -52,6 +52,13 @@ _STATE_PANELS = (
 
 
 # ---------------------------------------------------------------------------- saving
+
+def _wrap(title: str, width: int = 110) -> str:
+    """Long titles (a report names every profile with the same plan) wrap instead of clipping."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) or title
+
 def figure_format(path: str | os.PathLike) -> str:
     """Image format matplotlib will write for ``path`` (from its suffix; ``png`` if none).
 
@@ -302,7 +309,7 @@ def plot_plan(problem: Any, plan: Any, *, title: str | None = None,
         ax.grid(axis="y", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
     _day_axis(axes[-1], problem)
-    fig.suptitle(title or f"{problem.name}: {describe_plan(plan)}", fontsize=12)
+    fig.suptitle(_wrap(title or f"{problem.name}: {describe_plan(plan)}"), fontsize=12)
     if path is not None:
         _save(fig, path)
     return fig, axes
@@ -412,7 +419,8 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
         ax.grid(axis="y", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
     _day_axis(axes[-1], problem)
-    fig.suptitle(title or f"{problem.name}: {k} plan{'s' if k > 1 else ''} compared", fontsize=12)
+    fig.suptitle(_wrap(title or f"{problem.name}: {k} plan{'s' if k > 1 else ''} compared"),
+                 fontsize=12)
     if path is not None:
         _save(fig, path)
     return fig, axes
