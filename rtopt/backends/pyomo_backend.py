@@ -237,6 +237,13 @@ def _has_repopulation(problem: Problem) -> bool:
     return b.potential_doubling_days is not None and b.repopulation_kickoff_days is not None
 
 
+def _remaining(options: SolverOptions, t0: float) -> float:
+    """Seconds left for the solver: the limit minus model building so far, minus a reserve for
+    reading the solution back and for rtopt's verification (5 %, at most 2 s)."""
+    reserve = min(2.0, 0.05 * options.time_limit_s)
+    return max(1.0, options.time_limit_s - (time.perf_counter() - t0) - reserve)
+
+
 def _quiet_solve(solver: Any, model: Any, **kw: Any) -> Any:
     """Run a ``pyomo.contrib.solver`` solver without output and without raising on status."""
     return solver.solve(model, tee=False, load_solutions=False,
@@ -295,7 +302,7 @@ class PyomoMilpBackend(Backend):
                 # of thousands of columns; the LP relaxation is already the convex hull
                 opts["presolve"] = "off"
             opts.update(options.options.get("highs", {}))
-            res = _quiet_solve(solver, model, time_limit=max(1.0, options.time_limit_s - build_s),
+            res = _quiet_solve(solver, model, time_limit=_remaining(options, t0),
                                rel_gap=options.rel_gap, threads=options.threads,
                                solver_options=opts)
             has_sol = res.solution_status.name in ("optimal", "feasible")
@@ -807,7 +814,7 @@ class PyomoMinlpBackend(Backend):
                                                         "separating": "fast"}))
             scip_opts = {"randomization/randomseedshift": int(options.seed)}
             scip_opts.update(options.options.get("scip", {}))
-            res = _quiet_solve(solver, m, time_limit=max(1.0, options.time_limit_s - build_s),
+            res = _quiet_solve(solver, m, time_limit=_remaining(options, t0),
                                rel_gap=options.rel_gap, threads=options.threads,
                                warmstart_discrete_vars=bool(start_vals), solver_options=scip_opts)
             n_sol = res.solution_loader.get_number_of_solutions()
