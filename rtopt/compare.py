@@ -34,12 +34,12 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from rtopt.fileio import write_atomic
 from rtopt.errors import InstanceError, RtoptError
 from rtopt.profiles import Profile, resolve_profile
 
@@ -499,21 +499,6 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------- files
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write text (UTF-8) or bytes to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _sha256(path: str | os.PathLike) -> str:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -15,13 +15,13 @@ infusion on day ``j`` right after it.  Weekends are shaded.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from rtopt.fileio import write_atomic
 
 __all__ = ["plot_plan", "plot_plans", "plot_surrogate", "dose_response", "figure_format",
            "describe_plan",
@@ -78,32 +78,14 @@ def figure_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-def _new_file_mode(path: Path) -> int:
-    # mkstemp creates 0600 files; give the image the mode a plain open() would have.
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _save(fig: Any, path: str | os.PathLike, dpi: int = 130) -> None:
-    """Save ``fig`` to ``path`` atomically (temporary file in the same directory + rename)."""
-    path = Path(path)
-    fmt = figure_format(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Save ``fig`` to ``path`` atomically (:func:`rtopt.fileio.write_atomic`)."""
+    import io
+
+    fmt = figure_format(Path(path))
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    write_atomic(path, buf.getvalue())
 
 
 def _figure(figsize: tuple[float, float]) -> Any:

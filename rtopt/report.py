@@ -23,7 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.compare import FEASIBLE_STATUSES, _sha256, read_table, write_atomic
+from rtopt.compare import FEASIBLE_STATUSES, _sha256, read_table
+from rtopt.fileio import write_atomic
 from rtopt.errors import InstanceError
 
 __all__ = ["render", "performance_profile", "plot_performance_profiles", "PerformanceProfile",

@@ -14,16 +14,14 @@ Library code raises typed exceptions (:mod:`rtopt.errors`); commands wrap their 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Iterable, Iterator, NoReturn
 
 import typer
 from rich.console import Console
 
 from rtopt.errors import InstanceError, RtoptError
+from rtopt.fileio import write_atomic
 
 __all__ = ["err_console", "out_console", "fail", "error_lines", "cli_errors", "write_atomic"]
 
@@ -92,40 +90,3 @@ def cli_errors() -> Iterator[None]:
 def stdout_is_terminal() -> bool:
     """Whether stdout is an interactive terminal (for choosing tables vs plain output)."""
     return sys.stdout.isatty()
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename.
-
-    Readers see the old file or the complete new one, never a half-written file; on failure the
-    temporary file is removed and an ``OSError`` naming ``path`` is raised.
-    """
-    path = Path(path)
-    directory = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
-        # mkstemp creates mode 0600; give the file the mode a plain open() would have.
-        os.chmod(tmp, _new_file_mode(path))
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
-
-
-def _new_file_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
