@@ -1,7 +1,7 @@
 """The public instance format: TOML files (``schema_version = 1``) validated by pydantic models.
 
 An instance states the tumour, the prescription, the organs at risk, the fractionation limits and
-calendar, the optional NK-cell therapy and the objective (MODEL.md section 6).  Every key carries
+calendar, the optional NK-cell therapy and the objective (docs/model.md section 6).  Every key carries
 its unit in its name; biology has no silent defaults.
 
 Use :func:`load_instance` for files and :func:`instance_from_dict` for dicts.  Both collect every
@@ -15,7 +15,7 @@ Conventions fixed by this schema (the problem and simulator modules follow them)
   ``BED = sum d (1 + d / rho)`` and ``EQD2 = BED / (1 + 2 / rho)``, with no time factor: that is
   how the clinical thresholds they encode (Onishi et al. 2007 BED10 >= 100 Gy, TG-101, QUANTEC)
   are defined.  ``survival_model`` and repopulation act on simulated cell kill only.
-* OAR dose per fraction = ``sparing_factor`` x tumour dose per fraction (MODEL.md section 2).
+* OAR dose per fraction = ``sparing_factor`` x tumour dose per fraction (docs/model.md section 2).
 * Fractions fall on days ``0 .. horizon_days - 1`` whose weekday (day 0 is ``start_weekday``) is
   in ``treatment_weekdays``, at least ``min_interval_days`` apart, with at most
   ``max_overall_days`` elapsed days from the first to the last.
@@ -92,7 +92,7 @@ MAX_DAYS = 3650
 Site = enum.Enum("Site", {x: x for x in SITES}, type=str)
 Site.__doc__ = "Surrogate site preset (:data:`rtopt.parameters.SITES`)."
 SurvivalModel = enum.Enum("SurvivalModel", {x: x for x in SURVIVAL_MODELS}, type=str)
-SurvivalModel.__doc__ = "Cell-survival model of one fraction (MODEL.md section 2)."
+SurvivalModel.__doc__ = "Cell-survival model of one fraction (docs/model.md section 2)."
 NKProduct = enum.Enum("NKProduct", {x: x for x in PRODUCTS}, type=str)
 NKProduct.__doc__ = "NK-cell product preset (:data:`rtopt.parameters.PRODUCTS`)."
 CytokineSupport = enum.Enum("CytokineSupport", {x: x for x in CYTOKINE_SUPPORT}, type=str)
@@ -108,10 +108,14 @@ class ObjectiveTerm(str, enum.Enum):
     nk_favourability = "nk_favourability"
     tumour_log_kill = "tumour_log_kill"
     tcp = "tcp"
+    local_control = "local_control"
+    nk_gain_local_control = "nk_gain_local_control"
+    nk_gain_log_kill = "nk_gain_log_kill"
     tumour_bed = "tumour_bed"
 
 
-NK_OBJECTIVES = frozenset({ObjectiveTerm.nk_favourability})
+NK_OBJECTIVES = frozenset({ObjectiveTerm.nk_favourability, ObjectiveTerm.nk_gain_local_control,
+                           ObjectiveTerm.nk_gain_log_kill})
 """Objective terms that need an ``[nk]`` table."""
 
 assert tuple(w.value for w in Weekday) == calendar.WEEKDAYS
@@ -261,7 +265,9 @@ class Tumour(BaseModel):
     site: SiteField = Field(description="Tumour site; selects the surrogate preset.")
     alpha_per_gy: PositiveNum = Field(description="LQ alpha of oxic tumour cells [1/Gy].")
     alpha_beta_gy: PositiveNum = Field(description="Tumour alpha/beta ratio rho [Gy].")
-    clonogens: PositiveNum = Field(description="Clonogen number N0 before treatment.")
+    clonogens: Optional[PositiveNum] = Field(
+        None, description="Clonogen number N0 before treatment; omit it to use the site's "
+                          "outcome-calibrated value (lung), required for other sites.")
     hypoxic_fraction: Annotated[Num, Field(ge=0, lt=1)] = Field(
         description="Hypoxic fraction h0 before treatment, in [0, 1).")
     survival_model: SurvivalModelField = Field(
@@ -298,6 +304,13 @@ class Tumour(BaseModel):
                     and self.alpha_per_gy * self.usc_d0_gy >= 1):
                 problems.append(("usc_d0_gy", "alpha_per_gy * usc_d0_gy must be < 1 to derive the "
                                               "transition dose; give transition_dose_gy"))
+        if self.clonogens is None:
+            from rtopt.data.calibrated import OUTCOME
+
+            if self.site.value not in OUTCOME:
+                problems.append(("clonogens", f"missing required key (site {self.site.value!r} "
+                                              "has no outcome-calibrated clonogen number; only "
+                                              f"{', '.join(sorted(OUTCOME)) or 'none'} has)"))
         kickoff, doubling = self.repopulation_kickoff_days, self.potential_doubling_days
         if (kickoff is None) != (doubling is None):
             missing = "potential_doubling_days" if doubling is None else "repopulation_kickoff_days"
@@ -477,6 +490,17 @@ class Objective(BaseModel):
     maximise: Optional[ObjectiveTermField] = Field(None, description="The quantity to maximise.")
     weights: Optional[dict[ObjectiveTermField, NonNegativeNum]] = Field(
         None, description="Weights of a weighted sum to maximise (non-negative, one > 0).")
+    tcp_model: Literal["population", "per_patient"] = Field(
+        "population", description="What the 'tcp' term optimises: 'population' (local control, "
+        "Poisson TCP averaged over the patients' spread of radiosensitivity; what clinical series "
+        "report) or 'per_patient' (Poisson TCP at the nominal alpha).")
+    cost_per_fraction: NonNegativeNum = Field(
+        0.0, description="Subtracted from the objective for each fraction (one fraction per "
+        "treatment day, so also the cost of a treatment day), in objective units; keeps the "
+        "optimiser from taking the most fractions the rules allow for a small gain.")
+    cost_per_overall_day: NonNegativeNum = Field(
+        0.0, description="Subtracted from the objective for each elapsed day from the first to "
+        "the last fraction, in objective units.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Objective":

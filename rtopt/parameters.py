@@ -57,32 +57,48 @@ _P = ParameterSpec
 SPECS: dict[str, ParameterSpec] = {
     s.name: s
     for s in [
-        # --- hypoxia: oxygen demand w and vascular function v (MODEL.md section 3) ---
+        # --- hypoxia: oxygen demand w and vascular function v (docs/model.md section 3) ---
         _P("hypoxia_gamma", 1.0, 0.5, 3.0, "1", "hypoxia",
-           "MODEL.md s3 prototype; fitted per site by rtopt calibrate",
+           "docs/model.md s3 prototype; fitted per site by rtopt calibrate",
            "exponent in h = h0 (w/v)^gamma"),
         _P("hypoxic_fraction_max", 0.9, 0.5, 1.0, "1", "hypoxia", ASSUMPTION + ": cap below 1 "
            "because perivascular rims stay oxic", "upper bound of the hypoxic fraction"),
-        _P("demand_drop_max", 0.2, 0.02, 0.5, "1", "hypoxia", "MODEL.md s3 prototype",
+        _P("demand_drop_max", 0.2, 0.02, 0.5, "1", "hypoxia", "docs/model.md s3 prototype",
            "largest fractional drop of oxygen demand per fraction (m_max)"),
-        _P("demand_drop_dose_gy", 4.0, 1.0, 15.0, "Gy", "hypoxia", "MODEL.md s3 prototype",
+        _P("demand_drop_dose_gy", 4.0, 1.0, 15.0, "Gy", "hypoxia", "docs/model.md s3 prototype",
            "dose scale of the demand drop m(d) = m_max (1 - exp(-d/d_m))"),
         _P("demand_recovery_days", 60.0, 7.0, 365.0, "d", "hypoxia",
-           "MODEL.md s3: regrowth is slow (weeks); " + ASSUMPTION,
+           "docs/model.md s3: regrowth is slow (weeks); " + ASSUMPTION,
            "time constant of oxygen-demand recovery (tau_w)"),
-        _P("vascular_damage_max", 0.9, 0.3, 1.0, "1", "hypoxia", "MODEL.md s3 prototype",
+        _P("vascular_damage_max", 0.9, 0.3, 1.0, "1", "hypoxia", "docs/model.md s3 prototype",
            "largest fractional loss of vascular function per fraction (V_max)"),
         _P("vascular_d50_gy", 15.0, 8.0, 30.0, "Gy", "hypoxia",
            "Park, Griffin, Song et al. 2012 Radiat Res (severe damage above ~10 Gy); "
            "Garcia-Barros et al. 2003 Science (15-20 Gy)", "dose per fraction of half-maximal "
            "vascular damage (d_v50)"),
-        _P("vascular_slope_gy", 1.5, 0.5, 5.0, "Gy", "hypoxia", "MODEL.md s3 prototype",
+        _P("vascular_slope_gy", 1.5, 0.5, 5.0, "Gy", "hypoxia", "docs/model.md s3 prototype",
            "width of the logistic vascular-damage curve (s_v)"),
-        _P("vascular_recovery_days", 6.0, 1.0, 30.0, "d", "hypoxia", "MODEL.md s3 prototype",
+        _P("vascular_recovery_days", 6.0, 1.0, 30.0, "d", "hypoxia", "docs/model.md s3 prototype",
            "time constant of vascular recovery (tau_v)"),
         _P("oer", 2.8, 2.0, 3.5, "1", "tumour", "Rofstad 1992 (OER 2.8); ICRP X-ray range 2.5-3",
-           "oxygen enhancement ratio of hypoxic cells (dose-modifying)"),
-        # --- chemokine (CXCL10 / CXCR3), MODEL.md section 4 ---
+           "oxygen enhancement ratio of fully anoxic clonogens (dose-modifying)"),
+        # --- clonogen hypoxia and population spread (docs/model.md, 'Tumour control') ---
+        _P("oer_intermediate", 1.7, 1.55, 2.25, "1", "tumour",
+           "Jeong et al. 2017 Clin Cancer Res: OER 1.70 (95% CI 1.55-2.25) of intermediately "
+           "hypoxic NSCLC cells, fitted to 2,701 patients", "OER of intermediately hypoxic "
+           "clonogens (glucose but no oxygen)"),
+        _P("clonogen_hypoxia_ratio", 0.3, 0.0, 1.5, "1", "tumour",
+           ASSUMPTION + ": radiobiologically hypoxic clonogens are a minority of the "
+           "FMISO-avid volume (Jeong et al. 2017); fitted for lung by rtopt calibrate --outcomes",
+           "radiobiologically hypoxic share of clonogens per unit FMISO hypoxic fraction"),
+        _P("anoxic_share", 0.0, 0.0, 0.01, "1", "tumour",
+           "Jeong et al. 2017 (a small anoxic compartment); size fitted for lung by rtopt "
+           "calibrate --outcomes", "share of the hypoxic clonogens that are fully anoxic (OER oer)"),
+        _P("alpha_sd_per_gy", 0.08, 0.0, 0.25, "1/Gy", "tumour",
+           "Webb & Nahum 1993 Phys Med Biol (inter-patient spread of alpha); fitted for lung "
+           "by rtopt calibrate --outcomes", "population standard deviation of alpha "
+           "(normal, truncated at 0) behind local control"),
+        # --- chemokine (CXCL10 / CXCR3), docs/model.md section 4 ---
         _P("chemokine_max", 1.0, 0.1, 5.0, "1", "chemokine", ASSUMPTION + ": signal unit",
            "peak chemokine pulse of one saturating fraction (A_max)"),
         _P("chemokine_k_gy", 6.0, 2.0, 12.0, "Gy", "chemokine",
@@ -100,7 +116,7 @@ SPECS: dict[str, ParameterSpec] = {
            "time from a fraction to the peak of its chemokine pulse"),
         _P("chemokine_decay_days", 4.0, 1.5, 10.0, "d", "chemokine", ASSUMPTION + " (3-5 d)",
            "decay time constant of a chemokine pulse (1/k_e)"),
-        # --- NK cells, MODEL.md section 5 (product presets below override) ---
+        # --- NK cells, docs/model.md section 5 (product presets below override) ---
         _P("nk_blood_clearance_per_day", 0.30, 0.002, 2.0, "1/d", "nk",
            "Bachanova et al. 2010 (donor NK undetectable after 7 d); Zhang et al. 2007 "
            "Immunology (endogenous half-life < 10 d)", "first-order loss of NK cells from blood"),
@@ -108,7 +124,11 @@ SPECS: dict[str, ParameterSpec] = {
            "basal blood-to-tumour trafficking rate (k0)"),
         _P("nk_chemokine_gain", 4.0, 0.0, 20.0, "1", "nk",
            ASSUMPTION + ": CXCR3-driven recruitment, several-fold at peak chemokine",
-           "trafficking gain per chemokine unit: k_in = k0 (1 + g C)"),
+           "largest relative increase of trafficking by chemokine: "
+           "k_in = k0 v (1 + g C / (C50 + C))"),
+        _P("nk_chemokine_half_signal", 0.5, 0.05, 5.0, "1", "nk",
+           ASSUMPTION + ": receptor-mediated recruitment saturates (CXCR3 occupancy)",
+           "chemokine signal of half-maximal extra recruitment (C50)"),
         _P("nk_tumour_loss_per_day", 0.20, 0.01, 2.0, "1/d", "nk", ASSUMPTION,
            "exit and death of NK cells in the tumour"),
         _P("nk_d0_gy", 2.9, 1.0, 8.0, "Gy", "nk",
@@ -126,8 +146,10 @@ SPECS: dict[str, ParameterSpec] = {
            "largest relative alpha increase from NK activity (s)"),
         _P("nk_radiosensitisation_e50", 0.1, 0.01, 2.0, "1", "nk", ASSUMPTION,
            "NK activity of half-maximal radiosensitisation (E50)"),
-        _P("nk_log_kill_per_activity_day", 0.5, 0.0, 5.0, "1/d", "nk", ASSUMPTION,
-           "natural-log clonogen kill per unit NK activity and day"),
+        _P("nk_log_kill_per_activity_day", 0.5, 0.0, 5.0, "1/d", "nk",
+           "mass-action form dN/dt = -c E N of de Pillis et al. 2005 Cancer Res; the mouse "
+           "rate constant does not transfer to human tumours, so its size is an " + ASSUMPTION,
+           "mass-action kill rate c: clonogens killed per clonogen, unit activity and day"),
         _P("nk_treg_penalty", 0.0, 0.0, 0.5, "1", "nk",
            "Xu et al. 2024 Front Immunol (IL-2 expands Tregs); size " + ASSUMPTION,
            "fractional activity loss from regulatory T cells"),
@@ -156,15 +178,20 @@ class Preset:
 from rtopt.data.calibrated import CALIBRATED as _CAL, FITTED as _FIT  # noqa: E402  (generated)
 
 
+from rtopt.data.calibrated import OUTCOME as _OUT  # noqa: E402  (generated)
+
+
 def _calibrated(site: str, obs: str) -> tuple[dict[str, float], dict[str, str]]:
     vals = dict(_CAL.get(site, {}))
     src = {k: (f"fitted to {obs} by rtopt calibrate" if k in _FIT.get(site, ()) else
-               "from the lung fit (rtopt calibrate)") for k in vals}
+               "fitted to the clinical outcomes L1-L6 by rtopt calibrate --outcomes"
+               if k in _OUT.get(site, {}) else "from the lung fit (rtopt calibrate)")
+           for k in vals}
     return vals, src
 
 
 SITE_PRESETS: dict[str, Preset] = {
-    "generic": Preset({}, note="MODEL.md section 3 prototype values; all hypoxia values are "
+    "generic": Preset({}, note="docs/model.md section 3 prototype values; all hypoxia values are "
                       "the lung prototype (assumption for an unspecified site)"),
     "lung": Preset(*_calibrated("lung", "O1-O3"),
                    note="NSCLC; O1 Kelada et al. 2018 IJROBP, O2 Inada et al. 2023 Radiother "
@@ -174,7 +201,7 @@ SITE_PRESETS: dict[str, Preset] = {
                             "20 Gy; vascular threshold higher than lung"),
     "head_and_neck": Preset(*_calibrated("head_and_neck", "O5"),
                             note="O5 FMISO reoxygenation during 70 Gy / 35 (review ref 118, "
-                                 "Okamoto et al. 2016 EJNMMI; MODEL.md also names Wiedenmann 2015)"),
+                                 "Okamoto et al. 2016 EJNMMI; docs/model.md also names Wiedenmann 2015)"),
     "breast": Preset({"vascular_d50_gy": 16.0},
                      {"vascular_d50_gy": ASSUMPTION + ": between lung and prostate; no imaging "
                       "data in the sources"}, note="hypoxia otherwise generic (assumption)"),
@@ -189,29 +216,40 @@ SITE_PRESETS: dict[str, Preset] = {
 
 PRODUCT_PRESETS: dict[str, Preset] = {
     "il2_activated": Preset(
-        {"nk_blood_clearance_per_day": 0.45, "nk_cytotoxicity": 1.0, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": 0.45, "nk_cytotoxicity": 1.0, "nk_d0_gy": 2.9,
+         "nk_tumour_loss_per_day": 0.35},
         {"nk_blood_clearance_per_day": "Bachanova et al. 2010: donor NK undetectable after 7 d "
                                        "(half-life ~1.5 d)",
          "nk_cytotoxicity": ASSUMPTION + ": reference product",
-         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy",
+         "nk_tumour_loss_per_day": "IL-2-activated NK cells die by cytokine withdrawal within "
+                                   "days (Bachanova et al. 2010); half-life ~2 d " + ASSUMPTION}),
     "il15_expanded": Preset(
-        {"nk_blood_clearance_per_day": 0.30, "nk_cytotoxicity": 1.1, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": 0.30, "nk_cytotoxicity": 1.1, "nk_d0_gy": 2.9,
+         "nk_tumour_loss_per_day": 0.20},
         {"nk_blood_clearance_per_day": "Miller et al. 2005 Blood (IL-15 supports expansion); "
                                        "half-life ~2.3 d " + ASSUMPTION,
          "nk_cytotoxicity": "Xu et al. 2024 Front Immunol (IL-15 priming); size " + ASSUMPTION,
-         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy",
+         "nk_tumour_loss_per_day": "generic value; half-life ~3.5 d in the tumour " + ASSUMPTION}),
     "memory_like_il12_15_18": Preset(
-        {"nk_blood_clearance_per_day": 0.12, "nk_cytotoxicity": 1.4, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": 0.12, "nk_cytotoxicity": 1.4, "nk_d0_gy": 2.9,
+         "nk_tumour_loss_per_day": 0.10},
         {"nk_blood_clearance_per_day": "Romee et al. 2016 Sci Transl Med (memory-like NK persist "
                                        "and expand); half-life ~6 d " + ASSUMPTION,
          "nk_cytotoxicity": "Romee et al. 2016 (enhanced response); size " + ASSUMPTION,
-         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy",
+         "nk_tumour_loss_per_day": "Romee et al. 2016 (memory-like NK persist); half-life "
+                                   "~7 d in the tumour " + ASSUMPTION}),
     "car_nk_il15": Preset(
-        {"nk_blood_clearance_per_day": 0.01, "nk_cytotoxicity": 1.6, "nk_d0_gy": 2.9},
+        {"nk_blood_clearance_per_day": 0.01, "nk_cytotoxicity": 1.6, "nk_d0_gy": 2.9,
+         "nk_tumour_loss_per_day": 0.04},
         {"nk_blood_clearance_per_day": "Liu et al. 2020 NEJM: IL-15-armed CAR-NK persisted "
                                        ">= 12 months (half-life ~70 d, " + ASSUMPTION + ")",
          "nk_cytotoxicity": ASSUMPTION + ": antigen-directed killing",
-         "nk_d0_gy": "stimulated NK D0 2.9 Gy"}),
+         "nk_d0_gy": "stimulated NK D0 2.9 Gy",
+         "nk_tumour_loss_per_day": "Liu et al. 2020 NEJM (IL-15-armed CAR-NK persist); "
+                                   "half-life ~17 d in the tumour " + ASSUMPTION}),
 }
 
 # Post-infusion cytokine support: multiplicative changes (Xu et al. 2024; sizes are assumptions).

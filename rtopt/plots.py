@@ -487,7 +487,7 @@ def plot_surrogate(site: str, *, product: str = "il15_expanded",
     V(d); chemokine amplitude A(d) with the Trex1 switch; hypoxic fraction ratio h/h0 two days
     after a single fraction; NK favourability of a single fraction followed by one infusion, as
     fold change over the infusion without RT (all from :func:`dose_response`).  The 12-13 Gy
-    band and the 18 Gy line of observations O1-O3 (MODEL.md s3) are marked.
+    band and the 18 Gy line of observations O1-O3 (docs/model.md s3) are marked.
 
     Parameters
     ----------

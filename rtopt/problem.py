@@ -30,9 +30,21 @@ from rtopt.simulator import Biology, simulate
 __all__ = ["Plan", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
            "OBJECTIVES"]
 
-OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "local_control",
+              "nk_gain_local_control", "nk_gain_log_kill", "tumour_bed")
 _METRIC_OF = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour_log10_kill",
-              "tcp": "tcp", "tumour_bed": "tumour_bed_gy"}
+              "tcp": "local_control", "local_control": "local_control",
+              "nk_gain_local_control": "nk_gain_local_control",
+              "nk_gain_log_kill": "nk_gain_log10_kill", "tumour_bed": "tumour_bed_gy"}
+SIMULATION_METRICS = {
+    "nk_favourability": "nk_auc", "tumour_log10_kill": "log10_kill",
+    "nk_log10_kill": "nk_log10_kill", "tcp": "tcp", "local_control": "local_control",
+    "log10_kill_without_nk": "log10_kill_without_nk",
+    "local_control_without_nk": "local_control_without_nk",
+    "nk_gain_log10_kill": "nk_gain_log10_kill", "nk_gain_local_control": "nk_gain_local_control",
+    "hypoxic_fraction_end": "hypoxic_fraction_end",
+    "mean_hypoxic_fraction": "mean_hypoxic_fraction"}
+"""Metric name -> :class:`rtopt.simulator.Simulation` field, for every simulated metric."""
 FEAS_TOL = 1e-6
 """Constraint tolerance, relative to max(1, |limit|): doses on a 0.5 Gy grid and BEDs of
 hundreds of Gy are computed to ~1e-12, so 1e-6 separates rounding from real violations."""
@@ -293,6 +305,10 @@ class Problem:
                               int(nk.min_interval_days), int(nk.min_days_before_next_fraction))
         self.weights: dict[str, float] = {k: float(v) for k, v in
                                           instance.objective_weights.items() if v}
+        ob = instance.objective
+        self.tcp_model = str(getattr(ob, "tcp_model", "population"))
+        self.cost_per_fraction = float(getattr(ob, "cost_per_fraction", 0.0) or 0.0)
+        self.cost_per_overall_day = float(getattr(ob, "cost_per_overall_day", 0.0) or 0.0)
         self.steps_per_day = steps_per_day
 
     # ------------------------------------------------------------------ descriptions
@@ -309,6 +325,76 @@ class Problem:
         if len(self.weights) == 1:
             return next(iter(self.weights))
         return "weighted(" + " + ".join(f"{w:g}*{k}" for k, w in self.weights.items()) + ")"
+
+    @property
+    def has_costs(self) -> bool:
+        """True when the objective charges for fractions or overall days."""
+        return self.cost_per_fraction > 0 or self.cost_per_overall_day > 0
+
+    def metric_of(self, term: str) -> str:
+        """The metric an objective term maximises (``tcp`` follows ``tcp_model``)."""
+        if term == "tcp" and self.tcp_model == "per_patient":
+            return "tcp"
+        return _METRIC_OF[term]
+
+    def objective_from_metrics(self, m: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        """Objective of ``n`` schedules from their metrics: the weighted terms minus the costs.
+
+        The one place the objective is assembled (:meth:`evaluate` and the back-ends that
+        score schedules themselves call it).  Without the TME simulation, TME terms are unknown
+        (NaN), never zero.
+        """
+        obj = np.zeros(n)
+        for k, w in self.weights.items():
+            obj = obj + w * np.asarray(m.get(self.metric_of(k), np.full(n, np.nan)))
+        if self.cost_per_fraction:
+            obj = obj - self.cost_per_fraction * np.asarray(m["n_fractions"])
+        if self.cost_per_overall_day:
+            obj = obj - self.cost_per_overall_day * np.asarray(m["overall_days"])
+        return obj
+
+    def outcome_calibration(self) -> tuple[bool, str]:
+        """Whether this instance's tumour control is calibrated against clinical outcomes.
+
+        True only when the site has an outcome fit (``rtopt calibrate --outcomes``) and the
+        instance keeps every value that fit held fixed or fitted (tumour values, clonogens,
+        and no ``[tumour.surrogate]`` override of an outcome parameter).  The message says
+        why not otherwise; the CLI prints it beside local control and TCP objectives.
+        """
+        from rtopt.calibrate import load_outcomes
+        from rtopt.data.calibrated import OUTCOME
+
+        t = self.instance.tumour
+        site = str(getattr(t.site, "value", t.site))
+        sites, obs = load_outcomes()
+        if site not in OUTCOME or site not in sites:
+            return False, (f"site {site!r} has no clinical outcome data: local control and TCP "
+                           "are model predictions, not calibrated")
+        ids = [o.id for o in obs if o.site == site]
+        label = f"{ids[0]}-{ids[-1]}" if ids else "none"
+        fixed = sites[site].fixed()
+        differ = []
+        for key, val in fixed.items():
+            mine = getattr(t, key)
+            mine = getattr(mine, "value", mine)
+            if (mine is None) != (val is None) or (
+                    val is not None and (mine != val if isinstance(val, str)
+                                         else abs(float(mine) - float(val)) > 1e-9 * abs(val))):
+                differ.append(f"{key} {mine!r} (fit: {val!r})")
+        if t.clonogens is not None and abs(t.clonogens / OUTCOME[site]["clonogens"] - 1) > 1e-9:
+            differ.append(f"clonogens {t.clonogens:g} (fit: {OUTCOME[site]['clonogens']:g})")
+        over = set(getattr(t.surrogate, "model_fields_set", set()) or set()) & set(OUTCOME[site])
+        differ += [f"[tumour.surrogate] {k}" for k in sorted(over)]
+        if differ:
+            return False, (f"not the {site} outcome calibration ({label}): "
+                           + ", ".join(differ))
+        return True, f"calibrated to the {site} clinical outcomes {label}"
+
+    @property
+    def needs_population(self) -> bool:
+        """True when the objective needs local control (the population average)."""
+        return any(self.metric_of(k) in ("local_control", "nk_gain_local_control")
+                   for k in self.weights)
 
     @property
     def needs_simulation(self) -> bool:
@@ -352,7 +438,8 @@ class Problem:
                          for o in self.oars], axis=1)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, D: Any, U: Any = None, *, simulate_tme: bool | None = None) -> Evaluation:
+    def evaluate(self, D: Any, U: Any = None, *, simulate_tme: bool | None = None,
+                 all_metrics: bool = False) -> Evaluation:
         """Metrics, objective and constraint slacks of many schedules at once.
 
         Parameters
@@ -363,6 +450,8 @@ class Problem:
             NK infusions per day.
         simulate_tme : bool, optional
             Run the TME simulator (default: when the objective needs it).
+        all_metrics : bool
+            Compute local control even when the objective does not need it (verification).
         """
         D = np.atleast_2d(np.asarray(D, dtype=float))
         n, H = D.shape
@@ -389,17 +478,11 @@ class Problem:
             m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
         run = self.needs_simulation if simulate_tme is None else simulate_tme
         if run:
-            sim = simulate(self.biology, D, U, steps_per_day=self.steps_per_day)
-            m["nk_favourability"] = sim.nk_auc
-            m["tumour_log10_kill"] = sim.log10_kill
-            m["nk_log10_kill"] = sim.nk_log10_kill
-            m["tcp"] = sim.tcp
-            m["hypoxic_fraction_end"] = sim.hypoxic_fraction_end
-            m["mean_hypoxic_fraction"] = sim.mean_hypoxic_fraction
-        obj = np.zeros(n)
-        for k, w in self.weights.items():
-            # without the TME simulation, TME objectives are unknown (NaN), never zero
-            obj = obj + w * m.get(_METRIC_OF[k], np.full(n, np.nan))
+            sim = simulate(self.biology, D, U, steps_per_day=self.steps_per_day,
+                           population=all_metrics or self.needs_population)
+            for name, attr in SIMULATION_METRICS.items():
+                m[name] = getattr(sim, attr)
+        obj = self.objective_from_metrics(m, n)
 
         s: dict[str, tuple[np.ndarray, float, str, str]] = {}
         s["n_fractions.min"] = (m["n_fractions"], float(self.n_min), ">=", "rule")
@@ -471,7 +554,7 @@ class Problem:
         """:meth:`verify` for several plans in one vectorised simulation."""
         if not plans:
             return []
-        ev = self.evaluate_plans(plans, simulate_tme=True)
+        ev = self.evaluate_plans(plans, simulate_tme=True, all_metrics=True)
         out = []
         for i, plan in enumerate(plans):
             checks = []

@@ -2,7 +2,7 @@
 
 This module is the one place in rtopt where survival, biologically effective dose (BED) and
 equivalent dose in 2 Gy fractions (EQD2) are computed; back-ends, the simulator and reports all
-call it (MODEL.md section 2).  Every function is pure and vectorised: arguments are numpy
+call it (docs/model.md section 2).  Every function is pure and vectorised: arguments are numpy
 array-likes that broadcast against each other, and scalars in give numpy scalars out.
 
 Survival models (``model=``), for one fraction of dose ``d``:
@@ -26,6 +26,9 @@ import numpy as np
 
 __all__ = [
     "SURVIVAL_MODELS",
+    "POPULATION_Z",
+    "population_alphas",
+    "population_tcp",
     "usc_transition_dose",
     "neg_log_survival",
     "bed_per_fraction",
@@ -208,7 +211,7 @@ def bed_per_fraction(d, alpha_beta_gy, model="lq", transition_dose_gy=None, alph
     """Biologically effective dose (Gy) of one fraction of ``d`` Gy, ``-ln S / alpha``.
 
     ``"lq"``: ``d (1 + d / rho)``.
-    ``"lq_l"``: ``d_T (1 + d_T / rho) + (d - d_T)(1 + 2 d_T / rho)`` above ``d_T`` (MODEL.md s2).
+    ``"lq_l"``: ``d_T (1 + d_T / rho) + (d - d_T)(1 + 2 d_T / rho)`` above ``d_T`` (docs/model.md s2).
     ``"usc"``: :func:`neg_log_survival` with ``beta = alpha / rho``, divided by ``alpha``; ``rho``
     must then be close to the USC's implied ``alpha / beta`` (H460: about 8.6 Gy, not 10).
 
@@ -556,3 +559,67 @@ def poisson_tcp(clonogens, log_survival):
         # ln 0 = -inf is intended: no clonogens means certain control.
         exponent = np.log(n0) + log_s
     return np.exp(-np.exp(np.minimum(exponent, _MAX_EXPONENT)))
+
+
+POPULATION_Z = np.linspace(-5.0, 5.0, 41)
+"""Standard-normal nodes at which survival is evaluated for population tumour control."""
+_FINE_Z = np.linspace(-5.0, 5.0, 801)
+_FINE_W = np.exp(-0.5 * _FINE_Z ** 2)
+_FINE_W[[0, -1]] *= 0.5
+_FINE_W /= _FINE_W.sum()
+
+
+def _interp_matrix() -> np.ndarray:
+    # linear interpolation from the nodes to the fine grid, as one (41, 801) matrix
+    nz = POPULATION_Z.size
+    pos = (_FINE_Z - POPULATION_Z[0]) / (POPULATION_Z[1] - POPULATION_Z[0])
+    lo = np.minimum(np.floor(pos).astype(int), nz - 2)
+    frac = pos - lo
+    m = np.zeros((nz, _FINE_Z.size))
+    m[lo, np.arange(_FINE_Z.size)] = 1.0 - frac
+    m[lo + 1, np.arange(_FINE_Z.size)] += frac
+    return m
+
+
+_INTERP = _interp_matrix()
+
+
+def population_alphas(alpha_mean, alpha_sd):
+    """Alpha values (1/Gy) of the population nodes :data:`POPULATION_Z`, truncated at 0.
+
+    ``alpha_mean`` and ``alpha_sd`` broadcast; the node axis is appended last.
+    """
+    a = np.asarray(alpha_mean, dtype=float)[..., None]
+    s = np.asarray(alpha_sd, dtype=float)[..., None]
+    return np.maximum(a + s * POPULATION_Z, 0.0)
+
+
+def population_tcp(clonogens, log_survival_nodes):
+    """Population tumour control: Poisson TCP averaged over a normal spread of alpha.
+
+    ``LC = E_alpha[exp(-N0 S(alpha))]`` with alpha ~ normal (Webb & Nahum 1993, Phys Med Biol),
+    truncated at 0.  ``ln S`` is given at the nodes :data:`POPULATION_Z` (last axis, from
+    :func:`population_alphas`); it is smooth in alpha (a log-sum of terms affine in alpha), so
+    it is interpolated linearly onto a fine grid of 801 points on [-5, 5] sd, where the steep
+    per-patient TCP is averaged by the trapezoid rule with normal weights.  The mass beyond
+    5 sd (6e-7) is ignored.
+
+    Parameters
+    ----------
+    clonogens : array_like
+        ``N0`` (broadcast against the leading axes).
+    log_survival_nodes : array_like, shape (..., 41)
+        Natural log of the surviving fraction at each node.
+
+    Returns
+    -------
+    numpy.ndarray
+        Local control in [0, 1], shape ``(...)``.
+    """
+    ln_s = _as_float(log_survival_nodes)
+    nz = POPULATION_Z.size
+    if ln_s.shape[-1] != nz:
+        raise ValueError(f"log_survival_nodes needs {nz} nodes on its last axis")
+    fine = ln_s @ _INTERP
+    tcp = poisson_tcp(np.asarray(clonogens, dtype=float)[..., None], fine)
+    return tcp @ _FINE_W

@@ -1,31 +1,41 @@
 """Simulators of the TME surrogate: a fast vectorised one and a plain reference (``solve_ivp``).
 
-State (MODEL.md s3-5), all relative to pre-treatment or to one standard NK infusion:
+State (docs/model.md), all relative to pre-treatment or to one standard NK infusion:
 
 ======  ==========================================================================
 ``w``   oxygen demand (1 at baseline); each fraction ``w <- w (1 - m(d))``, relaxes to 1
 ``v``   vascular function (1 at baseline); ``v <- v (1 - V(d))``, relaxes to 1
 ``P``   chemokine precursor; a fraction adds ``A(d) norm``; ``dP/dt = -k_rise P``
 ``C``   chemokine signal; ``dC/dt = k_rise P - k_decay C``
-``B``   NK cells in blood; an infusion adds 1; ``dB/dt = -(k_cl + k_in(C)) B``
-``T``   NK cells in the tumour; ``dT/dt = k_in(C) B - k_out T``, ``k_in = k0 (1 + g C)``
+``B``   NK cells in blood; an infusion adds 1; ``dB/dt = -(k_cl + k_in) B``
+``T``   NK cells in the tumour; ``dT/dt = k_in B - k_out T``,
+        ``k_in = k0 v (1 + g C / (C50 + C))`` (perfusion and saturating recruitment)
 ======  ==========================================================================
 
-Hypoxic fraction ``h = min(h_max, h0 (w/v)^gamma)``; NK activity
-``E = kappa (1 - treg) T (1 - eta h)``.  At a fraction of ``d`` Gy on day ``j`` (time ``t = j``,
-before any infusion that day): clonogens survive with
-``S = (1 - h) S_ox(d; alpha_eff) + h S_ox(d / OER; alpha_eff)`` where
-``alpha_eff = alpha (1 + s E / (E50 + E))`` (NK radiosensitisation); in-field NK cells die,
-``T <- T exp(-d / D0)``, blood NK receive ``f_blood d``.  NK cells also kill clonogens directly:
-``ln S -= k_nk * integral(E dt)``; repopulation adds ``ln 2 / T_pot * max(0, T - T_k)``.
+FMISO hypoxic fraction ``h = min(h_max, h0 (w/v)^gamma)``; NK activity
+``E = kappa (1 - treg) T (1 - eta h)`` (hypoxia suppresses NK killing).  At a fraction of ``d``
+Gy on day ``j`` (time ``t = j``, before any infusion that day) in-field NK cells die,
+``T <- T exp(-d / D0)``, and blood NK receive ``f_blood d``.
+
+Tumour control (:func:`_outcomes`, shared by every simulator and by :class:`InfusionKernels`):
+each fraction kills clonogens in three compartments, oxic, intermediately hypoxic (OER
+``oer_intermediate``) and anoxic (OER ``oer``), whose shares follow from the FMISO fraction
+(:func:`rtopt.surrogate.clonogen_hypoxic_shares`); survivors redistribute between fractions.
+Alpha is raised by the NK activity present over the day before the fraction,
+``alpha (1 + s E_prev / (E50 + E_prev))``.  NK cells kill clonogens by mass action
+(``dN/dt = -c E N``, so ``ln S -= c * integral(E dt)``); repopulation adds
+``ln 2 / T_pot * max(0, T - T_k)``.  Per-patient Poisson TCP uses the nominal alpha; local
+control averages it over a normal spread of alpha (:func:`rtopt.radiobiology.population_tcp`).
+The same plan without NK cells (no radiosensitisation, no NK kill; hypoxia does not depend on
+NK cells) gives the NK-attributable gains.
 
 :func:`simulate` evaluates many schedules at once (rows of a ``(N, days)`` dose matrix) and
 broadcasts array-valued parameters (parameter samples) along the same rows.  Events (fractions,
 infusions) are applied day by day with the numpy functions of :mod:`rtopt.surrogate` and
 :mod:`rtopt.radiobiology`, on the rows that have one; between events a small compiled kernel
 (numba, parallel over schedules) advances each schedule: exact for ``w, v, P, C``; ``B, T`` use
-the exact solution with the trafficking rate frozen at the chemokine value of each sub-step's
-midpoint (second order); the activity and hypoxia integrals use the trapezoid rule;
+the exact solution with the trafficking rate frozen at the chemokine and perfusion of each
+sub-step's midpoint (second order); the activity and hypoxia integrals use the trapezoid rule;
 ``steps_per_day`` sets the sub-step.  :func:`simulate_reference` integrates the same equations
 with ``scipy.integrate.solve_ivp`` one schedule at a time; the tests hold the two together.
 """
@@ -50,6 +60,7 @@ from rtopt import surrogate as sg
 from rtopt.parameters import SurrogateParameters, resolve
 
 __all__ = ["Biology", "Simulation", "simulate", "simulate_reference", "STATE_NAMES",
+           "fraction_log_survival",
            "InfusionKernels", "infusion_kernels"]
 
 STATE_NAMES = ("demand", "vascular", "chemokine_precursor", "chemokine", "nk_blood", "nk_tumour")
@@ -95,8 +106,13 @@ class Biology:
         params = inst.surrogate_parameters()
         if param_overrides:
             params = params.with_values(**param_overrides)
+        clonogens = t.clonogens
+        if clonogens is None:                       # the site's outcome-calibrated value
+            from rtopt.data.calibrated import OUTCOME
+
+            clonogens = OUTCOME[str(getattr(t.site, "value", t.site))]["clonogens"]
         return cls(alpha_per_gy=t.alpha_per_gy, alpha_beta_gy=t.alpha_beta_gy,
-                   clonogens=t.clonogens, hypoxic_fraction=t.hypoxic_fraction, params=params,
+                   clonogens=clonogens, hypoxic_fraction=t.hypoxic_fraction, params=params,
                    survival_model=str(getattr(t.survival_model, "value", t.survival_model)),
                    transition_dose_gy=t.transition_dose_gy, usc_d0_gy=t.usc_d0_gy,
                    usc_dq_gy=t.usc_dq_gy,
@@ -122,41 +138,63 @@ class Simulation:
     Attributes
     ----------
     nk_auc : ndarray
-        NK favourability: integral of NK activity over the horizon (activity-days).
+        NK favourability: integral of NK activity over the horizon (activity-days).  It measures
+        how much NK activity the tumour sees, not an outcome: activity counts whether or not
+        clonogens remain.
     ln_survival : ndarray
-        Natural log of the clonogen surviving fraction (RT with OER and NK radiosensitisation,
-        NK killing, repopulation).
+        Natural log of the clonogen surviving fraction at the nominal alpha (RT over the three
+        clonogen compartments with NK radiosensitisation, NK killing, repopulation).
     log10_kill : ndarray
         ``-ln_survival / ln 10``.
     tcp : ndarray
-        Poisson tumour control probability ``exp(-N0 S)``.
+        Per-patient Poisson tumour control probability ``exp(-N0 S)`` at the nominal alpha.
+    local_control : ndarray
+        Population tumour control: ``tcp`` averaged over the spread of alpha
+        (``alpha_sd_per_gy``); what clinical series report.
     nk_log10_kill : ndarray
         The part of ``log10_kill`` due to direct NK killing.
+    log10_kill_without_nk, local_control_without_nk : ndarray
+        The same plan without NK cells.
+    nk_gain_log10_kill, nk_gain_local_control : ndarray
+        NK-attributable gains: the outcome with NK cells minus the same plan without them.
     hypoxic_fraction_end : ndarray
-        Hypoxic fraction at the end of the horizon.
+        FMISO hypoxic fraction at the end of the horizon.
     mean_hypoxic_fraction : ndarray
-        Time-averaged hypoxic fraction over the horizon.
+        Time-averaged FMISO hypoxic fraction over the horizon.
     t_days : ndarray or None
         Trajectory times, shape ``(K,)`` (only with ``trajectory=True``).
     trajectory : dict or None
         ``{name: (N, K) array}`` for ``hypoxic_fraction``, ``demand``, ``vascular``,
-        ``chemokine``, ``nk_blood``, ``nk_tumour``, ``nk_activity``.
+        ``chemokine``, ``nk_blood``, ``nk_tumour``, ``nk_activity`` and ``log10_survival``
+        (cumulative log10 surviving fraction of clonogens at the nominal alpha).
     fraction_activity, fraction_hypoxia : ndarray or None
-        ``(N, days)``: NK activity and hypoxic fraction just before each day's fraction (0 on
-        days without one); only with ``record_fractions=True``.
+        ``(N, days)``: NK activity over the day before each fraction (its mean, the
+        radiosensitising activity) and the FMISO hypoxic fraction at each fraction (0 on days
+        without one); only with ``record_fractions=True``.
     """
 
     nk_auc: np.ndarray
     ln_survival: np.ndarray
     log10_kill: np.ndarray
     tcp: np.ndarray
+    local_control: np.ndarray
     nk_log10_kill: np.ndarray
+    log10_kill_without_nk: np.ndarray
+    local_control_without_nk: np.ndarray
+    nk_gain_log10_kill: np.ndarray
+    nk_gain_local_control: np.ndarray
     hypoxic_fraction_end: np.ndarray
     mean_hypoxic_fraction: np.ndarray
     t_days: np.ndarray | None = None
     trajectory: dict[str, np.ndarray] | None = field(default=None, repr=False)
     fraction_activity: np.ndarray | None = field(default=None, repr=False)
     fraction_hypoxia: np.ndarray | None = field(default=None, repr=False)
+
+
+_ROW_FIELDS = ("nk_auc", "ln_survival", "log10_kill", "tcp", "local_control", "nk_log10_kill",
+               "log10_kill_without_nk", "local_control_without_nk", "nk_gain_log10_kill",
+               "nk_gain_local_control", "hypoxic_fraction_end", "mean_hypoxic_fraction")
+"""The per-schedule fields of :class:`Simulation`."""
 
 
 def _as_matrix(a: Any, name: str) -> np.ndarray:
@@ -177,52 +215,126 @@ def _param_rows(bio: Biology, rows: slice, n: int) -> SurrogateParameters:
     return SurrogateParameters(vals, bio.params.provenance)
 
 
-def _clonogen_log_survival(d: np.ndarray, h: np.ndarray, act: np.ndarray, bio: Biology,
-                           p: Any) -> np.ndarray:
-    """ln S of one fraction with hypoxia (OER as dose modifier) and NK radiosensitisation."""
-    alpha = bio.alpha_per_gy * (1.0 + p.nk_radiosensitisation_max * act
-                                / (p.nk_radiosensitisation_e50 + act))
+def _col(x: Any, nd: int) -> Any:
+    """A per-schedule parameter array ``(N,)`` as ``(N, 1, ...)`` with ``nd`` axes in all."""
+    if np.ndim(x) == 1:
+        return np.reshape(x, (-1,) + (1,) * (nd - 1))
+    return x
+
+
+def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
+                          alpha: Any = None) -> np.ndarray:
+    """ln S of one fraction over the oxic, intermediate and anoxic clonogen compartments.
+
+    Parameters
+    ----------
+    d, h, act : array_like
+        Dose (Gy), FMISO hypoxic fraction before the fraction, and the NK activity over the
+        day before it (radiosensitisation); they broadcast together.
+    bio : Biology
+    p : SurrogateParameters
+        Values broadcast against ``d`` (per-schedule arrays already shaped by the caller).
+    alpha : array_like, optional
+        Alpha (1/Gy) before radiosensitisation (default ``bio.alpha_per_gy``); may carry extra
+        trailing axes (population nodes), in which case ``d``, ``h`` and ``act`` must have
+        matching singleton axes.
+    """
+    a0 = bio.alpha_per_gy if alpha is None else alpha
+    # a patient's radiosensitivity scales alpha and beta together (fixed alpha/beta)
+    b = bio.beta_per_gy2 * (1.0 if alpha is None else a0 / bio.alpha_per_gy)
+    a = a0 * (1.0 + p.nk_radiosensitisation_max * act / (p.nk_radiosensitisation_e50 + act))
     kw = bio.survival_kw
-    ln_ox = -rb.neg_log_survival(d, alpha, bio.beta_per_gy2, **kw)
-    ln_hyp = -rb.neg_log_survival(d / p.oer, alpha, bio.beta_per_gy2, **kw)
-    # log((1-h) e^a + h e^b) without underflow at large doses
+    hi, ha = sg.clonogen_hypoxic_shares(h, p)
     with np.errstate(divide="ignore"):
-        return np.logaddexp(np.log1p(-h) + ln_ox, np.log(h) + ln_hyp)
+        terms = (np.log1p(-(hi + ha)) - rb.neg_log_survival(d, a, b, **kw),
+                 np.log(hi) - rb.neg_log_survival(d / p.oer_intermediate, a, b, **kw),
+                 np.log(ha) - rb.neg_log_survival(d / p.oer, a, b, **kw))
+    # log-sum-exp without underflow at large doses
+    return np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2])
 
 
-def _apply_fraction(d, state, h, act, bio, p, chem_norm):
-    """Jumps of every state at a fraction (shared by both simulators)."""
+def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
+              fa: np.ndarray, auc: np.ndarray, population: bool = True) -> dict[str, np.ndarray]:
+    """Tumour outcomes of ``N`` schedules from their fractions (the one place they are computed).
+
+    ``fd, fh, fa`` are ``(N, F)`` dose, FMISO hypoxic fraction and previous-day NK activity of
+    each fraction (0-dose padding contributes nothing); ``auc`` the NK activity integral.
+    ``population`` False skips the population average (local control is then NaN): a
+    shortcut for searches whose objective does not need it.
+    """
+    n = fd.shape[0]
+    if not population:
+        zero = np.zeros((n, 1))
+        sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
+        p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
+    alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
+    if not population:
+        alphas = alphas[..., rb.POPULATION_Z.size // 2:rb.POPULATION_Z.size // 2 + 1]
+    alphas = np.reshape(alphas, (-1, 1, alphas.shape[-1]))            # (N|1, 1, Q)
+    pc = SurrogateParameters({k: _col(v, 3) for k, v in p.values.items()}, p.provenance)
+    d, h = fd[:, :, None], fh[:, :, None]
+    ln_nk = fraction_log_survival(d, h, fa[:, :, None], bio, pc, alphas).sum(axis=1)  # (N, Q)
+    if bio.nk and np.any(fa > 0):
+        ln_0 = fraction_log_survival(d, h, 0.0, bio, pc, alphas).sum(axis=1)
+    else:
+        ln_0 = ln_nk
+    nk_ln = -p.nk_log_kill_per_activity_day * auc if bio.nk else np.zeros(n)
+    nk_ln = np.broadcast_to(nk_ln, (n,))
+    repop = rb.repopulation_log_gain(rb.overall_days(D), bio.potential_doubling_days,
+                                     bio.repopulation_kickoff_days)
+    repop = np.broadcast_to(repop, (n,))
+    with_nk = ln_nk + (nk_ln + repop)[:, None]
+    without = ln_0 + repop[:, None]
+    mid = with_nk.shape[1] // 2                                       # z = 0: nominal alpha
+    n0 = np.asarray(bio.clonogens, dtype=float)
+    ln_s, ln_s0 = with_nk[:, mid], without[:, mid]
+    if population:
+        lc = rb.population_tcp(_col(n0, 1), with_nk)
+        lc0 = (lc if ln_0 is ln_nk and not np.any(nk_ln)
+               else rb.population_tcp(_col(n0, 1), without))
+    else:
+        lc = lc0 = np.full(n, np.nan) + zero[:, 0]
+    ln10 = np.log(10.0)
+    return dict(ln_survival=ln_s, log10_kill=-ln_s / ln10, tcp=rb.poisson_tcp(n0, ln_s),
+                local_control=lc, nk_log10_kill=-nk_ln / ln10,
+                log10_kill_without_nk=-ln_s0 / ln10, local_control_without_nk=lc0,
+                nk_gain_log10_kill=(ln_s0 - ln_s) / ln10, nk_gain_local_control=lc - lc0)
+
+
+def _apply_fraction(d, state, bio, p, chem_norm):
+    """Jumps of every TME state at a fraction (shared by both simulators)."""
     w, v, P, C, B, T = state
-    ln_s = _clonogen_log_survival(d, h, act, bio, p)
     w = w * (1.0 - sg.demand_drop(d, p))
     v = v * (1.0 - sg.vascular_damage(d, p))
     P = P + sg.chemokine_amplitude(d, p) * chem_norm
     T = T * np.exp(-d / p.nk_d0_gy)
     B = B * np.exp(-p.nk_blood_dose_fraction * d / p.nk_d0_gy)
-    return (w, v, P, C, B, T), ln_s
+    return (w, v, P, C, B, T)
 
 
 def _activity(T, h, p):
     return p.nk_cytotoxicity * (1.0 - p.nk_treg_penalty) * T * (1.0 - p.nk_hypoxic_suppression * h)
 
 
-def _finish(bio: Biology, doses: np.ndarray, ln_rt: np.ndarray, auc: np.ndarray, p: Any,
-            h_end: np.ndarray, h_mean: np.ndarray, t=None, traj=None, rec=None) -> Simulation:
-    nk_ln = -p.nk_log_kill_per_activity_day * auc
-    repop = rb.repopulation_log_gain(rb.overall_days(doses), bio.potential_doubling_days,
-                                     bio.repopulation_kickoff_days)
-    ln_s = ln_rt + nk_ln + repop
-    return Simulation(
-        nk_auc=auc, ln_survival=ln_s, log10_kill=-ln_s / np.log(10.0),
-        tcp=rb.poisson_tcp(bio.clonogens, ln_s), nk_log10_kill=-nk_ln / np.log(10.0),
-        hypoxic_fraction_end=h_end, mean_hypoxic_fraction=h_mean, t_days=t, trajectory=traj,
-        fraction_activity=None if rec is None else rec[0],
-        fraction_hypoxia=None if rec is None else rec[1])
+def _compact_fractions(D: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """``(N, days)`` arrays restricted to each row's fraction days, as ``(N, F)`` (zero-padded)."""
+    frac = D > 0
+    cnt = frac.sum(axis=1)
+    F = max(int(cnt.max(initial=0)), 1)
+    rows, cols = np.nonzero(frac)
+    pos = np.arange(rows.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    out = []
+    for a in (D,) + arrays:
+        m = np.zeros((D.shape[0], F))
+        m[rows, pos] = a[rows, cols]
+        out.append(m)
+    return out
 
 
 def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: int = 8,
              trajectory: bool = False, chunk: int = 65536,
-             threads: int | None = None, record_fractions: bool = False) -> Simulation:
+             threads: int | None = None, record_fractions: bool = False,
+             population: bool = True) -> Simulation:
     """Simulate many schedules at once with the fast event-driven stepper.
 
     Parameters
@@ -246,6 +358,9 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
         :class:`Simulation`); :func:`infusion_kernels` uses them.
     threads : int, optional
         Threads of the compiled sub-step kernel (default: numba's, one per CPU).
+    population : bool
+        Compute local control (the population average; default).  False leaves
+        ``local_control`` NaN and saves most of the outcome cost.
 
     Returns
     -------
@@ -270,7 +385,7 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
     def run(i: int) -> Simulation:
         return _simulate_chunk(bio, D[i:i + chunk], U[i:i + chunk],
                                _param_rows(bio, slice(i, i + chunk), n), steps_per_day, trajectory,
-                               record_fractions)
+                               record_fractions, population)
 
     import numba
 
@@ -283,10 +398,7 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
         numba.set_num_threads(previous)
     if len(parts) == 1:
         return parts[0]
-    out = {}
-    for name in ("nk_auc", "ln_survival", "log10_kill", "tcp", "nk_log10_kill",
-                 "hypoxic_fraction_end", "mean_hypoxic_fraction"):
-        out[name] = np.concatenate([getattr(s, name) for s in parts])
+    out = {name: np.concatenate([getattr(s, name) for s in parts]) for name in _ROW_FIELDS}
     traj = None
     if trajectory:
         traj = {k: np.concatenate([s.trajectory[k] for s in parts]) for k in parts[0].trajectory}
@@ -307,13 +419,15 @@ def _at(a, i):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c_pc, ke_h,
-                kp_h, k0, x_off, e_out, h0, h_max, gamma, eta, nk, traj, col0):  # pragma: no cover
+def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c_pc, e_eh,
+                c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma, eta, nk, traj,
+                col0):  # pragma: no cover
     """Advance every schedule by one day in ``spd`` sub-steps (states updated in place).
 
     Exact propagators for the demand and vascular deficits ``dw = 1 - w``, ``dv = 1 - v`` and
-    the chemokine pair ``P, C``; ``B, T`` exact with the trafficking rate frozen at the
-    sub-step's midpoint chemokine; trapezoid sums of the hypoxic fraction and of
+    the chemokine pair ``P, C``; ``B, T`` exact with the trafficking rate
+    ``k0 v (1 + g C / (C50 + C))`` (:func:`rtopt.surrogate.nk_infiltration_rate`) frozen at the
+    sub-step's midpoint chemokine and perfusion; trapezoid sums of the hypoxic fraction and of
     ``T (1 - eta h)`` (the activity without its constant factor).  ``traj`` (``(N, K, 7)`` or
     empty) receives the state at each sub-step start from column ``col0``.
     """
@@ -322,7 +436,8 @@ def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c
     for i in prange(n):
         dwi, dvi, Pi, Ci, Bi, Ti, hi = dw[i], dv[i], P[i], C[i], B[i], T[i], h[i]
         ew, ev, ee, ea, cpc = _at(e_w, i), _at(e_v, i), _at(e_e, i), _at(e_a, i), _at(c_pc, i)
-        keh, kph, k0i, xo, eo = _at(ke_h, i), _at(kp_h, i), _at(k0, i), _at(x_off, i), _at(e_out, i)
+        eeh, cpch, sqv, k0i = _at(e_eh, i), _at(c_pch, i), _at(sq_ev, i), _at(k0, i)
+        gi, c50i, xo, eo = _at(gain, i), _at(c50, i), _at(x_off, i), _at(e_out, i)
         hmx, g, et = _at(h_max, i), _at(gamma, i), _at(eta, i)
         Ei = Ti * (1.0 - et * hi)
         hs = 0.0
@@ -338,7 +453,9 @@ def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c
                 traj[i, c, 5] = Ti
                 traj[i, c, 6] = Ei
             if nk:
-                kin = Ci * keh + Pi * kph + k0i
+                cm = Ci * eeh + Pi * cpch
+                vm = 1.0 - dvi * sqv
+                kin = k0i * vm * (1.0 + gi * cm / (c50i + cm))
                 x = kin * dt + xo + 1e-300          # x = 0 exactly would give 0/0 below
                 em = np.expm1(-x)
                 Ti = Ti * eo - em / x * kin * Bi * eo * dt
@@ -366,9 +483,33 @@ _TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood"
                "nk_activity")
 
 
-def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False):
+def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
+    """Cumulative log10 clonogen survival on the trajectory grid (nominal alpha)."""
     n, days = D.shape
-    rec = (np.zeros((n, days)), np.zeros((n, days))) if want_rec else None
+    spd = (t.size - 1) // days
+    steps = np.zeros((n, t.size))
+    steps[:, 0:days * spd:spd] = ln_frac                      # fraction kill at the day's start
+    ln = np.cumsum(steps, axis=1)
+    if bio.nk:
+        dt = t[1] - t[0]
+        cum = np.concatenate([np.zeros((n, 1)),
+                              np.cumsum(0.5 * dt * (activity[:, 1:] + activity[:, :-1]), axis=1)],
+                             axis=1)
+        ln -= _col(p.nk_log_kill_per_activity_day, 2) * cum
+    if bio.potential_doubling_days and bio.repopulation_kickoff_days is not None:
+        frac = D > 0
+        has = frac.any(axis=1)
+        first = np.where(has, frac.argmax(axis=1), 0)[:, None]
+        last = np.where(has, days - 1 - frac[:, ::-1].argmax(axis=1), 0)[:, None]
+        elapsed = np.clip(np.minimum(t[None, :], last) - first, 0, None)
+        ln += np.log(2.0) / bio.potential_doubling_days * np.maximum(
+            0.0, elapsed - bio.repopulation_kickoff_days) * has[:, None]
+    return ln / np.log(10.0)
+
+
+def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True):
+    n, days = D.shape
+    fh_all, fa_all = np.zeros((n, days)), np.zeros((n, days))
     dt = 1.0 / spd
     ka, ke, norm = sg.chemokine_rates(p)
     # exact sub-step propagators of the linear parts (arrays: shared or one per sample)
@@ -376,40 +517,42 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False):
     e_ah, e_eh = np.exp(-ka * dt / 2), np.exp(-ke * dt / 2)
     c_pc = ka / (ke - ka) * (e_a - e_e)          # P -> C over dt
     c_pch = ka / (ke - ka) * (e_ah - e_eh)      # P -> C over dt/2
-    k0, g = p.nk_infiltration_per_day, p.nk_chemokine_gain
     kcl, kout = p.nk_blood_clearance_per_day, p.nk_tumour_loss_per_day
     act_scale = p.nk_cytotoxicity * (1.0 - p.nk_treg_penalty)
     eta, h0 = p.nk_hypoxic_suppression, float(bio.hypoxic_fraction)
     consts = [_row_array(x) for x in (
         np.exp(-dt / p.demand_recovery_days), np.exp(-dt / p.vascular_recovery_days), e_e, e_a,
-        c_pc, k0 * g * e_eh, k0 * g * c_pch, k0, (kcl - kout) * dt, np.exp(-kout * dt))]
+        c_pc, e_eh, c_pch, np.exp(-dt / (2 * p.vascular_recovery_days)),
+        p.nk_infiltration_per_day, p.nk_chemokine_gain, p.nk_chemokine_half_signal,
+        (kcl - kout) * dt, np.exp(-kout * dt))]
     shape_c = [_row_array(x) for x in (p.hypoxic_fraction_max, p.hypoxia_gamma, eta)]
 
     z = np.zeros(n)
     w, v, P, C, B, T = z + 1.0, z + 1.0, z.copy(), z.copy(), z.copy(), z.copy()
-    ln_rt, auc, hsum = z.copy(), z.copy(), z.copy()
+    auc, hsum, auc_day_start = z.copy(), z.copy(), z.copy()
     nk = bool(bio.nk)
     traj = np.empty((n, days * spd + 1, 7)) if want_traj else np.empty((0, 0, 7))
     h = sg.hypoxic_fraction(w, v, h0, p) + z
     dw, dv = 1.0 - w, 1.0 - v                        # deficits relax exponentially to 0
+
     def take(x, idx):  # per-schedule arrays (parameter samples) follow the selected rows
         return x[idx] if np.ndim(x) and np.shape(x)[0] == n else x
 
     for j in range(days):
+        prev_day = auc - auc_day_start               # activity integral over day j - 1
+        auc_day_start = auc.copy()
         idx = np.flatnonzero(D[:, j])
         if idx.size:
             # events only on the rows that have a fraction today
             ps = SurrogateParameters({k: take(x, idx) for k, x in p.values.items()},
                                      p.provenance)
             d, hi = D[idx, j], h[idx]
-            act = take(act_scale, idx) * T[idx] * (1.0 - take(eta, idx) * hi) if nk else z[idx]
-            if rec is not None:
-                rec[0][idx, j] = act
-                rec[1][idx, j] = hi
-            (wi, vi, P[idx], C[idx], B[idx], T[idx]), ln_s = _apply_fraction(
-                d, (1.0 - dw[idx], 1.0 - dv[idx], P[idx], C[idx], B[idx], T[idx]), hi, act, bio,
-                ps, take(norm, idx))
-            ln_rt[idx] += ln_s
+            fh_all[idx, j] = hi
+            if nk:
+                fa_all[idx, j] = take(act_scale, idx) * prev_day[idx]
+            wi, vi, P[idx], C[idx], B[idx], T[idx] = _apply_fraction(
+                d, (1.0 - dw[idx], 1.0 - dv[idx], P[idx], C[idx], B[idx], T[idx]), bio, ps,
+                take(norm, idx))
             dw[idx], dv[idx] = 1.0 - wi, 1.0 - vi
             h[idx] = sg.hypoxic_fraction(wi, vi, h0, ps)
         if nk:
@@ -418,8 +561,10 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False):
                 B = B + u
         _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, *consts, h0, *shape_c, nk, traj,
                     j * spd)
-    t = None
-    tr = None
+    auc = auc * act_scale if nk else z
+    fd, fh, fa = _compact_fractions(D, fh_all, fa_all)
+    out = _outcomes(bio, p, D, fd, fh, fa, auc, population)
+    t = tr = None
     if want_traj:
         last = days * spd
         for c, val in enumerate((h, 1.0 - dw, 1.0 - dv, C, B, T, T * (1.0 - eta * h))):
@@ -429,8 +574,13 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False):
         if not nk:
             tr["nk_activity"][:] = 0.0
         tr["nk_activity"] *= np.reshape(act_scale, (-1, 1)) if np.ndim(act_scale) else act_scale
-    auc = auc * act_scale if nk else z
-    return _finish(bio, D, ln_rt, auc, p, h, hsum / days, t, tr, rec)
+        pd = SurrogateParameters({k: _col(x, 2) for k, x in p.values.items()}, p.provenance)
+        ln_frac = np.where(D > 0, fraction_log_survival(D, fh_all, fa_all, bio, pd), 0.0)
+        tr["log10_survival"] = _survival_trajectory(bio, p, D, t, ln_frac, tr["nk_activity"])
+    return Simulation(nk_auc=auc, **out, hypoxic_fraction_end=h, mean_hypoxic_fraction=hsum / days,
+                      t_days=t, trajectory=tr,
+                      fraction_activity=fa_all if want_rec else None,
+                      fraction_hypoxia=fh_all if want_rec else None)
 
 
 @dataclass(frozen=True)
@@ -438,11 +588,12 @@ class InfusionKernels:
     """Responses of schedules to single NK infusions, for exact superposition.
 
     For fixed doses every NK state is linear in the infusions (they enter only as ``B += u``
-    and every NK equation is linear in ``B, T``), and hypoxia does not depend on them.  So the
-    activity integral and the activity at each fraction of any set of infusion days are sums
-    of single-infusion responses; the clonogen survival then follows in closed form from the
-    same :func:`_clonogen_log_survival`.  :meth:`combine` is therefore exact (to round-off), not
-    an approximation, and scores thousands of infusion sets for the cost of a few simulations.
+    and every NK equation is linear in ``B, T``), and hypoxia, perfusion and chemokine do not
+    depend on them.  So the activity integral and the previous-day activity before each
+    fraction of any set of infusion days are sums of single-infusion responses; the outcomes
+    then follow in closed form from the same :func:`_outcomes`.  :meth:`combine` is therefore
+    exact (to round-off), not an approximation, and scores thousands of infusion sets for the
+    cost of a few simulations.
 
     Attributes
     ----------
@@ -452,7 +603,7 @@ class InfusionKernels:
     auc : ndarray, shape (S, K)
         Activity integral of one infusion on each candidate day.
     activity : ndarray, shape (S, K, F)
-        Activity just before each of the (up to F) fractions of each schedule.
+        Previous-day activity before each of the (up to F) fractions of each schedule.
     frac_dose, frac_h : ndarray, shape (S, F)
         Dose and hypoxic fraction of each fraction (0 for padding).
     base : Simulation
@@ -468,25 +619,25 @@ class InfusionKernels:
     frac_h: np.ndarray
     base: Simulation
 
-    def combine(self, i: int, sets: np.ndarray) -> Simulation:
-        """Outputs of schedule ``i`` with each row of ``sets`` (``(M, K)`` infusion counts)."""
+    def combine(self, i: int, sets: np.ndarray, population: bool = True) -> Simulation:
+        """Outputs of schedule ``i`` with each row of ``sets`` (``(M, K)`` infusion counts);
+        ``population`` as in :func:`simulate`."""
         sets = np.asarray(sets, dtype=float)
+        m = len(sets)
         auc = sets @ self.auc[i]
         act = sets @ self.activity[i]                         # (M, F)
-        d = self.frac_dose[i]
-        used = d > 0
-        p = self.bio.params
-        ln = _clonogen_log_survival(d[used], self.frac_h[i, used], act[:, used], self.bio, p)
-        ln_rt = ln.sum(axis=1)
-        m = len(sets)
+        fd = np.broadcast_to(self.frac_dose[i], act.shape)
+        fh = np.broadcast_to(self.frac_h[i], act.shape)
+        D = np.broadcast_to(self.doses[i], (m, self.doses.shape[1]))
+        out = _outcomes(self.bio, self.bio.params, D, fd, fh, act, auc * 1.0, population)
         b = self.base
-        return _finish(self.bio, np.broadcast_to(self.doses[i], (m, self.doses.shape[1])),
-                       ln_rt, auc * 1.0, p, np.full(m, b.hypoxic_fraction_end[i]),
-                       np.full(m, b.mean_hypoxic_fraction[i]))
+        return Simulation(nk_auc=auc * 1.0, **out,
+                          hypoxic_fraction_end=np.full(m, b.hypoxic_fraction_end[i]),
+                          mean_hypoxic_fraction=np.full(m, b.mean_hypoxic_fraction[i]))
 
 
 def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
-                     steps_per_day: int = 8) -> InfusionKernels:
+                     steps_per_day: int = 8, population: bool = True) -> InfusionKernels:
     """Simulate every schedule with one infusion on each candidate day (see
     :class:`InfusionKernels`); ``S * (K + 1)`` simulations in one vectorised call."""
     D = _as_matrix(doses, "doses")
@@ -497,7 +648,8 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
     eye[np.arange(K), days] = 1.0                             # last row: no infusion
     DD = np.repeat(D, K + 1, axis=0)
     UU = np.tile(eye, (S, 1))
-    sim = simulate(bio, DD, UU, steps_per_day=steps_per_day, record_fractions=True)
+    sim = simulate(bio, DD, UU, steps_per_day=steps_per_day, record_fractions=True,
+                   population=population)
     auc = sim.nk_auc.reshape(S, K + 1)[:, :K]
     act_all = sim.fraction_activity.reshape(S, K + 1, H)
     F = max(int((D > 0).sum(axis=1).max()), 1)
@@ -511,9 +663,7 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
         frac_h[s_, :fd.size] = h_all[s_, fd]
         activity[s_, :, :fd.size] = act_all[s_, :K, fd].T
     base_rows = np.arange(S) * (K + 1) + K
-    base = Simulation(**{k: getattr(sim, k)[base_rows] for k in (
-        "nk_auc", "ln_survival", "log10_kill", "tcp", "nk_log10_kill", "hypoxic_fraction_end",
-        "mean_hypoxic_fraction")})
+    base = Simulation(**{k: getattr(sim, k)[base_rows] for k in _ROW_FIELDS})
     return InfusionKernels(bio, D, days, auc, activity, frac_dose, frac_h, base)
 
 
@@ -523,7 +673,8 @@ def simulate_reference(bio: Biology, doses: Any, infusions: Any = None, *, rtol:
 
     Integrates the continuous equations (with the hypoxic fraction, the activity and its integral
     as quadratures of the state) between events with a tight-tolerance Runge-Kutta method and
-    applies the same jump functions as :func:`simulate`.  Slow; for tests and benchmarks.
+    applies the same jump and outcome functions as :func:`simulate`.  Slow; for tests and
+    benchmarks.
     """
     from scipy.integrate import solve_ivp
 
@@ -532,7 +683,8 @@ def simulate_reference(bio: Biology, doses: Any, infusions: Any = None, *, rtol:
     if U.shape[0] == 1 and D.shape[0] > 1:
         U = np.broadcast_to(U, D.shape)
     n, days = D.shape
-    res = {k: np.zeros(n) for k in ("ln_rt", "auc", "h_end", "h_mean")}
+    res = {k: np.zeros(n) for k in ("auc", "h_end", "h_mean")}
+    fh_all, fa_all = np.zeros((n, days)), np.zeros((n, days))
     for i in range(n):
         p = _param_rows(bio, slice(i, i + 1), n)
         pv = {k: (np.asarray(v).ravel()[0] if np.ndim(v) else v) for k, v in p.values.items()}
@@ -542,7 +694,7 @@ def simulate_reference(bio: Biology, doses: Any, infusions: Any = None, *, rtol:
 
         def rhs(t, y):
             w, v, P, C, B, T, _, _ = y
-            kin = p.nk_infiltration_per_day * (1.0 + p.nk_chemokine_gain * C)
+            kin = float(sg.nk_infiltration_rate(C, v, p))
             h = float(sg.hypoxic_fraction(w, v, h0, p))
             E = float(_activity(T, h, p)) if bio.nk else 0.0
             return [(1 - w) / p.demand_recovery_days, (1 - v) / p.vascular_recovery_days,
@@ -551,21 +703,24 @@ def simulate_reference(bio: Biology, doses: Any, infusions: Any = None, *, rtol:
                     kin * B - p.nk_tumour_loss_per_day * T, E, h]
 
         y = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-        ln_rt = 0.0
+        prev_day = 0.0
         for j in range(days):
             d = D[i, j]
             if d > 0:
-                h = sg.hypoxic_fraction(y[0], y[1], h0, p)
-                act = _activity(y[5], h, p) if bio.nk else 0.0
-                st, ln_s = _apply_fraction(np.float64(d), tuple(y[:6]), h, act, bio, p, norm)
+                fh_all[i, j] = float(sg.hypoxic_fraction(y[0], y[1], h0, p))
+                fa_all[i, j] = prev_day if bio.nk else 0.0
+                st = _apply_fraction(np.float64(d), tuple(y[:6]), bio, p, norm)
                 y[:6] = [float(s) for s in st]
-                ln_rt += float(ln_s)
             if bio.nk and U[i, j] > 0:
                 y[4] += U[i, j]
+            start = y[6]
             sol = solve_ivp(rhs, (j, j + 1), y, method="DOP853", rtol=rtol, atol=atol)
             y = sol.y[:, -1].copy()
-        res["ln_rt"][i] = ln_rt
+            prev_day = y[6] - start
         res["auc"][i] = y[6]
         res["h_end"][i] = sg.hypoxic_fraction(y[0], y[1], h0, p)
         res["h_mean"][i] = y[7] / days
-    return _finish(bio, D, res["ln_rt"], res["auc"], bio.params, res["h_end"], res["h_mean"])
+    fd, fh, fa = _compact_fractions(D, fh_all, fa_all)
+    out = _outcomes(bio, bio.params, D, fd, fh, fa, res["auc"])
+    return Simulation(nk_auc=res["auc"], **out, hypoxic_fraction_end=res["h_end"],
+                      mean_hypoxic_fraction=res["h_mean"])

@@ -64,6 +64,7 @@ class Result:
     message: str = ""
     diagnosis: Diagnosis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    outcome_calibration: str = ""
     oar_names: tuple[str, ...] = ()
 
     @property
@@ -130,10 +131,16 @@ class Result:
                 "tumour_log10_kill": _r(m.get("tumour_log10_kill")),
                 "nk_log10_kill": _r(m.get("nk_log10_kill")),
                 "tcp": _r(m.get("tcp")),
+                "local_control": _r(m.get("local_control")),
+                "log10_kill_without_nk": _r(m.get("log10_kill_without_nk")),
+                "local_control_without_nk": _r(m.get("local_control_without_nk")),
+                "nk_gain_log10_kill": _r(m.get("nk_gain_log10_kill")),
+                "nk_gain_local_control": _r(m.get("nk_gain_local_control")),
                 "hypoxic_fraction_end": _r(m.get("hypoxic_fraction_end")),
                 "overall_days": _r(m.get("overall_days")),
             },
             "constraints": [c.to_dict() for c in self.constraints],
+            "outcome_calibration": self.outcome_calibration,
             "verified": self.verified,
             "wall_time_s": round(self.wall_time_s, 4),
             "message": self.message,
@@ -201,7 +208,8 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     base = dict(instance=problem.name, solver=profile.name, backend=profile.backend,
                 objective_name=problem.objective_name, seed=profile.options.seed,
                 time_limit_s=profile.options.time_limit_s,
-                oar_names=tuple(o.name for o in problem.oars))
+                oar_names=tuple(o.name for o in problem.oars),
+                outcome_calibration=problem.outcome_calibration()[1])
 
     def early(status: str, message: str, termination: str = Termination.NOT_RUN, **kw) -> Result:
         return Result(status=status, termination=termination, solution_status="none",

@@ -1,4 +1,4 @@
-"""The tumour-microenvironment (TME) surrogate: dose responses of one fraction (MODEL.md s3-5).
+"""The tumour-microenvironment (TME) surrogate: dose responses of one fraction (docs/model.md s3-5).
 
 Pure, vectorised functions of the dose per fraction ``d`` (Gy) and of a
 :class:`rtopt.parameters.SurrogateParameters`.  The simulators (:mod:`rtopt.simulator`) apply them
@@ -20,13 +20,15 @@ __all__ = [
     "chemokine_rates",
     "chemokine_pulse",
     "hypoxic_fraction",
+    "clonogen_hypoxic_shares",
+    "nk_infiltration_rate",
 ]
 
 
 def demand_drop(d: Any, p: Any) -> np.ndarray:
     """Fractional drop of tumour oxygen demand caused by one fraction of ``d`` Gy.
 
-    ``m(d) = m_max (1 - exp(-d / d_m))`` (MODEL.md s3): killed cells stop respiring.
+    ``m(d) = m_max (1 - exp(-d / d_m))`` (docs/model.md s3): killed cells stop respiring.
     """
     d = np.asarray(d, dtype=float)
     return p.demand_drop_max * -np.expm1(-d / p.demand_drop_dose_gy)
@@ -78,7 +80,7 @@ def chemokine_rates(p: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     A fraction adds ``A(d) * norm`` to a precursor ``P`` (``dP/dt = -k_rise P``) that feeds the
     signal ``C`` (``dC/dt = k_rise P - k_decay C``): a Bateman pulse whose peak is ``A(d)`` at
     ``chemokine_peak_day``.  Pulses add up, so repeated moderate fractions build a larger signal
-    (MODEL.md s4).
+    (docs/model.md s4).
     """
     ke = 1.0 / np.asarray(p.chemokine_decay_days, dtype=float)
     tp = np.asarray(p.chemokine_peak_day, dtype=float)
@@ -99,7 +101,7 @@ def chemokine_pulse(t: Any, d: Any, p: Any) -> np.ndarray:
 def hypoxic_fraction(w: Any, v: Any, h0: Any, p: Any) -> np.ndarray:
     """Hypoxic fraction from oxygen demand ``w`` and vascular function ``v`` (both 1 at baseline).
 
-    ``h = min(h_max, h0 (w / v)^gamma)`` (MODEL.md s3).
+    ``h = min(h_max, h0 (w / v)^gamma)`` (docs/model.md s3).
     """
     ratio = np.asarray(w, dtype=float) / np.asarray(v, dtype=float)
     g = p.hypoxia_gamma
@@ -108,3 +110,34 @@ def hypoxic_fraction(w: Any, v: Any, h0: Any, p: Any) -> np.ndarray:
     else:
         h = h0 * np.power(ratio, g)
     return np.minimum(h, p.hypoxic_fraction_max)
+
+
+def clonogen_hypoxic_shares(h: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of clonogens that are intermediately hypoxic and fully anoxic at FMISO fraction h.
+
+    The FMISO-avid (hypoxic) *volume* is not the share of clonogens that hypoxia protects from
+    dose: most FMISO-avid cells are intermediately hypoxic (OER ~1.7, Jeong et al. 2017) and
+    only a small share is anoxic (OER ~2.8).  The radiobiologically hypoxic share is
+    ``h_c = min(1, r h)`` with ``r = clonogen_hypoxia_ratio``; of it, ``anoxic_share`` is anoxic.
+
+    Returns
+    -------
+    (intermediate, anoxic) : tuple of ndarray
+        Shares in [0, 1]; the oxic share is ``1 - intermediate - anoxic``.
+    """
+    hc = np.minimum(1.0, p.clonogen_hypoxia_ratio * np.asarray(h, dtype=float))
+    anoxic = hc * p.anoxic_share
+    return hc - anoxic, anoxic
+
+
+def nk_infiltration_rate(c: Any, v: Any, p: Any) -> np.ndarray:
+    """Blood-to-tumour NK trafficking rate (1/d) at chemokine signal ``c`` and perfusion ``v``.
+
+    ``k_in = k0 v (1 + g C / (C50 + C))``: cells reach the tumour only through perfused vessels
+    (vascular function ``v``, 1 at baseline), and CXCR3-driven recruitment saturates with the
+    chemokine signal.  The compiled simulator kernel inlines this formula; the reference
+    simulator calls this function, and the tests hold the two together.
+    """
+    c = np.asarray(c, dtype=float)
+    return (p.nk_infiltration_per_day * np.asarray(v, dtype=float)
+            * (1.0 + p.nk_chemokine_gain * c / (p.nk_chemokine_half_signal + c)))

@@ -1,7 +1,7 @@
 """Known-answer catalogue (cvxpy StandardTestLPs style): instances with answers known in closed form.
 
 Each entry: an instance dict, the expected status, and expectations on the verified result.
-The answers come from MODEL.md section 8 (Mizuta et al. 2012 rule and worked numbers) or from
+The answers come from docs/model.md section 8 (Mizuta et al. 2012 rule and worked numbers) or from
 the constraints themselves, never from running rtopt.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 def classic(sparing: float, *, step: float = 0.0, min_bed: float = 10.0, n=(1, 30),
             oars: list[dict] | None = None, **fr: Any) -> dict[str, Any]:
-    """MODEL.md s8 set-up: rho_T 10, one OAR rho 3 with BED <= 90, uniform dose."""
+    """docs/model.md s8 set-up: rho_T 10, one OAR rho 3 with BED <= 90, uniform dose."""
     return {
         "schema_version": 1,
         "name": f"classic-{int(sparing * 100)}",
@@ -83,7 +83,7 @@ def _nk_rules(result) -> None:
 
 
 _N2, _BED2 = _two_oar_answer()
-# MODEL.md s8 quotes 152.5 Gy (rounded): 30 fractions with 30*0.5d(1 + 0.5d/3) = 90 give
+# docs/model.md s8 quotes 152.5 Gy (rounded): 30 fractions with 30*0.5d(1 + 0.5d/3) = 90 give
 # d = (sqrt(180) - 6)/2 = 3.7082 Gy and tumour BED 30 d (1 + d/10) = 152.498 Gy.
 _D_HYPER = ((180.0 ** 0.5) - 6.0) / 2.0
 _BED_HYPER = 30 * _D_HYPER * (1 + _D_HYPER / 10.0)

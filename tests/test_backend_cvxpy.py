@@ -8,7 +8,7 @@ Tolerances
   violation, so the BED (at most quadratic in the dose) is within ~4e-8 relative.  1e-6 leaves
   a 25x margin and equals the verification tolerance ``rtopt.problem.FEAS_TOL``.
 * ``EXACT = 1e-9`` for closed-form values computed in floating point (rounding only).
-* MODEL.md section 8 quotes the hyperfractionation optimum rounded to 0.1 Gy (152.5 Gy; the
+* docs/model.md section 8 quotes the hyperfractionation optimum rounded to 0.1 Gy (152.5 Gy; the
   closed form gives 152.498 Gy), so that value is checked to 0.01 Gy and the closed form to
   ``SOLVER_RTOL``.
 """
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- instances
 def classic(sparing=0.2, oars=None, n=(1, 30), uniform=True, dose=(0.5, 100.0), step=0.0,
             min_bed=1.0, **extra) -> dict:
-    """MODEL.md s8 oracle: rho_T 10, one OAR (rho 3, BED 90), all weekdays, long horizon."""
+    """docs/model.md s8 oracle: rho_T 10, one OAR (rho 3, BED 90), all weekdays, long horizon."""
     d = {
         "schema_version": 1, "name": "classic-oracle",
         "tumour": {"site": "generic", "alpha_per_gy": 0.35, "alpha_beta_gy": 10.0,
@@ -147,7 +147,7 @@ def test_mizuta_known_answers(sparing, n_opt, bed_opt):
     r = solve(p, "cvxpy_convex")
     assert r.status == "optimal" and r.extras["exact_for_instance"]
     assert r.plan.n_fractions == n_opt
-    assert r.objective == pytest.approx(bed_opt, abs=0.01)  # MODEL.md rounds to 0.1 Gy
+    assert r.objective == pytest.approx(bed_opt, abs=0.01)  # docs/model.md rounds to 0.1 Gy
     assert r.objective == pytest.approx(closed_form_uniform(p)[1], rel=SOLVER_RTOL)
     assert r.bound == pytest.approx(r.objective, rel=SOLVER_RTOL)
 
@@ -162,7 +162,7 @@ def test_mizuta_hyper_closed_form():
 
 def test_mizuta_neutral_every_n_gives_300():
     """delta = rho_O / rho_T = 0.3 makes the OAR BED delta x the tumour BED for every schedule, so
-    every n reaches B / delta = 90 / 0.3 = 300 Gy (MODEL.md s8)."""
+    every n reaches B / delta = 90 / 0.3 = 300 Gy (docs/model.md s8)."""
     r = solve(problem_of(classic(0.3)), "cvxpy_convex")
     assert r.status == "optimal"
     per_n = r.extras["per_n"]

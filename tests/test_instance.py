@@ -90,9 +90,9 @@ def test_shipped_instance_loads(path):
 @pytest.mark.parametrize("path", INSTANCES, ids=lambda p: p.stem)
 def test_shipped_instance_cites_sources(path):
     # Every value line of a clinical instance carries a comment, on the line or just above it
-    # (MODEL.md: cite every value, or mark it as an assumption).
+    # (docs/model.md: cite every value, or mark it as an assumption).
     if path.stem.startswith("classic-"):
-        pytest.skip("classic oracles are synthetic; their header cites MODEL.md section 8")
+        pytest.skip("classic oracles are synthetic; their header cites docs/model.md section 8")
     previous = ""
     for number, line in enumerate(path.read_text().splitlines(), 1):
         above, previous = previous, line.strip()
@@ -127,7 +127,7 @@ def test_classic_instances_have_no_nk_and_maximise_tumour_bed(load):
 def _classic_optimum(inst: Instance) -> tuple[float, int]:
     """Largest uniform-dose tumour BED and its N (closed-form largest d per N).
 
-    A deliberately plain re-derivation (MODEL.md s8) so the files are checked independently of
+    A deliberately plain re-derivation (docs/model.md s8) so the files are checked independently of
     the radiobiology module.
     """
     rho_t = inst.tumour.alpha_beta_gy
@@ -152,7 +152,7 @@ def _classic_optimum(inst: Instance) -> tuple[float, int]:
     ("classic-two-oar", 224.625, 4),
 ])
 def test_classic_instances_encode_known_optima(load, name, bed, n):
-    # MODEL.md s8: values quoted to 0.1 Gy (152.498 -> 152.5), hence abs=0.01.
+    # docs/model.md s8: values quoted to 0.1 Gy (152.498 -> 152.5), hence abs=0.01.
     got_bed, got_n = _classic_optimum(load(name))
     assert got_bed == pytest.approx(bed, abs=0.01)
     assert got_n == n

@@ -1,4 +1,4 @@
-"""Known-answer and invariant tests for rtopt.radiobiology (MODEL.md sections 2 and 8)."""
+"""Known-answer and invariant tests for rtopt.radiobiology (docs/model.md sections 2 and 8)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_lq_l_is_linear_above_transition_with_lq_slope(rho, dt):
 
 
 def test_lq_l_matches_model_md_formula():
-    # MODEL.md s2: d_T(1 + d_T/rho) + (d - d_T)(1 + 2 d_T/rho); 18 Gy, d_T 10, rho 10 -> 20 + 8*3.
+    # docs/model.md s2: d_T(1 + d_T/rho) + (d - d_T)(1 + 2 d_T/rho); 18 Gy, d_T 10, rho 10 -> 20 + 8*3.
     assert rb.bed_per_fraction(18.0, 10.0, model="lq_l", transition_dose_gy=10.0) == pytest.approx(
         44.0, rel=EXACT
     )
@@ -293,7 +293,7 @@ def test_scalar_in_numpy_float_out():
 
 
 def _reference_bed(doses, rho, dt=None):
-    # Plain-Python restatement of MODEL.md s2, to cross-check the vectorised code.
+    # Plain-Python restatement of docs/model.md s2, to cross-check the vectorised code.
     total = 0.0
     for d in doses:
         if dt is None or d <= dt:
@@ -337,7 +337,7 @@ def test_mizuta_hypofractionate_when_sparing_low():
 
 
 def test_mizuta_most_fractions_when_sparing_high():
-    # MODEL.md quotes 152.5, rounded to 0.1 Gy.
+    # docs/model.md quotes 152.5, rounded to 0.1 Gy.
     assert _tumour_bed_at_oar_limit(0.5, 30) == pytest.approx(152.5, abs=0.05)
     beds = _tumour_bed_at_oar_limit(0.5, np.arange(1, 31))
     assert np.argmax(beds) == 29

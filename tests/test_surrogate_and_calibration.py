@@ -1,4 +1,4 @@
-"""Dose responses of the TME surrogate, the observation table (MODEL.md s3) and calibration."""
+"""Dose responses of the TME surrogate, the observation table (docs/model.md s3) and calibration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from rtopt import surrogate as sg
 from rtopt.calibrate import calibrate, load_observations, predict
-from rtopt.data.calibrated import CALIBRATED
+from rtopt.data.calibrated import CALIBRATED, OUTCOME
 from rtopt.parameters import NAMES, SITES, SPECS, resolve
 from rtopt.simulator import Biology, simulate
 
@@ -47,7 +47,7 @@ def test_chemokine_pulse_peaks_at_the_peak_day_with_the_amplitude():
 
 
 def test_pulses_add_up():
-    # repeated moderate fractions build a larger signal than one (MODEL.md s4)
+    # repeated moderate fractions build a larger signal than one (docs/model.md s4)
     bio = Biology.simple("lung")
     one = np.zeros(42); one[0] = 12.0
     four = np.zeros(42); four[[0, 1, 2, 3]] = 12.0
@@ -93,5 +93,7 @@ def test_calibration_reproduces_the_shipped_presets():
     assert res.all_within_band()
     for site, vals in CALIBRATED.items():
         for k, v in vals.items():
+            if k in OUTCOME.get(site, {}):
+                continue  # the outcome fit's values: tests/test_outcomes.py
             # written rounded to 4 decimals; the optimiser is deterministic
             assert res.values[site][k] == pytest.approx(v, abs=1e-4), (site, k)

@@ -76,6 +76,8 @@ class Backend:
     supports_per_fraction: ClassVar[bool] = False
     #: handles continuous dose (``dose_step_gy = 0``)
     supports_continuous_dose: ClassVar[bool] = False
+    #: handles objective costs per fraction / per overall day
+    supports_costs: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
     #: modules needed at run time (checked with importlib.util.find_spec, nothing imported)
@@ -101,6 +103,9 @@ class Backend:
             return False, f"{self.name} does not model NK infusions"
         if not problem.uniform and not self.supports_per_fraction:
             return False, f"{self.name} handles uniform doses only (instance has uniform_dose = false)"
+        if problem.has_costs and not self.supports_costs:
+            return False, (f"{self.name} does not model cost_per_fraction / "
+                           "cost_per_overall_day")
         if problem.continuous_dose and not self.supports_continuous_dose:
             return False, f"{self.name} needs a dose grid (instance has dose_step_gy = 0)"
         return True, ""
@@ -113,7 +118,7 @@ class Backend:
         """Capability flags as a dict (for listings and reports)."""
         return {"objectives": list(cls.objectives), "nk": cls.supports_nk,
                 "per_fraction_doses": cls.supports_per_fraction,
-                "continuous_dose": cls.supports_continuous_dose,
+                "continuous_dose": cls.supports_continuous_dose, "costs": cls.supports_costs,
                 "global_optimality": cls.global_optimality}
 
 

@@ -114,7 +114,7 @@ import numpy as np
 
 from rtopt import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.problem import FEAS_TOL, Plan, Problem
+from rtopt.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
 
 __all__ = ["CvxpyConvexBackend", "CvxpyCcpBackend", "oar_bed_coefficients",
            "tumour_lq_coefficients", "per_fraction_max_bed"]
@@ -687,7 +687,8 @@ class CvxpyCcpBackend(Backend):
     name = "cvxpy_ccp"
     description = ("sequential convex programming (trust-region SCP, cvxpy) over doses, with "
                    "calendars and NK infusion days as outer decisions")
-    objectives = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+    objectives = OBJECTIVES
+    supports_costs = True
     supports_nk = True
     supports_per_fraction = True
     supports_continuous_dose = True

@@ -35,6 +35,7 @@ import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
 from rtopt.problem import Plan, Problem
+from rtopt.problem import OBJECTIVES, SIMULATION_METRICS
 from rtopt.simulator import infusion_kernels
 
 __all__ = ["ExhaustiveBackend"]
@@ -43,7 +44,8 @@ __all__ = ["ExhaustiveBackend"]
 class ExhaustiveBackend(Backend):
     name = "exhaustive"
     description = "vectorised enumeration of uniform doses x regular calendars x infusion days"
-    objectives = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+    objectives = OBJECTIVES
+    supports_costs = True
     supports_nk = True
     supports_per_fraction = True  # searches the uniform-dose subspace; says so in the result
     supports_continuous_dose = True
@@ -138,7 +140,8 @@ class ExhaustiveBackend(Backend):
         n_sched = len(D)
         # Exact for the instance when nothing outside the space can raise the objective:
         # uniform doses and a tumour-BED objective (no time factor: the calendar cannot matter).
-        exact = problem.uniform and set(problem.weights) == {"tumour_bed"}
+        exact = (problem.uniform and set(problem.weights) == {"tumour_bed"}
+                 and not problem.cost_per_overall_day)
         extras: dict[str, Any] = {"space": space, "schedules": n_sched,
                                   "exact_for_instance": exact}
         if n_sched == 0:
@@ -153,7 +156,8 @@ class ExhaustiveBackend(Backend):
                                        extras)
         # Infusions do not change the objective: best schedule, then any infusion set it allows.
         obj = (problem.evaluate(D).objective if problem.needs_simulation
-               else self._bed_objective(problem, bed))
+               else problem.objective_from_metrics({k: v[ok] for k, v in ev.metrics.items()},
+                                                   n_sched))
         for i in np.argsort(-obj, kind="stable"):
             days, d = plans_rt[i]
             for s in sets:
@@ -165,10 +169,6 @@ class ExhaustiveBackend(Backend):
         return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
                              "rules with any schedule in the space", solver_name=name,
                              solver_version=version, extras=extras)
-
-    @staticmethod
-    def _bed_objective(problem: Problem, bed: np.ndarray) -> np.ndarray:
-        return problem.weights.get("tumour_bed", 0.0) * bed
 
     @staticmethod
     def _rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
@@ -195,7 +195,8 @@ class ExhaustiveBackend(Backend):
                 break
             block = D[a:a + per]
             ker = infusion_kernels(problem.biology, block, cand,
-                                   steps_per_day=problem.steps_per_day)
+                                   steps_per_day=problem.steps_per_day,
+                                   population=problem.needs_population)
             n_sim += len(block) * (len(cand) + 1)
             for i in range(len(block)):
                 days = plans_rt[a + i][0]
@@ -203,11 +204,13 @@ class ExhaustiveBackend(Backend):
                 valid = (M @ bad) == 0
                 if not valid.any():
                     continue
-                sim = ker.combine(i, M[valid])
-                obj = (w.get("nk_favourability", 0.0) * sim.nk_auc
-                       + w.get("tumour_log_kill", 0.0) * sim.log10_kill
-                       + w.get("tcp", 0.0) * sim.tcp
-                       + w.get("tumour_bed", 0.0) * bed[a + i])
+                sim = ker.combine(i, M[valid], population=problem.needs_population)
+                nv = int(valid.sum())
+                mets = {name: getattr(sim, attr) for name, attr in SIMULATION_METRICS.items()}
+                mets["tumour_bed_gy"] = np.full(nv, bed[a + i])
+                mets["n_fractions"] = np.full(nv, float(len(days)))
+                mets["overall_days"] = np.full(nv, float(days[-1] - days[0]) if days else 0.0)
+                obj = problem.objective_from_metrics(mets, nv)
                 k = int(np.argmax(obj))
                 if obj[k] > best[0]:
                     best = (float(obj[k]), a + i, int(np.flatnonzero(valid)[k]))

@@ -780,7 +780,10 @@ class PyomoMinlpBackend(Backend):
     name = "pyomo_minlp"
     description = ("Pyomo MINLP of the TME model on the daily grid (fraction, dose-level and "
                    "infusion binaries), solved by SCIP")
-    objectives = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+    # The daily-grid algebraic form predates the clonogen compartments, the perfusion- and
+    # chemokine-saturating NK trafficking and population tumour control; until it is generated
+    # from the simulator's definitions it declines every objective that needs the TME model.
+    objectives = ("tumour_bed",)
     supports_nk = True
     supports_per_fraction = True
     supports_continuous_dose = False

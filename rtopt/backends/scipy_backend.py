@@ -135,7 +135,7 @@ import numpy as np
 
 from rtopt import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.problem import FEAS_TOL, Plan, Problem
+from rtopt.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
 
 __all__ = ["ScipyDEBackend", "ScipyMilpBackend"]
 
@@ -390,7 +390,8 @@ class ScipyDEBackend(Backend):
     name = "scipy_de"
     description = ("scipy differential evolution with integrality over fraction count, calendar, "
                    "doses and infusion days; one vectorised evaluation per generation")
-    objectives = ("nk_favourability", "tumour_log_kill", "tcp", "tumour_bed")
+    objectives = OBJECTIVES
+    supports_costs = True
     supports_nk = True
     supports_per_fraction = True
     supports_continuous_dose = True
@@ -436,6 +437,9 @@ class ScipyDEBackend(Backend):
             gain = float(rb.repopulation_log_gain(problem.max_overall, b.potential_doubling_days,
                                                   b.repopulation_kickoff_days))
             c0 += w * gain / math.log(10.0)
+        # costs lower the objective by at most their value at the most fractions and days
+        c0 += (problem.cost_per_fraction * problem.n_max
+               + problem.cost_per_overall_day * problem.max_overall)
         return c0
 
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:

@@ -293,7 +293,11 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
               "-" if fold is None else f"x{fold:.3g}", "", "")
     t.add_row("tumour log10 kill", _fmt(m.get("tumour_log10_kill")), "", "")
     t.add_row("  of which NK killing", _fmt(m.get("nk_log10_kill")), "", "")
-    t.add_row("TCP", _fmt(m.get("tcp"), ".3g"), "", "")
+    t.add_row("  NK-attributable gain (vs same plan, no NK)", _fmt(m.get("nk_gain_log10_kill")),
+              "", "")
+    t.add_row("local control (population)", _fmt(m.get("local_control"), ".3g"), "", "")
+    t.add_row("  NK-attributable gain", _fmt(m.get("nk_gain_local_control"), ".3g"), "", "")
+    t.add_row("TCP (per patient, nominal alpha)", _fmt(m.get("tcp"), ".3g"), "", "")
     t.add_row(f"hypoxic fraction at end (%; baseline "
               f"{100 * problem.biology.hypoxic_fraction:.3g})",
               _fmt(100 * m["hypoxic_fraction_end"], ".3g"), "", "")
@@ -302,6 +306,7 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
     c = out_console
     c.print(t)
     c.print(f"objective {problem.objective_name}: {_fmt(v.objective)}")
+    c.print(f"tumour control: {problem.outcome_calibration()[1]}")
     bad = v.violated
     if not bad:
         c.print(f"constraints: all {len(v.checks)} hold")
@@ -380,6 +385,7 @@ def simulate_cmd(
                "schedule": plan.to_dict(), "feasible": v.feasible,
                "violated": [c.name for c in v.violated], "objective": rep["objective"],
                "metrics": rep["metrics"], "constraints": rep["constraints"],
+               "outcome_calibration": problem.outcome_calibration()[1],
                "trajectory": rep["trajectory"]}
         typer.echo(json.dumps(out, indent=2))
     else:

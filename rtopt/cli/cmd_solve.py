@@ -71,12 +71,18 @@ def _print_result(r) -> None:
         for key, label in (("tumour_bed_gy", "tumour BED (Gy)"), ("tumour_eqd2_gy", "tumour EQD2 (Gy)"),
                            ("nk_favourability", "NK favourability (activity-days)"),
                            ("tumour_log10_kill", "tumour log10 kill"),
-                           ("nk_log10_kill", "  of which NK killing"), ("tcp", "TCP"),
+                           ("nk_log10_kill", "  of which NK killing"),
+                           ("nk_gain_log10_kill", "  NK-attributable gain (vs same plan, no NK)"),
+                           ("local_control", "local control (population)"),
+                           ("nk_gain_local_control", "  NK-attributable gain"),
+                           ("tcp", "TCP (per patient, nominal alpha)"),
                            ("hypoxic_fraction_end", "hypoxic fraction at end"),
                            ("overall_days", "overall time (days)")):
             if key in m:
                 t.add_row(label, _fmt(m[key]))
         c.print(t)
+        if "local_control" in m and r.outcome_calibration:
+            c.print(f"tumour control: {r.outcome_calibration}")
     if r.constraints:
         t = Table(title="constraints")
         for col in ("constraint", "achieved", "limit", "slack", "ok"):

@@ -6,6 +6,9 @@ CALIBRATED: dict[str, dict[str, float]] = {
         'vascular_d50_gy': 14.9564,
         'vascular_slope_gy': 1.2236,
         'vascular_recovery_days': 5.3515,
+        'alpha_sd_per_gy': 0.09324,
+        'clonogen_hypoxia_ratio': 0.00043,
+        'anoxic_share': 0.0,
     },
     'prostate': {
         'demand_drop_max': 0.2207,
@@ -28,4 +31,12 @@ FITTED: dict[str, tuple[str, ...]] = {
     'lung': ('demand_drop_max', 'vascular_damage_max', 'vascular_d50_gy', 'vascular_slope_gy', 'vascular_recovery_days'),  # starting from generic
     'prostate': ('vascular_d50_gy',),  # starting from lung
     'head_and_neck': ('hypoxia_gamma', 'demand_drop_max', 'demand_recovery_days'),  # starting from lung
+}
+OUTCOME: dict[str, dict[str, float]] = {
+    'lung': {
+        'alpha_sd_per_gy': 0.09324,
+        'clonogen_hypoxia_ratio': 0.00043,
+        'anoxic_share': 0.0,
+        'clonogens': 5261000000.0,
+    },
 }
