@@ -230,3 +230,13 @@ def test_no_reference_outside_the_repository():
         if any(marker in text for marker in MARKERS):
             offenders.append(f)
     assert not offenders
+
+
+def test_model_doc_lists_every_parameter_with_its_range():
+    from rtopt.parameters import SPECS
+
+    doc = (ROOT / "docs" / "model.md").read_text()
+    for name, spec in SPECS.items():
+        line = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{name}` |")), None)
+        assert line is not None, name
+        assert f"{spec.low:g}-{spec.high:g}" in line, name

@@ -17,16 +17,30 @@ def calibrate_cmd(
     write: Annotated[bool, typer.Option(
         "--write", help="Write the fitted values to rtopt/data/calibrated.py (the presets).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
+    outcomes: Annotated[bool, typer.Option(
+        "--outcomes", help="Also fit tumour control to the clinical outcome table "
+        "(rtopt/data/outcomes.toml: lung L1-L6) and print its residuals.")] = False,
 ) -> None:
-    """Fit the hypoxia presets to the observation table and report fit and residuals."""
+    """Fit the hypoxia presets to the observation table and report fit and residuals.
+
+    With --outcomes, also fit each site's clonogen number, spread of radiosensitivity and
+    clonogen hypoxia to the local control of standard schedules (what is fixed and what is
+    fitted is printed)."""
     import json
 
-    from rtopt.calibrate import FIT_PLAN, calibrate, write_calibrated
+    from rtopt.calibrate import FIT_PLAN, calibrate, calibrate_outcomes, write_calibrated
 
     res = calibrate()
+    ofit = calibrate_outcomes() if outcomes else None
     if json_out:
-        typer.echo(json.dumps({"values": res.values, "cost": res.cost, "observations": [
-            {**r, "band": list(r["band"])} for r in res.rows]}, indent=2))
+        doc = {"values": res.values, "cost": res.cost, "observations": [
+            {**r, "band": list(r["band"])} for r in res.rows]}
+        if ofit is not None:
+            doc["outcomes"] = {"values": ofit.values, "cost": ofit.cost,
+                               "fixed": {k: v.fixed() for k, v in ofit.sites.items()},
+                               "observations": [{**r, "band": list(r["band"])}
+                                                for r in ofit.rows]}
+        typer.echo(json.dumps(doc, indent=2))
     else:
         t = Table(title="fitted hypoxia parameters (free parameters per site)")
         t.add_column("site")
@@ -49,11 +63,36 @@ def calibrate_cmd(
         out_console.print(t)
         out_console.print("least-squares cost per site: " + ", ".join(
             f"{k} {v:.3g}" for k, v in res.cost.items()))
+        if ofit is not None:
+            _print_outcomes(ofit)
     if write:
-        path = write_calibrated(res)
+        path = write_calibrated(res, outcomes=ofit)
         err_console.print(f"wrote {path}")
-    if not res.all_within_band():
+    if not res.all_within_band() or (ofit is not None and not ofit.all_within_band()):
         raise typer.Exit(1)
+
+
+def _print_outcomes(ofit) -> None:
+    """Tables of the outcome fit: fixed values, fitted values, local control vs clinic."""
+    for site, os_ in ofit.sites.items():
+        fixed = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                          for k, v in os_.fixed().items() if v is not None)
+        out_console.print(f"outcome fit, {site}: fixed {fixed}; OER and hypoxia presets as above")
+    t = Table(title="fitted outcome parameters")
+    for col in ("site", "parameter", "value"):
+        t.add_column(col, justify="right" if col == "value" else "left")
+    for site, vals in ofit.values.items():
+        for k, v in vals.items():
+            t.add_row(site, k, f"{v:.4g}")
+    out_console.print(t)
+    t = Table(title="local control: model vs clinic (radiotherapy alone)")
+    for col in ("id", "site", "schedule", "target", "band", "model", "residual", "in band"):
+        t.add_column(col, justify="right" if col in ("target", "model", "residual") else "left")
+    for r in ofit.rows:
+        t.add_row(r["id"], r["site"], r["schedule"], f"{r['target']:.3g}",
+                  f"[{r['band'][0]:g}, {r['band'][1]:g}]", f"{r['model']:.3f}",
+                  f"{r['residual']:+.3f}", "yes" if r["within_band"] else "NO")
+    out_console.print(t)
 
 
 @app.command("bench")
