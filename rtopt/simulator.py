@@ -223,7 +223,7 @@ def _col(x: Any, nd: int) -> Any:
 
 
 def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
-                          alpha: Any = None) -> np.ndarray:
+                          scale: Any = None) -> np.ndarray:
     """ln S of one fraction over the oxic, intermediate and anoxic clonogen compartments.
 
     Parameters
@@ -234,50 +234,125 @@ def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
     bio : Biology
     p : SurrogateParameters
         Values broadcast against ``d`` (per-schedule arrays already shaped by the caller).
-    alpha : array_like, optional
-        Alpha (1/Gy) before radiosensitisation (default ``bio.alpha_per_gy``); may carry extra
-        trailing axes (population nodes), in which case ``d``, ``h`` and ``act`` must have
-        matching singleton axes.
+    scale : array_like, optional
+        A patient's radiosensitivity relative to the nominal one (alpha and beta scaled
+        together, fixed alpha/beta); may carry a trailing axis (population nodes), in which
+        case ``d``, ``h`` and ``act`` need a matching singleton axis.  Default 1.
     """
-    a0 = bio.alpha_per_gy if alpha is None else alpha
-    # a patient's radiosensitivity scales alpha and beta together (fixed alpha/beta)
-    b = bio.beta_per_gy2 * (1.0 if alpha is None else a0 / bio.alpha_per_gy)
-    a = a0 * (1.0 + p.nk_radiosensitisation_max * act / (p.nk_radiosensitisation_e50 + act))
+    a = bio.alpha_per_gy * (1.0 + p.nk_radiosensitisation_max * act
+                            / (p.nk_radiosensitisation_e50 + act))
+    b = bio.beta_per_gy2
     kw = bio.survival_kw
     hi, ha = sg.clonogen_hypoxic_shares(h, p)
+    doses = (d, d / p.oer_intermediate, d / p.oer)
     with np.errstate(divide="ignore"):
-        terms = (np.log1p(-(hi + ha)) - rb.neg_log_survival(d, a, b, **kw),
-                 np.log(hi) - rb.neg_log_survival(d / p.oer_intermediate, a, b, **kw),
-                 np.log(ha) - rb.neg_log_survival(d / p.oer, a, b, **kw))
+        logw = (np.log1p(-(hi + ha)), np.log(hi), np.log(ha))
+    if scale is None:
+        neg = [rb.neg_log_survival(x, a, b, **kw) for x in doses]
+    elif bio.survival_model in ("lq", "lq_l"):
+        # LQ and LQ-L are proportional to (alpha, beta) at a fixed transition dose: scale the
+        # nominal values instead of re-evaluating the model at every node
+        neg = [rb.neg_log_survival(x, a, b, **kw) * scale for x in doses]
+    else:
+        neg = [rb.neg_log_survival(x, a * scale, b * scale, **kw) for x in doses]
+    terms = [w - n for w, n in zip(logw, neg)]
     # log-sum-exp without underflow at large doses
     return np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2])
 
 
+@njit(parallel=True, cache=True)
+def _node_sums(logw, neg, scale, out):  # pragma: no cover - compiled
+    """``out[i, q] = sum_f log sum_k exp(logw[i, f, k] - scale[i|0, q] * neg[i, f, k])``.
+
+    The population node expansion of :func:`fraction_log_survival` for survival models that are
+    proportional to (alpha, beta): the per-compartment values come from
+    :func:`rtopt.radiobiology.neg_log_survival`; this only scales and log-sum-exps them.
+    """
+    n, F, K = neg.shape
+    Q = scale.shape[1]
+    for i in prange(n):
+        row = scale[i] if scale.shape[0] > 1 else scale[0]
+        for q in range(Q):
+            sc = row[q]
+            tot = 0.0
+            for f in range(F):
+                m = -np.inf
+                for k in range(K):
+                    t = logw[i, f, k] - sc * neg[i, f, k]
+                    if t > m:
+                        m = t
+                if m == -np.inf:
+                    tot = -np.inf
+                    break
+                acc = 0.0
+                for k in range(K):
+                    acc += np.exp(logw[i, f, k] - sc * neg[i, f, k] - m)
+                tot += m + np.log(acc)
+            out[i, q] = tot
+
+
+def _outcomes_proportional(bio, p, D, fd, fh, fa, auc):
+    """:func:`_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity)."""
+    n = fd.shape[0]
+    pc = SurrogateParameters({k: _col(v, 2) for k, v in p.values.items()}, p.provenance)
+    alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
+    scale = np.ascontiguousarray(np.reshape(alphas / _col(bio.alpha_per_gy, 2),
+                                            (-1, alphas.shape[-1])))
+
+    def node_sums(act):
+        a = bio.alpha_per_gy * (1.0 + pc.nk_radiosensitisation_max * act
+                                / (pc.nk_radiosensitisation_e50 + act))
+        hi, ha = sg.clonogen_hypoxic_shares(fh, pc)
+        with np.errstate(divide="ignore"):
+            logw = np.stack(np.broadcast_arrays(np.log1p(-(hi + ha)), np.log(hi), np.log(ha)),
+                            axis=-1)
+        neg = np.stack(np.broadcast_arrays(*[
+            rb.neg_log_survival(x, a, bio.beta_per_gy2, **bio.survival_kw)
+            for x in (fd, fd / pc.oer_intermediate, fd / pc.oer)]), axis=-1)
+        out = np.empty((n, scale.shape[1]))
+        _node_sums(np.ascontiguousarray(logw, dtype=float),
+                   np.ascontiguousarray(neg, dtype=float), scale, out)
+        return out
+
+    ln_nk = node_sums(fa)
+    ln_0 = node_sums(np.zeros_like(fa)) if bio.nk and np.any(fa > 0) else ln_nk
+    return _assemble(bio, p, D, auc, ln_nk, ln_0, True)
+
+
 def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
-              fa: np.ndarray, auc: np.ndarray, population: bool = True) -> dict[str, np.ndarray]:
+              fa: np.ndarray, auc: np.ndarray, population: bool = True,
+              general: bool = False) -> dict[str, np.ndarray]:
     """Tumour outcomes of ``N`` schedules from their fractions (the one place they are computed).
 
     ``fd, fh, fa`` are ``(N, F)`` dose, FMISO hypoxic fraction and previous-day NK activity of
     each fraction (0-dose padding contributes nothing); ``auc`` the NK activity integral.
     ``population`` False skips the population average (local control is then NaN): a
-    shortcut for searches whose objective does not need it.
+    shortcut for searches whose objective does not need it.  ``general`` forces the plain
+    numpy path (tests hold the compiled node expansion to it).
     """
     n = fd.shape[0]
+    if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
+        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc)
     if not population:
-        zero = np.zeros((n, 1))
         sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
         p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
     alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
     if not population:
         alphas = alphas[..., rb.POPULATION_Z.size // 2:rb.POPULATION_Z.size // 2 + 1]
-    alphas = np.reshape(alphas, (-1, 1, alphas.shape[-1]))            # (N|1, 1, Q)
+    scale = np.reshape(alphas / _col(bio.alpha_per_gy, 2), (-1, 1, alphas.shape[-1]))
     pc = SurrogateParameters({k: _col(v, 3) for k, v in p.values.items()}, p.provenance)
     d, h = fd[:, :, None], fh[:, :, None]
-    ln_nk = fraction_log_survival(d, h, fa[:, :, None], bio, pc, alphas).sum(axis=1)  # (N, Q)
+    ln_nk = fraction_log_survival(d, h, fa[:, :, None], bio, pc, scale).sum(axis=1)  # (N, Q)
     if bio.nk and np.any(fa > 0):
-        ln_0 = fraction_log_survival(d, h, 0.0, bio, pc, alphas).sum(axis=1)
+        ln_0 = fraction_log_survival(d, h, 0.0, bio, pc, scale).sum(axis=1)
     else:
         ln_0 = ln_nk
+    return _assemble(bio, p, D, auc, ln_nk, ln_0, population)
+
+
+def _assemble(bio, p, D, auc, ln_nk, ln_0, population):
+    """Outcomes from ln S at the population nodes (``(N, Q)``, with and without NK cells)."""
+    n = ln_nk.shape[0]
     nk_ln = -p.nk_log_kill_per_activity_day * auc if bio.nk else np.zeros(n)
     nk_ln = np.broadcast_to(nk_ln, (n,))
     repop = rb.repopulation_log_gain(rb.overall_days(D), bio.potential_doubling_days,
@@ -293,7 +368,7 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
         lc0 = (lc if ln_0 is ln_nk and not np.any(nk_ln)
                else rb.population_tcp(_col(n0, 1), without))
     else:
-        lc = lc0 = np.full(n, np.nan) + zero[:, 0]
+        lc = lc0 = np.full(n, np.nan)
     ln10 = np.log(10.0)
     return dict(ln_survival=ln_s, log10_kill=-ln_s / ln10, tcp=rb.poisson_tcp(n0, ln_s),
                 local_control=lc, nk_log10_kill=-nk_ln / ln10,

@@ -334,10 +334,12 @@ CASES = [
      "of none, il2, il15)"),
     ("unknown-objective", lambda d: d["objective"].update(maximise="tcpp"),
      "bad.toml: objective.maximise: unknown objective 'tcpp'; did you mean 'tcp'? (one of "
-     "nk_favourability, tumour_log_kill, tcp, tumour_bed)"),
+     "nk_favourability, tumour_log_kill, tcp, local_control, "
+     "nk_gain_local_control, nk_gain_log_kill, tumour_bed)"),
     ("unknown-weight-key", lambda d: d.update(objective={"weights": {"tcp": 1.0, "tcpp": 1.0}}),
      "bad.toml: objective.weights.tcpp: unknown objective 'tcpp'; did you mean 'tcp'? (one of "
-     "nk_favourability, tumour_log_kill, tcp, tumour_bed)"),
+     "nk_favourability, tumour_log_kill, tcp, local_control, "
+     "nk_gain_local_control, nk_gain_log_kill, tumour_bed)"),
     # weekday lists
     ("empty-weekdays", lambda d: d["fractionation"].update(treatment_weekdays=[]),
      "bad.toml: fractionation.treatment_weekdays: must not be empty"),
