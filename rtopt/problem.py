@@ -323,8 +323,14 @@ class Problem:
     def objective_name(self) -> str:
         """``maximise`` name, or ``weighted(a*x + b*y)`` for weights."""
         if len(self.weights) == 1:
-            return next(iter(self.weights))
-        return "weighted(" + " + ".join(f"{w:g}*{k}" for k, w in self.weights.items()) + ")"
+            name = next(iter(self.weights))
+        else:
+            name = "weighted(" + " + ".join(f"{w:g}*{k}" for k, w in self.weights.items()) + ")"
+        if self.cost_per_fraction:
+            name += f" - {self.cost_per_fraction:g}/fraction"
+        if self.cost_per_overall_day:
+            name += f" - {self.cost_per_overall_day:g}/overall day"
+        return name
 
     @property
     def has_costs(self) -> bool:
