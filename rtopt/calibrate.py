@@ -84,7 +84,8 @@ def predict(obs: Observation, values: dict[str, float]) -> float:
     params = resolve("generic").with_values(**values)
     bio = Biology(alpha_per_gy=0.35, alpha_beta_gy=10.0, clonogens=1e8,
                   hypoxic_fraction=obs.baseline_hypoxic_fraction, params=params, nk=False)
-    h = float(simulate(bio, obs.dose_row(), steps_per_day=2).hypoxic_fraction_end[0])
+    h = float(simulate(bio, obs.dose_row(), steps_per_day=2,
+                       population=False).hypoxic_fraction_end[0])
     return h if obs.quantity == "hypoxic_fraction" else h / obs.baseline_hypoxic_fraction
 
 

@@ -215,6 +215,11 @@ def _param_rows(bio: Biology, rows: slice, n: int) -> SurrogateParameters:
     return SurrogateParameters(vals, bio.params.provenance)
 
 
+_SERIAL_BELOW = 512
+"""Batches smaller than this run the compiled kernels without threads (pool start-up costs
+milliseconds per call, more than the work of a few hundred schedules)."""
+
+
 def _col(x: Any, nd: int) -> Any:
     """A per-schedule parameter array ``(N,)`` as ``(N, 1, ...)`` with ``nd`` axes in all."""
     if np.ndim(x) == 1:
@@ -260,8 +265,7 @@ def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
     return np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2])
 
 
-@njit(parallel=True, cache=True)
-def _node_sums(logw, neg, scale, out):  # pragma: no cover - compiled
+def _node_sums_py(logw, neg, scale, out):  # pragma: no cover - compiled
     """``out[i, q] = sum_f log sum_k exp(logw[i, f, k] - scale[i|0, q] * neg[i, f, k])``.
 
     The population node expansion of :func:`fraction_log_survival` for survival models that are
@@ -289,6 +293,16 @@ def _node_sums(logw, neg, scale, out):  # pragma: no cover - compiled
                     acc += np.exp(logw[i, f, k] - sc * neg[i, f, k] - m)
                 tot += m + np.log(acc)
             out[i, q] = tot
+
+
+_node_sums_parallel = njit(parallel=True, cache=True)(_node_sums_py)
+_node_sums_serial = njit(cache=True)(_node_sums_py)
+
+
+def _node_sums(logw, neg, scale, out):
+    """Dispatch :func:`_node_sums_py` (compiled) by batch size (see :func:`_day_kernel`)."""
+    kernel = _node_sums_serial if neg.shape[0] < _SERIAL_BELOW else _node_sums_parallel
+    kernel(logw, neg, scale, out)
 
 
 def _outcomes_proportional(bio, p, D, fd, fh, fa, auc):
@@ -493,8 +507,7 @@ def _at(a, i):  # pragma: no cover - compiled
     return a[i] if a.shape[0] > 1 else a[0]
 
 
-@njit(parallel=True, cache=True)
-def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c_pc, e_eh,
+def _day_kernel_py(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c_pc, e_eh,
                 c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma, eta, nk, traj,
                 col0):  # pragma: no cover
     """Advance every schedule by one day in ``spd`` sub-steps (states updated in place).
@@ -552,6 +565,16 @@ def _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c
         dw[i], dv[i], P[i], C[i], B[i], T[i], h[i] = dwi, dvi, Pi, Ci, Bi, Ti, hi
         hsum[i] += 0.5 * dt * hs
         auc[i] += 0.5 * dt * au
+
+
+_day_kernel_parallel = njit(parallel=True, cache=True)(_day_kernel_py)
+# Launching the thread pool costs milliseconds per call: small batches (calibration fits,
+# single plans) run the same kernel compiled without threads.
+_day_kernel_serial = njit(cache=True)(_day_kernel_py)
+def _day_kernel(*args):
+    """Dispatch :func:`_day_kernel_py` (compiled) by batch size."""
+    kernel = _day_kernel_serial if args[2].shape[0] < _SERIAL_BELOW else _day_kernel_parallel
+    kernel(*args)
 
 
 _TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",

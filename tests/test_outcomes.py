@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -263,3 +264,20 @@ def test_compiled_population_expansion_matches_the_numpy_path(model):
     b = _outcomes(bio, bio.params, D, fd, fh2, fa2, auc, general=True)
     for k in a:
         assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
+
+
+def test_cli_says_whether_tumour_control_is_calibrated():
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["simulate", str(LUNG), "--dose", "18", "--days", "0,2,4"])
+    assert "calibrated to the lung clinical outcomes L1-L6" in r.output
+    assert "local control" in r.output
+    pro = ROOT / "instances" / "prostate-sbrt.toml"
+    r = runner.invoke(app, ["simulate", str(pro), "--dose", "7.25", "--days", "0,2,4,7,9",
+                            "--json"])
+    data = json.loads(r.stdout)
+    assert "no clinical outcome data" in data["outcome_calibration"]
+    assert 0.0 <= data["metrics"]["local_control"] <= 1.0
