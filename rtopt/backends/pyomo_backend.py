@@ -52,8 +52,25 @@ uses ``rel_gap = 0``).
 
 ``pyomo_minlp``: the TME model on the daily grid (MINLP, SCIP)
 --------------------------------------------------------------
-All objectives (``nk_favourability``, ``tumour_log_kill``, ``tcp``, ``tumour_bed`` and
-weighted sums), uniform or per-fraction doses on the grid, NK infusions.
+Objectives ``nk_favourability``, ``tumour_log_kill``, ``tumour_bed`` and ``tcp`` with
+``tcp_model = "per_patient"`` (Poisson TCP at the nominal alpha), and weighted sums of them,
+minus ``cost_per_fraction`` and ``cost_per_overall_day``; uniform or per-fraction doses on the
+grid; NK infusions.  Declined, with the reason: population tumour control (``local_control``
+and ``tcp`` with the default ``tcp_model``: an average over patients' radiosensitivity) and
+the NK-attributable gains (a counterfactual of the same plan without NK cells); and log kill
+or TCP when the clonogen hypoxic shares are not linear in the FMISO fraction
+(``clonogen_hypoxia_ratio * hypoxic_fraction_max >= 1``).
+
+*One statement of the model.*  The algebraic form reads the simulator's definitions instead of
+restating them: the jumps of one fraction (demand drop, vascular loss, chemokine pulse, NK kill
+in tumour and blood) are tables from :func:`rtopt.simulator._apply_fraction` evaluated on unit
+states; the activity constants from :func:`rtopt.simulator._activity`; the trafficking rate is
+:func:`rtopt.surrogate.nk_infiltration_rate` itself, called on numbers by :meth:`DailyModel
+.forward` and on Pyomo expressions by the model; survival tables are
+:func:`rtopt.radiobiology.neg_log_survival` and the compartment shares
+:func:`rtopt.surrogate.clonogen_hypoxic_shares`.  Tests hold :meth:`DailyModel.forward` to the
+simulator on random schedules and the per-fraction survival to
+:func:`rtopt.simulator.fraction_log_survival`.
 
 *Decisions.*  Binaries ``x_j`` (fraction on day ``j``, only on allowed days), ``u_j`` (NK
 infusion on day ``j``, only in ``[earliest_day, latest_day]``) and the dose level of every
@@ -66,66 +83,85 @@ that no allowed count can combine with the prescription and OAR BED limits, are 
 fraction in every window of that many days"; ``max_overall_days`` as ``x_i + x_j <= 1`` for
 pairs further apart; NK count, spacing windows, and ``u_t + x_f <= 1`` for
 ``t < f <= t + min_days_before_next_fraction``.  Prescription and OAR BED are linear in ``q``
-(tables of :func:`rtopt.radiobiology.bed_per_fraction`); the repopulation loss uses first/last
-fraction-day variables.
+(tables of :func:`rtopt.radiobiology.bed_per_fraction`); the overall time (repopulation loss
+and gain, cost per overall day) uses first/last fraction-day variables, ``last - first`` at
+least the overall time and equal to it at an optimum (a longer overall time only costs).  The
+cost per fraction is ``cost_per_fraction * sum x``.
 
 *States* (start of day ``j``, before its fraction; ``+`` after that day's fraction):
 each fraction multiplies ``w`` by ``1 - m(d)``, ``v`` by ``1 - V(d)``, ``T`` by ``exp(-d/D0)``,
-``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P``; the per-level factors are
-tables from :mod:`rtopt.surrogate`, aggregated per day as ``sum_k coef_k q_jk`` (linear), so each
-jump is one bilinear term (state x aggregated factor).  An infusion adds ``u_j`` to ``B``.
-Between days, ``w, v, P, C`` use the exact one-day propagators of their linear ODEs
-(``exp(-1/tau_w)``, ``exp(-1/tau_v)``, and the Bateman pair from
-:func:`rtopt.surrogate.chemokine_rates`).  Hypoxia ``h = min(h_max, h0 (w/v)^gamma)`` through a
-ratio variable ``r`` with ``r v >= w`` (the cap ``h_max`` with one binary per day where the
-bounds say it can bind).
+``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P`` (the tables above),
+aggregated per day as ``sum_k coef_k q_jk`` (linear), so each jump is one bilinear term
+(state x aggregated factor).  An infusion adds ``u_j`` to ``B``.  Between days, ``w, v, P, C``
+use the exact one-day propagators of their linear ODEs (``exp(-1/tau_w)``, ``exp(-1/tau_v)``,
+and the Bateman pair from :func:`rtopt.surrogate.chemokine_rates`).  Hypoxia
+``h = min(h_max, h0 (w/v)^gamma)`` through a ratio variable ``r`` with ``r v >= w`` (the cap
+``h_max`` with one binary per day where the bounds say it can bind).
 
 *NK trafficking (the daily-step approximation).*  Over day ``j`` the trafficking rate
-``k_in = k0 (1 + g C)`` is frozen at the chemokine value at mid-day,
-``c_j = exp(-k_e/2) C_j + (Bateman half-day coefficient) P+_j`` (linear; the simulator freezes
-it at the midpoint of each of its sub-steps), and ``B``, ``T`` are then propagated exactly:
-``B_{j+1} = B++_j beta(c_j)``, ``T_{j+1} = exp(-k_out) T+_j + B++_j gamma(c_j)``, and the day's
-integral ``int T dt = T+_j (1 - exp(-k_out))/k_out + B++_j a(c_j)``.  The univariate factors
-``beta, gamma, a`` are closed forms (with Gauss-Legendre quadrature for the inner integrals)
-replaced in the model by Chebyshev polynomial fits on ``[0, c_max]`` (``c_max`` a bound from
-the pulse kernel), with the fit error in ``extras["fit_max_abs_error"]``.  The activity
-integral over the day is ``kappa (1 - treg) int T dt (1 - eta (h+_j + h_{j+1})/2)`` (hypoxia
-averaged over the day by the trapezoid rule).  On random lung schedules this daily model is
-within about 1 % of the simulator's NK favourability (the tests check it).
+``k_in = k0 v (1 + g C / (C50 + C))`` is frozen at mid-day chemokine and perfusion,
+``c_j = exp(-k_e/2) C_j + (Bateman half-day coefficient) P+_j`` and
+``v_j = 1 - exp(-1/(2 tau_v)) (1 - v+_j)`` (both linear; the simulator freezes it at the
+midpoint of each of its sub-steps), ``kin_j = nk_infiltration_rate(c_j, v_j)`` (an equality),
+and ``B``, ``T`` are then propagated exactly: ``B_{j+1} = B++_j beta(kin_j)``,
+``T_{j+1} = exp(-k_out) T+_j + B++_j gamma(kin_j)``, and the day's integral
+``int T dt = T+_j (1 - exp(-k_out))/k_out + B++_j a(kin_j)``.  The factors ``beta, gamma, a``
+depend on the trafficking rate only; they are closed forms (with Gauss-Legendre quadrature for
+the inner integrals) replaced in the model by Chebyshev polynomial fits in ``kin`` on
+``[0, kin_max]`` (``kin_max`` the rate at the chemokine bound ``c_max`` from the pulse kernel
+and full perfusion), with the fit error in ``extras["fit_max_abs_error"]``.  The day's
+activity integral is ``Ed_j = kappa (1 - treg) int T dt (1 - eta (h+_j + h_{j+1})/2)``
+(hypoxia averaged over the day by the trapezoid rule); NK favourability is ``sum_j Ed_j``.  On
+25 random lung schedules this daily model is within 1.3 % of the simulator's NK favourability
+and 0.04 % of its log kill (the tests check 2 % and 0.5 %).
 
-*Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day
-``ln S_j >= -a_hyp - rho a'_hyp + ln(h + (1 - h) exp(-(a_ox - a_hyp) - rho (a'_ox - a'_hyp)))``
-with ``a`` the per-level tables of :func:`rtopt.radiobiology.neg_log_survival` (oxic, and at
-``d / OER``), ``a'`` their increase at the fully radiosensitised alpha
-``alpha (1 + s)`` and ``rho = E/(E50 + E)`` the radiosensitisation fraction at the activity
-before the fraction.  This is exact for LQ and LQ-L (affine in alpha) and a linear
-interpolation in alpha for USC with a derived transition dose.  NK killing
-(``-k_nk AUC``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and Poisson TCP follow the
-simulator.
+*Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day, with shares
+``h_i = s_i h``, ``h_a = s_a h`` (linear in the FMISO fraction ``h`` before the fraction, slopes
+from :func:`rtopt.surrogate.clonogen_hypoxic_shares`),
+``ln S_j >= -A_ox + ln(1 - h_i - h_a + h_i exp(A_ox - A_int) + h_a exp(A_ox - A_an))`` with
+``A_k = a_k + rho_j a'_k``: ``a_k`` the per-level tables of
+:func:`rtopt.radiobiology.neg_log_survival` at ``d``, ``d / oer_intermediate`` and ``d / oer``,
+``a'_k`` their increase at the fully radiosensitised alpha ``alpha (1 + s)``, and
+``rho_j = Ed_{j-1} / (E50 + Ed_{j-1})`` the radiosensitisation by the activity over the day
+before the fraction (``Ed`` over one day is its mean).  This is exact for LQ and LQ-L (affine
+in alpha) and a linear interpolation in alpha for USC with a derived transition dose.  NK
+killing (``-c sum_j Ed_j``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and the
+per-patient Poisson TCP ``exp(-N0 S)`` at the nominal alpha are those of
+:func:`rtopt.simulator._assemble`.
 
-*Monotone relaxation.*  Every objective improves with more NK cells (``T``, ``B``, the
-trafficking factors) and with less hypoxia (lower ``w``, higher ``v``), and never the other
-way.  The nonlinear state equations are therefore written as one-sided inequalities in the
-direction that can only make the objective worse (``T_{j+1} <= ...``, ``w+ >= w (1 - m)``,
-``r v >= w``, ``ln S_j >= ...``); at an optimum they hold with equality, so the optimum of the
-relaxed model is the optimum of the daily-grid model, while every choice of the binaries stays
-feasible (SCIP always has an incumbent).  An incumbent's model objective may be below the
-daily-grid model's value at its binaries; ``extras["model_objective"]`` re-evaluates it.
+*Monotone relaxation.*  At a given trafficking rate every objective improves with more NK
+cells (``B`` only feeds ``T``, ``T`` only adds activity, activity only adds kill and
+radiosensitisation), with larger trafficking factors and with less hypoxia (lower ``w``, a
+lower ratio ``r``), and never the other way.  Perfusion now acts twice: through hypoxia (more
+is better) and through the trafficking rate, where more is not better on every day (cells that
+reach the tumour earlier meet more in-field kill at the next fraction; a probe on the lung
+product, halving ``k_in`` between an infusion and the next 16 Gy fraction, never helped, but
+that is no proof).  So ``v+ = v (1 - V)``, the trafficking rate and the chemokine are
+equalities (``v`` and ``k_in`` are exact at every choice of the binaries), and the other
+nonlinear state equations are one-sided inequalities in the direction that can only make the
+objective worse (``T_{j+1} <= ...``, ``B_{j+1} <= ...``, ``w+ >= w (1 - m)``, ``r v >= w``,
+``Ed_j <= ...``, ``rho (E50 + Ed) <= Ed``, ``ln S_j >= ...``, ``last - first >=`` the overall
+time).  At an optimum the inequalities hold with equality, so the optimum
+of the relaxed model is the optimum of the daily-grid model, while every choice of the
+binaries stays feasible (SCIP always has an incumbent).  An incumbent's model objective may be
+below the daily-grid model's value at its binaries; ``extras["model_objective"]``
+re-evaluates it (the tests check that SCIP's value never exceeds it).
 
-*Tightening.*  Day-wise upper bounds of ``B``, ``T`` and the day's ``int T dt`` (the latest
-allowed infusions at the minimum spacing, largest trafficking factors, no radiation kill), and
-two valid linear cuts per fraction day, ``ln S >= ln S_ox`` and ``ln S >= ln(h_lo) + ln S_hyp``
-(both at the fully radiosensitised alpha; ``h_lo = h0 w_lo^gamma``).  Without them SCIP's root
-bound on small log-kill instances was 5 times the optimum; with them about 1.3 times.
+*Tightening.*  Day-wise upper bounds of ``B``, ``T``, the day's ``int T dt`` and ``Ed`` (the
+latest allowed infusions at the minimum spacing, largest trafficking factors, no radiation
+kill, no hypoxic suppression), and valid linear cuts per fraction day, ``ln S >= ln S_ox`` and
+``ln S >= ln(s_k h_lo) + ln S_k`` for each hypoxic compartment ``k`` (all at the fully
+radiosensitised alpha; ``h_lo = h0 w_lo^gamma``).
 
 *Warm start.*  A pool of simple schedules is scored by the simulator (greedy compact calendars
 of every count from each allowed start in the first week, every retained grid dose, and as
 infusions the earliest valid minimum set plus, for NK objectives, the greedy maximum set from
 every start day); the best ``warm_starts`` (option, default 5) are passed to SCIP as complete
-solutions (binaries and the states of :meth:`DailyModel.forward`).  SCIP's default emphasis
-here is aggressive heuristics and fast separation (option ``scip_emphasis``); raw SCIP
-parameters go in option ``scip``.  ``extras["improved_on_warm_start"]`` says whether SCIP found
-something better (in its model) than the pool.
+solutions (binaries, the states of :meth:`DailyModel.forward` and the objective), which SCIP
+checks and keeps without a completion sub-MIP.  SCIP's default emphasis here is aggressive
+heuristics and fast separation (option ``scip_emphasis``); raw SCIP parameters go in option
+``scip``.  ``extras["improved_on_warm_start"]`` says whether SCIP found something better (in
+its model) than the pool.
 
 *What SCIP's numbers mean.*  ``claimed_objective`` is SCIP's incumbent value and ``bound``
 SCIP's dual bound, both of the daily-grid model, not of the simulator's objective: the
@@ -1244,7 +1280,9 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             m.dyn.add(m.mw[j] == lin(t["m"], j))
             m.dyn.add(m.mv[j] == lin(t["V"], j))
             m.dyn.add(m.wp[j] >= m.w[j] - m.w[j] * m.mw[j])
-            m.dyn.add(m.vp[j] <= m.v[j] - m.v[j] * m.mv[j])
+            # perfusion is exact: it also sets the trafficking rate, and earlier infiltration
+            # is not better on every day (see the module docstring)
+            m.dyn.add(m.vp[j] == m.v[j] - m.v[j] * m.mv[j])
         for j in range(H):
             m.dyn.add(m.w[j + 1] == 1.0 - c["e_w"] + c["e_w"] * wp[j])
             m.dyn.add(m.v[j + 1] == 1.0 - c["e_v"] + c["e_v"] * vp[j])
