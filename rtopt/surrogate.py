@@ -136,8 +136,18 @@ def nk_infiltration_rate(c: Any, v: Any, p: Any) -> np.ndarray:
     ``k_in = k0 v (1 + g C / (C50 + C))``: cells reach the tumour only through perfused vessels
     (vascular function ``v``, 1 at baseline), and CXCR3-driven recruitment saturates with the
     chemokine signal.  The compiled simulator kernel inlines this formula; the reference
-    simulator calls this function, and the tests hold the two together.
+    simulator calls this function, and the tests hold the two together.  ``c`` and ``v`` may
+    also be algebraic-model expressions (Pyomo): they are then used as they are, so the Pyomo
+    MINLP states the same formula (:mod:`rtopt.backends.pyomo_backend`).
     """
-    c = np.asarray(c, dtype=float)
-    return (p.nk_infiltration_per_day * np.asarray(v, dtype=float)
+    c, v = _numeric(c), _numeric(v)
+    return (p.nk_infiltration_per_day * v
             * (1.0 + p.nk_chemokine_gain * c / (p.nk_chemokine_half_signal + c)))
+
+
+def _numeric(x: Any) -> Any:
+    """``x`` as a float array, unless it is an algebraic-model expression (an object with
+    Pyomo's ``is_potentially_variable``), which is returned unchanged."""
+    if hasattr(x, "is_potentially_variable"):
+        return x
+    return np.asarray(x, dtype=float)

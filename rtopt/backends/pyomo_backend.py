@@ -52,8 +52,25 @@ uses ``rel_gap = 0``).
 
 ``pyomo_minlp``: the TME model on the daily grid (MINLP, SCIP)
 --------------------------------------------------------------
-All objectives (``nk_favourability``, ``tumour_log_kill``, ``tcp``, ``tumour_bed`` and
-weighted sums), uniform or per-fraction doses on the grid, NK infusions.
+Objectives ``nk_favourability``, ``tumour_log_kill``, ``tumour_bed`` and ``tcp`` with
+``tcp_model = "per_patient"`` (Poisson TCP at the nominal alpha), and weighted sums of them,
+minus ``cost_per_fraction`` and ``cost_per_overall_day``; uniform or per-fraction doses on the
+grid; NK infusions.  Declined, with the reason: population tumour control (``local_control``
+and ``tcp`` with the default ``tcp_model``: an average over patients' radiosensitivity) and
+the NK-attributable gains (a counterfactual of the same plan without NK cells); and log kill
+or TCP when the clonogen hypoxic shares are not linear in the FMISO fraction
+(``clonogen_hypoxia_ratio * hypoxic_fraction_max >= 1``).
+
+*One statement of the model.*  The algebraic form reads the simulator's definitions instead of
+restating them: the jumps of one fraction (demand drop, vascular loss, chemokine pulse, NK kill
+in tumour and blood) are tables from :func:`rtopt.simulator._apply_fraction` evaluated on unit
+states; the activity constants from :func:`rtopt.simulator._activity`; the trafficking rate is
+:func:`rtopt.surrogate.nk_infiltration_rate` itself, called on numbers by :meth:`DailyModel
+.forward` and on Pyomo expressions by the model; survival tables are
+:func:`rtopt.radiobiology.neg_log_survival` and the compartment shares
+:func:`rtopt.surrogate.clonogen_hypoxic_shares`.  Tests hold :meth:`DailyModel.forward` to the
+simulator on random schedules and the per-fraction survival to
+:func:`rtopt.simulator.fraction_log_survival`.
 
 *Decisions.*  Binaries ``x_j`` (fraction on day ``j``, only on allowed days), ``u_j`` (NK
 infusion on day ``j``, only in ``[earliest_day, latest_day]``) and the dose level of every
@@ -66,66 +83,86 @@ that no allowed count can combine with the prescription and OAR BED limits, are 
 fraction in every window of that many days"; ``max_overall_days`` as ``x_i + x_j <= 1`` for
 pairs further apart; NK count, spacing windows, and ``u_t + x_f <= 1`` for
 ``t < f <= t + min_days_before_next_fraction``.  Prescription and OAR BED are linear in ``q``
-(tables of :func:`rtopt.radiobiology.bed_per_fraction`); the repopulation loss uses first/last
-fraction-day variables.
+(tables of :func:`rtopt.radiobiology.bed_per_fraction`); the overall time (repopulation loss
+and gain, cost per overall day) uses first/last fraction-day variables, ``last - first`` at
+least the overall time and equal to it at an optimum (a longer overall time only costs).  The
+cost per fraction is ``cost_per_fraction * sum x``.
 
 *States* (start of day ``j``, before its fraction; ``+`` after that day's fraction):
 each fraction multiplies ``w`` by ``1 - m(d)``, ``v`` by ``1 - V(d)``, ``T`` by ``exp(-d/D0)``,
-``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P``; the per-level factors are
-tables from :mod:`rtopt.surrogate`, aggregated per day as ``sum_k coef_k q_jk`` (linear), so each
-jump is one bilinear term (state x aggregated factor).  An infusion adds ``u_j`` to ``B``.
-Between days, ``w, v, P, C`` use the exact one-day propagators of their linear ODEs
-(``exp(-1/tau_w)``, ``exp(-1/tau_v)``, and the Bateman pair from
-:func:`rtopt.surrogate.chemokine_rates`).  Hypoxia ``h = min(h_max, h0 (w/v)^gamma)`` through a
-ratio variable ``r`` with ``r v >= w`` (the cap ``h_max`` with one binary per day where the
-bounds say it can bind).
+``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P`` (the tables above),
+aggregated per day as ``sum_k coef_k q_jk`` (linear), so each jump is one bilinear term
+(state x aggregated factor).  An infusion adds ``u_j`` to ``B``.  Between days, ``w, v, P, C``
+use the exact one-day propagators of their linear ODEs (``exp(-1/tau_w)``, ``exp(-1/tau_v)``,
+and the Bateman pair from :func:`rtopt.surrogate.chemokine_rates`).  Hypoxia
+``h = min(h_max, h0 (w/v)^gamma)`` through a ratio variable ``r`` with ``r v >= w`` (the cap
+``h_max`` with one binary per day where the bounds say it can bind).
 
 *NK trafficking (the daily-step approximation).*  Over day ``j`` the trafficking rate
-``k_in = k0 (1 + g C)`` is frozen at the chemokine value at mid-day,
-``c_j = exp(-k_e/2) C_j + (Bateman half-day coefficient) P+_j`` (linear; the simulator freezes
-it at the midpoint of each of its sub-steps), and ``B``, ``T`` are then propagated exactly:
-``B_{j+1} = B++_j beta(c_j)``, ``T_{j+1} = exp(-k_out) T+_j + B++_j gamma(c_j)``, and the day's
-integral ``int T dt = T+_j (1 - exp(-k_out))/k_out + B++_j a(c_j)``.  The univariate factors
-``beta, gamma, a`` are closed forms (with Gauss-Legendre quadrature for the inner integrals)
-replaced in the model by Chebyshev polynomial fits on ``[0, c_max]`` (``c_max`` a bound from
-the pulse kernel), with the fit error in ``extras["fit_max_abs_error"]``.  The activity
-integral over the day is ``kappa (1 - treg) int T dt (1 - eta (h+_j + h_{j+1})/2)`` (hypoxia
-averaged over the day by the trapezoid rule).  On random lung schedules this daily model is
-within about 1 % of the simulator's NK favourability (the tests check it).
+``k_in = k0 v (1 + g C / (C50 + C))`` is frozen at mid-day chemokine and perfusion,
+``c_j = exp(-k_e/2) C_j + (Bateman half-day coefficient) P+_j`` and
+``v_j = 1 - exp(-1/(2 tau_v)) (1 - v+_j)`` (both linear; the simulator freezes it at the
+midpoint of each of its sub-steps), ``kin_j = nk_infiltration_rate(c_j, v_j)`` (an equality),
+and ``B``, ``T`` are then propagated exactly: ``B_{j+1} = B++_j beta(kin_j)``,
+``T_{j+1} = exp(-k_out) T+_j + B++_j gamma(kin_j)``, and the day's integral
+``int T dt = T+_j (1 - exp(-k_out))/k_out + B++_j a(kin_j)``.  The factors ``beta, gamma, a``
+depend on the trafficking rate only; they are closed forms (with Gauss-Legendre quadrature for
+the inner integrals) replaced in the model by Chebyshev polynomial fits in ``kin`` on
+``[0, kin_max]`` (``kin_max`` the rate at the chemokine bound ``c_max`` from the pulse kernel
+and full perfusion), with the fit error in ``extras["fit_max_abs_error"]``.  The day's
+activity integral is ``Ed_j = kappa (1 - treg) int T dt (1 - eta (h+_j + h_{j+1})/2)``
+(hypoxia averaged over the day by the trapezoid rule); NK favourability is ``sum_j Ed_j``.  On
+25 random lung schedules this daily model is within 1.3 % of the simulator's NK favourability
+and 0.04 % of its log kill (the tests check 2 % and 0.5 %); the difference is the one frozen
+trafficking rate per day (with a constant rate the daily model is exact to 0.005 %).
 
-*Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day
-``ln S_j >= -a_hyp - rho a'_hyp + ln(h + (1 - h) exp(-(a_ox - a_hyp) - rho (a'_ox - a'_hyp)))``
-with ``a`` the per-level tables of :func:`rtopt.radiobiology.neg_log_survival` (oxic, and at
-``d / OER``), ``a'`` their increase at the fully radiosensitised alpha
-``alpha (1 + s)`` and ``rho = E/(E50 + E)`` the radiosensitisation fraction at the activity
-before the fraction.  This is exact for LQ and LQ-L (affine in alpha) and a linear
-interpolation in alpha for USC with a derived transition dose.  NK killing
-(``-k_nk AUC``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and Poisson TCP follow the
-simulator.
+*Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day, with shares
+``h_i = s_i h``, ``h_a = s_a h`` (linear in the FMISO fraction ``h`` before the fraction, slopes
+from :func:`rtopt.surrogate.clonogen_hypoxic_shares`),
+``ln S_j >= -A_ox + ln(1 - h_i - h_a + h_i exp(A_ox - A_int) + h_a exp(A_ox - A_an))`` with
+``A_k = a_k + rho_j a'_k``: ``a_k`` the per-level tables of
+:func:`rtopt.radiobiology.neg_log_survival` at ``d``, ``d / oer_intermediate`` and ``d / oer``,
+``a'_k`` their increase at the fully radiosensitised alpha ``alpha (1 + s)``, and
+``rho_j = Ed_{j-1} / (E50 + Ed_{j-1})`` the radiosensitisation by the activity over the day
+before the fraction (``Ed`` over one day is its mean).  This is exact for LQ and LQ-L (affine
+in alpha) and a linear interpolation in alpha for USC with a derived transition dose.  NK
+killing (``-c sum_j Ed_j``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and the
+per-patient Poisson TCP ``exp(-N0 S)`` at the nominal alpha are those of
+:func:`rtopt.simulator._assemble`.
 
-*Monotone relaxation.*  Every objective improves with more NK cells (``T``, ``B``, the
-trafficking factors) and with less hypoxia (lower ``w``, higher ``v``), and never the other
-way.  The nonlinear state equations are therefore written as one-sided inequalities in the
-direction that can only make the objective worse (``T_{j+1} <= ...``, ``w+ >= w (1 - m)``,
-``r v >= w``, ``ln S_j >= ...``); at an optimum they hold with equality, so the optimum of the
-relaxed model is the optimum of the daily-grid model, while every choice of the binaries stays
-feasible (SCIP always has an incumbent).  An incumbent's model objective may be below the
-daily-grid model's value at its binaries; ``extras["model_objective"]`` re-evaluates it.
+*Monotone relaxation.*  At a given trafficking rate every objective improves with more NK
+cells (``B`` only feeds ``T``, ``T`` only adds activity, activity only adds kill and
+radiosensitisation), with larger trafficking factors and with less hypoxia (lower ``w``, a
+lower ratio ``r``), and never the other way.  Perfusion now acts twice: through hypoxia (more
+is better) and through the trafficking rate, where more is not better on every day (cells that
+reach the tumour earlier meet more in-field kill at the next fraction; a probe on the lung
+product, halving ``k_in`` between an infusion and the next 16 Gy fraction, never helped, but
+that is no proof).  So ``v+ = v (1 - V)``, the trafficking rate and the chemokine are
+equalities (``v`` and ``k_in`` are exact at every choice of the binaries), and the other
+nonlinear state equations are one-sided inequalities in the direction that can only make the
+objective worse (``T_{j+1} <= ...``, ``B_{j+1} <= ...``, ``w+ >= w (1 - m)``, ``r v >= w``,
+``Ed_j <= ...``, ``rho (E50 + Ed) <= Ed``, ``ln S_j >= ...``, ``last - first >=`` the overall
+time).  At an optimum the inequalities hold with equality, so the optimum
+of the relaxed model is the optimum of the daily-grid model, while every choice of the
+binaries stays feasible (SCIP always has an incumbent).  An incumbent's model objective may be
+below the daily-grid model's value at its binaries; ``extras["model_objective"]``
+re-evaluates it (the tests check that SCIP's value never exceeds it).
 
-*Tightening.*  Day-wise upper bounds of ``B``, ``T`` and the day's ``int T dt`` (the latest
-allowed infusions at the minimum spacing, largest trafficking factors, no radiation kill), and
-two valid linear cuts per fraction day, ``ln S >= ln S_ox`` and ``ln S >= ln(h_lo) + ln S_hyp``
-(both at the fully radiosensitised alpha; ``h_lo = h0 w_lo^gamma``).  Without them SCIP's root
-bound on small log-kill instances was 5 times the optimum; with them about 1.3 times.
+*Tightening.*  Day-wise upper bounds of ``B``, ``T``, the day's ``int T dt`` and ``Ed`` (the
+latest allowed infusions at the minimum spacing, largest trafficking factors, no radiation
+kill, no hypoxic suppression), and valid linear cuts per fraction day, ``ln S >= ln S_ox`` and
+``ln S >= ln(s_k h_lo) + ln S_k`` for each hypoxic compartment ``k`` (all at the fully
+radiosensitised alpha; ``h_lo = h0 w_lo^gamma``).
 
 *Warm start.*  A pool of simple schedules is scored by the simulator (greedy compact calendars
 of every count from each allowed start in the first week, every retained grid dose, and as
 infusions the earliest valid minimum set plus, for NK objectives, the greedy maximum set from
 every start day); the best ``warm_starts`` (option, default 5) are passed to SCIP as complete
-solutions (binaries and the states of :meth:`DailyModel.forward`).  SCIP's default emphasis
-here is aggressive heuristics and fast separation (option ``scip_emphasis``); raw SCIP
-parameters go in option ``scip``.  ``extras["improved_on_warm_start"]`` says whether SCIP found
-something better (in its model) than the pool.
+solutions (binaries, the states of :meth:`DailyModel.forward` and the objective), which SCIP
+checks and keeps without a completion sub-MIP.  SCIP's default emphasis here is aggressive
+heuristics and fast separation (option ``scip_emphasis``); raw SCIP parameters go in option
+``scip``.  ``extras["improved_on_warm_start"]`` says whether SCIP found something better (in
+its model) than the pool.
 
 *What SCIP's numbers mean.*  ``claimed_objective`` is SCIP's incumbent value and ``bound``
 SCIP's dual bound, both of the daily-grid model, not of the simulator's objective: the
@@ -144,6 +181,7 @@ from typing import Any
 import numpy as np
 
 from rtopt import radiobiology as rb
+from rtopt import simulator as sim
 from rtopt import surrogate as sg
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
 from rtopt.problem import Plan, Problem
@@ -571,24 +609,27 @@ class DailyModel:
         for i, o in enumerate(pr.oars):
             t[f"oar_bed{i}"] = np.asarray(rb.bed_per_fraction(rb.oar_doses(d, o.sparing_factor),
                                                               o.alpha_beta_gy), dtype=float)
-        t["m"] = np.asarray(sg.demand_drop(d, p), dtype=float)
-        t["V"] = np.asarray(sg.vascular_damage(d, p), dtype=float)
+        # the jumps of one fraction, read from the simulators' own jump function on unit states
         ka, ke, norm = (float(x) for x in sg.chemokine_rates(p))
-        t["A"] = np.asarray(sg.chemokine_amplitude(d, p), dtype=float) * norm
-        t["fT"] = 1.0 - np.exp(-d / p.nk_d0_gy)                         # tumour NK killed
-        t["fB"] = 1.0 - np.exp(-p.nk_blood_dose_fraction * d / p.nk_d0_gy)  # blood NK killed
+        one, zero = np.ones_like(d), np.zeros_like(d)
+        w1, v1, P1, _, B1, T1 = (np.asarray(x, dtype=float) for x in sim._apply_fraction(
+            d, (one, one, zero, zero, one, one), bio, p, norm))
+        t["m"], t["V"], t["A"] = 1.0 - w1, 1.0 - v1, P1      # demand drop, vascular loss, pulse
+        t["fT"], t["fB"] = 1.0 - T1, 1.0 - B1                 # tumour / blood NK killed
+        # exact one-day propagators of the linear parts (the kernel's, with one sub-step a day)
         c["e_w"] = math.exp(-1.0 / p.demand_recovery_days)
         c["e_v"] = math.exp(-1.0 / p.vascular_recovery_days)
+        c["e_vh"] = math.exp(-0.5 / p.vascular_recovery_days)              # perfusion, 1/2 day
         c["e_a"], c["e_e"] = math.exp(-ka), math.exp(-ke)
         c["c_pc"] = ka / (ke - ka) * (math.exp(-ka) - math.exp(-ke))          # P -> C, 1 day
         c["e_eh"] = math.exp(-ke / 2)
         c["c_pch"] = ka / (ke - ka) * (math.exp(-ka / 2) - math.exp(-ke / 2))  # P -> C, 1/2 day
-        k0, g = float(p.nk_infiltration_per_day), float(p.nk_chemokine_gain)
         kcl, kout = float(p.nk_blood_clearance_per_day), float(p.nk_tumour_loss_per_day)
-        c.update(k0=k0, g=g, kcl=kcl, kout=kout, e_out=math.exp(-kout),
-                 t_int=-math.expm1(-kout) / kout,
-                 kappa=float(p.nk_cytotoxicity * (1.0 - p.nk_treg_penalty)),
-                 eta=float(p.nk_hypoxic_suppression), h0=float(bio.hypoxic_fraction),
+        # activity E = kappa T (1 - eta h), read from the simulators' activity function
+        kappa = float(sim._activity(1.0, 0.0, p))
+        eta = (kappa - float(sim._activity(1.0, 1.0, p))) / kappa if kappa > 0 else 0.0
+        c.update(kcl=kcl, kout=kout, e_out=math.exp(-kout), t_int=-math.expm1(-kout) / kout,
+                 kappa=kappa, eta=eta, h0=float(bio.hypoxic_fraction),
                  hmax=float(p.hypoxic_fraction_max), gamma=float(p.hypoxia_gamma),
                  e50=float(p.nk_radiosensitisation_e50), s_rad=float(p.nk_radiosensitisation_max),
                  k_nk=float(p.nk_log_kill_per_activity_day), ln_n0=math.log(bio.clonogens))
@@ -609,12 +650,15 @@ class DailyModel:
         c["P_max"] = a_max * n_hi
         n_inf = pr.nk.n_max if pr.nk is not None else 0
         c["nk_max"] = float(max(n_inf, 0))
-        # trafficking factors as functions of the mid-day chemokine
+        # trafficking rate: increasing in chemokine and perfusion (v <= 1), so its largest value
+        # is at (c_max, 1); rtopt.surrogate.nk_infiltration_rate states it for both forms
+        c["kin_max"] = float(sg.nk_infiltration_rate(c["c_max"], 1.0, p)) * 1.0001
+        # daily propagator factors of B, T as functions of the day's trafficking rate kin
         x_, w_ = np.polynomial.legendre.leggauss(quad_nodes)
         gs, gw = 0.5 * (x_ + 1.0), 0.5 * w_
 
-        def factors(cc: np.ndarray) -> dict[str, np.ndarray]:
-            kin = k0 * (1.0 + g * np.asarray(cc, dtype=float))[..., None]
+        def factors(kin_: np.ndarray) -> dict[str, np.ndarray]:
+            kin = np.asarray(kin_, dtype=float)[..., None]
             x = kcl + kin - kout
             beta = np.exp(-(kcl + kin))[..., 0]
             # arrivals that survive to the day's end: kin e^{-kout} int_0^1 e^{-x s} ds
@@ -627,42 +671,59 @@ class DailyModel:
 
         self._factors = factors
         for key in ("beta", "gamma", "a"):
-            coef, err = _chebyshev_fit(lambda cc, key=key: factors(cc)[key], c["c_max"])
+            coef, err = _chebyshev_fit(lambda kk, key=key: factors(kk)[key], c["kin_max"])
             self.poly[key], self.fit_error[key] = coef, err
-        # survival tables: oxic and hypoxic (d / OER), at alpha and at alpha (1 + s)
+        # clonogen compartments: shares linear in the FMISO fraction h on [0, h_max] (checked;
+        # the back-end declines otherwise), slopes from rtopt.surrogate.clonogen_hypoxic_shares
+        hh = np.linspace(0.0, c["hmax"], 11)
+        si, sa = (np.asarray(x, dtype=float) for x in sg.clonogen_hypoxic_shares(hh, p))
+        c["s_int"], c["s_an"] = float(si[-1] / hh[-1]), float(sa[-1] / hh[-1])
+        c["shares_linear"] = float(np.allclose(si, c["s_int"] * hh, rtol=1e-12, atol=1e-15)
+                                   and np.allclose(sa, c["s_an"] * hh, rtol=1e-12, atol=1e-15)
+                                   and (c["s_int"] + c["s_an"]) * c["hmax"] <= 1.0)
+        # survival tables: oxic, intermediate (d / OER_i) and anoxic (d / OER) doses, at alpha
+        # and their increase at the fully radiosensitised alpha (1 + s)
         if self.need_survival:
             a, b = bio.alpha_per_gy, bio.beta_per_gy2
             kw = bio.survival_kw
             a2 = a * (1.0 + c["s_rad"])
-            for key, dd in (("ox", d), ("hyp", d / p.oer)):
+            for key, dd in (("ox", d), ("int", d / p.oer_intermediate), ("an", d / p.oer)):
                 base = np.asarray(rb.neg_log_survival(dd, a, b, **kw), dtype=float)
                 t[f"a_{key}"] = base
                 full = np.asarray(rb.neg_log_survival(dd, a2, b, **kw), dtype=float)
                 t[f"da_{key}"] = full - base
 
     # ------------------------------------------------------------------ helpers
-    def polyval(self, key: str, c: Any) -> Any:
-        """The fitted factor ``key`` at mid-day chemokine ``c`` (numpy or Pyomo expression)."""
+    def polyval(self, key: str, kin: Any) -> Any:
+        """The fitted factor ``key`` at the day's trafficking rate ``kin`` (numpy or Pyomo)."""
         coef = self.poly[key]
-        s = c * (1.0 / self.const["c_max"])
+        s = kin * (1.0 / self.const["kin_max"])
         out = float(coef[-1])
         for a in coef[-2::-1]:
             out = out * s + float(a)
         return out
 
     def hyp(self, r: Any) -> Any:
-        """Hypoxic fraction from the (capped) ratio ``r = w / v``."""
+        """FMISO hypoxic fraction ``h0 r^gamma`` from the (capped) ratio ``r = w / v``, the
+        uncapped branch of :func:`rtopt.surrogate.hypoxic_fraction` (the cap ``h_max`` is the
+        cap of ``r``, so this is the same function; a test holds them together)."""
         c = self.const
         return c["h0"] * (r if c["gamma"] == 1.0 else r ** c["gamma"])
 
+    def kin(self, cm: Any, vm: Any) -> Any:
+        """The day's trafficking rate at mid-day chemokine ``cm`` and perfusion ``vm``
+        (:func:`rtopt.surrogate.nk_infiltration_rate`; numpy or Pyomo)."""
+        return sg.nk_infiltration_rate(cm, vm, self.problem.biology.params)
+
     def nk_bounds(self) -> dict[str, np.ndarray]:
         """Valid day-wise upper bounds of ``B`` (start of day), ``B++`` (after the infusion),
-        ``T`` and the day's ``int T dt``: the latest allowed infusions at the minimum spacing,
-        with the largest trafficking factors and no radiation kill."""
+        ``T``, the day's ``int T dt`` and the day's activity integral: the latest allowed
+        infusions at the minimum spacing, with the largest trafficking factors, no radiation
+        kill and no hypoxic suppression."""
         H, c = self.days_needed, self.const
-        cs = np.linspace(0.0, c["c_max"], 201)
-        f = self._factors(cs)
-        fmax = {k: float(max(np.max(f[k]), np.max(self.polyval(k, cs)))) for k in f}
+        ks = np.linspace(0.0, c["kin_max"], 401)
+        f = self._factors(ks)
+        fmax = {k: float(max(np.max(f[k]), np.max(self.polyval(k, ks)))) for k in f}
         r = self.problem.nk
         inf = np.array(sorted(self.inf_days), dtype=int)
         bpp = np.zeros(H + 1)
@@ -680,19 +741,32 @@ class DailyModel:
         for j in range(H):
             t[j + 1] = c["e_out"] * t[j] + bpp[j] * fmax["gamma"]
         i = c["t_int"] * t + bpp * fmax["a"]
-        return {"B": b, "Bpp": bpp, "T": t, "I": i, "fmax": fmax}
+        return {"B": b, "Bpp": bpp, "T": t, "I": i, "Ed": c["kappa"] * i, "fmax": fmax}
 
     @property
     def nk_start(self) -> int:
         """First day on which NK cells can be present."""
         return min(self.inf_days) if self.inf_days else self.days_needed
 
+    def log_survival(self, k: int, h: float, act: float) -> float:
+        """ln S of one fraction at level ``k``, FMISO fraction ``h`` and previous-day activity
+        ``act``, from the tables: the algebraic form the MINLP states (a test holds it to
+        :func:`rtopt.simulator.fraction_log_survival`)."""
+        c, t = self.const, self.tab
+        rho = act / (c["e50"] + act) if act > 0 else 0.0
+        hi, ha = c["s_int"] * h, c["s_an"] * h
+        terms = [(1.0 - hi - ha, "ox"), (hi, "int"), (ha, "an")]
+        return float(np.logaddexp.reduce([math.log(wt) - (t[f"a_{key}"][k]
+                                                          + rho * t[f"da_{key}"][k])
+                                          for wt, key in terms if wt > 0]))
+
     # ------------------------------------------------------------------ forward model
     def forward(self, fraction_days: Any, levels: Any, infusion_days: Any = ()) -> dict[str, Any]:
         """Evaluate the daily-grid model (equalities) for one schedule.
 
         ``levels`` are indices into :attr:`levels`, one per fraction day.  Returns the states
-        (arrays over days ``0 .. days_needed``), per-day auxiliaries and the model's metrics.
+        (arrays over days ``0 .. days_needed``), per-day auxiliaries and the model's metrics
+        and objective (:meth:`rtopt.problem.Problem.objective_from_metrics`).
         """
         H = self.days_needed
         c, t = self.const, self.tab
@@ -700,8 +774,8 @@ class DailyModel:
         inf = {int(j) for j in infusion_days}
         st = {k: np.zeros(H + 1) for k in ("w", "v", "P", "C", "B", "T", "r", "h")}
         aux = {k: np.zeros(max(H, 1)) for k in ("wp", "vp", "Pp", "Tp", "Bp", "rp", "hp", "cm",
-                                                "beta", "gamma", "a", "I", "E", "rho", "lnS",
-                                                "mw", "mv", "fT", "fB")}
+                                                "vm", "kin", "beta", "gamma", "a", "I", "Ed",
+                                                "E", "rho", "lnS", "mw", "mv", "fT", "fB")}
         aux["cap"], aux["capp"] = np.zeros(H + 1), np.zeros(max(H, 1))
         w = v = 1.0
         P = C = B = T = 0.0
@@ -712,23 +786,20 @@ class DailyModel:
 
         for j in range(H + 1):
             r, cap = ratio(w, v)
+            h = self.hyp(r)
             st["w"][j], st["v"][j], st["P"][j], st["C"][j] = w, v, P, C
-            st["B"][j], st["T"][j], st["r"][j], st["h"][j] = B, T, r, self.hyp(r)
+            st["B"][j], st["T"][j], st["r"][j], st["h"][j] = B, T, r, h
             aux["cap"][j] = cap
             if j == H:
                 break
-            h = self.hyp(r)
             k = lev.get(j)
             if k is not None:
-                E = c["kappa"] * T * (1 - c["eta"] * h)
+                # radiosensitisation by the activity over the day before the fraction
+                E = aux["Ed"][j - 1] if (j > 0 and self.need_nk) else 0.0
                 aux["E"][j] = E
-                rho = E / (c["e50"] + E) if self.need_nk else 0.0
-                aux["rho"][j] = rho
+                aux["rho"][j] = E / (c["e50"] + E) if E > 0 else 0.0
                 if self.need_survival:
-                    aox = t["a_ox"][k] + rho * t["da_ox"][k]
-                    ahy = t["a_hyp"][k] + rho * t["da_hyp"][k]
-                    aux["lnS"][j] = np.logaddexp(np.log1p(-h) - aox if h < 1 else -np.inf,
-                                                 np.log(h) - ahy if h > 0 else -np.inf)
+                    aux["lnS"][j] = self.log_survival(k, h, E)
                 aux["mw"][j], aux["mv"][j] = t["m"][k], t["V"][k]
                 aux["fT"][j], aux["fB"][j] = t["fT"][k], t["fB"][k]
                 w, v = w * (1 - t["m"][k]), v * (1 - t["V"][k])
@@ -740,18 +811,23 @@ class DailyModel:
             aux["rp"][j], aux["hp"][j], aux["capp"][j] = rp, self.hyp(rp), capp
             if j in inf:
                 B = B + 1.0
+            # trafficking frozen at mid-day chemokine and perfusion
             cm = c["e_eh"] * C + c["c_pch"] * P
-            be, ga, a = (self.polyval(key, cm) for key in ("beta", "gamma", "a"))
-            aux["cm"][j], aux["beta"][j], aux["gamma"][j], aux["a"][j] = cm, be, ga, a
+            vm = 1.0 - c["e_vh"] * (1.0 - v)
+            kin = float(self.kin(cm, vm))
+            be, ga, a = (self.polyval(key, kin) for key in ("beta", "gamma", "a"))
+            aux["cm"][j], aux["vm"][j], aux["kin"][j] = cm, vm, kin
+            aux["beta"][j], aux["gamma"][j], aux["a"][j] = be, ga, a
             aux["I"][j] = T * c["t_int"] + B * a
             T, B = c["e_out"] * T + B * ga, B * be
             w, v = 1 - (1 - w) * c["e_w"], 1 - (1 - v) * c["e_v"]
             C, P = c["e_e"] * C + c["c_pc"] * P, c["e_a"] * P
+            # the day's activity integral, hypoxia averaged over the day (trapezoid)
+            hbar = 0.5 * (aux["hp"][j] + self.hyp(ratio(w, v)[0]))
+            aux["Ed"][j] = c["kappa"] * aux["I"][j] * (1.0 - c["eta"] * hbar) if self.need_nk \
+                else 0.0
         out: dict[str, Any] = {"states": st, "aux": aux}
-        auc = 0.0
-        if self.need_nk:
-            hbar = 0.5 * (aux["hp"][:H] + st["h"][1:H + 1])
-            auc = float(c["kappa"] * np.sum(aux["I"][:H] * (1 - c["eta"] * hbar)))
+        auc = float(np.sum(aux["Ed"][:H])) if self.need_nk else 0.0
         out["nk_favourability"] = auc
         days = sorted(lev)
         overall = (days[-1] - days[0]) if days else 0
@@ -765,11 +841,10 @@ class DailyModel:
             out["ln_survival"] = ln_s
             out["tumour_log10_kill"] = -ln_s / math.log(10.0)
             out["tcp"] = float(rb.poisson_tcp(pr.biology.clonogens, ln_s))
-        metric = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour_log10_kill",
-                  "tcp": "tcp", "tumour_bed": "tumour_bed_gy"}
-        out["objective"] = float(sum(wt * out.get(metric[k], 0.0)
-                                     for k, wt in pr.weights.items()))
-        out["overall_days"] = overall
+        out["n_fractions"] = float(len(days))
+        out["overall_days"] = float(overall)
+        metrics = {k: np.array([v]) for k, v in out.items() if isinstance(v, float)}
+        out["objective"] = float(pr.objective_from_metrics(metrics, 1)[0])
         return out
 
 
@@ -780,17 +855,45 @@ class PyomoMinlpBackend(Backend):
     name = "pyomo_minlp"
     description = ("Pyomo MINLP of the TME model on the daily grid (fraction, dose-level and "
                    "infusion binaries), solved by SCIP")
-    # The daily-grid algebraic form predates the clonogen compartments, the perfusion- and
-    # chemokine-saturating NK trafficking and population tumour control; until it is generated
-    # from the simulator's definitions it declines every objective that needs the TME model.
-    objectives = ("tumour_bed",)
+    # what the daily-grid algebraic form states; ``tcp`` only as per-patient Poisson TCP
+    objectives = ("nk_favourability", "tumour_log_kill", "tumour_bed", "tcp")
     supports_nk = True
     supports_per_fraction = True
     supports_continuous_dose = False
+    supports_costs = True  # a sum of fraction binaries and the last-minus-first fraction day
     global_optimality = False  # optimal for its daily-grid approximation, not the simulator
     requires = ("pyomo", "pyscipopt")
     guarantee = ("SCIP's optimum (or incumbent at the time limit) of a daily-grid approximation "
                  "of the simulator; the bound is of that model; plans are verified by simulation")
+
+    def check(self, problem: Problem) -> tuple[bool, str]:
+        not_algebraic = [k for k in problem.weights
+                         if k not in self.objectives
+                         or problem.metric_of(k) in ("local_control", "nk_gain_local_control")]
+        if not_algebraic:
+            why = []
+            for k in not_algebraic:
+                if k == "tcp":
+                    why.append("tcp with tcp_model = \"population\" (local control, an average "
+                               "of TCP over patients' radiosensitivity; set tcp_model = "
+                               "\"per_patient\" for Poisson TCP at the nominal alpha)")
+                elif k.startswith("nk_gain"):
+                    why.append(f"{k} (a counterfactual of the same plan without NK cells)")
+                else:
+                    why.append(f"{k} (population tumour control)" if k == "local_control"
+                               else k)
+            return False, (f"{self.name} does not optimise {'; '.join(why)}: its daily-grid "
+                           f"algebraic form states {', '.join(self.objectives[:3])} and "
+                           "per-patient tcp only")
+        ok, why = super().check(problem)
+        if not ok:
+            return ok, why
+        p = problem.biology.params
+        hc = np.asarray(sg.clonogen_hypoxic_shares(p.hypoxic_fraction_max, p), dtype=float)
+        if float(np.sum(hc)) >= 1.0 and {"tumour_log_kill", "tcp"} & set(problem.weights):
+            return False, (f"{self.name} needs clonogen hypoxic shares linear in the FMISO "
+                           "fraction (clonogen_hypoxia_ratio * hypoxic_fraction_max < 1)")
+        return True, ""
 
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
         t0 = time.perf_counter()
@@ -810,7 +913,8 @@ class PyomoMinlpBackend(Backend):
             version = _scip_version(solver)
             start_vals = []
             for plan_levels in starts:
-                start_vals.append(handles.start_values(dm.forward(*plan_levels), plan_levels))
+                fw = dm.forward(*plan_levels)
+                start_vals.append((handles.start_values(fw, plan_levels), fw["objective"]))
             solver.extra_starts = start_vals
             solver.emphasis = dict(options.options.get("scip_emphasis",
                                                        {"heuristics": "aggressive",
@@ -961,13 +1065,27 @@ def _scip_solver() -> Any:
             vmap = getattr(self, "_pyomo_var_to_solver_var_map", None)
             if vmap is None or not self.extra_starts:
                 return super()._mipstart()
-            for values in self.extra_starts:
-                sol = self._solver_model.createPartialSol()
-                for pv, val in values.items():
-                    sv = vmap.get(pv)
-                    if sv is not None and val is not None:
-                        sol[sv] = float(val)
-                self._solver_model.addSol(sol)
+            sm = self._solver_model
+            for values, obj_val in self.extra_starts:
+                pairs = []
+                for pv, sv in vmap.items():
+                    val = values.get(pv, pv.value if pv.fixed else None)
+                    if val is not None:
+                        pairs.append((sv, float(val)))
+                # a complete solution is checked and stored as it is; a partial one would be
+                # completed by SCIP's completesol sub-MIP, which spends seconds per start
+                obj_var = getattr(self, "_obj_var", None)
+                complete = len(pairs) == len(vmap) and obj_var is not None and obj_val is not None
+                if complete:
+                    # the epigraph variable of the objective, just inside its constraint
+                    pairs.append((obj_var, float(obj_val) - 1e-9 * max(1.0, abs(obj_val))))
+                sol = sm.createSol() if complete else sm.createPartialSol()
+                for sv, val in pairs:
+                    sol[sv] = val
+                if complete:
+                    sm.addSol(sol, free=True)
+                else:
+                    sm.addSol(sol)
 
         def _emphasis(self) -> None:
             """Parameter emphasis settings (``heuristics``, ``separating``, ``presolving``:
@@ -1032,8 +1150,9 @@ class _Handles:
                           ("Bp", aux["Bp"]), ("rp", aux["rp"]), ("capp", aux["capp"]),
                           ("mw", aux["mw"]), ("mv", aux["mv"]), ("fT", aux["fT"]),
                           ("fB", aux["fB"]), ("beta", aux["beta"]), ("gamma", aux["gamma"]),
-                          ("a", aux["a"]), ("I", aux["I"]), ("E", aux["E"]), ("cm", aux["cm"]),
-                          ("rho", aux["rho"]), ("lnS", aux["lnS"])):
+                          ("a", aux["a"]), ("I", aux["I"]), ("Ed", aux["Ed"]),
+                          ("cm", aux["cm"]), ("kin", aux["kin"]), ("rho", aux["rho"]),
+                          ("lnS", aux["lnS"])):
             var = getattr(m, comp, None)
             if var is None:
                 continue
@@ -1047,6 +1166,7 @@ class _Handles:
         if hasattr(m, "first"):
             out[m.first] = float(fd[0]) if fd else 0.0
             out[m.last] = float(fd[-1]) if fd else 0.0
+        if hasattr(m, "excess"):
             tk = float(dm.problem.biology.repopulation_kickoff_days)
             out[m.excess] = max(0.0, (fd[-1] - fd[0] if fd else 0.0) - tk)
         return out
@@ -1106,19 +1226,24 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
                 if tday < f <= tday + r.min_days_before_next_fraction:
                     m.rules.add(m.u[tday] + m.x[f] <= 1)
 
-    # ---- overall time (repopulation) and clinical limits
+    # ---- overall time (repopulation, cost per overall day) and clinical limits
     repop = _has_repopulation(problem)
     loss_expr = 0.0
     gain_expr = 0.0
-    if repop:
-        bio = problem.biology
+    overall_expr = 0.0
+    if repop or problem.cost_per_overall_day:
         big = float(problem.horizon_days)
         m.first = pyo.Var(bounds=(0, big))
         m.last = pyo.Var(bounds=(0, big))
-        m.excess = pyo.Var(bounds=(0, big))
+        # first <= every fraction day, last >= every fraction day: last - first >= the overall
+        # time, with equality at an optimum (a longer overall time only costs)
         for j in Jf:
             m.rules.add(m.first <= j + big * (1 - m.x[j]))
             m.rules.add(m.last >= j * m.x[j])
+        overall_expr = m.last - m.first
+    if repop:
+        bio = problem.biology
+        m.excess = pyo.Var(bounds=(0, big))
         m.rules.add(m.excess >= m.last - m.first - bio.repopulation_kickoff_days)
         # slopes from rtopt.radiobiology (both linear in the overall time beyond T_k)
         tk = float(bio.repopulation_kickoff_days)
@@ -1156,7 +1281,9 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             m.dyn.add(m.mw[j] == lin(t["m"], j))
             m.dyn.add(m.mv[j] == lin(t["V"], j))
             m.dyn.add(m.wp[j] >= m.w[j] - m.w[j] * m.mw[j])
-            m.dyn.add(m.vp[j] <= m.v[j] - m.v[j] * m.mv[j])
+            # perfusion is exact: it also sets the trafficking rate, and earlier infiltration
+            # is not better on every day (see the module docstring)
+            m.dyn.add(m.vp[j] == m.v[j] - m.v[j] * m.mv[j])
         for j in range(H):
             m.dyn.add(m.w[j + 1] == 1.0 - c["e_w"] + c["e_w"] * wp[j])
             m.dyn.add(m.v[j + 1] == 1.0 - c["e_v"] + c["e_v"] * vp[j])
@@ -1212,74 +1339,90 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             Tp = {j: (m.Tp[j] if j in m.Tp else m.T[j]) for j in Jn}
             Bpp = {j: (m.Bp[j] if j in m.Bp else m.B[j]) + (m.u[j] if j in Ju_set else 0.0)
                    for j in Jn}
-            ub = lambda key: float(max(dm.polyval(key, 0.0), dm.polyval(key, c["c_max"]),
-                                       np.max(dm._factors(np.linspace(0, c["c_max"], 201))[key])))
-            m.beta = pyo.Var(Jn, bounds=(0.0, ub("beta") * 1.001))
-            m.gamma = pyo.Var(Jn, bounds=(0.0, ub("gamma") * 1.001))
-            m.a = pyo.Var(Jn, bounds=(0.0, ub("a") * 1.001))
+            fmax = nb["fmax"]
+            m.beta = pyo.Var(Jn, bounds=(0.0, fmax["beta"] * 1.001))
+            m.gamma = pyo.Var(Jn, bounds=(0.0, fmax["gamma"] * 1.001))
+            m.a = pyo.Var(Jn, bounds=(0.0, fmax["a"] * 1.001))
             m.I = pyo.Var(Jn, bounds=lambda m, j: (0.0, nb["I"][j] * tol))
-            # mid-day chemokine as a variable, so the polynomials are in one variable
+            m.Ed = pyo.Var(Jn, bounds=lambda m, j: (0.0, nb["Ed"][j] * tol))
+            # mid-day chemokine as a variable, and the day's trafficking rate from
+            # rtopt.surrogate.nk_infiltration_rate at mid-day chemokine and perfusion, so the
+            # factor polynomials are in one variable
             m.cm = pyo.Var(Jn, bounds=(0.0, c["c_max"]))
+            m.kin = pyo.Var(Jn, bounds=(0.0, c["kin_max"]))
             for j in Jn:
+                vm = 1.0 - c["e_vh"] + c["e_vh"] * vp[j]
                 m.dyn.add(m.cm[j] == c["e_eh"] * m.C[j] + c["c_pch"] * Pp[j])
-                m.dyn.add(m.beta[j] <= dm.polyval("beta", m.cm[j]))
-                m.dyn.add(m.gamma[j] <= dm.polyval("gamma", m.cm[j]))
-                m.dyn.add(m.a[j] <= dm.polyval("a", m.cm[j]))
+                m.dyn.add(m.kin[j] == dm.kin(m.cm[j], vm))
+                m.dyn.add(m.beta[j] <= dm.polyval("beta", m.kin[j]))
+                m.dyn.add(m.gamma[j] <= dm.polyval("gamma", m.kin[j]))
+                m.dyn.add(m.a[j] <= dm.polyval("a", m.kin[j]))
                 m.dyn.add(m.B[j + 1] <= Bpp[j] * m.beta[j])
                 m.dyn.add(m.T[j + 1] <= c["e_out"] * Tp[j] + Bpp[j] * m.gamma[j])
                 m.dyn.add(m.I[j] <= c["t_int"] * Tp[j] + Bpp[j] * m.a[j])
-            auc = c["kappa"] * q_sum(m.I[j] - 0.5 * c["eta"] * m.I[j] * (hp[j] + h[j + 1])
-                                     for j in Jn)
+                # the day's activity integral (hypoxia averaged over the day, trapezoid)
+                m.dyn.add(m.Ed[j] <= c["kappa"] * (m.I[j] - 0.5 * c["eta"] * m.I[j]
+                                                   * (hp[j] + h[j + 1])))
+            auc = q_sum(m.Ed[j] for j in Jn)
 
         if dm.need_survival:
             Js = Jfh
+            keys = ["ox"] + (["int"] if c["s_int"] > 0 else []) + (["an"] if c["s_an"] > 0 else [])
             worst = float(np.max(t["a_ox"] + t["da_ox"], initial=0.0))
             m.lnS = pyo.Var(Js, bounds=(-worst - 1.0, 0.0))
-            if dm.need_nk:
-                m.E = pyo.Var(Js, bounds=(0.0, c["kappa"] * c["nk_max"]))
-                m.rho = pyo.Var(Js, bounds=(0.0, 1.0))
-            # valid linear cuts: S >= S_ox (hypoxic cells survive better) and S >= h S_hyp,
-            # both at the fully radiosensitised alpha, with h >= h0 w_lo^gamma
+            # radiosensitisation by the activity over the day before each fraction
+            Jr = [j for j in Js if dm.need_nk and (j - 1) in getattr(m, "Ed", {})]
+            m.rho = pyo.Var(Js, bounds=(0.0, 1.0))
+            for j in Js:
+                if j not in Jr:
+                    m.rho[j].fix(0.0)
+            for j in Jr:
+                m.dyn.add(m.rho[j] * c["e50"] + m.rho[j] * m.Ed[j - 1] <= m.Ed[j - 1])
+            # valid linear cuts: S >= S_ox (hypoxic compartments survive better) and
+            # S >= share_k(h_lo) S_k for the hypoxic compartments, all at the fully
+            # radiosensitised alpha, with h >= h0 w_lo^gamma
             h_lo = min(c["hmax"], float(dm.hyp(c["w_lo"])))
             for j in Js:
                 m.dyn.add(m.lnS[j] >= -lin(t["a_ox"] + t["da_ox"], j))
-                if h_lo > 0:
-                    m.dyn.add(m.lnS[j] >= math.log(h_lo) * m.x[j]
-                              - lin(t["a_hyp"] + t["da_hyp"], j))
+                for key in keys[1:]:
+                    share = c[f"s_{key}"] * h_lo
+                    if share > 0:
+                        m.dyn.add(m.lnS[j] >= math.log(share) * m.x[j]
+                                  - lin(t[f"a_{key}"] + t[f"da_{key}"], j))
             # per-day survival coefficients as variables (one-hot sums of the tables), so the
             # nonlinear terms stay small
-            m.sv = pyo.Var(Js, ["a_ox", "a_hyp", "da_ox", "da_hyp"], bounds=(0.0, None))
+            names = [f"{pre}_{key}" for key in keys for pre in ("a", "da")]
+            m.sv = pyo.Var(Js, names, bounds=(0.0, None))
             for j in Js:
-                for key in ("a_ox", "a_hyp", "da_ox", "da_hyp"):
-                    m.dyn.add(m.sv[j, key] == lin(t[key], j))
-                aox, ahy = m.sv[j, "a_ox"], m.sv[j, "a_hyp"]
-                if dm.need_nk and j >= dm.nk_start:
-                    m.dyn.add(m.E[j] <= c["kappa"] * (m.T[j] - c["eta"] * m.T[j] * h[j]))
-                    m.dyn.add(m.rho[j] * c["e50"] + m.rho[j] * m.E[j] <= m.E[j])
-                    aox = aox + m.rho[j] * m.sv[j, "da_ox"]
-                    ahy = ahy + m.rho[j] * m.sv[j, "da_hyp"]
-                elif dm.need_nk:
-                    m.E[j].fix(0.0)
-                    m.rho[j].fix(0.0)
-                if c["h0"] > 0:
-                    m.dyn.add(m.lnS[j] >= -ahy + pyo.log(h[j] + (1 - h[j]) * pyo.exp(ahy - aox)))
+                for name in names:
+                    m.dyn.add(m.sv[j, name] == lin(t[name], j))
+                eff = {key: m.sv[j, f"a_{key}"] + m.rho[j] * m.sv[j, f"da_{key}"] for key in keys}
+                if len(keys) > 1:
+                    # ln[(1 - h_i - h_a) S_ox + h_i S_int + h_a S_an], shares linear in h
+                    mix = 1.0 - (c["s_int"] + c["s_an"]) * h[j]
+                    for key in keys[1:]:
+                        mix = mix + c[f"s_{key}"] * h[j] * pyo.exp(eff["ox"] - eff[key])
+                    m.dyn.add(m.lnS[j] >= -eff["ox"] + pyo.log(mix))
                 else:
-                    m.dyn.add(m.lnS[j] >= -aox)
+                    m.dyn.add(m.lnS[j] >= -eff["ox"])
             ln_s_total = q_sum(m.lnS[j] for j in Js)
 
-    # ---- objective: the daily-grid approximation of the simulator's
-    w = problem.weights
-    obj = 0.0
-    if "tumour_bed" in w:
-        obj = obj + w["tumour_bed"] * bed
-    if "nk_favourability" in w:
-        obj = obj + w["nk_favourability"] * auc
-    if {"tumour_log_kill", "tcp"} & set(w):
+    # ---- objective: the daily-grid approximation of the simulator's, minus the costs
+    metric: dict[str, Any] = {"tumour_bed_gy": bed, "nk_favourability": auc}
+    if dm.need_survival:
         ln_s = ln_s_total - c["k_nk"] * auc + gain_expr
-        if "tumour_log_kill" in w:
-            obj = obj + w["tumour_log_kill"] * (-ln_s / math.log(10.0))
-        if "tcp" in w:
-            obj = obj + w["tcp"] * pyo.exp(-pyo.exp(c["ln_n0"] + ln_s))
+        metric["tumour_log10_kill"] = -ln_s / math.log(10.0)
+        metric["tcp"] = pyo.exp(-pyo.exp(c["ln_n0"] + ln_s))       # per-patient Poisson TCP
+    obj = 0.0
+    for term, wt in problem.weights.items():
+        name = problem.metric_of(term)
+        if name not in metric:
+            raise ValueError(f"the daily-grid model has no {name} (objective term {term})")
+        obj = obj + wt * metric[name]
+    if problem.cost_per_fraction:
+        obj = obj - problem.cost_per_fraction * n_fr
+    if problem.cost_per_overall_day:
+        obj = obj - problem.cost_per_overall_day * overall_expr
     if isinstance(obj, float):
         m.dummy = pyo.Var(bounds=(0, 0))
         obj = obj + m.dummy
