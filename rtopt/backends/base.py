@@ -1,7 +1,8 @@
 """The solver protocol every back-end implements, and what a back-end hands back.
 
 A back-end is a class with capability flags as class attributes, ``available()`` that answers
-without importing heavy native libraries, ``check(problem)`` that declines a problem it cannot
+whether its libraries import (tried once per process, lazily: only when the back-end is listed
+or used, never at CLI start), ``check(problem)`` that declines a problem it cannot
 handle (with the reason), and ``solve(problem, options)`` returning a :class:`BackendOutput`.
 Back-ends never report feasibility themselves: :func:`rtopt.solve.solve` re-simulates and
 re-checks every plan they return (:meth:`rtopt.problem.Problem.verify`).
@@ -9,15 +10,19 @@ re-checks every plan they return (:meth:`rtopt.problem.Problem.verify`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import importlib.metadata
 import importlib.util
+import io
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rtopt.problem import Plan, Problem
 
 __all__ = ["Backend", "BackendOutput", "SolverOptions", "Termination", "module_available",
-           "package_version"]
+           "module_import_error", "package_version"]
 
 
 class Termination:
@@ -78,17 +83,27 @@ class Backend:
     supports_continuous_dose: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
-    #: modules needed at run time (checked with importlib.util.find_spec, nothing imported)
+    #: modules needed at run time (found with importlib.util.find_spec, then imported once by
+    #: available(), so that a library installed but broken shows as unavailable)
     requires: ClassVar[tuple[str, ...]] = ()
     #: what the back-end guarantees, for `rtopt solvers` and reports
     guarantee: ClassVar[str] = ""
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        """Whether the back-end can run here, and the reason if not (no heavy imports)."""
+        """Whether the back-end can run here, and the reason if not.
+
+        First whether each required module is installed (``find_spec``, nothing imported),
+        then whether it imports: the import is tried once per process and cached
+        (:func:`module_import_error`), so call this only when the back-end is listed or used.
+        """
         missing = [m for m in cls.requires if not module_available(m)]
         if missing:
             return False, f"missing Python package(s): {', '.join(missing)}"
+        for m in cls.requires:
+            why = module_import_error(m)
+            if why:
+                return False, f"Python package {m} is installed but fails to import: {why}"
         return True, ""
 
     def check(self, problem: Problem) -> tuple[bool, str]:
@@ -123,6 +138,22 @@ def module_available(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+@functools.cache
+def module_import_error(name: str) -> str:
+    """``""`` if ``name`` imports, else the first line of why not (tried once per process).
+
+    Any exception counts (a native library that is missing or of the wrong version often
+    raises ``OSError`` or ``AttributeError`` rather than ``ImportError``); what the library
+    prints while importing is swallowed.
+    """
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - any failure means "cannot run here"
+        return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:300]
+    return ""
 
 
 def package_version(dist: str) -> str:
