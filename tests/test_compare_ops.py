@@ -122,17 +122,18 @@ def test_interrupted_run_keeps_finished_runs_and_resume_skips_them(tmp_path, fak
     # an instance file that changed since is solved again, not resumed
     changed = tmp_path / "hypo.toml"
     changed.write_text(HYPO.read_text())
-    compare([changed], [prof], tmp_path / "o2")
+    compare([changed], [prof], tmp_path / "o2", report=False)
     CALLS.clear()
     changed.write_text(HYPO.read_text() + "\n# edited\n")
-    compare([changed], [prof], tmp_path / "o2", resume=True)
+    compare([changed], [prof], tmp_path / "o2", resume=True, report=False)
     assert CALLS == ["classic-mizuta-hypo"]
 
 
 def test_non_empty_folder_needs_resume_or_overwrite(tmp_path, fakes):
     out = tmp_path / "out"
     prof = str(counting_profile(tmp_path))
-    compare([HYPO, TWO_OAR], [prof], out)
+    compare([HYPO, TWO_OAR], [prof], out, report=False)
+    (out / "figures").mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "plans" / "old-instance__counting__r0.json").write_text("{}")
     (out / "figures" / "plans-old-instance.png").write_bytes(b"\x89PNG old")
@@ -412,6 +413,7 @@ def _start_slow_compare(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
                           "-s", "exhaustive,scipy-de", "-o", str(out), "-j", "2",
                           "--time-limit", "30"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         start_new_session=True,  # its own process group, as in a terminal
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     deadline = time.monotonic() + 60  # generous: spawning workers on a loaded machine
     while time.monotonic() < deadline:
@@ -434,23 +436,30 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
-def test_sigterm_keeps_finished_runs_and_ends_the_workers(tmp_path):
+@pytest.mark.parametrize("sig, code, note", [
+    (signal.SIGTERM, 143, "terminated (SIGTERM): "),  # `kill PID`: to the parent alone
+    (signal.SIGINT, 130, "interrupted: "),  # Ctrl-C: to the whole process group
+])
+def test_signal_keeps_finished_runs_and_ends_the_workers(tmp_path, sig, code, note):
     p, out = _start_slow_compare(tmp_path)
     kids = _children(p.pid)  # the worker processes and multiprocessing's resource tracker
-    p.send_signal(signal.SIGTERM)
+    if sig == signal.SIGINT:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
     try:
         _, err = p.communicate(timeout=30)  # the parent stops its workers at once
     finally:
         p.kill()
-    assert p.returncode == 143
+    assert p.returncode == code
     assert "Traceback" not in err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM): ")
+    assert len(lines) == 1 and lines[0].startswith(note), err
     assert "--resume" in lines[0]
     # 5 s: SIGTERM to the workers, then the resource tracker sees its pipe close
     assert _wait_gone(kids, 5.0) == []
     done = read_table(out / "results.csv")
-    assert done and read_manifest(out)["interrupted"] == "SIGTERM"
+    assert done and read_manifest(out)["interrupted"] == sig.name
     assert all((out / r["plan_file"]).is_file() for r in done)
     assert not (out / "report.html").exists()
 

@@ -104,8 +104,19 @@ def solvers_cmd(
     from rtopt.backends import BACKENDS
     from rtopt.profiles import Profile, list_profiles, profile_origin, shadowed
 
+    from rtopt.backends import get_backend
+    from rtopt.backends.base import check_imports
+
+    profiles = list_profiles()
+    names = set()  # try every back-end's imports at once (each in a child process)
+    for b in {p.backend for p in profiles if isinstance(p, Profile)} | set(BACKENDS):
+        try:
+            names.update(get_backend(b).requires)
+        except (ImportError, AttributeError):
+            pass  # reported by _describe
+    check_imports(names)
     rows = []
-    for p in list_profiles():
+    for p in profiles:
         if not isinstance(p, Profile):
             for line in p.lines():
                 err_console.print(line)
