@@ -385,17 +385,16 @@ def _run_isolated(task: Task, ctx: Any, fn: Callable[[Task], dict[str, Any]] = r
     res, timed_out = None, False
     limit = _hard_limit(task)
     try:
-        started = False
+        started = False  # if it never says so, it died: reported from its exit code below
         if recv.poll(STARTUP_GRACE_S):
             with contextlib.suppress(EOFError, OSError):
                 started = recv.recv() == "started"
-        if not started:
-            pass  # died (or never started): reported from the exit code below
-        elif recv.poll(limit):
-            with contextlib.suppress(EOFError, OSError):
-                res = recv.recv()
-        else:
-            timed_out = True
+        if started:  # the run's own deadline counts from here
+            if recv.poll(limit):
+                with contextlib.suppress(EOFError, OSError):
+                    res = recv.recv()
+            else:
+                timed_out = True
     finally:
         proc.join(5.0 if res is not None else 0.5)
         if proc.is_alive():
@@ -977,6 +976,10 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
                     repeat: int, workers: int, time_limit_s: float | None,
                     progress: Callable[[int, int, str], None] | None, report: bool,
                     isolate: bool | None, resume: bool, overwrite: bool) -> CompareSummary:
+    for sub in ("plans", "figures"):  # rtopt writes there: it must be inside the folder
+        if (out / sub).is_symlink() or ((out / sub).exists() and not (out / sub).is_dir()):
+            raise OutputFolderError(f"{out / sub}: is a symbolic link or not a folder; "
+                                    f"rtopt writes only inside {out}")
     _prepare_folder(out, resume, overwrite)
     (out / "plans").mkdir(exist_ok=True)
     inst_keys = _unique(_instance_names(files))

@@ -9,8 +9,7 @@ in its own process group and always wait with a bound.
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import json
 import os
 import signal
@@ -155,6 +154,16 @@ def test_non_empty_folder_needs_resume_or_overwrite(tmp_path, fakes):
         "classic-mizuta-hypo__counting__r0.json"]
     assert not (out / "figures" / "plans-old-instance.png").exists()
     assert [r["instance"] for r in read_table(out / "results.csv")] == ["classic-mizuta-hypo"]
+
+
+def test_plans_folder_that_leads_elsewhere_is_refused(tmp_path, fakes):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "plans").symlink_to(elsewhere)
+    with pytest.raises(OutputFolderError, match="is a symbolic link or not a folder"):
+        compare([HYPO], [str(counting_profile(tmp_path))], out, overwrite=True)
+    assert list(elsewhere.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,10 +437,16 @@ def _start_slow_compare(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
 
 
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """The processes of ``pids`` still alive after up to ``seconds``; those are then killed
+    (they are this test's own), so that a failing test leaves nothing running."""
     end = time.monotonic() + seconds
     while time.monotonic() < end and any(_alive(k) for k in pids):
         time.sleep(0.1)
-    return [k for k in pids if _alive(k)]
+    left = [k for k in pids if _alive(k)]
+    for k in left:
+        with contextlib.suppress(OSError):
+            os.kill(k, signal.SIGKILL)
+    return left
 
 
 @pytest.mark.slow
@@ -451,6 +466,7 @@ def test_signal_keeps_finished_runs_and_ends_the_workers(tmp_path, sig, code, no
         _, err = p.communicate(timeout=30)  # the parent stops its workers at once
     finally:
         p.kill()
+        _wait_gone(kids, 0.0)
     assert p.returncode == code
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -471,8 +487,9 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     kids = _children(p.pid)
     assert len(kids) >= 2
     p.kill()  # SIGKILL: nothing in the parent runs
-    p.communicate(timeout=10)
+    p.wait(10)
     # PR_SET_PDEATHSIG kills the workers at once; the watchdog fallback polls every 0.5 s;
     # the resource tracker exits when the last worker holding its pipe is gone
     assert _wait_gone(kids, 5.0) == []
+    p.communicate(timeout=10)  # the workers held the pipes open: read only once they are gone
     assert read_table(out / "results.csv")  # the runs finished before the kill are kept
