@@ -26,7 +26,7 @@ from rtopt.backends import BACKENDS
 from rtopt.backends.base import Backend, BackendOutput, Termination, module_import_error
 from rtopt.cli import app
 from rtopt.compare import CompareInterrupted, compare, read_manifest, read_table, results_digest
-from rtopt.errors import FolderLocked, OutputFolderError, RtoptError
+from rtopt.errors import FolderLocked, OutputFolderError
 from rtopt.fileio import FolderLock, inside
 from rtopt.problem import Plan
 from rtopt.profiles import ProfileError, file_options, load_profile
