@@ -718,8 +718,11 @@ def system_info() -> dict[str, Any]:
 
 
 def _profile_info(key: str, p: Profile, time_limit_s: float | None) -> dict[str, Any]:
+    from rtopt.profiles import profile_origin
+
     o = p.options
     return {"name": key, "backend": p.backend, "description": p.description, "path": p.path,
+            "origin": profile_origin(p.path),
             "time_limit_s": time_limit_s if time_limit_s is not None else o.time_limit_s,
             "rel_gap": o.rel_gap, "threads": o.threads, "seed": o.seed,
             "options": json.loads(json.dumps(o.options, default=str))}
@@ -768,8 +771,8 @@ def results_digest(path: str | os.PathLike) -> tuple[int, str]:
         data = Path(path).read_bytes()
     except OSError:
         return 0, ""
-    rows = max(0, len(data.decode("utf-8", "replace").splitlines()) - 1)
-    return rows, hashlib.sha256(data).hexdigest()
+    records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
+    return max(0, records - 1), hashlib.sha256(data).hexdigest()
 
 
 def read_manifest(outdir: str | os.PathLike) -> dict[str, Any]:

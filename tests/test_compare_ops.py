@@ -281,6 +281,7 @@ def test_profile_file_is_recorded_and_shadowing_is_shown(tmp_path, fakes, monkey
     assert d["extras"]["profile_file"] == str(mine)
     assert s.notes == [f"note: profile 'exhaustive' is {mine} (working folder); it replaces "
                        f"{REPO_ROOT / 'solvers' / 'exhaustive.toml'}"]
+    assert f"{mine} (working folder) |" in (tmp_path / "out" / "report.md").read_text()
     result = runner.invoke(app, ["solvers", "--json"])
     assert result.exit_code == 0, result.output
     row = next(r for r in json.loads(result.stdout) if r["profile"] == "exhaustive")
