@@ -1058,7 +1058,11 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
 
         if progress is not None:
             progress(len(tasks), len(tasks), "writing the report")
-        summary.report_errors = render(out)
+        try:
+            summary.report_errors = render(out)
+        except KeyboardInterrupt as e:  # the table is final; --resume only renders
+            signum = e.signum if isinstance(e, Stopped) else int(signal.SIGINT)
+            raise CompareInterrupted(signum, len(final), len(tasks), out) from None
     return summary
 
 
