@@ -6,12 +6,24 @@ folder::
     results.csv          one row per instance x profile x repeat (see COLUMNS)
     plans/I__P__rR.json  the full Result JSON of each run, plus how it was run ("compare" key)
     system.json          versions, platform, CPU, git revision, date, and the run's settings
+    manifest.json        how far the run got: rows and SHA-256 of results.csv, complete or not,
+                         and which results the report was built from
     report.html          one self-contained page (rtopt.report.render)
     report.md            the same tables in Markdown, figures under figures/
+    .rtopt.lock          held (fcntl.flock) by the run writing into the folder
 
 Everything the report shows is read back from these files, so ``rtopt report OUTDIR``
 re-renders it without solving again.  Every file is written to a temporary name and renamed,
 so a reader never sees a half-written file.
+
+Runs that survive interruption: each run is written as soon as it finishes (its plan file,
+then ``results.csv`` rewritten with every finished row), so Ctrl-C, SIGTERM or a crash keeps
+the finished runs, and ``resume=True`` (``--resume``) skips them on the next call.  The report
+is written only once the table is final.  A folder that is not empty is refused unless
+``resume`` or ``overwrite`` (which first removes rtopt's own files) is given; one folder is
+written by one process at a time (:class:`rtopt.fileio.FolderLock`).  Worker processes end
+when this process ends, even on SIGKILL (``PR_SET_PDEATHSIG`` on Linux, plus a watchdog
+thread that polls the parent's pid).
 
 Reproducibility: repeat ``r`` of a profile uses the profile's seed + ``r``; rows are ordered by
 instance, profile and repeat (never by completion order), so the same seeds give the same
@@ -23,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import csv
+import ctypes
 import datetime as _dt
 import hashlib
 import io
@@ -32,20 +45,23 @@ import multiprocessing
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from rtopt.fileio import write_atomic
-from rtopt.errors import InstanceError, RtoptError
+from rtopt.fileio import LOCK_NAME, FolderLock, write_atomic
+from rtopt.errors import InstanceError, OutputFolderError, RtoptError
 from rtopt.profiles import Profile, resolve_profile
 
 __all__ = ["compare", "CompareSummary", "Task", "COLUMNS", "expand_instances",
            "resolve_profiles", "read_table", "write_table", "system_info", "plan_file_name",
-           "add_derived_columns", "FEASIBLE_STATUSES"]
+           "add_derived_columns", "FEASIBLE_STATUSES", "CompareInterrupted", "Stopped",
+           "read_manifest", "results_digest", "RTOPT_FILES"]
 
 FEASIBLE_STATUSES = ("optimal", "feasible")
 
@@ -54,11 +70,13 @@ COLUMNS = (
     "status", "termination", "solution_status",
     "objective_name", "objective", "claimed_objective", "bound", "gap", "gap_to_best", "best",
     "worst_slack", "wall_time_s", "solver_name", "solver_version",
-    "plan", "instance_path", "plan_file", "message",
+    "plan", "instance_path", "plan_file", "profile_file", "message",
 )
 """Columns of ``results.csv``.
 
-``instance`` is the instance file's stem (made unique), ``instance_path`` its absolute path;
+``instance`` is the instance's ``name`` field (made unique), ``instance_path`` its file's
+absolute path; ``profile_file`` the solver profile file the run used (empty for a bare back-end
+name);
 ``objective`` is the verified objective (re-simulated by :meth:`rtopt.problem.Problem.verify`),
 ``claimed_objective`` the back-end's own claim, ``gap`` the relative gap between the back-end's
 bound and the verified objective, ``gap_to_best`` the relative shortfall from the best verified
@@ -78,7 +96,7 @@ store objectives to 9 decimals)."""
 class Task:
     """One run: an instance file, a profile, a repeat index and its seed (picklable)."""
 
-    instance: str          # instance key (file stem, made unique)
+    instance: str          # instance key (its name field, made unique)
     instance_path: str     # absolute path of the instance file
     profile: Profile
     profile_key: str       # profile name, made unique
@@ -106,12 +124,16 @@ class CompareSummary:
         Where the files were written.
     report_errors : list of str
         Figures or sections of the report that could not be drawn (the report says so too).
+    notes : list of str
+        Things the user should know that are not errors (a profile in ``./solvers`` that
+        replaces a shipped one of the same name).
     """
 
     rows: list[dict[str, Any]]
     errors: list[str]
     outdir: Path
     report_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -199,8 +221,27 @@ def resolve_profiles(names: Sequence[str | Profile]) -> tuple[list[Profile], lis
         if key in seen:  # the same profile twice is run once
             continue
         seen.add(key)
+        bad = _config_problems(prof)
+        if bad:  # e.g. a cvxpy solver that is not installed: a configuration error
+            errors.extend(f"{prof.path or prof.name}: {where}: {msg}" for where, msg in bad)
+            continue
         out.append(prof)
     return out, errors
+
+
+def _config_problems(prof: Profile) -> list[tuple[str, str]]:
+    """What the back-end says this machine cannot honour in the profile's options (only for
+    back-ends that check their options, and only when they are available)."""
+    from rtopt.backends import get_backend
+
+    try:
+        cls = get_backend(prof.backend)
+        check = getattr(cls, "config_problems", None)
+        if check is None or not cls.available()[0]:
+            return []  # an unavailable back-end is reported per run
+        return list(check(prof.options))
+    except Exception:  # noqa: BLE001 - a broken back-end is reported per run
+        return []
 
 
 # ---------------------------------------------------------------------------------- running
@@ -263,28 +304,96 @@ def _hard_limit(task: Task) -> float:
     return HARD_LIMIT_FACTOR * _time_limit(task) + HARD_LIMIT_GRACE_S
 
 
-def _child(task: Task, conn: Any, fn: Callable[[Task], dict[str, Any]]) -> None:
+# ---------------------------------------------------------------------------------- workers
+WATCHDOG_INTERVAL_S = 0.5
+"""How often a worker's watchdog thread checks that its parent is still alive (s): the bound on
+how long a worker outlives a parent killed by SIGKILL where ``PR_SET_PDEATHSIG`` is missing."""
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process end when ``parent_pid`` ends, however it ends.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` through ctypes (the kernel kills us when the
+    parent dies).  Everywhere, as a fallback: a daemon thread that polls ``os.getppid()`` every
+    :data:`WATCHDOG_INTERVAL_S` and exits when we have been re-parented.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_INTERVAL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rtopt-parent-watchdog", daemon=True).start()
+
+
+_STARTED: Any = None  # in a pool worker: queue on which it says which run it starts
+
+
+def _worker_init(parent_pid: int, started: Any = None) -> None:
+    """Initialiser of every worker process: the parent alone decides when a run stops."""
+    global _STARTED
+    _STARTED = started
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself (and keeps
+    # their finished runs); a worker interrupted on its own would print a traceback.
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+
+
+def _announced(fn: Callable[[Task], dict[str, Any]], task: Task, i: int) -> dict[str, Any]:
+    """Run ``fn(task)`` in a pool worker after telling the parent that run ``i`` starts (its
+    hard deadline counts from then, not from the worker's start-up)."""
+    if _STARTED is not None:
+        _STARTED.put(i)
+    return fn(task)
+
+
+def _child(task: Task, conn: Any, fn: Callable[[Task], dict[str, Any]],
+           parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _worker_init(parent_pid)
     try:
+        conn.send("started")
         conn.send(fn(task))
     finally:
         conn.close()
+
+
+STARTUP_GRACE_S = 120.0
+"""How long a fresh worker process may take to start (spawn, imports) before its run's own
+deadline begins; only a machine that is badly overloaded comes near it."""
 
 
 def _run_isolated(task: Task, ctx: Any, fn: Callable[[Task], dict[str, Any]] = run_task
                   ) -> dict[str, Any]:
     """Run one task alone in a fresh process, with a hard deadline (after a pool broke)."""
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(task, send, fn), name=f"rtopt-{task.plan_file}")
+    proc = ctx.Process(target=_child, args=(task, send, fn, os.getpid()),
+                       name=f"rtopt-{task.plan_file}")
     proc.start()
     send.close()
     res, timed_out = None, False
     limit = _hard_limit(task)
     try:
-        if recv.poll(limit):
+        started = False  # if it never says so, it died: reported from its exit code below
+        if recv.poll(STARTUP_GRACE_S):
             with contextlib.suppress(EOFError, OSError):
-                res = recv.recv()
-        else:
-            timed_out = True
+                started = recv.recv() == "started"
+        if started:  # the run's own deadline counts from here
+            if recv.poll(limit):
+                with contextlib.suppress(EOFError, OSError):
+                    res = recv.recv()
+            else:
+                timed_out = True
     finally:
         proc.join(5.0 if res is not None else 0.5)
         if proc.is_alive():
@@ -305,6 +414,22 @@ def _run_isolated(task: Task, ctx: Any, fn: Callable[[Task], dict[str, Any]] = r
     return {"result": d, "worst_slack": None}
 
 
+@contextlib.contextmanager
+def _signals_held() -> Any:
+    """Hold SIGINT and SIGTERM back while a finished run is written (main thread only); a
+    signal that arrives meanwhile is delivered right after."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+            signal, "pthread_sigmask"):
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _kill_pool(ex: cf.ProcessPoolExecutor) -> None:
     """Stop our own worker processes now (a solver may ignore SIGINT or its time limit)."""
     procs = list((getattr(ex, "_processes", None) or {}).values())
@@ -320,51 +445,70 @@ def _pool_phase(tasks: list[Task], idx: list[int], workers: int, ctx: Any, out: 
     """Run ``idx`` in a process pool.  If the pool breaks (a worker died, or was stopped past
     its hard deadline), returns the runs that were under way (to redo alone) and those that
     had not started (to redo in a fresh pool)."""
-    ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(idx)), mp_context=ctx)
+    announce = ctx.SimpleQueue()  # workers say which run they start (its deadline begins)
+    ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(idx)), mp_context=ctx,
+                                initializer=_worker_init, initargs=(os.getpid(), announce))
     suspects: list[int] = []
     not_started: list[int] = []
+    started: dict[int, float] = {}
+
+    def drain() -> None:
+        now = time.monotonic()
+        with contextlib.suppress(OSError, EOFError):
+            while not announce.empty():
+                started.setdefault(announce.get(), now)
+
     try:
-        futs = {ex.submit(fn, tasks[i]): i for i in idx}
+        futs = {ex.submit(_announced, fn, tasks[i], i): i for i in idx}
+        futs_by_index = {i: f for f, i in futs.items()}
         pending = set(futs)
-        started: dict[Any, float] = {}
         while pending:
-            done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            drain()
             for fut in done:
                 i = futs[fut]
                 try:
                     out[i] = fut.result()
                 except cf.process.BrokenProcessPool:
-                    # a run counts as started from when the pool queued it for a worker
-                    (suspects if fut in started or fut.running() else not_started).append(i)
+                    # under way (announced) when the pool broke: redone alone
+                    (suspects if i in started else not_started).append(i)
                     continue
                 except Exception as e:  # e.g. a result that cannot be pickled
                     out[i] = {"result": _early_result(tasks[i], "error", _one_line(e)),
                               "worst_slack": None}
                 tick(i)
             now = time.monotonic()
-            for fut in pending:
-                if fut.running():
-                    started.setdefault(fut, now)
-            if any(now - t > _hard_limit(tasks[futs[f]]) for f, t in started.items()
-                   if f in pending):
+            if any(now - t > _hard_limit(tasks[i]) for i, t in started.items()
+                   if futs_by_index[i] in pending):
                 _kill_pool(ex)  # every run under way is redone alone, with its own deadline
     except BaseException:  # Ctrl-C: stop the runs in progress, drop the queued ones
         _kill_pool(ex)
         raise
     ex.shutdown(wait=True)
+    announce.close()
     return sorted(suspects), sorted(not_started)
 
 
 def _run_all(tasks: list[Task], workers: int, isolate: bool,
              progress: Callable[[int, int, str], None] | None,
-             fn: Callable[[Task], dict[str, Any]] = run_task) -> list[dict[str, Any]]:
-    """Run every task (``fn`` must be a picklable top-level function; tests substitute it)."""
-    total = len(tasks)
-    out: list[dict[str, Any] | None] = [None] * total
-    count = 0
+             fn: Callable[[Task], dict[str, Any]] = run_task,
+             on_result: Callable[[int, dict[str, Any]], None] | None = None,
+             done_before: int = 0, total: int | None = None) -> list[dict[str, Any]]:
+    """Run every task (``fn`` must be a picklable top-level function; tests substitute it).
+
+    ``on_result(i, out)`` is called in this process as soon as task ``i`` has finished (with
+    SIGINT and SIGTERM held back meanwhile, so that a run is recorded whole or not at all);
+    ``progress`` counts from ``done_before`` up to ``total`` (runs finished earlier, resumed).
+    """
+    total = len(tasks) + done_before if total is None else total
+    out: list[dict[str, Any] | None] = [None] * len(tasks)
+    count = done_before
 
     def tick(i: int) -> None:
         nonlocal count
+        if on_result is not None:
+            with _signals_held():
+                on_result(i, out[i])  # type: ignore[arg-type]
         count += 1
         if progress is not None:
             t = tasks[i]
@@ -376,7 +520,7 @@ def _run_all(tasks: list[Task], workers: int, isolate: bool,
             tick(i)
         return out  # type: ignore[return-value]
     ctx = multiprocessing.get_context("spawn")
-    queue = list(range(total))
+    queue = list(range(len(tasks)))
     while queue:
         suspects, queue = _pool_phase(tasks, queue, workers, ctx, out, tick, fn)
         for i in suspects:  # one at a time: a run that kills its process only costs itself
@@ -419,7 +563,7 @@ def _row(task: Task, out: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": _f(d.get("wall_time_s")),
         "solver_name": sol.get("name") or "", "solver_version": sol.get("version") or "",
         "plan": plan or "", "instance_path": task.instance_path, "plan_file": task.plan_file,
-        "message": msg,
+        "profile_file": task.profile.path or "", "message": msg,
     }
 
 
@@ -574,11 +718,156 @@ def system_info() -> dict[str, Any]:
 
 
 def _profile_info(key: str, p: Profile, time_limit_s: float | None) -> dict[str, Any]:
+    from rtopt.profiles import profile_origin
+
     o = p.options
     return {"name": key, "backend": p.backend, "description": p.description, "path": p.path,
+            "origin": profile_origin(p.path),
             "time_limit_s": time_limit_s if time_limit_s is not None else o.time_limit_s,
             "rel_gap": o.rel_gap, "threads": o.threads, "seed": o.seed,
             "options": json.loads(json.dumps(o.options, default=str))}
+
+
+# ---------------------------------------------------------------------------------- folder
+RTOPT_FILES = ("results.csv", "system.json", "manifest.json", "report.html", "report.md")
+"""rtopt's own files at the top of a comparison folder (besides ``plans/*.json``,
+``figures/*.png`` and the lock file): what ``overwrite=True`` removes."""
+
+
+def _rtopt_entries(out: Path) -> list[Path]:
+    """rtopt's own files in ``out`` (what ``--overwrite`` removes; nothing else is touched)."""
+    found = [out / n for n in RTOPT_FILES if (out / n).is_file()]
+    for sub, pattern in (("plans", "*.json"), ("figures", "*.png")):
+        d = out / sub
+        if d.is_dir() and not d.is_symlink():
+            found.extend(p for p in d.glob(pattern) if p.is_file())
+    # temporary files of an interrupted atomic write
+    found.extend(p for p in out.glob(".*.tmp") if p.is_file())
+    for sub in ("plans", "figures"):
+        if (out / sub).is_dir():
+            found.extend(p for p in (out / sub).glob(".*.tmp") if p.is_file())
+    return found
+
+
+def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder in use by an earlier comparison unless resuming or overwriting."""
+    entries = [p for p in out.iterdir() if p.name != LOCK_NAME]
+    if overwrite:
+        for p in _rtopt_entries(out):
+            p.unlink()
+        for sub in ("plans", "figures"):
+            with contextlib.suppress(OSError):  # only if now empty
+                (out / sub).rmdir()
+        return
+    if entries and not resume:
+        raise OutputFolderError(
+            f"{out}: folder is not empty; use --resume to continue the comparison in it or "
+            f"--overwrite to replace rtopt's files in it")
+
+
+def results_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """``(rows, sha256)`` of a ``results.csv`` (``(0, "")`` if it does not exist)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return 0, ""
+    records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
+    return max(0, records - 1), hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(outdir: str | os.PathLike) -> dict[str, Any]:
+    """``manifest.json`` of a comparison folder (``{}`` if missing or unreadable)."""
+    try:
+        d = json.loads((Path(outdir) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def write_manifest(outdir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``manifest.json`` (atomically) and return it."""
+    m = read_manifest(outdir)
+    m.update(fields)
+    write_atomic(Path(outdir) / "manifest.json", json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return m
+
+
+def _reusable(out: Path, tasks: list[Task], digests: dict[str, str]) -> dict[int, dict[str, Any]]:
+    """Rows of an earlier run in ``out`` that ``--resume`` keeps: same instance (name, path
+    and content), profile (name and file), repeat and seed, with a readable plan file."""
+    try:
+        old = read_table(out / "results.csv")
+    except InstanceError:
+        return {}
+    by_key = {(r["instance"], r["profile"], r["repeat"]): r for r in old}
+    keep: dict[int, dict[str, Any]] = {}
+    for i, t in enumerate(tasks):
+        r = by_key.get((t.instance, t.profile_key, t.repeat))
+        if r is None or r["seed"] != t.seed or r["instance_path"] != t.instance_path \
+                or r["plan_file"] != t.plan_file:
+            continue
+        try:
+            d = json.loads((out / t.plan_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        c = d.get("compare") if isinstance(d, dict) else None
+        if not isinstance(c, dict) or c.get("instance_sha256") != digests[t.instance_path] \
+                or c.get("profile_path") != t.profile.path \
+                or c.get("profile_sha256", "") != (_sha256(t.profile.path) if t.profile.path
+                                                   else "") \
+                or c.get("time_limit_s") != t.time_limit_s:
+            continue
+        keep[i] = r
+    return keep
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler of :func:`handle_sigterm`."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def handle_sigterm() -> Any:
+    """Within the block, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main
+    thread, so that it stops a comparison like Ctrl-C does (main thread only; else no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_stopped(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    old = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class CompareInterrupted(KeyboardInterrupt):
+    """A comparison stopped by Ctrl-C or SIGTERM; the finished runs are in ``outdir``.
+
+    Attributes
+    ----------
+    signum : int
+        ``signal.SIGINT`` or ``signal.SIGTERM``.
+    done, total : int
+        Runs finished (kept in ``results.csv``, including resumed ones) and runs planned.
+    outdir : Path
+    """
+
+    def __init__(self, signum: int, done: int, total: int, outdir: Path):
+        self.signum, self.done, self.total, self.outdir = int(signum), done, total, outdir
+        super().__init__(self.note())
+
+    def note(self) -> str:
+        """The one-line message the CLI prints."""
+        how = "terminated (SIGTERM)" if self.signum == signal.SIGTERM else "interrupted"
+        return (f"{how}: {self.done} of {self.total} run(s) finished and kept in "
+                f"{self.outdir / 'results.csv'}; continue with --resume (no report written)")
 
 
 # ---------------------------------------------------------------------------------- compare
@@ -586,7 +875,8 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
             outdir: str | os.PathLike, repeat: int = 1, workers: int = 1,
             time_limit_s: float | None = None,
             progress: Callable[[int, int, str], None] | None = None,
-            report: bool = True, isolate: bool | None = None) -> CompareSummary:
+            report: bool = True, isolate: bool | None = None, resume: bool = False,
+            overwrite: bool = False) -> CompareSummary:
     """Solve every instance with every profile ``repeat`` times and write the comparison.
 
     Parameters
@@ -596,7 +886,8 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     profiles : sequence of str or Profile
         Profile names, profile files or back-end names (see :func:`rtopt.profiles.resolve_profile`).
     outdir : str or Path
-        Output folder (created if needed; files in it are replaced).
+        Output folder (created if needed).  If it is not empty, ``resume`` or ``overwrite``
+        must be given.
     repeat : int
         Runs per pairing; repeat ``r`` uses the profile's seed + ``r``.
     workers : int
@@ -611,7 +902,14 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     progress : callable, optional
         Called as ``progress(done, total, label)`` after each run.
     report : bool
-        Render ``report.html`` and ``report.md`` (:func:`rtopt.report.render`).
+        Render ``report.html`` and ``report.md`` (:func:`rtopt.report.render`) once every run
+        has finished.
+    resume : bool
+        Keep the runs an earlier (interrupted) comparison finished in ``outdir`` (same instance
+        file content, profile file, repeat, seed and time limit) and run only the others.
+    overwrite : bool
+        Remove rtopt's own files from ``outdir`` first (``results.csv``, ``plans/*.json``,
+        ``figures/*.png``, ``system.json``, ``manifest.json``, the reports); others stay.
 
     Returns
     -------
@@ -623,6 +921,12 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     rtopt.errors.RtoptError
         Nothing valid to run (every instance or every profile is broken), or the output folder
         cannot be created.
+    rtopt.errors.OutputFolderError
+        ``outdir`` is not empty and neither ``resume`` nor ``overwrite`` was given.
+    rtopt.errors.FolderLocked
+        Another process is writing to ``outdir``.
+    CompareInterrupted
+        Ctrl-C (or SIGTERM under :func:`handle_sigterm`): the finished runs are kept.
     """
     if repeat < 1:
         raise RtoptError(f"--repeat must be >= 1 (got {repeat})")
@@ -630,6 +934,8 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
         raise RtoptError(f"--workers must be >= 1 (got {workers})")
     if time_limit_s is not None and not time_limit_s > 0:
         raise RtoptError(f"--time-limit must be > 0 s (got {time_limit_s})")
+    if resume and overwrite:
+        raise RtoptError("--resume and --overwrite exclude each other")
     files, errors = expand_instances(instances)
     profs, perr = resolve_profiles(profiles)
     errors = errors + perr
@@ -640,45 +946,123 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     if out.exists() and not out.is_dir():
         raise RtoptError(f"{out}: exists and is not a folder")
     try:
-        (out / "plans").mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RtoptError(f"{out}: cannot create folder ({e.strerror or e})") from None
+    with FolderLock(out, "rtopt compare"):
+        return _compare_locked(files, profs, errors, out, repeat, workers, time_limit_s,
+                               progress, report, isolate, resume, overwrite)
 
-    inst_keys = _unique(f.stem for f in files)
+
+def _instance_names(files: list[Path]) -> list[str]:
+    """The ``name`` field of each (validated) instance file (its stem if it has none)."""
+    from rtopt.instance import load_instance
+
+    names = []
+    for f in files:
+        try:
+            names.append(str(getattr(load_instance(f), "name", "") or f.stem))
+        except InstanceError:  # changed since it was validated: the run will say so
+            names.append(f.stem)
+    return names
+
+
+def _shadow_notes(profs: list[Profile], keys: list[str]) -> list[str]:
+    from rtopt.profiles import profile_origin, shadowed
+
+    return [f"note: profile '{k}' is {p.path} ({profile_origin(p.path)}); it replaces {other}"
+            for k, p in zip(keys, profs) for other in shadowed(p)]
+
+
+def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], out: Path,
+                    repeat: int, workers: int, time_limit_s: float | None,
+                    progress: Callable[[int, int, str], None] | None, report: bool,
+                    isolate: bool | None, resume: bool, overwrite: bool) -> CompareSummary:
+    for sub in ("plans", "figures"):  # rtopt writes there: it must be inside the folder
+        if (out / sub).is_symlink() or ((out / sub).exists() and not (out / sub).is_dir()):
+            raise OutputFolderError(f"{out / sub}: is a symbolic link or not a folder; "
+                                    f"rtopt writes only inside {out}")
+    _prepare_folder(out, resume, overwrite)
+    (out / "plans").mkdir(exist_ok=True)
+    inst_keys = _unique(_instance_names(files))
     prof_keys = _unique(p.name for p in profs)
     tasks = [Task(ik, str(f.resolve()), p, pk, r, p.options.seed + r, time_limit_s)
              for ik, f in zip(inst_keys, files) for pk, p in zip(prof_keys, profs)
              for r in range(repeat)]
     digests = {str(f.resolve()): _sha256(f) for f in files}  # the files as they were solved
-    sysinfo = system_info()
-    outs = _run_all(tasks, workers, workers > 1 if isolate is None else bool(isolate),
-                    progress)
+    prof_digests = {p.path: _sha256(p.path) for p in profs if p.path}
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+    if resume:
+        for i, r in _reusable(out, tasks, digests).items():
+            rows[i] = r
+        # plan files of the earlier run that are not part of this comparison would be stale
+        wanted = {Path(t.plan_file).name for t in tasks}
+        for p in (out / "plans").glob("*.json"):
+            if p.name not in wanted:
+                p.unlink()
+    todo = [i for i, r in enumerate(rows) if r is None]
+    for name in ("report.html", "report.md"):  # a report of another table would mislead
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
 
-    rows = []
-    for t, o in zip(tasks, outs):
-        d = dict(o["result"])
-        d["compare"] = {"instance": t.instance, "instance_path": t.instance_path,
-                        "instance_sha256": digests[t.instance_path], "profile": t.profile_key,
-                        "profile_path": t.profile.path, "repeat": t.repeat, "seed": t.seed,
-                        "worst_slack": _f(o.get("worst_slack"))}
-        write_atomic(out / t.plan_file, json.dumps(d, indent=2, default=str) + "\n")
-        rows.append(_row(t, o))
-    add_derived_columns(rows)
+    sysinfo = system_info()
     sysinfo["run"] = {
         "instances": [{"name": k, "path": str(f.resolve())} for k, f in zip(inst_keys, files)],
         "profiles": [_profile_info(k, p, time_limit_s) for k, p in zip(prof_keys, profs)],
         "repeat": repeat, "workers": workers, "time_limit_s": time_limit_s,
-        "input_errors": errors,
+        "input_errors": errors, "resumed_runs": len(tasks) - len(todo),
     }
     write_atomic(out / "system.json", json.dumps(sysinfo, indent=2) + "\n")
-    write_table(rows, out / "results.csv")
-    summary = CompareSummary(rows, errors, out)
+
+    def write_rows() -> None:
+        done = [dict(r) for r in rows if r is not None]
+        add_derived_columns(done)
+        write_table(done, out / "results.csv")
+        n, sha = results_digest(out / "results.csv")
+        write_manifest(out, planned_runs=len(tasks), finished_runs=n, results_rows=n,
+                       results_sha256=sha, complete=n == len(tasks))
+
+    def record(j: int, o: dict[str, Any]) -> None:
+        """A finished run: its plan file, then the table with its row (both atomic)."""
+        t = tasks[todo[j]]
+        d = dict(o["result"])
+        extras = d.get("extras") if isinstance(d.get("extras"), dict) else {}
+        d["extras"] = {**extras, "profile_file": t.profile.path or ""}
+        d["compare"] = {"instance": t.instance, "instance_path": t.instance_path,
+                        "instance_sha256": digests[t.instance_path], "profile": t.profile_key,
+                        "profile_path": t.profile.path,
+                        "profile_sha256": prof_digests.get(t.profile.path or "", ""),
+                        "repeat": t.repeat, "seed": t.seed, "time_limit_s": t.time_limit_s,
+                        "worst_slack": _f(o.get("worst_slack"))}
+        write_atomic(out / t.plan_file, json.dumps(d, indent=2, default=str) + "\n")
+        rows[todo[j]] = _row(t, o)
+        write_rows()
+
+    write_rows()  # the resumed rows alone (and a manifest saying the run is incomplete)
+    try:
+        _run_all([tasks[i] for i in todo], workers,
+                 workers > 1 if isolate is None else bool(isolate), progress,
+                 on_result=record, done_before=len(tasks) - len(todo), total=len(tasks))
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Stopped) else int(signal.SIGINT)
+        with contextlib.suppress(OSError):
+            write_manifest(out, interrupted=signal.Signals(signum).name)
+        raise CompareInterrupted(signum, sum(r is not None for r in rows), len(tasks),
+                                 out) from None
+    final = [r for r in rows if r is not None]
+    add_derived_columns(final)
+    write_manifest(out, interrupted=None)
+    summary = CompareSummary(final, errors, out, notes=_shadow_notes(profs, prof_keys))
     if report:
         from rtopt.report import render
 
         if progress is not None:
             progress(len(tasks), len(tasks), "writing the report")
-        summary.report_errors = render(out)
+        try:
+            summary.report_errors = render(out)
+        except KeyboardInterrupt as e:  # the table is final; --resume only renders
+            signum = e.signum if isinstance(e, Stopped) else int(signal.SIGINT)
+            raise CompareInterrupted(signum, len(final), len(tasks), out) from None
     return summary
 
 

@@ -42,3 +42,15 @@ class InfeasibleProblem(RtoptError):
     def __init__(self, message: str, diagnosis: object = None):
         super().__init__(message)
         self.diagnosis = diagnosis
+
+
+class FolderLocked(RtoptError):
+    """Another rtopt process is writing to the folder (the message names it and its pid)."""
+
+
+class OutputFolderError(RtoptError):
+    """The output folder cannot be used as asked (e.g. not empty without --resume/--overwrite)."""
+
+
+class SolverConfigError(RtoptError):
+    """A solver profile asks for something this machine cannot do (e.g. an unknown solver)."""

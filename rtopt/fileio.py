@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "FolderLock", "LOCK_NAME", "inside"]
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -44,3 +44,92 @@ def _new_file_mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+# ---------------------------------------------------------------------------------- folder lock
+LOCK_NAME = ".rtopt.lock"
+"""Name of the lock file :class:`FolderLock` keeps in a folder (rtopt's own file)."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held by one rtopt process at a time.
+
+    ``fcntl.flock`` on ``FOLDER/.rtopt.lock``, which holds the owner's pid and command.  The
+    kernel drops the lock when the owner's process ends, however it ends (even SIGKILL), so a
+    lock file left behind by a killed run never blocks the next one.  Where ``fcntl`` does not
+    exist (Windows) the lock is a no-op.
+
+    Use as a context manager::
+
+        with FolderLock(outdir, "rtopt compare"):
+            ...
+
+    Raises
+    ------
+    rtopt.errors.FolderLocked
+        Another process holds the lock (the message names the folder and that pid).
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "rtopt"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(fd, 200).decode("utf-8", "replace").split()
+            except OSError:
+                holder = []
+            os.close(fd)
+            from rtopt.errors import FolderLocked
+
+            pid = holder[0] if holder else "unknown"
+            who = " ".join(holder[1:]) or "rtopt"
+            raise FolderLocked(f"{self.folder}: in use by another {who} run (pid {pid}); "
+                               f"wait for it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {self.what}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def inside(folder: str | os.PathLike, relative: str) -> Path | None:
+    """``folder / relative`` resolved, or None if it lies outside ``folder``.
+
+    For paths read from files in the folder (e.g. ``plan_file`` in ``results.csv``): an
+    absolute path, ``..`` or a symbolic link leading out of the folder is refused.
+    """
+    if not relative or os.path.isabs(relative) or "\0" in relative:
+        return None
+    base = Path(folder).resolve()
+    try:
+        p = (base / relative).resolve()
+    except (OSError, RuntimeError):  # e.g. a symbolic link loop
+        return None
+    return p if p == base or base in p.parents else None

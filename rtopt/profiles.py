@@ -14,12 +14,24 @@ A profile is a TOML file::
 The profile's name is the file name without ``.toml``.  Profiles are looked up in
 ``./solvers`` (the working directory), then in the ``solvers/`` folder of the rtopt checkout,
 then in ``$RTOPT_SOLVERS`` (a folder); a bare back-end name is a profile with default options.
+A profile in ``./solvers`` therefore replaces a shipped one of the same name: every run records
+the profile file it used (``Profile.path``; ``profile_file`` in ``results.csv`` and in the plan
+files' ``extras``), and ``rtopt solvers`` shows each profile's file and what it shadows.
+
+Options that make a solver write files are refused: the ``[options]`` table (at any depth, so
+also the raw ``[options.highs]``, ``[options.scip]`` and ``solver_options`` tables passed to
+HiGHS, SCIP and cvxpy's solvers) may not name a file, path or folder (e.g. HiGHS
+``log_file``, ``solution_file``, ``write_model_to_file``; SCIP ``visual/vbcfilename``; SCS
+``write_data_filename``; any key containing ``file``, ``path``, ``dir``, ``folder`` or
+``vbc``, and a text value for a key containing ``log``, ``out``, ``write``, ``save`` or
+``dump``).  A profile you trust can allow them with ``allow_file_options = true``.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +44,7 @@ from rtopt.backends.base import SolverOptions
 from rtopt.errors import InstanceError, RtoptError
 
 __all__ = ["Profile", "load_profile", "list_profiles", "resolve_profile", "ProfileError",
-           "profile_dirs"]
+           "profile_dirs", "file_options", "profile_origin", "shadowed"]
 
 
 class ProfileError(InstanceError):
@@ -47,7 +59,38 @@ class _ProfileModel(BaseModel):
     rel_gap: float = Field(1e-4, ge=0)
     threads: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
+    allow_file_options: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+_FILE_KEY = re.compile(r"file|path|folder|vbc|dir(?!ect)", re.IGNORECASE)
+"""Option names that take (or switch on writing to) a file or folder: HiGHS ``log_file``,
+``solution_file``, ``write_model_file``, ``write_model_to_file``, ``write_solution_to_file``,
+``read_basis_file``...; SCIP ``visual/vbcfilename``, ``visual/bakfilename``...; SCS
+``write_data_filename``, ``log_csv_filename``; Gurobi ``LogFile``, ``ResultFile``,
+``NodefileDir``; ``dir(?!ect)`` spares ``direction``."""
+
+_WRITE_KEY = re.compile(r"log|out|write|save|dump", re.IGNORECASE)
+"""Option names that take a file name when their value is text (``log = "x.txt"``); their
+boolean and numeric values (``log_to_console = false``, ``output_flag``) are harmless."""
+
+
+def file_options(options: Any, prefix: str = "options") -> list[tuple[str, str]]:
+    """``(field.path, message)`` for every option in ``options`` (nested tables included)
+    that would make a solver read or write a file (see the module docstring)."""
+    out: list[tuple[str, str]] = []
+    if not isinstance(options, dict):
+        return out
+    for k, v in options.items():
+        where = f"{prefix}.{k}"
+        if isinstance(v, dict):
+            out.extend(file_options(v, where))
+            continue
+        if _FILE_KEY.search(str(k)) or (_WRITE_KEY.search(str(k)) and isinstance(v, str)):
+            out.append((where, "names a file or folder for the solver to write or read; "
+                               "refused (set allow_file_options = true in the profile if "
+                               "you trust it)"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,8 +159,41 @@ def load_profile(path: str | Path) -> Profile:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ProfileError(src, [("backend", f"unknown backend '{m.backend}'{hint} "
                                              f"(one of {', '.join(BACKENDS)})")])
+    if not m.allow_file_options:
+        bad = file_options(m.options)
+        if bad:
+            raise ProfileError(src, bad)
     opts = SolverOptions(m.time_limit_s, m.rel_gap, m.threads, m.seed, dict(m.options))
-    return Profile(p.stem, m.backend, m.description, opts, str(p))
+    return Profile(p.stem, m.backend, m.description, opts, str(p.resolve()))
+
+
+def profile_origin(path: str | None) -> str:
+    """Where a profile file comes from: ``shipped``, ``working folder``, ``$RTOPT_SOLVERS``
+    or ``file`` (a path given by hand); ``back-end defaults`` for ``None``."""
+    if not path:
+        return "back-end defaults"
+    d = Path(path).resolve().parent
+    if d == (Path(__file__).resolve().parents[1] / "solvers").resolve():
+        return "shipped"
+    if d == (Path.cwd() / "solvers").resolve():
+        return "working folder"
+    env = os.environ.get("RTOPT_SOLVERS")
+    if env and d == Path(env).resolve():
+        return "$RTOPT_SOLVERS"
+    return "file"
+
+
+def shadowed(profile: Profile) -> list[str]:
+    """Profile files of the same name that ``profile`` hides (later in :func:`profile_dirs`)."""
+    if not profile.path:
+        return []
+    mine = Path(profile.path).resolve()
+    out = []
+    for d in profile_dirs():
+        f = (d / f"{profile.name}.toml").resolve()
+        if f.is_file() and f != mine:
+            out.append(str(f))
+    return out
 
 
 def list_profiles() -> list[Profile | ProfileError]:

@@ -23,11 +23,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.compare import FEASIBLE_STATUSES, _sha256, read_table
-from rtopt.fileio import write_atomic
+from rtopt.compare import FEASIBLE_STATUSES, _sha256, read_table, results_digest, write_manifest
+from rtopt.fileio import inside, write_atomic
 from rtopt.errors import InstanceError
 
-__all__ = ["render", "performance_profile", "plot_performance_profiles", "PerformanceProfile",
+__all__ = ["render", "stale_report", "report_source", "performance_profile", "plot_performance_profiles", "PerformanceProfile",
            "METRICS", "AMBER_SLACK", "traffic_light"]
 
 METRICS = {
@@ -324,10 +324,19 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
 
     plans: dict[int, dict[str, Any] | None] = {}
     for k, r in enumerate(table):
-        d = _load_json(outdir / r["plan_file"]) if r["plan_file"] else None
-        if r["plan_file"] and d is None:
-            problems.append(f"{outdir / r['plan_file']}: missing or not JSON (plan details "
-                            f"of {r['instance']} / {r['profile']} left out)")
+        d = None
+        if r["plan_file"]:
+            where = inside(outdir, r["plan_file"])
+            if where is None:  # results.csv is data: it must not make us read other files
+                problems.append(f"{outdir / 'results.csv'}: line {k + 2}: plan_file "
+                                f"{r['plan_file']!r} is outside {outdir}: not read (plan "
+                                f"details of {r['instance']} / {r['profile']} left out)")
+                r["plan_file"] = ""
+            else:
+                d = _load_json(where)
+                if d is None:
+                    problems.append(f"{outdir / r['plan_file']}: missing or not JSON (plan "
+                                    f"details of {r['instance']} / {r['profile']} left out)")
         plans[k] = d
 
     # performance profiles -------------------------------------------------------------
@@ -583,17 +592,38 @@ def _lights(shown: list[dict[str, Any]]) -> dict[str, Any]:
 def _env(html: bool) -> Any:
     import jinja2
 
+    kw = {} if html else {"finalize": _md_finalize}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
                              autoescape=html, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, **kw)
     env.filters["md"] = _md_cell
     return env
 
 
-def _md_cell(x: Any) -> str:
-    """A Markdown table cell: pipes escaped, one line."""
+class _MdSafe(str):
+    """Text already escaped for Markdown (the ``md`` filter's output, links, fixed markup)."""
+
+
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`"}
+
+
+def _md_text(x: Any) -> str:
+    """Text from files made inert in Markdown: HTML ``<>&`` escaped (a Markdown viewer would
+    run raw HTML), table pipes and backticks escaped, one line."""
     s = "" if x is None else str(x)
-    return " ".join(s.split()).replace("|", "\\|")
+    return "".join(_MD_ESCAPES.get(c, c) for c in " ".join(s.split()))
+
+
+def _md_cell(x: Any) -> _MdSafe:
+    """A Markdown table cell (or any text from files): see :func:`_md_text`."""
+    return x if isinstance(x, _MdSafe) else _MdSafe(_md_text(x))
+
+
+def _md_finalize(x: Any) -> Any:
+    """Every ``{{ ... }}`` of the Markdown template is escaped unless already escaped."""
+    if isinstance(x, (_MdSafe, int, float)) or x is None:
+        return "" if x is None else x
+    return _md_cell(x)
 
 
 def render(outdir: str | os.PathLike) -> list[str]:
@@ -619,16 +649,64 @@ def render(outdir: str | os.PathLike) -> list[str]:
         ``results.csv`` is missing or unreadable.
     """
     out = Path(outdir)
+    rows, sha = results_digest(out / "results.csv")  # the table the report is built from
     model, figures, problems = _build(out)
+    if results_digest(out / "results.csv") != (rows, sha):
+        # another process rewrote the table while we read it (it should hold the folder lock)
+        problems.append(f"{out / 'results.csv'}: changed while the report was being built; "
+                        f"run 'rtopt report {out}' again")
+        model["problems"] = list(problems)
+    model["source"] = {"rows": rows, "sha256": sha, "short": sha[:12]}
     (out / "figures").mkdir(exist_ok=True)
     for fname, data in figures.items():
         write_atomic(out / "figures" / fname, data)
+    for old in (out / "figures").glob("*.png"):  # figures of an earlier table would mislead
+        if old.name not in figures and (old.name.startswith("plans-")
+                                        or old.name == "performance-profiles.png"):
+            old.unlink()
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figures.items()}
     html = _env(True).get_template("report.html.j2").render(
         **model, img=lambda name: uris.get(name, ""))
     md = _env(False).get_template("report.md.j2").render(
-        **model, img=lambda name: f"figures/{name}")
+        **model, img=lambda name: _MdSafe(f"figures/{name}"))
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.html", html)
+    write_manifest(out, report_results_rows=rows, report_results_sha256=sha)
+    return problems
+
+
+_SOURCE_RE = r"rtopt-results rows=(\d+) sha256=([0-9a-f]*)"
+
+
+def report_source(path: str | os.PathLike) -> tuple[int, str] | None:
+    """``(rows, sha256)`` of the ``results.csv`` a report file was built from (its
+    ``rtopt-results`` marker), or None if the file is missing or has no marker."""
+    import re
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = re.search(_SOURCE_RE, text)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def stale_report(outdir: str | os.PathLike) -> list[str]:
+    """One line per report file of ``outdir`` that is missing or was not built from the
+    current ``results.csv`` (empty list: both reports match the table)."""
+    out = Path(outdir)
+    rows, sha = results_digest(out / "results.csv")
+    if not sha:
+        return [f"{out / 'results.csv'}: file not found (not a comparison output folder?)"]
+    problems = []
+    for name in ("report.html", "report.md"):
+        src = report_source(out / name)
+        if src is None:
+            problems.append(f"{out / name}: missing or not an rtopt report; "
+                            f"run 'rtopt report {out}'")
+        elif src != (rows, sha):
+            problems.append(f"{out / name}: stale: built from {src[0]} row(s) (sha256 "
+                            f"{src[1][:12]}), results.csv now has {rows} row(s) (sha256 "
+                            f"{sha[:12]}); run 'rtopt report {out}'")
     return problems

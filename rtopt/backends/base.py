@@ -1,7 +1,9 @@
 """The solver protocol every back-end implements, and what a back-end hands back.
 
 A back-end is a class with capability flags as class attributes, ``available()`` that answers
-without importing heavy native libraries, ``check(problem)`` that declines a problem it cannot
+whether its libraries import (tried once per process in a child process, lazily: only when the
+back-end is listed or used, never at CLI start; nothing heavy is imported here),
+``check(problem)`` that declines a problem it cannot
 handle (with the reason), and ``solve(problem, options)`` returning a :class:`BackendOutput`.
 Back-ends never report feasibility themselves: :func:`rtopt.solve.solve` re-simulates and
 re-checks every plan they return (:meth:`rtopt.problem.Problem.verify`).
@@ -9,15 +11,19 @@ re-checks every plan they return (:meth:`rtopt.problem.Problem.verify`).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from rtopt.problem import Plan, Problem
 
 __all__ = ["Backend", "BackendOutput", "SolverOptions", "Termination", "module_available",
-           "package_version"]
+           "module_import_error", "check_imports", "package_version"]
 
 
 class Termination:
@@ -80,17 +86,27 @@ class Backend:
     supports_costs: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
-    #: modules needed at run time (checked with importlib.util.find_spec, nothing imported)
+    #: modules needed at run time (found with importlib.util.find_spec, then imported once by
+    #: available(), so that a library installed but broken shows as unavailable)
     requires: ClassVar[tuple[str, ...]] = ()
     #: what the back-end guarantees, for `rtopt solvers` and reports
     guarantee: ClassVar[str] = ""
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        """Whether the back-end can run here, and the reason if not (no heavy imports)."""
+        """Whether the back-end can run here, and the reason if not.
+
+        First whether each required module is installed (``find_spec``), then whether it
+        imports: tried once per process in a child process and cached
+        (:func:`module_import_error`), so call this only when the back-end is listed or used.
+        """
         missing = [m for m in cls.requires if not module_available(m)]
         if missing:
             return False, f"missing Python package(s): {', '.join(missing)}"
+        for m in cls.requires:
+            why = module_import_error(m)
+            if why:
+                return False, f"Python package {m} is installed but fails to import: {why}"
         return True, ""
 
     def check(self, problem: Problem) -> tuple[bool, str]:
@@ -128,6 +144,54 @@ def module_available(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+IMPORT_CHECK_TIMEOUT_S = 120.0
+"""Bound on one import check (a library whose import hangs is reported, not waited for);
+the slowest real import here (cvxpy) takes about 2 s."""
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@functools.cache
+def module_import_error(name: str) -> str:
+    """``""`` if ``name`` imports, else the first line of why not (tried once per process).
+
+    The import is tried in a child Python process (same interpreter and ``sys.path``), so
+    that nothing heavy is imported here and a library that crashes or hangs on import cannot
+    take this process with it.  Any failure counts: a native library that is missing or of
+    the wrong version often raises ``OSError`` or ``AttributeError``, not ``ImportError``.
+    A module already imported here has imported fine.
+    """
+    if name in sys.modules:
+        return ""
+    if not _MODULE_NAME.fullmatch(name):
+        return f"not a module name: {name!r}"
+    code = f"import sys; sys.path[:] = {sys.path!r}; import {name}"
+    try:
+        cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=IMPORT_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"importing it did not finish in {IMPORT_CHECK_TIMEOUT_S:g} s"
+    except OSError as e:
+        return f"cannot start {sys.executable} to try the import: {e.strerror or e}"
+    if cp.returncode == 0:
+        return ""
+    if cp.returncode < 0:
+        return f"importing it kills the process (signal {-cp.returncode})"
+    lines = [ln.strip() for ln in cp.stderr.splitlines() if ln.strip()]
+    return (lines[-1] if lines else f"exit code {cp.returncode}")[:300]
+
+
+def check_imports(names: Iterable[str]) -> None:
+    """Try several imports at once (:func:`module_import_error`, cached), e.g. before a
+    listing of every back-end, so that the checks overlap instead of adding up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = sorted({n for n in names if module_available(n)})
+    if todo:
+        with ThreadPoolExecutor(max_workers=len(todo)) as ex:
+            list(ex.map(module_import_error, todo))
 
 
 def package_version(dist: str) -> str:

@@ -114,6 +114,7 @@ import numpy as np
 
 from rtopt import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
+from rtopt.errors import SolverConfigError
 from rtopt.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
 
 __all__ = ["CvxpyConvexBackend", "CvxpyCcpBackend", "oar_bed_coefficients",
@@ -138,6 +139,35 @@ def _solver_versions(solver: str) -> tuple[str, str, dict[str, str]]:
             "SCIP": "pyscipopt", "ECOS": "ecos"}.get(solver.upper(), "")
     extra = {dist: package_version(dist)} if dist else {}
     return f"cvxpy/{solver.upper()}", package_version("cvxpy"), extra
+
+
+def unknown_solver(options: dict[str, Any]) -> str:
+    """Why ``options["solver"]`` cannot be used (not a solver installed for cvxpy), or ``""``.
+
+    Imports cvxpy (call it only when a cvxpy back-end is about to be used).
+    """
+    solver = str(options.get("solver", "CLARABEL")).upper()
+    installed = sorted(_cvxpy().installed_solvers())
+    if solver in installed:
+        return ""
+    return (f"options.solver: '{solver}' is not a solver installed for cvxpy (installed: "
+            f"{', '.join(installed) or 'none'})")
+
+
+class _SolverName:
+    """Mixin: an unknown cvxpy solver name is a configuration error, found before solving."""
+
+    @classmethod
+    def config_problems(cls, options: SolverOptions) -> list[tuple[str, str]]:
+        """``(field.path, message)`` for options this machine cannot honour."""
+        why = unknown_solver(options.options)
+        return [("options.solver", why.split(": ", 1)[1])] if why else []
+
+    @staticmethod
+    def _check_solver(options: SolverOptions) -> None:
+        why = unknown_solver(options.options)
+        if why:
+            raise SolverConfigError(f"configuration error: {why}")
 
 
 def _run_quietly(cp, prob, solver: str, solver_kw: dict[str, Any]) -> str:
@@ -330,7 +360,7 @@ class _PerN:
     note: str = ""
 
 
-class CvxpyConvexBackend(Backend):
+class CvxpyConvexBackend(_SolverName, Backend):
     name = "cvxpy_convex"
     description = "exact convex QCQP per fraction count for the classic tumour-BED problem (cvxpy)"
     objectives = ("tumour_bed",)
@@ -362,6 +392,7 @@ class CvxpyConvexBackend(Backend):
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
         solver = str(options.options.get("solver", "CLARABEL")).upper()
         name, version, extra_versions = _solver_versions(solver)
+        self._check_solver(options)  # a configuration error, raised before any solve
         try:
             return self._solve(problem, options, solver, name, version, extra_versions)
         except Exception as e:  # solver faults are reported, never raised
@@ -683,7 +714,7 @@ class _Job:
     done: bool = False
 
 
-class CvxpyCcpBackend(Backend):
+class CvxpyCcpBackend(_SolverName, Backend):
     name = "cvxpy_ccp"
     description = ("sequential convex programming (trust-region SCP, cvxpy) over doses, with "
                    "calendars and NK infusion days as outer decisions")
@@ -701,6 +732,7 @@ class CvxpyCcpBackend(Backend):
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
         solver = str(options.options.get("solver", "CLARABEL")).upper()
         name, version, extra_versions = _solver_versions(solver)
+        self._check_solver(options)  # a configuration error, raised before any solve
         st = _Stats()
         cands: list[_Cand] = []
         try:

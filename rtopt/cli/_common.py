@@ -23,7 +23,8 @@ from rich.console import Console
 from rtopt.errors import InstanceError, RtoptError
 from rtopt.fileio import write_atomic
 
-__all__ = ["err_console", "out_console", "fail", "error_lines", "cli_errors", "write_atomic"]
+__all__ = ["err_console", "out_console", "fail", "error_lines", "cli_errors", "write_atomic",
+           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM"]
 
 # soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
 # lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
@@ -33,6 +34,14 @@ err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False
 
 out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
 """Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
+
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT): 128 + 2, the shell's convention."""
+EXIT_SIGTERM = 143
+"""SIGTERM (``rtopt compare`` handles it like Ctrl-C, finished runs kept): 128 + 15."""
 
 
 def fail(lines: Iterable[str], code: int = 1) -> NoReturn:
@@ -84,7 +93,7 @@ def cli_errors() -> Iterator[None]:
     except OSError as exc:
         fail(error_lines(exc))
     except KeyboardInterrupt:
-        fail(["interrupted"], code=130)
+        fail(["interrupted"], code=EXIT_INTERRUPTED)
 
 
 def stdout_is_terminal() -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, fail
+from rtopt.cli._common import EXIT_INTERRUPTED, EXIT_SIGTERM, cli_errors, err_console, fail
 
 
 def _profiles(values: list[str]) -> list[str]:
@@ -35,12 +36,24 @@ def compare_cmd(
     time_limit: Annotated[Optional[float], typer.Option(
         "--time-limit", metavar="S", show_default=False,
         help="Time limit per run (s), overriding every profile's.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Keep the runs already finished in OUTDIR and run only the others.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Remove rtopt's files from OUTDIR first (other files stay).")
+    ] = False,
 ) -> None:
-    """Solve every instance with every solver profile and write a comparison report."""
+    """Solve every instance with every solver profile and write a comparison report.
+
+    Each run is written to OUTDIR as soon as it finishes.  Ctrl-C (exit code 130) or SIGTERM
+    (exit code 143) keeps the finished runs; --resume continues.  A non-empty OUTDIR needs
+    --resume or --overwrite.
+    """
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
-    from rtopt.compare import _NothingToRun, compare
+    from rtopt.compare import (CompareInterrupted, Stopped, _NothingToRun, compare,
+                               handle_sigterm)
 
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
@@ -51,14 +64,18 @@ def compare_cmd(
         bar.update(task, completed=done, total=total, description=label)
 
     try:
-        with bar:
+        with handle_sigterm(), bar:
             # always in worker processes: a crashing or hanging back-end costs only its row
             summary = compare(instances, _profiles(solvers), outdir, repeat=repeat,
                               workers=workers, time_limit_s=time_limit, progress=progress,
-                              isolate=True)
+                              isolate=True, resume=resume, overwrite=overwrite)
     except _NothingToRun as e:
         fail(e.problem_lines)
-    for line in summary.errors:
+    except CompareInterrupted as e:
+        fail([e.note()], code=EXIT_SIGTERM if e.signum == signal.SIGTERM else EXIT_INTERRUPTED)
+    except Stopped:  # before any run started
+        fail(["terminated (SIGTERM)"], code=EXIT_SIGTERM)
+    for line in summary.notes + summary.errors:
         err_console.print(line)
     for line in summary.report_errors:
         err_console.print(f"report: {line}")
@@ -75,12 +92,25 @@ def report_cmd(
     outdir: Annotated[Path, typer.Argument(
         metavar="OUTDIR", show_default=False,
         help="Folder written by 'rtopt compare'.")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only check that the report matches results.csv (exit 1 if stale).")
+    ] = False,
 ) -> None:
     """Re-render report.html and report.md from results.csv and plans/*.json (no solving)."""
-    from rtopt.report import render
+    from rtopt.fileio import FolderLock
+    from rtopt.report import render, stale_report
 
     if not outdir.is_dir():
         fail([f"{outdir}: not a folder"])
-    for line in render(outdir):
+    if check:
+        problems = stale_report(outdir)
+        if problems:
+            fail(problems)
+        typer.echo(f"{outdir / 'report.html'} and {outdir / 'report.md'} match "
+                   f"{outdir / 'results.csv'}")
+        return
+    with FolderLock(outdir, "rtopt report"):
+        lines = render(outdir)
+    for line in lines:
         err_console.print(f"report: {line}")
     typer.echo(f"wrote {outdir / 'report.html'} and {outdir / 'report.md'}")

@@ -108,31 +108,49 @@ def solvers_cmd(
     import json
 
     from rtopt.backends import BACKENDS
-    from rtopt.profiles import Profile, list_profiles
+    from rtopt.profiles import Profile, list_profiles, profile_origin, shadowed
 
+    from rtopt.backends import get_backend
+    from rtopt.backends.base import check_imports
+
+    profiles = list_profiles()
+    names = set()  # try every back-end's imports at once (each in a child process)
+    for b in {p.backend for p in profiles if isinstance(p, Profile)} | set(BACKENDS):
+        try:
+            names.update(get_backend(b).requires)
+        except (ImportError, AttributeError):
+            pass  # reported by _describe
+    check_imports(names)
     rows = []
-    for p in list_profiles():
+    for p in profiles:
         if not isinstance(p, Profile):
             for line in p.lines():
                 err_console.print(line)
             continue
-        rows.append(_describe(p.name, p.backend, p.description, p.options.time_limit_s))
+        rows.append({**_describe(p.name, p.backend, p.description, p.options.time_limit_s),
+                     "file": p.path, "origin": profile_origin(p.path), "shadows": shadowed(p)})
     profiled = {r["backend"] for r in rows}
     for name in BACKENDS:  # back-ends without a profile of their own, with default options
         if name not in profiled:
-            rows.append(_describe(f"({name})", name, "back-end defaults", None))
+            rows.append({**_describe(f"({name})", name, "back-end defaults", None),
+                         "file": None, "origin": profile_origin(None), "shadows": []})
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="solver profiles and back-ends")
     for col in ("profile", "backend", "available", "objectives", "NK", "per-fraction",
-                "continuous", "guarantee"):
+                "continuous", "guarantee", "file"):
         t.add_column(col)
     for r in rows:
         t.add_row(r["profile"], r["backend"], "yes" if r["available"] else f"no: {r['reason']}",
                   ", ".join(r["objectives"]), _yn(r["nk"]), _yn(r["per_fraction_doses"]),
-                  _yn(r["continuous_dose"]), r["guarantee"])
+                  _yn(r["continuous_dose"]), r["guarantee"],
+                  f"{r['file']} ({r['origin']})" if r["file"] else r["origin"])
     out_console.print(t)
+    for r in rows:
+        for other in r["shadows"]:
+            out_console.print(f"note: profile '{r['profile']}' is {r['file']} ({r['origin']}); "
+                              f"it replaces {other}")
     out_console.print("A bare back-end name (" + ", ".join(BACKENDS) + ") runs that back-end "
                       "with its default options.")
 
