@@ -14,8 +14,11 @@ Library code raises typed exceptions (:mod:`rtopt.errors`); commands wrap their 
 from __future__ import annotations
 
 import contextlib
+import enum
+import os
 import sys
-from typing import Iterable, Iterator, NoReturn
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,7 +26,33 @@ from rich.console import Console
 from rtopt.errors import InstanceError, RtoptError
 from rtopt.fileio import write_atomic
 
-__all__ = ["err_console", "out_console", "fail", "error_lines", "cli_errors", "write_atomic"]
+__all__ = ["ExitCode", "EXIT_CODES_HELP", "err_console", "out_console", "fail", "error_lines",
+           "cli_errors", "write_atomic", "resolve_solver", "cli_profiles", "shipped_profile_dir"]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every ``rtopt`` command: one meaning each, no collisions."""
+
+    OK = 0
+    """Success (for ``solve``: a verified feasible plan; for ``simulate``: every limit holds)."""
+    ERROR = 1
+    """Bad input (instance, plan, profile, option value), I/O error, or solver failure."""
+    USAGE = 2
+    """Command-line usage error (unknown option, missing argument): Click's own code."""
+    INFEASIBLE = 3
+    """The instance has no feasible plan (the diagnosis is printed)."""
+    VIOLATED = 4
+    """A plan violates constraints (``simulate``), or a solver's plan failed verification."""
+    INTERRUPTED = 130
+    """Interrupted (Ctrl-C)."""
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 error (bad input, I/O, solver fault); 2 usage error; "
+    "3 infeasible instance (diagnosis printed); 4 plan violates constraints (simulate, or a "
+    "solver plan that failed verification); 130 interrupted."
+)
+"""The exit-code table as one line, for ``rtopt --help``."""
 
 # soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
 # lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
@@ -35,7 +64,7 @@ out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False
 """Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
 
 
-def fail(lines: Iterable[str], code: int = 1) -> NoReturn:
+def fail(lines: Iterable[str], code: int = ExitCode.ERROR) -> NoReturn:
     """Print each line on stderr, then exit with ``code``.
 
     Parameters
@@ -73,7 +102,7 @@ def cli_errors() -> Iterator[None]:
 
     Usable as a context manager (``with cli_errors(): ...``) or as a decorator under
     ``@app.command()`` (``@cli_errors()``).  ``typer.Exit`` and usage errors pass through;
-    Ctrl-C exits with code 130 and a one-line note.
+    Ctrl-C exits with code 130 and a one-line note; ``MemoryError`` becomes a one-line error.
     """
     try:
         yield
@@ -83,10 +112,85 @@ def cli_errors() -> Iterator[None]:
         fail(error_lines(exc))
     except OSError as exc:
         fail(error_lines(exc))
+    except MemoryError:
+        fail(["rtopt: out of memory (try a smaller instance, a coarser grid or --memory-limit)"])
     except KeyboardInterrupt:
-        fail(["interrupted"], code=130)
+        fail(["interrupted"], code=ExitCode.INTERRUPTED)
 
 
 def stdout_is_terminal() -> bool:
     """Whether stdout is an interactive terminal (for choosing tables vs plain output)."""
     return sys.stdout.isatty()
+
+
+# ---------------------------------------------------------------------------- solver profiles
+def shipped_profile_dir() -> Path | None:
+    """The profiles installed with the package (``rtopt/_solvers``), or None in a checkout.
+
+    pyproject maps the top-level ``solvers/`` folder to the package data folder
+    ``rtopt/_solvers``, so an installed rtopt carries its profiles; a source checkout reads
+    ``solvers/`` through :mod:`rtopt.profiles`.
+    """
+    d = Path(__file__).resolve().parents[1] / "_solvers"
+    return d if d.is_dir() else None
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith(".toml") or os.sep in name or (os.altsep is not None
+                                                        and os.altsep in name)
+
+
+def resolve_solver(name: str) -> Any:
+    """A ``--solver`` value as a :class:`rtopt.profiles.Profile` (or the name, for back-ends).
+
+    Order: an explicit file path; a profile shipped with the package; then
+    :func:`rtopt.profiles.resolve_profile` (checkout ``solvers/``, ``$RTOPT_SOLVERS``,
+    back-end names).  Raises :class:`rtopt.errors.RtoptError` for an unknown name.
+    """
+    from rtopt.errors import RtoptError
+    from rtopt.profiles import load_profile, resolve_profile
+
+    if _is_path(name):
+        return load_profile(name)
+    shipped = shipped_profile_dir()
+    if shipped is not None and (shipped / f"{name}.toml").is_file():
+        return load_profile(shipped / f"{name}.toml")
+    try:
+        return resolve_profile(name)
+    except RtoptError as exc:
+        if shipped is None or "unknown solver profile" not in str(exc):
+            raise
+    import difflib
+
+    from rtopt.backends import BACKENDS
+    from rtopt.profiles import Profile
+
+    names = sorted({p.name for p in cli_profiles() if isinstance(p, Profile)} | set(BACKENDS))
+    close = difflib.get_close_matches(name, names, 1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise RtoptError(f"{_short(name)}: unknown solver profile or backend{hint} "
+                     f"(known: {', '.join(names)})")
+
+
+def cli_profiles() -> list[Any]:
+    """Every profile: the shipped ones first, then :func:`rtopt.profiles.list_profiles`."""
+    from rtopt.profiles import ProfileError, list_profiles, load_profile
+
+    out: dict[str, Any] = {}
+    shipped = shipped_profile_dir()
+    if shipped is not None:
+        for f in sorted(shipped.glob("*.toml")):
+            try:
+                out[f.stem] = load_profile(f)
+            except ProfileError as e:
+                out[f.stem] = e
+    for p in list_profiles():
+        name = getattr(p, "name", None) or Path(getattr(p, "source", "")).stem
+        out.setdefault(name, p)
+    return list(out.values())
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for echoing user input in messages."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"

@@ -10,8 +10,6 @@ import typer
 
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console, fail, write_atomic
-from rtopt.errors import InstanceError
-from rtopt.instance import instance_json_schema, load_instance
 
 
 @app.command("validate")
@@ -24,6 +22,9 @@ def validate(
     """Check instance files: 'FILE: OK' on stdout, one line per problem on stderr."""
     # FILE is a plain string, not a typer Path that must exist: a missing file is a problem to
     # report in rtopt's own one-line format, next to the other files' results.
+    from rtopt.errors import InstanceError
+    from rtopt.instance import load_instance
+
     bad = False
     for name in files:
         try:
@@ -46,6 +47,8 @@ def schema(
         help="Write the schema to FILE (atomically) instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of instance files (for editors and external checkers)."""
+    from rtopt.instance import instance_json_schema
+
     text = json.dumps(instance_json_schema(), indent=2, ensure_ascii=False) + "\n"
     if output is None:
         typer.echo(text, nl=False)

@@ -1,7 +1,8 @@
 """Simulation commands: ``rtopt simulate FILE`` (one plan) and ``rtopt surrogate SITE``.
 
-Exit codes of ``simulate``: 0 when every constraint holds, 3 when the plan violates some (it is
-still simulated and reported), 1 on bad input (one line per problem on stderr, nothing written).
+Exit codes of ``simulate`` (:class:`rtopt.cli._common.ExitCode`): 0 when every constraint holds,
+4 when the plan violates some (it is still simulated and reported), 1 on bad input (one line per
+problem on stderr, nothing written).
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, fail, out_console
+from rtopt.cli._common import ExitCode, cli_errors, err_console, fail, out_console
 
-EXIT_VIOLATED = 3
+EXIT_VIOLATED = ExitCode.VIOLATED
 """Exit code of ``rtopt simulate`` for a plan that violates constraints."""
 TRAJECTORY_STEP_DAYS = 0.25
 """Spacing of the trajectory points in ``rtopt simulate --json`` (the simulator's sub-step
 grid, downsampled)."""
-SURROGATE_TABLE_DOSES = np.arange(2.0, 25.0, 2.0)
+SURROGATE_TABLE_DOSES = tuple(float(d) for d in range(2, 25, 2))
 """Doses per fraction (Gy) of the ``rtopt surrogate`` table."""
 
 
@@ -212,6 +212,8 @@ def _sig(x: Any, digits: int = 6) -> float | None:
 
 def _report(problem: Any, plan: Any) -> dict[str, Any]:
     """Verify and simulate ``plan``: everything the table and the JSON show."""
+    import numpy as np
+
     from rtopt.simulator import simulate
     from rtopt.solve import Result
 
@@ -345,7 +347,7 @@ def simulate_cmd(
 ) -> None:
     """Simulate one plan: metrics, limits and TME trajectories.
 
-    Exit code 0 when every constraint holds, 3 when the plan violates some (still simulated
+    Exit code 0 when every constraint holds, 4 when the plan violates some (still simulated
     and reported), 1 on bad input.
     """
     from rtopt.problem import Problem
@@ -419,13 +421,15 @@ def surrogate_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the arrays as JSON.")] = False,
 ) -> None:
     """Dose responses of the TME surrogate to one fraction of 2, 4, ..., 24 Gy."""
+    import numpy as np
+
     from rtopt import plots
     from rtopt.parameters import PRODUCTS, SITES
 
     site = _choice(site, SITES, "site")
     product = _choice(product, PRODUCTS, "NK product")
     _check_output(plot, "--plot")
-    r = plots.dose_response(site, SURROGATE_TABLE_DOSES, product=product)
+    r = plots.dose_response(site, np.array(SURROGATE_TABLE_DOSES), product=product)
     if plot is not None:
         plots.plot_surrogate(site, product=product, path=plot)
     setup = {"hypoxia_day": plots.DOSE_RESPONSE_HYPOXIA_DAY,
