@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import ExitCode, cli_errors, err_console, fail, out_console
+from rtopt.cli._common import ExitCode, _short, cli_errors, err_console, fail, out_console
 
 EXIT_VIOLATED = ExitCode.VIOLATED
 """Exit code of ``rtopt simulate`` for a plan that violates constraints."""
@@ -32,7 +32,7 @@ SURROGATE_TABLE_DOSES = tuple(float(d) for d in range(2, 25, 2))
 def _items(text: str, option: str) -> list[str]:
     items = [s.strip() for s in text.split(",")]
     if not text.strip() or any(s == "" for s in items):
-        fail([f"rtopt: {option}: {text!r} is not a comma-separated list (e.g. 0,2,4,7)"])
+        fail([f"rtopt: {option}: {_short(text)!r} is not a comma-separated list (e.g. 0,2,4,7)"])
     return items
 
 
@@ -43,7 +43,7 @@ def _parse_days(text: str, option: str) -> list[int]:
         try:
             day = int(s)
         except ValueError:
-            fail([f"rtopt: {option}: {s!r} in {text!r} is not a whole day number"])
+            fail([f"rtopt: {option}: {_short(s)!r} in {_short(text)!r} is not a whole day number"])
         if day < 0:
             fail([f"rtopt: {option}: day {day} is before day 0"])
         days.append(day)
@@ -57,7 +57,7 @@ def _parse_doses(text: str) -> list[float]:
         try:
             x = float(s)
         except ValueError:
-            fail([f"rtopt: --dose: {s!r} is not a number of Gy"])
+            fail([f"rtopt: --dose: {_short(s)!r} is not a number of Gy"])
         if not math.isfinite(x) or x <= 0:
             fail([f"rtopt: --dose: {s} Gy: a dose per fraction must be a finite number > 0"])
         doses.append(x)
@@ -398,11 +398,13 @@ def _choice(value: str, choices: tuple[str, ...], kind: str) -> str:
     norm = value.strip().lower().replace("-", "_")
     if norm in choices:
         return norm
+    if len(norm) > 100:  # no choice is that long; difflib on a huge string is slow
+        norm = norm[:100]
     # a prefix ("il15" -> "il15_expanded") is a better guess than the closest spelling
     hint = [c for c in choices if c.startswith(norm)] if len(norm) >= 2 else []
     hint = hint if len(hint) == 1 else difflib.get_close_matches(norm, choices, n=1, cutoff=0.5)
     did = f"; did you mean {hint[0]!r}?" if hint else ""
-    fail([f"rtopt: unknown {kind} {value!r}{did} (one of {', '.join(choices)})"])
+    fail([f"rtopt: unknown {kind} {_short(value)!r}{did} (one of {', '.join(choices)})"])
 
 
 @app.command("surrogate")
