@@ -79,6 +79,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 """The instance ``schema_version`` this module reads and writes."""
 
+MIN_DOSE_STEP_GY = 1e-4
+"""Finest dose grid step (Gy) other than 0 (continuous): 100x finer than delivery precision;
+bounds every dose grid to at most a million points."""
+
 MAX_DAYS = 3650
 """Upper bound of every day count (ten years); keeps calendar checks cheap and catches typos."""
 
@@ -439,7 +443,8 @@ class Fractionation(BaseModel):
                                                         + _RANGE_DOC + _DOSE_WHY)
     dose_step_gy: Ranged(0, 100, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
         0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous. "
-                         "Range [0, 100] Gy (the largest dose per fraction).")
+                         "0 or in [0.0001, 100] Gy: finer steps are far below delivery "
+                         "precision (~0.01 Gy); 100 Gy is the largest dose per fraction.")
     uniform_dose: Bool = Field(True, description="All fractions get the same dose.")
     treatment_weekdays: Annotated[list[WeekdayField], Field(min_length=1),
                                   AfterValidator(_unique_weekdays)] = Field(
@@ -459,17 +464,22 @@ class Fractionation(BaseModel):
         problems: list[tuple[str, str]] = []
         lo, hi = self.dose_per_fraction_gy
         step = self.dose_step_gy
-        if step > 0 and not _grid_point_in(lo, hi, step):
+        if 0 < step < MIN_DOSE_STEP_GY:
+            problems.append(("dose_step_gy", (
+                f"must be 0 (continuous) or in [{MIN_DOSE_STEP_GY:g}, 100] Gy, got {_fmt(step)}: "
+                "finer steps are far below delivery precision (~0.01 Gy)")))
+        elif step > 0 and not _grid_point_in(lo, hi, step):
             problems.append(("dose_step_gy", f"no multiple of {_num(step)} Gy lies in "
                                              f"dose_per_fraction_gy [{_num(lo)}, {_num(hi)}]"))
         n_min, n_max = self.n_fractions
         fit = calendar.max_fractions_that_fit(calendar.allowed_fraction_days(self),
                                               self.min_interval_days, self.max_overall_days)
-        if self.max_overall_days >= self.horizon_days and fit >= n_min:
+        if self.max_overall_days > self.horizon_days and fit >= n_min:
             problems.append(("max_overall_days", (
-                f"{self.max_overall_days} overall days do not fit in horizon_days "
-                f"{self.horizon_days} (fractions fall on days 0..{self.horizon_days - 1}); "
-                f"raise horizon_days above {self.max_overall_days} or lower max_overall_days")))
+                f"the treatment window of {self.max_overall_days} days is longer than "
+                f"horizon_days {self.horizon_days} (fractions fall on days "
+                f"0..{self.horizon_days - 1}); raise horizon_days to at least "
+                f"{self.max_overall_days} or lower max_overall_days")))
         if n_min <= fit < n_max:
             days = ", ".join(d.value for d in self.treatment_weekdays)
             problems.append(("n_fractions", (

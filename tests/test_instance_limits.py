@@ -43,6 +43,9 @@ def problems(fn) -> list[str]:
      "bad.toml: fractionation.dose_per_fraction_gy[1]: must be in (0, 100] Gy, got 250.0"),
     (lambda d: d["organ_at_risk"][0].update(max_bed_gy=1e9),
      "bad.toml: organ_at_risk[0].max_bed_gy: must be in (0, 5000] Gy, got 1000000000.0"),
+    (lambda d: d["fractionation"].update(dose_step_gy=1e-9),
+     "bad.toml: fractionation.dose_step_gy: must be 0 (continuous) or in [0.0001, 100] Gy, got "
+     "1e-09: finer steps are far below delivery precision (~0.01 Gy)"),
     (lambda d: d["tumour"].update(potential_doubling_days=1e6),
      "bad.toml: tumour.potential_doubling_days: must be in (0, 365] days, got 1000000.0"),
     (lambda d: d["objective"].update(maximise=None) or d.update(
@@ -75,8 +78,8 @@ def test_every_numeric_field_has_both_bounds_in_the_schema():
 
 
 @pytest.mark.parametrize("fn, field, words", [
-    (lambda d: d["fractionation"].update(horizon_days=21),
-     "fractionation.max_overall_days", "do not fit in horizon_days 21"),
+    (lambda d: d["fractionation"].update(horizon_days=20) or d["nk"].update(latest_day=19),
+     "fractionation.max_overall_days", "window of 21 days is longer than horizon_days 20"),
     (lambda d: d["fractionation"].update(min_interval_days=7),
      "fractionation.n_fractions", "the maximum 8 cannot be reached"),
     (lambda d: d["nk"].update(n_infusions=[1, 7]),  # days 0, 7, ..., 35: six fit

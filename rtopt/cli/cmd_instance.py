@@ -35,6 +35,9 @@ def validate(
                 err_console.print(line)
         else:
             typer.echo(f"{name}: OK")
+            warning = _search_space_warning(name)
+            if warning:
+                err_console.print(f"{name}: warning: {warning}")
     if bad:
         raise typer.Exit(1)
 
@@ -57,3 +60,26 @@ def schema(
         fail([f"{output}: is a directory"])
     write_atomic(output, text)
     err_console.print(f"wrote {output}")
+
+
+HUGE_EVALUATIONS = 5e7
+"""(schedule, infusion set) pairs above which ``validate`` warns: ~10 minutes of exhaustive
+scoring on a 2-core VM (the 180-day head-and-neck variant has ~2e8)."""
+
+
+def _search_space_warning(path: str) -> str | None:
+    """A warning when the exhaustive search space of a valid instance is huge, else None."""
+    try:
+        from rtopt.backends.exhaustive import ExhaustiveBackend
+        from rtopt.problem import Problem
+
+        est = ExhaustiveBackend.estimate(Problem.from_path(path))
+    except Exception:  # noqa: BLE001 - a warning is optional; validation itself passed
+        return None
+    if est.fits and est.evaluations <= HUGE_EVALUATIONS:
+        return None
+    what = ("the exhaustive back-end will decline it (memory limit "
+            f"{est.budget / 2 ** 30:.3g} GiB; see --memory-limit)" if not est.fits else
+            "the exhaustive back-end will stop at the time limit with the best plan found so far")
+    return (f"huge exhaustive search space: {est.describe()}, "
+            f"~{est.evaluations:.2g} schedule x infusion-set evaluations; {what}")
