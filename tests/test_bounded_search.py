@@ -82,12 +82,12 @@ def test_memory_limit_option_and_bad_options():
 
 def test_time_limit_returns_the_best_plan_so_far():
     """Head and neck with a 180-day horizon and 30-40 fractions: ~800k infusion-day sets per
-    schedule (it ran for minutes before); with a 2 s limit it stops with a verified plan."""
+    schedule (it ran for minutes before); with a 3 s limit it stops with a verified plan."""
     solve(LUNG_FILE, "exhaustive")  # compile the simulator kernels first: not part of a search
     data = variant(HN, horizon_days=180, n_fractions=[30, 40], max_overall_days=56)
-    r = solve(instance_from_dict(data), "exhaustive", time_limit_s=2.0)
+    r = solve(instance_from_dict(data), "exhaustive", time_limit_s=3.0)
     assert r.termination == "time_limit" and r.feasible, r.message
-    assert r.wall_time_s < 2.0 + OVERSHOOT_S
+    assert r.wall_time_s < 3.0 + OVERSHOOT_S
 
 
 def _run_measured(args: list[str], cwd: Path) -> tuple[dict, float, float]:
