@@ -678,7 +678,7 @@ class ScipyMilpBackend(Backend):
     name = "scipy_milp"
     description = "exact MILP of the classic tumour-BED problem on the dose grid (scipy + HiGHS)"
     objectives = ("tumour_bed",)
-    supports_nk = True  # infusions do not change tumour BED; placed by first_valid_infusions
+    supports_nk = False  # declines NK objectives; with [nk] and tumour BED, infusions placed by first_valid_infusions
     supports_per_fraction = True
     supports_continuous_dose = False
     global_optimality = True

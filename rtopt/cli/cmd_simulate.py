@@ -306,7 +306,14 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
     c.print(f"objective {problem.objective_name}: {_fmt(v.objective)}")
     bad = v.violated
     if not bad:
-        c.print(f"constraints: all {len(v.checks)} hold")
+        shown = {"prescription.min_bed_gy", "max_overall_days"} | {
+            f"oar.{o.name}.{k}" for o in problem.oars
+            for k in ("max_bed_gy", "max_dose_per_fraction_gy")}
+        n_shown = sum(1 for ch in v.checks if ch.name in shown)
+        rest = len(v.checks) - n_shown
+        c.print(f"constraints: the {n_shown} limits in the table hold"
+                + (f"; so do the {rest} calendar, count and infusion rules (not listed)"
+                   if rest else ""))
         return
     t = Table(title=f"violated constraints ({len(bad)} of {len(v.checks)})", title_justify="left")
     for col in ("constraint", "achieved", "limit", "slack", "kind"):

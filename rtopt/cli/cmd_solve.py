@@ -140,8 +140,8 @@ def solvers_cmd(
         typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="solver profiles and back-ends")
-    for col in ("profile", "backend", "available", "objectives", "NK", "per-fraction",
-                "continuous", "guarantee"):
+    for col in ("profile", "backend", "available", "objectives", "NK objectives",
+                "per-fraction", "continuous", "guarantee"):
         t.add_column(col)
     for r in rows:
         t.add_row(r["profile"], r["backend"], "yes" if r["available"] else f"no: {r['reason']}",
