@@ -168,6 +168,7 @@ def test_exit_code_table_has_no_collisions_and_is_documented():
 
 
 def test_each_exit_code(tmp_path, monkeypatch):
+    import rtopt.solve  # noqa: F401 - loaded, so that it can be patched below
     assert runner.invoke(app, ["validate", HYPO]).exit_code == ExitCode.OK
     assert runner.invoke(app, ["validate", str(tmp_path / "none.toml")]).exit_code == ExitCode.ERROR
     assert runner.invoke(app, ["solve", HYPO, "--no-such-option"]).exit_code == ExitCode.USAGE
@@ -180,7 +181,8 @@ def test_each_exit_code(tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("rtopt.solve.solve", interrupted)
+    # the module, not `rtopt.solve` (the package re-exports the function under that name)
+    monkeypatch.setattr(sys.modules["rtopt.solve"], "solve", interrupted)
     r = runner.invoke(app, ["solve", HYPO])
     assert r.exit_code == ExitCode.INTERRUPTED and "interrupted" in r.stderr
 

@@ -23,6 +23,9 @@ from typer.testing import CliRunner
 
 from rtopt.cli import app
 from rtopt.cli._common import ExitCode
+from rtopt.problem import Problem
+
+from _timing import overshoot_allowance
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES = sorted(ROOT.glob("instances/*.toml"))
@@ -31,9 +34,6 @@ runner = CliRunner()
 
 MAX_LINE = 400
 """Longest acceptable error line: echoed values are cut to ~60-80 characters, paths are short."""
-OVERSHOOT_S = 2.5
-"""Allowed solve wall time beyond the limit (JSON ``wall_time_s``): one search block (~1 s) and
-the verification of the plan, with margin for a loaded 2-core VM."""
 MEMORY_LIMIT_MB = 512
 """--memory-limit given to every fuzzed solve."""
 RSS_MARGIN_MB = 300
@@ -148,7 +148,9 @@ def _solve_checked(tmp_path: Path, m, limit_s: float) -> None:
                             "--memory-limit", str(MEMORY_LIMIT_MB), "--json"])
     _assert_clean(r, SOLVE_CODES)
     res = json.loads(r.stdout)
-    assert res["wall_time_s"] <= limit_s + OVERSHOOT_S, (name, res["wall_time_s"], res["message"])
+    if res["wall_time_s"] > limit_s + 1.0:  # only then measure this machine's simulator
+        allowed = overshoot_allowance(Problem.from_path(f))
+        assert res["wall_time_s"] <= limit_s + allowed, (name, res["wall_time_s"], allowed)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert after - before <= MEMORY_LIMIT_MB + RSS_MARGIN_MB, (name, before, after)
     assert math.isfinite(res["wall_time_s"])
