@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for solver in ("exhaustive", "scipy_de"):
         r = rtopt.solve(problem, solver, time_limit_s=args.time_limit, seed=0)
-        rows.append((solver, r.status, r.plan.describe() if r.plan else "-", r.objective,
+        status = r.status + ("*" if r.termination == "time_limit" else "")
+        rows.append((solver, status, r.plan.describe() if r.plan else "-", r.objective,
                      r.metrics.get("tumour_bed_gy"), r.wall_time_s))
 
     # A clinician's alternative: 5 x 11 Gy on alternate weekdays, one NK infusion on day 14.
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         fo = "-" if obj is None else f"{obj:.4g}"
         fb = "-" if bed is None else f"{bed:.4g}"
         print(f"{who:<11} {st:<10} {fo:>9} {fb:>9} {secs:>7.2f}  {desc}")
+    if any(r[1].endswith("*") for r in rows):
+        print("* stopped at the time limit: best plan found so far (raise --time-limit)")
     best = max((r for r in rows[:2] if r[3] is not None), key=lambda r: r[3], default=None)
     if best is not None and v.objective is not None:
         print(f"the clinician's plan reaches {v.objective / best[3]:.0%} of the best "

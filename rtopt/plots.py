@@ -494,8 +494,9 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
         days = np.flatnonzero(D > 0)
         auc, auc0 = float(sim.nk_auc[0]), float(ref.nk_auc[0])
         fold = f" (x{auc / auc0:.2f} vs no RT)" if auc0 > 0 else ""
-        legend = (f"{label}: {describe_plan(plan, 72)}  |  NK favourability "
-                  f"{auc:.3g} activity-days{fold}")
+        # the whole description (long infusion lists included), wrapped rather than cut
+        legend = _wrap(f"{label}: {describe_plan(plan, 400)}  |  NK favourability "
+                       f"{auc:.3g} activity-days{fold}", 120)
         if days.size:
             axes[0].bar(days + i * width, D[days], width=width, align="edge", color=colour,
                         edgecolor="black", linewidth=0.4, zorder=3, label=legend)

@@ -151,7 +151,7 @@ def test_example_script_runs_from_another_folder(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.splitlines()
     assert lines[0].startswith("lung-sbrt-peripheral")
-    assert any(ln.startswith("exhaustive") and " feasible " in ln for ln in lines)
+    assert any(ln.startswith("exhaustive") and " feasible" in ln for ln in lines)
     assert any(ln.startswith("clinician") for ln in lines)
     assert "examples/plan_lung.py" in (ROOT / "README.md").read_text()
 

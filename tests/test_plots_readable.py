@@ -69,6 +69,11 @@ def test_legends_sit_outside_the_panels_for_long_infusion_lists():
             assert leg.get_window_extent(r).x0 >= ax.get_window_extent(r).x1 - 1
             # nothing is cut at the figure's right edge
             assert leg.get_window_extent(r).x1 <= fig.bbox.x1 + 1
+    # comparison figure: every infusion day is named in the legend (wrapped, not cut)
+    fig, axes = plots.plot_plans(hn, {"a": Plan.uniform(days, 2.0, (4, 11, 18, 25, 32, 39, 46)),
+                                      "b": Plan.uniform(days[:30], 2.2, (18,))})
+    legend = " ".join(t.get_text() for t in axes[0].get_legend().get_texts())
+    assert "NK days 4,11,18,25,32,39,46" in legend and "..." not in legend
 
 
 def test_kill_panel_uses_the_simulator_trajectory_when_there_is_one():
