@@ -7,20 +7,41 @@ Public API (everything else is internal)::
     print(result.status, result.plan.describe(), result.objective)
 
 Solver comparisons: ``from rtopt.compare import compare`` (the module name is kept free).
+
+The names below are imported on first use (module ``__getattr__``), so ``import rtopt`` and the
+``rtopt`` command start without loading numpy, numba or scipy.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from rtopt.errors import (InfeasibleProblem, InstanceError, ProblemDeclined, RtoptError,
-                          SolverUnavailable)
-from rtopt.instance import Instance, instance_from_dict, instance_json_schema, load_instance
-from rtopt.parameters import SurrogateParameters, resolve as resolve_parameters
-from rtopt.problem import Plan, Problem
-from rtopt.simulator import Biology, Simulation, simulate, simulate_reference
-from rtopt.solve import Result, solve
-from rtopt.report import render as render_report
+_LAZY: dict[str, tuple[str, str]] = {
+    "InfeasibleProblem": ("rtopt.errors", "InfeasibleProblem"),
+    "InstanceError": ("rtopt.errors", "InstanceError"),
+    "ProblemDeclined": ("rtopt.errors", "ProblemDeclined"),
+    "RtoptError": ("rtopt.errors", "RtoptError"),
+    "SolverUnavailable": ("rtopt.errors", "SolverUnavailable"),
+    "Instance": ("rtopt.instance", "Instance"),
+    "instance_from_dict": ("rtopt.instance", "instance_from_dict"),
+    "instance_json_schema": ("rtopt.instance", "instance_json_schema"),
+    "load_instance": ("rtopt.instance", "load_instance"),
+    "SurrogateParameters": ("rtopt.parameters", "SurrogateParameters"),
+    "resolve_parameters": ("rtopt.parameters", "resolve"),
+    "Plan": ("rtopt.problem", "Plan"),
+    "Problem": ("rtopt.problem", "Problem"),
+    "Biology": ("rtopt.simulator", "Biology"),
+    "Simulation": ("rtopt.simulator", "Simulation"),
+    "simulate": ("rtopt.simulator", "simulate"),
+    "simulate_reference": ("rtopt.simulator", "simulate_reference"),
+    "Result": ("rtopt.solve", "Result"),
+    "render_report": ("rtopt.report", "render"),
+}
 
 __all__ = [
     "__version__", "solve", "Result", "render_report", "Plan", "Problem", "Instance", "load_instance",
@@ -28,3 +49,50 @@ __all__ = [
     "simulate_reference", "SurrogateParameters", "resolve_parameters", "RtoptError",
     "InstanceError", "SolverUnavailable", "ProblemDeclined", "InfeasibleProblem",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'rtopt' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"solve"})
+
+
+class _Package(types.ModuleType):
+    """The package module, with ``solve`` always the function.
+
+    ``rtopt.solve`` is both a function (the public API) and a module (``rtopt/solve.py``).
+    Importing the module sets the package attribute ``solve`` to the module object; with lazy
+    re-exports that can happen after the function was bound, so the attribute is a property
+    that ignores module objects and always resolves to the function.
+    """
+
+    @property
+    def solve(self) -> Any:
+        return importlib.import_module("rtopt.solve").solve
+
+    @solve.setter
+    def solve(self, value: Any) -> None:
+        if not isinstance(value, types.ModuleType):
+            raise AttributeError("rtopt.solve is the solve function; it cannot be replaced")
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from rtopt.errors import (InfeasibleProblem, InstanceError, ProblemDeclined, RtoptError,
+                              SolverUnavailable)
+    from rtopt.instance import Instance, instance_from_dict, instance_json_schema, load_instance
+    from rtopt.parameters import SurrogateParameters, resolve as resolve_parameters
+    from rtopt.problem import Plan, Problem
+    from rtopt.report import render as render_report
+    from rtopt.simulator import Biology, Simulation, simulate, simulate_reference
+    from rtopt.solve import Result, solve

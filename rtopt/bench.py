@@ -13,9 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rtopt.errors import RtoptError
 from rtopt.simulator import Biology, simulate, simulate_reference
 
-__all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling"]
+__all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling",
+           "default_instances"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -62,22 +64,34 @@ def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
             "max_rel_err_ln_s": rel(fast.ln_survival, ref.ln_survival)}
 
 
-def _default_instances() -> list[str]:
+def default_instances() -> list[str]:
+    """The shipped instances of a source checkout (``instances/*.toml``); empty when installed."""
     return sorted(str(p) for p in (_REPO / "instances").glob("*.toml"))
 
 
-def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[str],
+def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
                   time_limit_s: float) -> list[dict[str, Any]]:
-    """Solve every instance with every profile and record status, objective and time."""
+    """Solve every instance with every profile and record status, objective and time.
+
+    Raises :class:`rtopt.errors.RtoptError` when there is nothing to run (no instances or no
+    profiles), so a caller never shows an empty table as a result.
+    """
     from rtopt.solve import solve
 
+    instances = list(instances or default_instances())
+    if not instances:
+        raise RtoptError("bench: no instances to solve (give instance files; instances/ is in "
+                         "the source checkout only)")
+    if not profiles:
+        raise RtoptError("bench: no solver profiles to time")
     rows = []
-    for inst in instances or _default_instances():
+    for inst in instances:
         for prof in profiles:
             t0 = time.perf_counter()
             r = solve(inst, prof, time_limit_s=time_limit_s)
-            rows.append({"instance": r.instance, "profile": prof, "status": r.status,
-                         "objective": r.objective, "seconds": time.perf_counter() - t0})
+            rows.append({"instance": r.instance, "profile": getattr(prof, "name", prof),
+                         "status": r.status, "objective": r.objective,
+                         "seconds": time.perf_counter() - t0})
     return rows
 
 
@@ -86,7 +100,11 @@ def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
     from rtopt.instance import instance_from_dict
     from rtopt.solve import solve
 
-    base = tomllib.loads((_REPO / "instances" / "lung-sbrt-peripheral.toml").read_text())
+    lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
+    if not lung.is_file():
+        raise RtoptError("bench --scaling needs instances/lung-sbrt-peripheral.toml of the source "
+                         "checkout")
+    base = tomllib.loads(lung.read_text())
     rows = []
     for horizon, n_max in ((28, 5), (42, 5), (56, 5), (42, 3), (42, 8), (42, 10)):
         data = {**base, "fractionation": {**base["fractionation"], "horizon_days": horizon,

@@ -970,7 +970,8 @@ def _instance_names(files: list[Path]) -> list[str]:
 def _shadow_notes(profs: list[Profile], keys: list[str]) -> list[str]:
     from rtopt.profiles import profile_origin, shadowed
 
-    return [f"note: profile '{k}' is {p.path} ({profile_origin(p.path)}); it replaces {other}"
+    return [f"note: profile '{k}' is {p.path} ({profile_origin(p.path)}); {other} of the same "
+            "name is not used (give its path to use it)"
             for k, p in zip(keys, profs) for other in shadowed(p)]
 
 

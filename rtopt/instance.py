@@ -79,6 +79,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 """The instance ``schema_version`` this module reads and writes."""
 
+MIN_DOSE_STEP_GY = 1e-4
+"""Finest dose grid step (Gy) other than 0 (continuous): 100x finer than delivery precision;
+bounds every dose grid to at most a million points."""
+
 MAX_DAYS = 3650
 """Upper bound of every day count (ten years); keeps calendar checks cheap and catches typos."""
 
@@ -170,6 +174,8 @@ def _num(x: Any) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    if len(word) > 100:
+        return None  # no choice is that long; difflib on a huge string is slow
     match = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)
     if match:
         return match[0]
@@ -188,7 +194,7 @@ def _choice(enum_cls: type[enum.Enum], kind: str):
             raise _problem(f"expected a string (one of {', '.join(values)}), got {_fmt(value)}")
         if value not in values:
             hint = _did_you_mean(value, values)
-            msg = f"unknown {kind} {value!r}"
+            msg = f"unknown {kind} {_fmt(value)}"
             if hint:
                 msg += f"; did you mean {hint!r}?"
             raise _problem(f"{msg} (one of {', '.join(values)})")
@@ -213,6 +219,49 @@ Text = Annotated[str, Strict()]
 PositiveNum = Annotated[Num, Field(gt=0)]
 NonNegativeNum = Annotated[Num, Field(ge=0)]
 Day = Annotated[Int, Field(ge=0, le=MAX_DAYS)]
+
+
+def _interval(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def Ranged(lo: float, hi: float, unit: str = "", *, lo_open: bool = True, hi_open: bool = False,
+           integer: bool = False) -> Any:
+    """A finite number (or integer) in a physical range; outside it, one message naming the range.
+
+    The check runs before the type's own validation and lets non-numbers through, so a string
+    still gets "expected a number"; the JSON Schema carries the same bounds.
+    """
+    where = _interval(lo, hi, lo_open, hi_open) + (f" {unit}" if unit else "")
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        if isinstance(value, float) and not math.isfinite(value):
+            return value
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        if not ok:
+            raise _problem(f"must be in {where}, got {_fmt(value)}")
+        return value
+
+    bounds = {("gt" if lo_open else "ge"): lo, ("lt" if hi_open else "le"): hi}
+    return Annotated[Int if integer else Num, Field(**bounds), BeforeValidator(check)]
+
+
+# Physical ranges (the reason for each bound is in the field descriptions that use them).
+AlphaPerGy = Ranged(0, 2, "1/Gy")
+AlphaBetaGy = Ranged(0, 100, "Gy")
+DosePerFractionGy = Ranged(0, 100, "Gy")
+BedGy = Ranged(0, 5000, "Gy")
+Eqd2Gy = Ranged(0, 1000, "Gy")
+_ALPHA_WHY = " Range (0, 2] 1/Gy: measured alphas of tumours and tissues lie in 0.01-1 1/Gy."
+_AB_WHY = (" Range (0, 100] Gy: measured ratios lie in 0.5-25 Gy; above 100 Gy the LQ model is "
+           "linear in practice.")
+_DOSE_WHY = (" Range (0, 100] Gy: no fraction delivers more than 100 Gy (single-fraction "
+             "radiosurgery uses < 30 Gy); larger values are unit slips (cGy).")
+_BED_WHY = (" Range (0, 5000] Gy: above every schedule in use (clinical BEDs < 500 Gy); larger "
+            "values are unit slips.")
+_EQD2_WHY = " Range (0, 1000] Gy: above every schedule in use (clinical EQD2s < 200 Gy)."
 
 SiteField = Annotated[Site, _choice(Site, "site")]
 SurvivalModelField = Annotated[SurvivalModel, _choice(SurvivalModel, "survival model")]
@@ -263,29 +312,35 @@ class Tumour(BaseModel):
     model_config = _STRICT_MODEL
 
     site: SiteField = Field(description="Tumour site; selects the surrogate preset.")
-    alpha_per_gy: PositiveNum = Field(description="LQ alpha of oxic tumour cells [1/Gy].")
-    alpha_beta_gy: PositiveNum = Field(description="Tumour alpha/beta ratio rho [Gy].")
-    clonogens: Optional[PositiveNum] = Field(
+    alpha_per_gy: AlphaPerGy = Field(description="LQ alpha of oxic tumour cells [1/Gy]."
+                                                 + _ALPHA_WHY)
+    alpha_beta_gy: AlphaBetaGy = Field(description="Tumour alpha/beta ratio rho [Gy]." + _AB_WHY)
+    clonogens: Optional[Ranged(1, 1e13, lo_open=False)] = Field(  # type: ignore[valid-type]
         None, description="Clonogen number N0 before treatment; omit it to use the site's "
-                          "outcome-calibrated value (lung), required for other sites.")
+                          "outcome-calibrated value (lung), required for other sites. Range "
+                          "[1, 1e13]: 1e13 cells is about 10 kg of tumour, beyond any treatable "
+                          "tumour.")
     hypoxic_fraction: Annotated[Num, Field(ge=0, lt=1)] = Field(
         description="Hypoxic fraction h0 before treatment, in [0, 1).")
     survival_model: SurvivalModelField = Field(
         SurvivalModel.lq, description="Cell-survival model: lq (default), lq_l (Astrahan 2008) "
                                       "or usc (Park et al. 2008).")
-    transition_dose_gy: Optional[PositiveNum] = Field(
+    transition_dose_gy: Optional[DosePerFractionGy] = Field(
         None, description="Dose per fraction above which survival is log-linear [Gy]; required "
-                          "for lq_l, optional for usc (then 2 Dq / (1 - alpha D0)).")
-    usc_d0_gy: Optional[PositiveNum] = Field(
-        None, description="USC final slope D0 [Gy]; required for usc.")
-    usc_dq_gy: Optional[PositiveNum] = Field(
-        None, description="USC quasi-threshold dose Dq [Gy]; required for usc.")
+                          "for lq_l, optional for usc (then 2 Dq / (1 - alpha D0))." + _DOSE_WHY)
+    usc_d0_gy: Optional[Ranged(0, 20, "Gy")] = Field(  # type: ignore[valid-type]
+        None, description="USC final slope D0 [Gy]; required for usc. Range (0, 20] Gy: "
+                          "measured D0 values lie in 0.5-5 Gy.")
+    usc_dq_gy: Optional[Ranged(0, 20, "Gy")] = Field(  # type: ignore[valid-type]
+        None, description="USC quasi-threshold dose Dq [Gy]; required for usc. Range (0, 20] "
+                          "Gy: measured Dq values lie in 0.5-5 Gy.")
     repopulation_kickoff_days: Optional[Day] = Field(
         None, description="Day T_k after the first fraction when accelerated repopulation starts "
                           "(give with potential_doubling_days, or neither).")
-    potential_doubling_days: Optional[PositiveNum] = Field(
+    potential_doubling_days: Optional[Ranged(0, 365, "days")] = Field(  # type: ignore[valid-type]
         None, description="Potential doubling time T_pot [d] (give with "
-                          "repopulation_kickoff_days, or neither).")
+                          "repopulation_kickoff_days, or neither). Range (0, 365] days: "
+                          "measured T_pot of tumours lies in 1-30 days.")
     surrogate: SurrogateOverrides = Field(  # type: ignore[valid-type]
         default_factory=SurrogateOverrides,
         description="Overrides of TME-surrogate parameters by name.")
@@ -336,10 +391,10 @@ class Prescription(BaseModel):
 
     model_config = _STRICT_MODEL
 
-    min_bed_gy: Optional[PositiveNum] = Field(
-        None, description="Minimum tumour BED, sum d (1 + d/rho) [Gy].")
-    min_eqd2_gy: Optional[PositiveNum] = Field(
-        None, description="Minimum tumour EQD2, BED / (1 + 2/rho) [Gy].")
+    min_bed_gy: Optional[BedGy] = Field(
+        None, description="Minimum tumour BED, sum d (1 + d/rho) [Gy]." + _BED_WHY)
+    min_eqd2_gy: Optional[Eqd2Gy] = Field(
+        None, description="Minimum tumour EQD2, BED / (1 + 2/rho) [Gy]." + _EQD2_WHY)
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Prescription":
@@ -354,13 +409,15 @@ class OrganAtRisk(BaseModel):
     model_config = _STRICT_MODEL
 
     name: Annotated[Text, Field(min_length=1)] = Field(description="Unique OAR name.")
-    alpha_beta_gy: PositiveNum = Field(description="OAR alpha/beta ratio [Gy].")
-    sparing_factor: Annotated[Num, Field(gt=0, le=1.5)] = Field(
-        description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5].")
-    max_bed_gy: Optional[PositiveNum] = Field(None, description="Maximum OAR BED [Gy].")
-    max_eqd2_gy: Optional[PositiveNum] = Field(None, description="Maximum OAR EQD2 [Gy].")
-    max_dose_per_fraction_gy: Optional[PositiveNum] = Field(
-        None, description="Maximum OAR dose in any fraction [Gy].")
+    alpha_beta_gy: AlphaBetaGy = Field(description="OAR alpha/beta ratio [Gy]." + _AB_WHY)
+    sparing_factor: Ranged(0, 1.5) = Field(  # type: ignore[valid-type]
+        description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5]: an OAR "
+                    "hot spot above 150 % of the prescription is not a deliverable plan.")
+    max_bed_gy: Optional[BedGy] = Field(None, description="Maximum OAR BED [Gy]." + _BED_WHY)
+    max_eqd2_gy: Optional[Eqd2Gy] = Field(None, description="Maximum OAR EQD2 [Gy]."
+                                                            + _EQD2_WHY)
+    max_dose_per_fraction_gy: Optional[DosePerFractionGy] = Field(
+        None, description="Maximum OAR dose in any fraction [Gy]." + _DOSE_WHY)
 
     @model_validator(mode="after")
     def _some_limit(self) -> "OrganAtRisk":
@@ -370,11 +427,11 @@ class OrganAtRisk(BaseModel):
         return self
 
 
-IntRange1 = Annotated[tuple[Annotated[Int, Field(ge=1)], Annotated[Int, Field(ge=1)]],
-                      AfterValidator(_ordered)]
-IntRange0 = Annotated[tuple[Annotated[Int, Field(ge=0)], Annotated[Int, Field(ge=0)]],
-                      AfterValidator(_ordered)]
-DoseRange = Annotated[tuple[PositiveNum, PositiveNum], AfterValidator(_ordered)]
+_Count1 = Ranged(1, MAX_DAYS, lo_open=False, integer=True)
+_Count0 = Ranged(0, MAX_DAYS, lo_open=False, integer=True)
+IntRange1 = Annotated[tuple[_Count1, _Count1], AfterValidator(_ordered)]
+IntRange0 = Annotated[tuple[_Count0, _Count0], AfterValidator(_ordered)]
+DoseRange = Annotated[tuple[DosePerFractionGy, DosePerFractionGy], AfterValidator(_ordered)]
 
 
 def _unique_weekdays(days: list[Weekday]) -> list[Weekday]:
@@ -396,9 +453,11 @@ class Fractionation(BaseModel):
 
     n_fractions: IntRange1 = Field(description="Number of fractions, " + _RANGE_DOC)
     dose_per_fraction_gy: DoseRange = Field(description="Tumour dose per fraction [Gy], "
-                                                        + _RANGE_DOC)
-    dose_step_gy: NonNegativeNum = Field(
-        0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous.")
+                                                        + _RANGE_DOC + _DOSE_WHY)
+    dose_step_gy: Ranged(0, 100, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous. "
+                         "0 or in [0.0001, 100] Gy: finer steps are far below delivery "
+                         "precision (~0.01 Gy); 100 Gy is the largest dose per fraction.")
     uniform_dose: Bool = Field(True, description="All fractions get the same dose.")
     treatment_weekdays: Annotated[list[WeekdayField], Field(min_length=1),
                                   AfterValidator(_unique_weekdays)] = Field(
@@ -418,12 +477,29 @@ class Fractionation(BaseModel):
         problems: list[tuple[str, str]] = []
         lo, hi = self.dose_per_fraction_gy
         step = self.dose_step_gy
-        if step > 0 and not _grid_point_in(lo, hi, step):
+        if 0 < step < MIN_DOSE_STEP_GY:
+            problems.append(("dose_step_gy", (
+                f"must be 0 (continuous) or in [{MIN_DOSE_STEP_GY:g}, 100] Gy, got {_fmt(step)}: "
+                "finer steps are far below delivery precision (~0.01 Gy)")))
+        elif step > 0 and not _grid_point_in(lo, hi, step):
             problems.append(("dose_step_gy", f"no multiple of {_num(step)} Gy lies in "
                                              f"dose_per_fraction_gy [{_num(lo)}, {_num(hi)}]"))
-        n_min = self.n_fractions[0]
+        n_min, n_max = self.n_fractions
         fit = calendar.max_fractions_that_fit(calendar.allowed_fraction_days(self),
                                               self.min_interval_days, self.max_overall_days)
+        if self.max_overall_days > self.horizon_days and fit >= n_min:
+            problems.append(("max_overall_days", (
+                f"the treatment window of {self.max_overall_days} days is longer than "
+                f"horizon_days {self.horizon_days} (fractions fall on days "
+                f"0..{self.horizon_days - 1}); raise horizon_days to at least "
+                f"{self.max_overall_days} or lower max_overall_days")))
+        if n_min <= fit < n_max:
+            days = ", ".join(d.value for d in self.treatment_weekdays)
+            problems.append(("n_fractions", (
+                f"at most {fit} fraction(s) fit in the calendar ({days}, at least "
+                f"{self.min_interval_days} day(s) apart, within max_overall_days "
+                f"{self.max_overall_days} and horizon_days {self.horizon_days}); the maximum "
+                f"{n_max} cannot be reached")))
         if fit < n_min:
             days = ", ".join(d.value for d in self.treatment_weekdays)
             every = f"at least {self.min_interval_days} day(s) apart"
@@ -488,19 +564,22 @@ class Objective(BaseModel):
     model_config = _STRICT_MODEL
 
     maximise: Optional[ObjectiveTermField] = Field(None, description="The quantity to maximise.")
-    weights: Optional[dict[ObjectiveTermField, NonNegativeNum]] = Field(
-        None, description="Weights of a weighted sum to maximise (non-negative, one > 0).")
+    weights: Optional[dict[ObjectiveTermField,  # type: ignore[valid-type]
+                           Ranged(0, 1e6, lo_open=False)]] = Field(
+        None, description="Weights of a weighted sum to maximise (non-negative, one > 0). "
+                          "Range [0, 1e6]: only ratios matter; larger weights risk overflow.")
     tcp_model: Literal["population", "per_patient"] = Field(
         "population", description="What the 'tcp' term optimises: 'population' (local control, "
         "Poisson TCP averaged over the patients' spread of radiosensitivity; what clinical series "
         "report) or 'per_patient' (Poisson TCP at the nominal alpha).")
-    cost_per_fraction: NonNegativeNum = Field(
+    cost_per_fraction: Ranged(0, 1e6, lo_open=False) = Field(  # type: ignore[valid-type]
         0.0, description="Subtracted from the objective for each fraction (one fraction per "
         "treatment day, so also the cost of a treatment day), in objective units; keeps the "
-        "optimiser from taking the most fractions the rules allow for a small gain.")
-    cost_per_overall_day: NonNegativeNum = Field(
+        "optimiser from taking the most fractions the rules allow for a small gain. Range "
+        "[0, 1e6], like the weights.")
+    cost_per_overall_day: Ranged(0, 1e6, lo_open=False) = Field(  # type: ignore[valid-type]
         0.0, description="Subtracted from the objective for each elapsed day from the first to "
-        "the last fraction, in objective units.")
+        "the last fraction, in objective units. Range [0, 1e6], like the weights.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Objective":
@@ -544,9 +623,11 @@ class Instance(BaseModel):
                                           "rtopt (TOML, schema_version 1)."})
 
     schema_version: Literal[1] = Field(description="Instance format version; must be 1.")
-    name: Annotated[Text, Field(pattern=_SLUG)] = Field(
-        description="Slug: lower-case letters and digits joined by '-' or '_'.")
-    description: Text = Field("", description="One-line human description.")
+    name: Annotated[Text, Field(pattern=_SLUG, max_length=100)] = Field(
+        description="Slug: lower-case letters and digits joined by '-' or '_' (at most 100 "
+                    "characters: it names result files).")
+    description: Annotated[Text, Field(max_length=2000)] = Field(
+        "", description="One-line human description (at most 2000 characters).")
     tumour: Tumour
     prescription: Prescription
     organ_at_risk: Annotated[list[OrganAtRisk], AfterValidator(_unique_oar_names)] = Field(
@@ -647,12 +728,25 @@ def _cross_section_problems(fractionation: Fractionation | None, nk: NKTherapy |
             problems.append(("nk.latest_day", f"day {nk.latest_day} is beyond the horizon "
                                               f"(last day {last})"))
             ok = False
-        n_min = nk.n_infusions[0]
+        n_min, n_max = nk.n_infusions
+        room = (latest - nk.earliest_day) // nk.min_interval_days + 1 \
+            if latest >= nk.earliest_day else 0
         if ok and latest >= nk.earliest_day and n_min >= 2 \
                 and (n_min - 1) * nk.min_interval_days > latest - nk.earliest_day:
             problems.append(("nk.n_infusions", (
                 f"{n_min} infusions at least {nk.min_interval_days} day(s) apart do not fit "
                 f"between day {nk.earliest_day} and day {latest}")))
+        elif ok and latest >= nk.earliest_day and n_max > room:
+            problems.append(("nk.n_infusions", (
+                f"at most {room} infusion(s) at least {nk.min_interval_days} day(s) apart fit "
+                f"between nk.earliest_day {nk.earliest_day} and day {latest} "
+                f"({'nk.latest_day' if nk.latest_day is not None else 'the horizon'}); "
+                f"the maximum {n_max} cannot be reached")))
+    if nk is not None and objective is not None and nk.n_infusions[1] == 0:
+        terms = objective.terms
+        if any(t in {x.value for x in NK_OBJECTIVES} and w > 0 for t, w in terms.items()):
+            problems.append(("nk.n_infusions", "the objective maximises NK favourability but "
+                                               "n_infusions allows no infusion (maximum 0)"))
     return problems
 
 
@@ -806,6 +900,8 @@ def _path(loc: tuple) -> str:
             out += f"[{part}]"
         else:
             key = str(part)
+            if len(key) > 60:
+                key = f"{key[:40]}...({len(key)} characters)"
             if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
                 key = json.dumps(key, ensure_ascii=False)
             out += f".{key}" if out else key
@@ -888,16 +984,17 @@ def _describe(err: dict) -> list[tuple[str, str]]:
         model = _model_at(loc[:-1])
         known = list(model.model_fields) if model is not None else []
         hint = _did_you_mean(key, known)
+        shown = _fmt(key)
         if hint:
-            msg = f"unknown key {key!r}; did you mean {hint!r}?"
+            msg = f"unknown key {shown}; did you mean {hint!r}?"
         elif known:
-            msg = f"unknown key {key!r} (known keys: {', '.join(known)})"
+            msg = f"unknown key {shown} (known keys: {', '.join(known)})"
         else:
-            msg = f"unknown key {key!r}"
+            msg = f"unknown key {shown}"
         if model is not None and model.__name__ == "SurrogateOverrides":
             msg = msg.replace("unknown key", "unknown surrogate parameter", 1)
             if not hint:
-                msg = f"unknown surrogate parameter {key!r} (see rtopt.parameters.SPECS)"
+                msg = f"unknown surrogate parameter {shown} (see rtopt.parameters.SPECS)"
         return [(_join(parent, _path((key,))), msg)]
     if kind == "missing":
         if loc and isinstance(loc[-1], int) and len(loc) >= 2 and loc[-2] in _RANGE_KEYS:
@@ -943,6 +1040,9 @@ def _describe(err: dict) -> list[tuple[str, str]]:
                  + got)]
     if kind == "string_too_short":
         return [(path, "must not be empty")]
+    if kind == "string_too_long":
+        n = len(value) if isinstance(value, str) else "more"
+        return [(path, f"must have at most {ctx.get('max_length')} characters, got {n}")]
     if kind == "literal_error":
         return [(path, f"must be {ctx.get('expected', 'one of the allowed values')}" + got)]
     if kind == "value_error":

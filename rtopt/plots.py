@@ -15,6 +15,7 @@ infusion on day ``j`` right after it.  Weekends are shaded.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -203,14 +204,104 @@ def _dose_panel_limits(ax: Any, max_dose: float) -> None:
     ax.set_ylabel("tumour dose per\nfraction (Gy)")
 
 
+def _dose_text(x: float, step: float) -> str:
+    """A dose to the grid step (``12.5``, ``2.4``), or to 0.01 Gy when the dose is continuous."""
+    dec = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 2
+    text = f"{x:.{min(dec, 4)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _dose_labels(ax: Any, days: np.ndarray, doses: np.ndarray, step: float) -> None:
+    """One label per run of consecutive fractions with the same dose (``4 x 12.5``), centred
+    over the run; single fractions in a long varied list are labelled vertically."""
+    runs: list[tuple[int, int]] = []
+    i = 0
+    while i < days.size:
+        j = i
+        while j + 1 < days.size and abs(doses[j + 1] - doses[i]) < 1e-9:
+            j += 1
+        runs.append((i, j))
+        i = j + 1
+    vertical = len(runs) > 10
+    for i, j in runs:
+        text = _dose_text(float(doses[i]), step)
+        if j > i:
+            text = f"{j - i + 1} x {text}"
+        x = (days[i] + days[j] + 0.6) / 2
+        ax.text(x, float(doses[i]), text, ha="center", va="bottom", fontsize=8,
+                rotation=90 if vertical and j == i else 0)
+
+
+def _legend_outside(ax: Any, **kw: Any) -> None:
+    """Legend to the right of the panel: it never hides curves, whatever the labels' length."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+                  borderaxespad=0.0, **kw)
+
+
+def _tumour_kill(problem: Any, plan: Any, sim: Any, D: np.ndarray,
+                 U: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Cumulative log10 clonogen kill over time: (t, kill, label).
+
+    Uses the simulator's ``log10_survival`` trajectory when it has one; otherwise the radiation
+    kill after each fraction, from simulating the plan's prefixes (fractions 1..k, one
+    vectorised call) -- a step line.
+    """
+    from rtopt.simulator import simulate
+
+    traj = getattr(sim, "trajectory", None) or {}
+    if "log10_survival" in traj:
+        t = np.concatenate([[0.0], sim.t_days])
+        return t, -np.concatenate([[0.0], np.asarray(traj["log10_survival"])[0]]), \
+            "clonogens killed (log10)"
+    days = np.flatnonzero(D[0] > 0)
+    H = D.shape[1]
+    if days.size == 0:
+        return np.array([0.0, H]), np.zeros(2), "radiation kill (log10)"
+    P = np.zeros((days.size, H))
+    for k in range(days.size):
+        P[k, days[:k + 1]] = D[0, days[:k + 1]]
+    spd = getattr(problem, "steps_per_day", 8)
+    pre = simulate(problem.biology, P, np.repeat(U, days.size, axis=0), steps_per_day=spd)
+    rt = np.asarray(pre.log10_kill) - np.asarray(pre.nk_log10_kill)
+    t = np.concatenate([[0.0], days.astype(float), [float(H)]])
+    y = np.concatenate([[0.0], rt, [rt[-1]]])
+    return t, y, "radiation kill after each fraction (log10)"
+
+
+def _oar_bed_steps(problem: Any, D: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray,
+                                                                float | None]]:
+    """Per OAR: (name, t, cumulative BED at the organ's alpha/beta, BED limit or None)."""
+    days = np.flatnonzero(D[0] > 0)
+    H = D.shape[1]
+    out = []
+    if not getattr(problem, "oars", ()):
+        return out
+    rows = np.zeros((max(days.size, 1), H))
+    for k, d in enumerate(days):
+        rows[k, d] = D[0, d]
+    per = problem.oar_bed(rows)                               # (fractions, n_oar)
+    t = np.concatenate([[0.0], days.astype(float), [float(H)]])
+    for i, o in enumerate(problem.oars):
+        c = np.cumsum(per[:days.size, i]) if days.size else np.zeros(0)
+        last = c[-1] if c.size else 0.0
+        out.append((o.name, t, np.concatenate([[0.0], c, [last]]), o.max_bed_gy))
+    return out
+
+
 def plot_plan(problem: Any, plan: Any, *, title: str | None = None,
               path: str | os.PathLike | None = None) -> tuple[Any, np.ndarray]:
-    """Draw one plan: the fraction calendar and the tumour microenvironment it produces.
+    """Draw one plan: the fraction calendar, the tumour microenvironment, tumour kill and OAR dose.
 
-    Panels (shared time axis in days): fraction doses as bars on the calendar (weekends shaded,
-    NK infusions as triangles and dashed lines), hypoxic fraction (%), chemokine signal, NK cells
-    in blood and tumour, and NK activity (with the same infusions without RT for reference).
-    The trajectories come from :func:`rtopt.simulator.simulate` with ``trajectory=True``.
+    Panels (shared time axis in days), each drawn only when it carries information:
+    fraction doses on the calendar (one label per run of equal doses; weekends shaded, NK
+    infusions as triangles and dashed lines); hypoxic fraction (%) (not when the tumour has no
+    hypoxia); chemokine signal; NK cells in blood and tumour and NK activity (only with NK
+    infusions); cumulative clonogen kill (log10) against log10 of the clonogen number; and the
+    BED of each organ at risk accumulating against its limit (dashed), when there are OARs.
+    Legends sit to the right of the panels.  The trajectories come from
+    :func:`rtopt.simulator.simulate` with ``trajectory=True``.
 
     Parameters
     ----------
@@ -227,66 +318,110 @@ def plot_plan(problem: Any, plan: Any, *, title: str | None = None,
     -------
     fig : matplotlib.figure.Figure
     axes : numpy.ndarray of matplotlib.axes.Axes
-        The five panels, top to bottom.
+        The panels drawn, top to bottom (the dose panel first).
     """
     if path is not None:
         figure_format(path)  # fail before the work on an unsupported suffix
     sim, ref, D, U = _run(problem, plan)
-    h0 = float(problem.biology.hypoxic_fraction)
-    fig = _figure((11.0, 12.5))
-    axes = np.asarray(fig.subplots(5, 1, sharex=True,
-                                   gridspec_kw={"height_ratios": [1.25, 1, 1, 1, 1]}))
-    ax = axes[0]
+    D, U = np.atleast_2d(D), np.atleast_2d(U)
+    bio = problem.biology
+    h0 = float(bio.hypoxic_fraction)
+    _, hyp = _series(sim, "hypoxic_fraction", h0)
+    panels = ["dose"]
+    if h0 > 0 or float(np.max(hyp)) > 0:
+        panels.append("hypoxic_fraction")
+    panels.append("chemokine")
+    if bio.nk and plan.nk_days:
+        panels += ["nk", "nk_activity"]
+    panels.append("kill")
+    oar = _oar_bed_steps(problem, D)
+    if oar:
+        panels.append("oar")
+    ratios = [1.25] + [1.0] * (len(panels) - 1)
+    fig = _figure((13.0, 1.2 + 2.25 * len(panels)))
+    axes = np.atleast_1d(np.asarray(fig.subplots(len(panels), 1, sharex=True,
+                                                 gridspec_kw={"height_ratios": ratios})))
+    by = dict(zip(panels, axes))
+    labels = {key: (label, scale) for key, label, scale in _STATE_PANELS}
+
+    ax = by["dose"]
     _shade_weekends(ax, problem, label=True)
-    days = np.flatnonzero(D > 0)
-    doses = D[days]
+    days = np.flatnonzero(D[0] > 0)
+    doses = D[0, days]
     if days.size:
         ax.bar(days, doses, width=0.6, align="edge", color=_DOSE_COLOUR, edgecolor="black",
-               linewidth=0.5, label="fraction (delivered at the bar's left edge)", zorder=3)
-        if days.size <= 16:
-            for d, x in zip(days, doses):
-                ax.text(d + 0.3, x, f"{x:g}", ha="center", va="bottom", fontsize=8)
+               linewidth=0.5, label="fraction\n(at the bar's left edge)", zorder=3)
+        _dose_labels(ax, days, doses, float(getattr(problem, "dose_step", 0.0)))
     _nk_marks(ax, plan.nk_days, _NK_COLOUR, "NK infusion")
     _dose_panel_limits(ax, float(doses.max()) if doses.size else 1.0)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.95, ncols=3)
 
-    for ax, (key, label, scale) in zip(axes[1:], _STATE_PANELS):
+    for key in panels[1:]:
+        ax = by[key]
         _shade_weekends(ax, problem)
-        ax.set_ylabel(label)
         if key == "hypoxic_fraction":
             t, y = _series(sim, key, h0)
-            ax.plot(t, scale * y, color="#b5473a", lw=1.8, label="hypoxic fraction")
-            ax.axhline(scale * h0, color="grey", ls="--", lw=1,
-                       label=f"pre-treatment ({scale * h0:.0f} %)")
-            ax.set_ylim(0, max(scale * y.max(), scale * h0, 1.0) * 1.2)
+            ax.set_ylabel(labels[key][0])
+            ax.plot(t, 100 * y, color="#b5473a", lw=1.8, label="hypoxic fraction")
+            ax.axhline(100 * h0, color="grey", ls="--", lw=1,
+                       label=f"pre-treatment\n({100 * h0:.3g} %)")
+            ax.set_ylim(0, max(100 * y.max(), 100 * h0, 1.0) * 1.2)
         elif key == "chemokine":
             t, y = _series(sim, key, h0)
-            ax.plot(t, y, color="#8a5bb0", lw=1.8, label="chemokine (CXCL10)")
+            ax.set_ylabel(labels[key][0])
+            ax.plot(t, y, color="#8a5bb0", lw=1.8, label="chemokine\n(CXCL10)")
             ax.set_ylim(0, max(y.max(), 0.05) * 1.15)
         elif key == "nk":
             t, yb = _series(sim, "nk_blood", h0)
             _, yt = _series(sim, "nk_tumour", h0)
+            ax.set_ylabel(labels[key][0])
             ax.plot(t, yb, color="#c7822b", lw=1.6, ls="--", label="blood")
             ax.plot(t, yt, color=_NK_COLOUR, lw=1.8, label="tumour")
             ax.set_ylim(0, max(yb.max(), yt.max(), 0.05) * 1.15)
-        else:
+        elif key == "nk_activity":
             t, y = _series(sim, key, h0)
             _, y0 = _series(ref, key, h0)
             auc, auc0 = float(sim.nk_auc[0]), float(ref.nk_auc[0])
+            ax.set_ylabel(labels[key][0])
             ax.fill_between(t, y, color=_NK_COLOUR, alpha=0.18, lw=0)
             ax.plot(t, y, color=_NK_COLOUR, lw=1.8,
-                    label=f"with RT: area {auc:.3g} activity-days (NK favourability)")
-            if plan.nk_days:
-                fold = f", RT gives x{auc / auc0:.2f}" if auc0 > 0 else ""
-                ax.plot(t, y0, color="black", lw=1.2, ls=":",
-                        label=f"same infusions without RT: area {auc0:.3g}{fold}")
+                    label=f"with RT: area {auc:.3g}\nactivity-days\n(NK favourability)")
+            fold = f",\nRT gives x{auc / auc0:.2f}" if auc0 > 0 else ""
+            ax.plot(t, y0, color="black", lw=1.2, ls=":",
+                    label=f"same infusions\nwithout RT: area\n{auc0:.3g}{fold}")
             ax.set_ylim(0, max(y.max(), y0.max(), 0.05) * 1.2)
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.95)
+        elif key == "kill":
+            t, y, what = _tumour_kill(problem, plan, sim, D, U)
+            ax.set_ylabel("clonogens killed\n(log10)")
+            ax.step(t, y, where="post", color="#444444", lw=1.8, label=what.replace(" (", "\n("))
+            n0 = math.log10(float(bio.clonogens))
+            ax.axhline(n0, color="#b5473a", ls="--", lw=1.2,
+                       label=f"all clonogens\n(log10 N0 = {n0:.3g})")
+            total = float(sim.log10_kill[0])
+            nk_part = float(sim.nk_log10_kill[0])
+            control = getattr(sim, "local_control", None)
+            control = float(np.ravel(control)[0]) if control is not None else float(sim.tcp[0])
+            name = "local control" if getattr(sim, "local_control", None) is not None else "TCP"
+            ax.plot([problem.horizon_days], [total], ls="none", marker="o", color="black",
+                    clip_on=False, zorder=5,
+                    label=f"total at day {problem.horizon_days}:\n{total:.3g} log10"
+                          + (f" (NK {nk_part:.2g})" if nk_part > 0 else "")
+                          + f"\n{name} {control:.3g}")
+            ax.set_ylim(0, max(float(np.max(y)), n0, total, 1.0) * 1.15)
+        elif key == "oar":
+            ax.set_ylabel("OAR BED (Gy)")
+            top = 1.0
+            for i, (name, t, c, lim) in enumerate(oar):
+                colour = _PLAN_COLOURS[(i + 1) % len(_PLAN_COLOURS)]
+                ax.step(t, c, where="post", color=colour, lw=1.8, label=f"{name}: {c[-1]:.3g}")
+                top = max(top, float(c[-1]))
+                if lim is not None:
+                    ax.axhline(lim, color=colour, ls="--", lw=1.1,
+                               label=f"{name} limit {lim:.3g}")
+                    top = max(top, float(lim))
+            ax.set_ylim(0, top * 1.15)
+        _legend_outside(ax)
+    _legend_outside(by["dose"])
     _infusion_lines(axes[1:], plan.nk_days, _NK_COLOUR)
-    if not problem.biology.nk:
-        for ax in axes[3:]:
-            ax.text(0.5, 0.5, "no NK therapy in this instance", transform=ax.transAxes,
-                    ha="center", va="center", color="grey", fontsize=11)
     for ax in axes:
         ax.grid(axis="y", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
@@ -320,7 +455,8 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
     -------
     fig : matplotlib.figure.Figure
     axes : numpy.ndarray of matplotlib.axes.Axes
-        The five panels, top to bottom.
+        The panels drawn, top to bottom: dose, hypoxic fraction (when the tumour has hypoxia),
+        chemokine, and NK cells and NK activity (when some plan has NK infusions).
     """
     from matplotlib.lines import Line2D
 
@@ -332,9 +468,19 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
         figure_format(path)
     runs = {label: _run(problem, plan) for label, plan in plans.items()}
     h0 = float(problem.biology.hypoxic_fraction)
-    fig = _figure((11.0, 13.0 + 0.22 * max(0, len(plans) - 3)))
-    axes = np.asarray(fig.subplots(5, 1, sharex=True,
-                                   gridspec_kw={"height_ratios": [1.35, 1, 1, 1, 1]}))
+    # only panels that carry information: no hypoxia panel for a tumour without hypoxia, no NK
+    # panels without NK infusions
+    keys = ["dose"]
+    if h0 > 0 or any(float(np.max(_series(r[0], "hypoxic_fraction", h0)[1])) > 0
+                     for r in runs.values()):
+        keys.append("hypoxic_fraction")
+    keys.append("chemokine")
+    if problem.biology.nk and any(p.nk_days for p in plans.values()):
+        keys += ["nk", "nk_activity"]
+    fig = _figure((11.0, 1.0 + 2.4 * len(keys) + 0.22 * max(0, len(plans) - 3)))
+    axes = np.atleast_1d(np.asarray(fig.subplots(
+        len(keys), 1, sharex=True, gridspec_kw={"height_ratios": [1.35] + [1] * (len(keys) - 1)})))
+    by = dict(zip(keys, axes))
     for ax in axes:
         _shade_weekends(ax, problem, label=ax is axes[0])
     k = len(plans)
@@ -348,8 +494,9 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
         days = np.flatnonzero(D > 0)
         auc, auc0 = float(sim.nk_auc[0]), float(ref.nk_auc[0])
         fold = f" (x{auc / auc0:.2f} vs no RT)" if auc0 > 0 else ""
-        legend = (f"{label}: {describe_plan(plan, 72)}  |  NK favourability "
-                  f"{auc:.3g} activity-days{fold}")
+        # the whole description (long infusion lists included), wrapped rather than cut
+        legend = _wrap(f"{label}: {describe_plan(plan, 400)}  |  NK favourability "
+                       f"{auc:.3g} activity-days{fold}", 120)
         if days.size:
             axes[0].bar(days + i * width, D[days], width=width, align="edge", color=colour,
                         edgecolor="black", linewidth=0.4, zorder=3, label=legend)
@@ -358,20 +505,22 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
             axes[0].bar([], [], color=colour, label=legend)
         _nk_marks(axes[0], plan.nk_days, colour, None, y=0.92 - row * i,
                   x_offset=i * width + width / 2)
-        t, y = _series(sim, "hypoxic_fraction", h0)
-        axes[1].plot(t, 100 * y, color=colour, lw=1.6, label=label)
-        tops["hypoxic_fraction"] = max(tops["hypoxic_fraction"], 100 * y.max())
+        if "hypoxic_fraction" in by:
+            t, y = _series(sim, "hypoxic_fraction", h0)
+            by["hypoxic_fraction"].plot(t, 100 * y, color=colour, lw=1.6, label=label)
+            tops["hypoxic_fraction"] = max(tops["hypoxic_fraction"], 100 * y.max())
         t, y = _series(sim, "chemokine", h0)
-        axes[2].plot(t, y, color=colour, lw=1.6, label=label)
+        by["chemokine"].plot(t, y, color=colour, lw=1.6, label=label)
         tops["chemokine"] = max(tops["chemokine"], y.max())
-        t, yb = _series(sim, "nk_blood", h0)
-        _, yt = _series(sim, "nk_tumour", h0)
-        axes[3].plot(t, yt, color=colour, lw=1.7)
-        axes[3].plot(t, yb, color=colour, lw=1.2, ls="--")
-        tops["nk"] = max(tops["nk"], yb.max(), yt.max())
-        t, y = _series(sim, "nk_activity", h0)
-        axes[4].plot(t, y, color=colour, lw=1.7, label=label)
-        tops["nk_activity"] = max(tops["nk_activity"], y.max())
+        if "nk" in by:
+            t, yb = _series(sim, "nk_blood", h0)
+            _, yt = _series(sim, "nk_tumour", h0)
+            by["nk"].plot(t, yt, color=colour, lw=1.7)
+            by["nk"].plot(t, yb, color=colour, lw=1.2, ls="--")
+            tops["nk"] = max(tops["nk"], yb.max(), yt.max())
+            t, y = _series(sim, "nk_activity", h0)
+            by["nk_activity"].plot(t, y, color=colour, lw=1.7, label=label)
+            tops["nk_activity"] = max(tops["nk_activity"], y.max())
         _infusion_lines(axes[1:], plan.nk_days, colour)
     _dose_panel_limits(axes[0], dmax)
     # the lowest row of NK triangles must stay above the tallest bar
@@ -381,22 +530,26 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
     # above the dose panel: long plan descriptions would hide bars inside it
     axes[0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.02, 1.0, 0.1), mode="expand",
                    fontsize=9, framealpha=0.95, ncols=1, borderaxespad=0.0)
-    axes[1].axhline(100 * h0, color="grey", ls="--", lw=1, label=f"pre-treatment ({100 * h0:.0f} %)")
-    for ax, (key, label, _) in zip(axes[1:], _STATE_PANELS):
-        ax.set_ylabel(label)
-        ax.set_ylim(0, tops[key] * 1.2)
+    if "hypoxic_fraction" in by:
+        by["hypoxic_fraction"].axhline(100 * h0, color="grey", ls="--", lw=1,
+                                       label=f"pre-treatment ({100 * h0:.3g} %)")
+    for key, label, _ in _STATE_PANELS:
+        if key in by:
+            by[key].set_ylabel(label)
+            by[key].set_ylim(0, tops[key] * 1.2)
     # the legend above the top panel names every colour; short repeats help only a few plans
     few = k <= 3
     if few:
-        axes[1].legend(loc="upper right", fontsize=8, framealpha=0.95, ncols=k + 1)
-        axes[2].legend(loc="upper right", fontsize=8, framealpha=0.95, ncols=k)
-        axes[4].legend(loc="upper right", fontsize=8, framealpha=0.95, ncols=k)
-    else:
-        axes[1].legend(handles=axes[1].get_lines()[-1:], loc="upper right", fontsize=8,
-                       framealpha=0.95)
-    axes[3].legend(handles=[Line2D([], [], color="black", lw=1.7, label="tumour"),
-                            Line2D([], [], color="black", lw=1.2, ls="--", label="blood")],
-                   loc="upper right", fontsize=8, framealpha=0.95)
+        for key in ("hypoxic_fraction", "chemokine", "nk_activity"):
+            if key in by:
+                by[key].legend(loc="upper right", fontsize=8, framealpha=0.95, ncols=k + 1)
+    elif "hypoxic_fraction" in by:
+        by["hypoxic_fraction"].legend(handles=by["hypoxic_fraction"].get_lines()[-1:],
+                                      loc="upper right", fontsize=8, framealpha=0.95)
+    if "nk" in by:
+        by["nk"].legend(handles=[Line2D([], [], color="black", lw=1.7, label="tumour"),
+                                 Line2D([], [], color="black", lw=1.2, ls="--", label="blood")],
+                        loc="upper right", fontsize=8, framealpha=0.95)
     for ax in axes:
         ax.grid(axis="y", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)

@@ -112,12 +112,27 @@ class Profile:
         return Profile(self.name, self.backend, self.description, opts, self.path)
 
 
+def shipped_dir() -> Path | None:
+    """The profiles shipped with rtopt: the checkout's ``solvers/`` folder, or, in an installed
+    package, the package data folder ``rtopt/_solvers`` (pyproject maps one to the other)."""
+    for d in (Path(__file__).resolve().parents[1] / "solvers",
+              Path(__file__).resolve().parent / "_solvers"):
+        if d.is_dir():
+            return d
+    return None
+
+
 def profile_dirs() -> list[Path]:
-    """Folders searched for profiles, in order."""
-    dirs = [Path.cwd() / "solvers", Path(__file__).resolve().parents[1] / "solvers"]
+    """Folders searched for profiles, in order: the shipped profiles (:func:`shipped_dir`),
+    ``$RTOPT_SOLVERS``, then the working folder's ``solvers/``.  A profile file in the working
+    folder therefore never replaces a shipped profile of the same name (``rtopt solvers`` and
+    comparison reports say it is not used); give its path to use it."""
+    shipped = shipped_dir()
+    dirs = [] if shipped is None else [shipped]
     env = os.environ.get("RTOPT_SOLVERS")
     if env:
         dirs.append(Path(env))
+    dirs.append(Path.cwd() / "solvers")
     out: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [x.resolve() for x in out]:
@@ -173,7 +188,8 @@ def profile_origin(path: str | None) -> str:
     if not path:
         return "back-end defaults"
     d = Path(path).resolve().parent
-    if d == (Path(__file__).resolve().parents[1] / "solvers").resolve():
+    shipped = shipped_dir()
+    if shipped is not None and d == shipped.resolve():
         return "shipped"
     if d == (Path.cwd() / "solvers").resolve():
         return "working folder"

@@ -344,7 +344,6 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
     shortcut for searches whose objective does not need it.  ``general`` forces the plain
     numpy path (tests hold the compiled node expansion to it).
     """
-    n = fd.shape[0]
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
         return _outcomes_proportional(bio, p, D, fd, fh, fa, auc)
     if not population:

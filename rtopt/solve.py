@@ -29,7 +29,7 @@ from typing import Any
 
 from rtopt.backends import get_backend
 from rtopt.backends.base import BackendOutput, SolverOptions, Termination
-from rtopt.errors import RtoptError
+from rtopt.errors import ProblemDeclined, RtoptError
 from rtopt.problem import ConstraintCheck, Diagnosis, Plan, Problem
 from rtopt.profiles import Profile, resolve_profile
 
@@ -230,6 +230,11 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         return early("declined", why)
     try:
         out: BackendOutput = backend.solve(problem, profile.options)
+    except ProblemDeclined as e:  # e.g. the search would exceed the memory limit
+        return early("declined", str(e))
+    except MemoryError:
+        return early("error", "out of memory (lower the instance's size or memory_limit_mb)",
+                     termination=Termination.ERROR)
     except RtoptError as e:
         return early("error", str(e), termination=Termination.ERROR)
     except Exception as e:  # a solver library failed: report it, never a traceback

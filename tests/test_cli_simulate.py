@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rtopt.cli import app
+from rtopt.cli._common import ExitCode
 from rtopt.problem import Plan, Problem
 from rtopt.simulator import simulate
 
@@ -59,7 +60,7 @@ def test_table_shows_metrics(inst):
                  "spinal_cord BED", "32.03", "<= 60", "spinal_cord EQD2", "<= 30",
                  "spinal_cord dose per fraction", "<= 8", "NK favourability",
                  "fold vs same infusions without RT", "tumour log10 kill", "TCP",
-                 "hypoxic fraction at end", "constraints: all"):
+                 "hypoxic fraction at end", "limits in the table hold"):
         assert text in out, text
     assert "VIOLATED" not in out
 
@@ -103,7 +104,7 @@ def test_json_fold_matches_a_second_simulation(inst):
 
 def test_per_fraction_dose_list(inst):
     r = run("simulate", inst, "--dose", "10,12", "--days", "3,1", "--nk-days", "5", "--json")
-    assert r.exit_code == 3  # not uniform: the instance asks for uniform doses
+    assert r.exit_code == ExitCode.VIOLATED  # not uniform: the instance asks for uniform doses
     data = json.loads(r.stdout)
     # the list follows the days as given, then is sorted by day
     assert data["schedule"]["fractions"] == [{"day": 1, "dose_gy": 12.0},
@@ -133,10 +134,10 @@ def test_plot_writes_png(inst, tmp_path):
     assert f"wrote {out}" in r.stderr
 
 
-def test_violating_plan_exits_3_and_names_the_constraint(inst, tmp_path):
+def test_violating_plan_exits_4_and_names_the_constraint(inst, tmp_path):
     out = tmp_path / "bad.png"
     r = run("simulate", inst, *VIOLATING, "--plot", out)
-    assert r.exit_code == 3, r.output
+    assert r.exit_code == ExitCode.VIOLATED == 4, r.output
     assert "VIOLATED" in r.stdout
     lines = [ln for ln in r.stderr.splitlines() if "violates" in ln]
     assert len(lines) == 1
@@ -144,7 +145,7 @@ def test_violating_plan_exits_3_and_names_the_constraint(inst, tmp_path):
     assert "Traceback" not in r.output
     assert out.read_bytes()[:8] == PNG_MAGIC  # still simulated, reported and drawn
     j = run("simulate", inst, *VIOLATING, "--json")
-    assert j.exit_code == 3
+    assert j.exit_code == ExitCode.VIOLATED
     data = json.loads(j.stdout)
     assert data["feasible"] is False
     assert data["violated"] == ["oar.spinal_cord.max_bed_gy"]

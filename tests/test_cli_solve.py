@@ -42,12 +42,12 @@ def test_solve_table_output():
     assert "status: optimal" in r.stdout and "1 x 75 Gy" in r.stdout
 
 
-def test_infeasible_exit_code_2_and_diagnosis(tmp_path):
+def test_infeasible_exit_code_3_and_diagnosis(tmp_path):
     bad = tmp_path / "infeasible.toml"
     bad.write_text(Path(HYPO).read_text().replace("min_bed_gy = ", "min_bed_gy = 700 #"))
     out = tmp_path / "plan.json"
     r = runner.invoke(app, ["solve", str(bad), "-o", str(out)])
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 3, r.output  # ExitCode.INFEASIBLE; 2 is Click's usage error
     assert "diagnosis" in r.stdout and "637.5" in r.stdout
     assert not out.exists()                      # nothing written for an infeasible instance
 

@@ -58,7 +58,7 @@ def test_validate_bad_file_one_line_per_problem(tmp_path):
     assert lines(result.stderr) == [
         f"{path}: tumour.site: unknown site 'lungs'; did you mean 'lung'? (one of lung, "
         "prostate, head_and_neck, breast, pancreas, generic)",
-        f"{path}: tumour.alpha_beta_gy: must be > 0",
+        f"{path}: tumour.alpha_beta_gy: must be in (0, 100] Gy, got -10.0",
         f"{path}: fractionation.n_fractions: range [8, 1] has min > max",
     ]
     assert "Traceback" not in result.output

@@ -270,23 +270,29 @@ def test_harmless_options_and_shipped_profiles_pass_the_file_check(tmp_path):
 
 
 def test_profile_file_is_recorded_and_shadowing_is_shown(tmp_path, fakes, monkeypatch):
+    # a stranger's solvers/exhaustive.toml in the working folder does not replace the shipped
+    # profile: the shipped file is used and recorded, and the local one is named as unused
     (tmp_path / "solvers").mkdir()
     mine = tmp_path / "solvers" / "exhaustive.toml"
     mine.write_text('backend = "fake_counting"\ndescription = "a stranger\'s profile"\n')
     monkeypatch.chdir(tmp_path)
+    shipped = REPO_ROOT / "solvers" / "exhaustive.toml"
     s = compare([HYPO], ["exhaustive"], tmp_path / "out")
-    assert s.rows[0]["profile_file"] == str(mine)
-    assert read_table(tmp_path / "out" / "results.csv")[0]["profile_file"] == str(mine)
+    assert s.rows[0]["profile_file"] == str(shipped)
+    assert read_table(tmp_path / "out" / "results.csv")[0]["profile_file"] == str(shipped)
     d = json.loads((tmp_path / "out" / s.rows[0]["plan_file"]).read_text())
-    assert d["extras"]["profile_file"] == str(mine)
-    assert s.notes == [f"note: profile 'exhaustive' is {mine} (working folder); it replaces "
-                       f"{REPO_ROOT / 'solvers' / 'exhaustive.toml'}"]
-    assert f"{mine} (working folder) |" in (tmp_path / "out" / "report.md").read_text()
+    assert d["extras"]["profile_file"] == str(shipped)
+    assert s.notes == [f"note: profile 'exhaustive' is {shipped} (shipped); {mine.resolve()} of "
+                       "the same name is not used (give its path to use it)"]
+    assert f"{shipped} (shipped) |" in (tmp_path / "out" / "report.md").read_text()
     result = runner.invoke(app, ["solvers", "--json"])
     assert result.exit_code == 0, result.output
     row = next(r for r in json.loads(result.stdout) if r["profile"] == "exhaustive")
-    assert (row["file"], row["origin"]) == (str(mine), "working folder")
-    assert row["shadows"] == [str(REPO_ROOT / "solvers" / "exhaustive.toml")]
+    assert (row["file"], row["origin"]) == (str(shipped), "shipped")
+    assert row["shadows"] == [str(mine.resolve())]
+    # the path still selects the local file, and says where it came from
+    s2 = compare([HYPO], [str(mine)], tmp_path / "out2")
+    assert s2.rows[0]["profile_file"] == str(mine)
 
 
 def test_report_reads_no_plan_file_outside_its_folder(tmp_path, fakes):

@@ -39,14 +39,15 @@ def test_plot_plan_writes_png_and_returns_fig_axes(problem, tmp_path):
     out = tmp_path / "plan.png"
     fig, axes = plots.plot_plan(problem, PLAN, path=out)
     assert_png(out)
-    assert len(axes) == 5
+    assert len(axes) == 7  # dose, hypoxia, chemokine, NK cells, NK activity, kill, OAR BED
     assert fig.axes[0] is axes[0]
     # shared time axis over the horizon
     assert axes[0].get_xlim() == axes[-1].get_xlim()
     assert axes[-1].get_xlim()[1] == problem.horizon_days
     assert "12.5" in fig._suptitle.get_text()
     ylabels = " ".join(ax.get_ylabel() for ax in axes)
-    for word in ("Gy", "hypoxic fraction (%)", "CXCL10", "NK cells", "NK activity"):
+    for word in ("Gy", "hypoxic fraction (%)", "CXCL10", "NK cells", "NK activity",
+                 "clonogens killed", "OAR BED"):
         assert word in ylabels
 
 

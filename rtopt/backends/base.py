@@ -76,7 +76,8 @@ class Backend:
     description: ClassVar[str] = ""
     #: which objectives the back-end optimises
     objectives: ClassVar[tuple[str, ...]] = ()
-    #: handles instances with an ``[nk]`` table (infusion decisions)
+    #: optimises NK infusion decisions for objectives that depend on them (``check`` declines
+    #: such instances otherwise; an ``[nk]`` table with a tumour-BED objective is accepted)
     supports_nk: ClassVar[bool] = False
     #: handles per-fraction (non-uniform) doses
     supports_per_fraction: ClassVar[bool] = False

@@ -364,7 +364,7 @@ class CvxpyConvexBackend(_SolverName, Backend):
     name = "cvxpy_convex"
     description = "exact convex QCQP per fraction count for the classic tumour-BED problem (cvxpy)"
     objectives = ("tumour_bed",)
-    supports_nk = True              # infusions placed by the rules; the objective ignores them
+    supports_nk = False             # declines NK objectives; with [nk] and tumour BED, infusions are placed by the rules
     supports_per_fraction = True    # LQ tumour and continuous doses only (see check)
     supports_continuous_dose = True
     global_optimality = True

@@ -14,8 +14,11 @@ Library code raises typed exceptions (:mod:`rtopt.errors`); commands wrap their 
 from __future__ import annotations
 
 import contextlib
+import enum
+import os
 import sys
-from typing import Iterable, Iterator, NoReturn
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,8 +26,37 @@ from rich.console import Console
 from rtopt.errors import InstanceError, RtoptError
 from rtopt.fileio import write_atomic
 
-__all__ = ["err_console", "out_console", "fail", "error_lines", "cli_errors", "write_atomic",
+__all__ = ["ExitCode", "EXIT_CODES_HELP", "err_console", "out_console", "fail", "error_lines",
+           "cli_errors", "write_atomic", "resolve_solver", "cli_profiles", "shipped_profile_dir",
            "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM"]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every ``rtopt`` command: one meaning each, no collisions."""
+
+    OK = 0
+    """Success (for ``solve``: a verified feasible plan; for ``simulate``: every limit holds)."""
+    ERROR = 1
+    """Bad input (instance, plan, profile, option value), I/O error, or solver failure."""
+    USAGE = 2
+    """Command-line usage error (unknown option, missing argument): Click's own code."""
+    INFEASIBLE = 3
+    """The instance has no feasible plan (the diagnosis is printed)."""
+    VIOLATED = 4
+    """A plan violates constraints (``simulate``), or a solver's plan failed verification."""
+    INTERRUPTED = 130
+    """Interrupted (Ctrl-C, SIGINT): 128 + 2, the shell's convention."""
+    TERMINATED = 143
+    """Terminated (SIGTERM; ``rtopt compare`` handles it like Ctrl-C, finished runs kept):
+    128 + 15."""
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 error (bad input, I/O, solver fault); 2 usage error; "
+    "3 infeasible instance (diagnosis printed); 4 plan violates constraints (simulate, or a "
+    "solver plan that failed verification); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
+)
+"""The exit-code table as one line, for ``rtopt --help``."""
 
 # soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
 # lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
@@ -36,15 +68,13 @@ out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False
 """Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
 
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
-"""Ctrl-C (SIGINT): 128 + 2, the shell's convention."""
-EXIT_SIGTERM = 143
-"""SIGTERM (``rtopt compare`` handles it like Ctrl-C, finished runs kept): 128 + 15."""
+EXIT_OK = ExitCode.OK
+EXIT_ERROR = ExitCode.ERROR
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
+EXIT_SIGTERM = ExitCode.TERMINATED
 
 
-def fail(lines: Iterable[str], code: int = 1) -> NoReturn:
+def fail(lines: Iterable[str], code: int = ExitCode.ERROR) -> NoReturn:
     """Print each line on stderr, then exit with ``code``.
 
     Parameters
@@ -82,7 +112,7 @@ def cli_errors() -> Iterator[None]:
 
     Usable as a context manager (``with cli_errors(): ...``) or as a decorator under
     ``@app.command()`` (``@cli_errors()``).  ``typer.Exit`` and usage errors pass through;
-    Ctrl-C exits with code 130 and a one-line note.
+    Ctrl-C exits with code 130 and a one-line note; ``MemoryError`` becomes a one-line error.
     """
     try:
         yield
@@ -92,10 +122,47 @@ def cli_errors() -> Iterator[None]:
         fail(error_lines(exc))
     except OSError as exc:
         fail(error_lines(exc))
+    except MemoryError:
+        fail(["rtopt: out of memory (try a smaller instance, a coarser grid or --memory-limit)"])
     except KeyboardInterrupt:
-        fail(["interrupted"], code=EXIT_INTERRUPTED)
+        fail(["interrupted"], code=ExitCode.INTERRUPTED)
 
 
 def stdout_is_terminal() -> bool:
     """Whether stdout is an interactive terminal (for choosing tables vs plain output)."""
     return sys.stdout.isatty()
+
+
+# ---------------------------------------------------------------------------- solver profiles
+def shipped_profile_dir() -> Path | None:
+    """The profiles installed with the package (``rtopt/_solvers``), or None in a checkout
+    (pyproject maps the top-level ``solvers/`` to that package data folder)."""
+    d = Path(__file__).resolve().parents[1] / "_solvers"
+    return d if d.is_dir() else None
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith(".toml") or os.sep in name or (os.altsep is not None
+                                                        and os.altsep in name)
+
+
+def resolve_solver(name: str) -> Any:
+    """A ``--solver`` value as a :class:`rtopt.profiles.Profile`: an explicit file path, a
+    profile found by :func:`rtopt.profiles.profile_dirs` (the shipped ones included, also in
+    an installed package), or a back-end name.  Raises :class:`rtopt.errors.RtoptError`."""
+    from rtopt.profiles import resolve_profile
+
+    return resolve_profile(name)
+
+
+def cli_profiles() -> list[Any]:
+    """Every profile :func:`rtopt.profiles.list_profiles` finds (invalid ones as their error)."""
+    from rtopt.profiles import list_profiles
+
+    return list_profiles()
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for echoing user input in messages."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"

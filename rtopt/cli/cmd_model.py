@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, out_console
+from rtopt.cli._common import (cli_errors, cli_profiles, err_console, fail, out_console,
+                               resolve_solver)
+
+
+def _calibrated_target(write: Path) -> Path:
+    """Where ``--write PATH`` writes, or a one-line refusal.
+
+    A folder gets ``calibrated.py`` inside it.  Writing into the rtopt package itself is allowed
+    only in a source checkout (the package folder's parent holds ``pyproject.toml``): an
+    installed package is not the user's to edit, and pip would overwrite it.
+    """
+    target = write / "calibrated.py" if write.is_dir() else write
+    package = Path(__file__).resolve().parents[1]
+    try:
+        inside = target.resolve().is_relative_to(package)
+    except OSError:
+        inside = False
+    if inside and not (package.parent / "pyproject.toml").is_file():
+        fail([f"rtopt: calibrate: refusing to write {target}: it is inside the installed rtopt "
+              f"package ({package}); give a path outside it, e.g. --write calibrated.py"])
+    if not target.parent.is_dir():
+        fail([f"{target}: directory {target.parent} does not exist"])
+    return target
 
 
 @app.command("calibrate")
 @cli_errors()
 def calibrate_cmd(
-    write: Annotated[bool, typer.Option(
-        "--write", help="Write the fitted values to rtopt/data/calibrated.py (the presets).")] = False,
+    write: Annotated[Optional[Path], typer.Option(
+        "--write", metavar="PATH", show_default=False,
+        help="Write the fitted values as a Python module to PATH (a folder gets calibrated.py). "
+             "In a source checkout, --write rtopt/data/calibrated.py updates the presets; an "
+             "installed package is never written.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
     outcomes: Annotated[bool, typer.Option(
         "--outcomes", help="Also fit tumour control to the clinical outcome table "
@@ -30,6 +56,7 @@ def calibrate_cmd(
 
     from rtopt.calibrate import FIT_PLAN, calibrate, calibrate_outcomes, write_calibrated
 
+    target = _calibrated_target(write) if write is not None else None
     res = calibrate()
     ofit = calibrate_outcomes() if outcomes else None
     if json_out:
@@ -65,8 +92,8 @@ def calibrate_cmd(
             f"{k} {v:.3g}" for k, v in res.cost.items()))
         if ofit is not None:
             _print_outcomes(ofit)
-    if write:
-        path = write_calibrated(res, outcomes=ofit)
+    if target is not None:
+        path = write_calibrated(res, target, outcomes=ofit)
         err_console.print(f"wrote {path}")
     if not res.all_within_band() or (ofit is not None and not ofit.all_within_band()):
         raise typer.Exit(1)
@@ -105,7 +132,7 @@ def bench_cmd(
     solvers: Annotated[Optional[list[str]], typer.Option(
         "--solver", "-s",
         help="Also time these solver profiles on the instances (repeatable; 'all' = every "
-             "profile in solvers/).")] = None,
+             "profile).")] = None,
     instances: Annotated[Optional[list[str]], typer.Option(
         "--instance", "-i", help="Instances for solver timings (default: instances/*.toml).")] = None,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Per-solve time limit (s).")] = 60.0,
@@ -114,8 +141,24 @@ def bench_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Measure simulator throughput (fast vs reference, side by side) and solver times."""
-    from rtopt.bench import bench_simulator, bench_solvers, bench_scaling
+    from rtopt.bench import bench_scaling, bench_simulator, bench_solvers, default_instances
+    from rtopt.profiles import Profile
 
+    # Check the solver profiles and instances before any timing: a typo is an error, not an
+    # empty table.
+    profiles: list = []
+    if solvers:
+        if "all" in solvers:
+            profiles = [p for p in cli_profiles() if isinstance(p, Profile)]
+        else:
+            profiles = [resolve_solver(name) for name in solvers]
+        instances = list(instances or default_instances())
+        if not instances:
+            fail(["rtopt: bench: no instances to solve: give --instance FILE (the instances/ "
+                  "folder is in the source checkout, not in the installed package)"])
+        for inst in instances:
+            if not Path(inst).is_file():
+                fail([f"{inst}: file not found"])
     r = bench_simulator(n_fast=schedules, n_ref=reference, seed=seed)
     t = Table(title=f"simulator throughput, {r['horizon_days']}-day horizon, "
                     f"{r['steps_per_day']} sub-steps/day, {r['cpus']} CPU(s)")
@@ -128,11 +171,8 @@ def bench_cmd(
     out_console.print(f"speed-up fast / reference: {r['ratio']:,.0f}x;  max relative difference "
                       f"on the shared schedules: NK favourability {r['max_rel_err_nk']:.1e}, "
                       f"ln survival {r['max_rel_err_ln_s']:.1e}")
-    if solvers:
-        if "all" in solvers:
-            from rtopt.profiles import Profile, list_profiles
-            solvers = [p.name for p in list_profiles() if isinstance(p, Profile)]
-        rows = bench_solvers(instances, solvers, time_limit)
+    if profiles:
+        rows = bench_solvers(instances, profiles, time_limit)
         t = Table(title=f"solve times (time limit {time_limit:g} s)")
         for col in ("instance", "profile", "status", "verified objective", "seconds"):
             t.add_column(col)

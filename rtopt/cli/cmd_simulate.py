@@ -1,7 +1,8 @@
 """Simulation commands: ``rtopt simulate FILE`` (one plan) and ``rtopt surrogate SITE``.
 
-Exit codes of ``simulate``: 0 when every constraint holds, 3 when the plan violates some (it is
-still simulated and reported), 1 on bad input (one line per problem on stderr, nothing written).
+Exit codes of ``simulate`` (:class:`rtopt.cli._common.ExitCode`): 0 when every constraint holds,
+4 when the plan violates some (it is still simulated and reported), 1 on bad input (one line per
+problem on stderr, nothing written).
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, fail, out_console
+from rtopt.cli._common import ExitCode, _short, cli_errors, err_console, fail, out_console
 
-EXIT_VIOLATED = 3
+EXIT_VIOLATED = ExitCode.VIOLATED
 """Exit code of ``rtopt simulate`` for a plan that violates constraints."""
 TRAJECTORY_STEP_DAYS = 0.25
 """Spacing of the trajectory points in ``rtopt simulate --json`` (the simulator's sub-step
 grid, downsampled)."""
-SURROGATE_TABLE_DOSES = np.arange(2.0, 25.0, 2.0)
+SURROGATE_TABLE_DOSES = tuple(float(d) for d in range(2, 25, 2))
 """Doses per fraction (Gy) of the ``rtopt surrogate`` table."""
 
 
@@ -32,7 +32,7 @@ SURROGATE_TABLE_DOSES = np.arange(2.0, 25.0, 2.0)
 def _items(text: str, option: str) -> list[str]:
     items = [s.strip() for s in text.split(",")]
     if not text.strip() or any(s == "" for s in items):
-        fail([f"rtopt: {option}: {text!r} is not a comma-separated list (e.g. 0,2,4,7)"])
+        fail([f"rtopt: {option}: {_short(text)!r} is not a comma-separated list (e.g. 0,2,4,7)"])
     return items
 
 
@@ -43,7 +43,7 @@ def _parse_days(text: str, option: str) -> list[int]:
         try:
             day = int(s)
         except ValueError:
-            fail([f"rtopt: {option}: {s!r} in {text!r} is not a whole day number"])
+            fail([f"rtopt: {option}: {_short(s)!r} in {_short(text)!r} is not a whole day number"])
         if day < 0:
             fail([f"rtopt: {option}: day {day} is before day 0"])
         days.append(day)
@@ -57,7 +57,7 @@ def _parse_doses(text: str) -> list[float]:
         try:
             x = float(s)
         except ValueError:
-            fail([f"rtopt: --dose: {s!r} is not a number of Gy"])
+            fail([f"rtopt: --dose: {_short(s)!r} is not a number of Gy"])
         if not math.isfinite(x) or x <= 0:
             fail([f"rtopt: --dose: {s} Gy: a dose per fraction must be a finite number > 0"])
         doses.append(x)
@@ -212,6 +212,8 @@ def _sig(x: Any, digits: int = 6) -> float | None:
 
 def _report(problem: Any, plan: Any) -> dict[str, Any]:
     """Verify and simulate ``plan``: everything the table and the JSON show."""
+    import numpy as np
+
     from rtopt.simulator import simulate
     from rtopt.solve import Result
 
@@ -309,7 +311,14 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
     c.print(f"tumour control: {problem.outcome_calibration()[1]}")
     bad = v.violated
     if not bad:
-        c.print(f"constraints: all {len(v.checks)} hold")
+        shown = {"prescription.min_bed_gy", "max_overall_days"} | {
+            f"oar.{o.name}.{k}" for o in problem.oars
+            for k in ("max_bed_gy", "max_dose_per_fraction_gy")}
+        n_shown = sum(1 for ch in v.checks if ch.name in shown)
+        rest = len(v.checks) - n_shown
+        c.print(f"constraints: the {n_shown} limits in the table hold"
+                + (f"; so do the {rest} calendar, count and infusion rules (not listed)"
+                   if rest else ""))
         return
     t = Table(title=f"violated constraints ({len(bad)} of {len(v.checks)})", title_justify="left")
     for col in ("constraint", "achieved", "limit", "slack", "kind"):
@@ -350,7 +359,7 @@ def simulate_cmd(
 ) -> None:
     """Simulate one plan: metrics, limits and TME trajectories.
 
-    Exit code 0 when every constraint holds, 3 when the plan violates some (still simulated
+    Exit code 0 when every constraint holds, 4 when the plan violates some (still simulated
     and reported), 1 on bad input.
     """
     from rtopt.problem import Problem
@@ -402,11 +411,13 @@ def _choice(value: str, choices: tuple[str, ...], kind: str) -> str:
     norm = value.strip().lower().replace("-", "_")
     if norm in choices:
         return norm
+    if len(norm) > 100:  # no choice is that long; difflib on a huge string is slow
+        norm = norm[:100]
     # a prefix ("il15" -> "il15_expanded") is a better guess than the closest spelling
     hint = [c for c in choices if c.startswith(norm)] if len(norm) >= 2 else []
     hint = hint if len(hint) == 1 else difflib.get_close_matches(norm, choices, n=1, cutoff=0.5)
     did = f"; did you mean {hint[0]!r}?" if hint else ""
-    fail([f"rtopt: unknown {kind} {value!r}{did} (one of {', '.join(choices)})"])
+    fail([f"rtopt: unknown {kind} {_short(value)!r}{did} (one of {', '.join(choices)})"])
 
 
 @app.command("surrogate")
@@ -425,13 +436,15 @@ def surrogate_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the arrays as JSON.")] = False,
 ) -> None:
     """Dose responses of the TME surrogate to one fraction of 2, 4, ..., 24 Gy."""
+    import numpy as np
+
     from rtopt import plots
     from rtopt.parameters import PRODUCTS, SITES
 
     site = _choice(site, SITES, "site")
     product = _choice(product, PRODUCTS, "NK product")
     _check_output(plot, "--plot")
-    r = plots.dose_response(site, SURROGATE_TABLE_DOSES, product=product)
+    r = plots.dose_response(site, np.array(SURROGATE_TABLE_DOSES), product=product)
     if plot is not None:
         plots.plot_surrogate(site, product=product, path=plot)
     setup = {"hypoxia_day": plots.DOSE_RESPONSE_HYPOXIA_DAY,

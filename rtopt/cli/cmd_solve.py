@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, out_console, write_atomic
+from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console,
+                               resolve_solver, write_atomic)
 
 
 @app.command("solve")
@@ -23,6 +24,10 @@ def solve_cmd(
         "--time-limit", metavar="S", min=0.01, help="Override the profile's time limit (s).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", min=0, help="Override the profile's random seed.")] = None,
+    memory_limit: Annotated[Optional[int], typer.Option(
+        "--memory-limit", metavar="MB", min=64,
+        help="Memory budget of the search (MiB; default the profile's memory_limit_mb, else "
+             "4096). A back-end whose search would need more declines or stops early.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="PLAN.json",
@@ -30,11 +35,14 @@ def solve_cmd(
 ) -> None:
     """Optimise an instance and print the verified plan.
 
-    Exit code 0 for a verified feasible plan, 2 for an infeasible instance, 1 otherwise.
+    Exit code 0 for a verified feasible plan, 3 for an infeasible instance, 4 when the solver's
+    plan fails verification, 1 otherwise (see `rtopt --help`).
     """
     from rtopt.solve import solve
 
-    result = solve(file, solver, time_limit_s=time_limit, seed=seed)
+    profile = resolve_solver(solver)
+    options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
+    result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options)
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")
     if json_out:
@@ -43,7 +51,18 @@ def solve_cmd(
         _print_result(result)
     if output is not None and not result.feasible:
         err_console.print(f"{output}: not written (no verified feasible plan)")
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(exit_code(result))
+
+
+def exit_code(result) -> ExitCode:
+    """The :class:`ExitCode` of a solve result."""
+    if result.feasible:
+        return ExitCode.OK
+    if result.status == "infeasible":
+        return ExitCode.INFEASIBLE
+    if result.status == "no_solution" and result.plan is not None:
+        return ExitCode.VIOLATED  # the back-end returned a plan that failed verification
+    return ExitCode.ERROR
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
@@ -76,10 +95,12 @@ def _print_result(r) -> None:
                            ("local_control", "local control (population)"),
                            ("nk_gain_local_control", "  NK-attributable gain"),
                            ("tcp", "TCP (per patient, nominal alpha)"),
-                           ("hypoxic_fraction_end", "hypoxic fraction at end"),
+                           ("hypoxic_fraction_end", "hypoxic fraction at end (%)"),
                            ("overall_days", "overall time (days)")):
             if key in m:
-                t.add_row(label, _fmt(m[key]))
+                scale = 100.0 if key == "hypoxic_fraction_end" else 1.0
+                t.add_row(label, _fmt(None if m[key] is None else scale * m[key],
+                                      ".3g" if scale != 1.0 else ".4g"))
         c.print(t)
         if "local_control" in m and r.outcome_calibration:
             c.print(f"tumour control: {r.outcome_calibration}")
@@ -138,8 +159,8 @@ def solvers_cmd(
         typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="solver profiles and back-ends")
-    for col in ("profile", "backend", "available", "objectives", "NK", "per-fraction",
-                "continuous", "guarantee", "file"):
+    for col in ("profile", "backend", "available", "objectives", "NK objectives",
+                "per-fraction", "continuous", "guarantee", "file"):
         t.add_column(col)
     for r in rows:
         t.add_row(r["profile"], r["backend"], "yes" if r["available"] else f"no: {r['reason']}",
@@ -150,7 +171,7 @@ def solvers_cmd(
     for r in rows:
         for other in r["shadows"]:
             out_console.print(f"note: profile '{r['profile']}' is {r['file']} ({r['origin']}); "
-                              f"it replaces {other}")
+                              f"{other} of the same name is not used (give its path to use it)")
     out_console.print("A bare back-end name (" + ", ".join(BACKENDS) + ") runs that back-end "
                       "with its default options.")
 
