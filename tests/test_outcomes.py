@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,14 @@ def test_cli_says_whether_tumour_control_is_calibrated():
     data = json.loads(r.stdout)
     assert "no clinical outcome data" in data["outcome_calibration"]
     assert 0.0 <= data["metrics"]["local_control"] <= 1.0
+
+
+def test_headline_mechanism_example_runs():
+    # the README's mechanism table comes from this script; it must keep running
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "headline_mechanism.py")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [ln for ln in p.stdout.splitlines() if ln.startswith("shipped parameters")]
+    assert len(rows) == 2
+    ratio = float(rows[0].split()[-1])
+    assert ratio > 1.0  # 12.5 x 4 beats 18 x 3 under the NK objective
