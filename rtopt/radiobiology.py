@@ -584,6 +584,17 @@ def _interp_matrix() -> np.ndarray:
 
 
 _INTERP = _interp_matrix()
+FINE_WEIGHTS = _FINE_W
+"""Normal trapezoid weights of the fine grid of :func:`population_tcp` (sum 1)."""
+
+
+def fine_grid_interpolation() -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, frac)``: each fine-grid point of :func:`population_tcp` lies between nodes
+    ``lo`` and ``lo + 1`` at fraction ``frac`` (for compiled versions of the same rule)."""
+    nz = POPULATION_Z.size
+    pos = (_FINE_Z - POPULATION_Z[0]) / (POPULATION_Z[1] - POPULATION_Z[0])
+    lo = np.minimum(np.floor(pos).astype(np.int64), nz - 2)
+    return lo, pos - lo
 
 
 def population_alphas(alpha_mean, alpha_sd):

@@ -305,15 +305,51 @@ def _node_sums(logw, neg, scale, out):
     kernel(logw, neg, scale, out)
 
 
-def _outcomes_proportional(bio, p, D, fd, fh, fa, auc):
+def _population_tcp_py(ln_s, log_n0, lo, frac, w, out):  # pragma: no cover - compiled
+    """:func:`rtopt.radiobiology.population_tcp` fused into one pass per row (same grid, same
+    linear interpolation and clipping; a test holds the two together)."""
+    n, _ = ln_s.shape
+    J = lo.shape[0]
+    for i in prange(n):
+        c = log_n0[i] if log_n0.shape[0] > 1 else log_n0[0]
+        acc = 0.0
+        for j in range(J):
+            k = lo[j]
+            x = (1.0 - frac[j]) * ln_s[i, k] + frac[j] * ln_s[i, k + 1] + c
+            if x < -40.0:
+                x = -40.0
+            elif x > 700.0:
+                x = 700.0
+            acc += w[j] * np.exp(-np.exp(x))
+        out[i] = acc
+
+
+_population_tcp_parallel = njit(parallel=True, cache=True)(_population_tcp_py)
+_population_tcp_serial = njit(cache=True)(_population_tcp_py)
+_FINE_LO, _FINE_FRAC = rb.fine_grid_interpolation()
+
+
+def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
+    """Compiled :func:`rtopt.radiobiology.population_tcp` for ``(N, Q)`` node values."""
+    ln_s = np.ascontiguousarray(ln_s, dtype=float)
+    with np.errstate(divide="ignore"):
+        log_n0 = np.ascontiguousarray(np.atleast_1d(np.log(np.asarray(clonogens, dtype=float)))
+                                      .ravel())
+    out = np.empty(ln_s.shape[0])
+    kernel = _population_tcp_serial if ln_s.shape[0] < _SERIAL_BELOW else _population_tcp_parallel
+    kernel(ln_s, log_n0, _FINE_LO, _FINE_FRAC, rb.FINE_WEIGHTS, out)
+    return out
+
+
+def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False):
     """:func:`_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity)."""
-    n = fd.shape[0]
     pc = SurrogateParameters({k: _col(v, 2) for k, v in p.values.items()}, p.provenance)
     alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
     scale = np.ascontiguousarray(np.reshape(alphas / _col(bio.alpha_per_gy, 2),
                                             (-1, alphas.shape[-1])))
 
-    def node_sums(act):
+    def node_sums(act, fd, fh):
+        n = fd.shape[0]
         a = bio.alpha_per_gy * (1.0 + pc.nk_radiosensitisation_max * act
                                 / (pc.nk_radiosensitisation_e50 + act))
         hi, ha = sg.clonogen_hypoxic_shares(fh, pc)
@@ -328,24 +364,32 @@ def _outcomes_proportional(bio, p, D, fd, fh, fa, auc):
                    np.ascontiguousarray(neg, dtype=float), scale, out)
         return out
 
-    ln_nk = node_sums(fa)
-    ln_0 = node_sums(np.zeros_like(fa)) if bio.nk and np.any(fa > 0) else ln_nk
+    ln_nk = node_sums(fa, fd, fh)
+    if bio.nk and np.any(fa > 0):
+        # without NK cells every row of a shared schedule is the same: compute one
+        ln_0 = (node_sums(np.zeros_like(fa[:1]), fd[:1], fh[:1]) if shared
+                else node_sums(np.zeros_like(fa), fd, fh))
+    else:
+        ln_0 = ln_nk
     return _assemble(bio, p, D, auc, ln_nk, ln_0, True)
 
 
 def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
               fa: np.ndarray, auc: np.ndarray, population: bool = True,
-              general: bool = False) -> dict[str, np.ndarray]:
+              general: bool = False, shared: bool = False) -> dict[str, np.ndarray]:
     """Tumour outcomes of ``N`` schedules from their fractions (the one place they are computed).
 
     ``fd, fh, fa`` are ``(N, F)`` dose, FMISO hypoxic fraction and previous-day NK activity of
     each fraction (0-dose padding contributes nothing); ``auc`` the NK activity integral.
     ``population`` False skips the population average (local control is then NaN): a
     shortcut for searches whose objective does not need it.  ``general`` forces the plain
-    numpy path (tests hold the compiled node expansion to it).
+    numpy path (tests hold the compiled node expansion to it).  ``shared`` says every row
+    has the same doses and hypoxia (only the NK activity differs, as in
+    :meth:`InfusionKernels.combine`), so the plan without NK cells is computed once.
     """
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
-        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc)
+        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc,
+                                      shared and np.ndim(bio.clonogens) == 0)
     if not population:
         sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
         p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
@@ -372,14 +416,16 @@ def _assemble(bio, p, D, auc, ln_nk, ln_0, population):
                                      bio.repopulation_kickoff_days)
     repop = np.broadcast_to(repop, (n,))
     with_nk = ln_nk + (nk_ln + repop)[:, None]
-    without = ln_0 + repop[:, None]
+    one = ln_0.shape[0] == 1 and n > 1        # one counterfactual row for a shared schedule
+    without = ln_0 + repop[:1, None] if one else ln_0 + repop[:, None]
     mid = with_nk.shape[1] // 2                                       # z = 0: nominal alpha
     n0 = np.asarray(bio.clonogens, dtype=float)
-    ln_s, ln_s0 = with_nk[:, mid], without[:, mid]
+    ln_s, ln_s0 = with_nk[:, mid], np.broadcast_to(without[:, mid], (n,))
     if population:
-        lc = rb.population_tcp(_col(n0, 1), with_nk)
-        lc0 = (lc if ln_0 is ln_nk and not np.any(nk_ln)
-               else rb.population_tcp(_col(n0, 1), without))
+        lc = population_tcp(n0, with_nk)
+        lc0 = (lc if ln_0 is ln_nk and not np.any(nk_ln) else population_tcp(n0, without))
+        if one:
+            lc0 = np.broadcast_to(lc0, (n,))
     else:
         lc = lc0 = np.full(n, np.nan)
     ln10 = np.log(10.0)
@@ -726,7 +772,8 @@ class InfusionKernels:
         fd = np.broadcast_to(self.frac_dose[i], act.shape)
         fh = np.broadcast_to(self.frac_h[i], act.shape)
         D = np.broadcast_to(self.doses[i], (m, self.doses.shape[1]))
-        out = _outcomes(self.bio, self.bio.params, D, fd, fh, act, auc * 1.0, population)
+        out = _outcomes(self.bio, self.bio.params, D, fd, fh, act, auc * 1.0, population,
+                        shared=True)
         b = self.base
         return Simulation(nk_auc=auc * 1.0, **out,
                           hypoxic_fraction_end=np.full(m, b.hypoxic_fraction_end[i]),

@@ -298,3 +298,14 @@ def test_headline_mechanism_example_runs():
     assert len(rows) == 2
     ratio = float(rows[0].split()[-1])
     assert ratio > 1.0  # 12.5 x 4 beats 18 x 3 under the NK objective
+
+
+def test_compiled_population_control_matches_radiobiology():
+    # the simulator's fused kernel and the plain numpy reference: same grid, round-off only
+    from rtopt.simulator import population_tcp as fast
+
+    rng = np.random.default_rng(11)
+    ln_s = -rb.population_alphas(0.35, 0.1)[None, :] * rng.uniform(30, 90, (700, 1))
+    for n0 in (1e8, 5.3e9, np.full(700, 2e9)):
+        ref = rb.population_tcp(n0, ln_s)
+        assert fast(n0, ln_s) == pytest.approx(ref, abs=1e-12)
