@@ -106,6 +106,10 @@ def test_shipped_profiles_come_before_a_local_solvers_folder(tmp_path, monkeypat
     assert names.count("scipy-de") == 1
     with pytest.raises(rtopt.RtoptError, match="unknown solver profile.*did you mean 'scipy-de'"):
         _common.resolve_solver("scipy-dee")
+    for huge in ("z" * 1_000_000, "z" * 1_000_000 + ".toml"):
+        with pytest.raises(rtopt.RtoptError) as info:
+            _common.resolve_solver(huge)
+        assert len(str(info.value)) < 300
 
 
 # ---------------------------------------------------------------------------- calibrate, bench

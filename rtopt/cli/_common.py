@@ -150,8 +150,19 @@ def resolve_solver(name: str) -> Any:
     from rtopt.errors import RtoptError
     from rtopt.profiles import load_profile, resolve_profile
 
+    from rtopt.profiles import ProfileError
+
     if _is_path(name):
+        if len(name) > 200:
+            try:
+                found = Path(name).is_file()
+            except OSError:  # e.g. a name longer than the file system allows
+                found = False
+            if not found:
+                raise ProfileError(_short(name), [("", "file not found")])
         return load_profile(name)
+    if len(name) > 100:  # no profile or back-end name is that long: do not echo it whole
+        raise RtoptError(f"{_short(name)}: unknown solver profile or backend")
     shipped = shipped_profile_dir()
     if shipped is not None and (shipped / f"{name}.toml").is_file():
         return load_profile(shipped / f"{name}.toml")
