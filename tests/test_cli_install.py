@@ -127,7 +127,17 @@ def test_calibrate_refuses_to_write_into_an_installed_package(tmp_path, monkeypa
     assert r.exit_code == 1 and "does not exist" in r.stderr
 
 
-def test_calibrate_writes_where_asked(tmp_path):
+def test_calibrate_writes_where_asked(tmp_path, monkeypatch):
+    """The CLI side of --write PATH (the fit itself is tested elsewhere: stubbed here with the
+    shipped presets, which saves ~15 s)."""
+    from types import SimpleNamespace
+
+    import rtopt.calibrate as cal
+    from rtopt.parameters import resolve
+
+    fake = SimpleNamespace(values={site: dict(resolve(site).values) for site, _, _ in cal.FIT_PLAN},
+                           cost={}, rows=[], all_within_band=lambda: True)
+    monkeypatch.setattr(cal, "calibrate", lambda: fake)
     r = runner.invoke(app, ["calibrate", "--write", str(tmp_path)])
     out = tmp_path / "calibrated.py"
     assert f"wrote {out}" in r.stderr, r.output
