@@ -15,6 +15,8 @@ The names below are imported on first use (module ``__getattr__``), so ``import 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -62,6 +64,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The package module: importing the submodule ``rtopt.solve`` binds it as the attribute
+    ``solve``; the public ``rtopt.solve`` is the function (as with the former eager imports)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "solve" and isinstance(value, types.ModuleType) and hasattr(value, "solve"):
+            value = value.solve
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs

@@ -44,7 +44,10 @@ def test_help_imports_no_heavy_library(tmp_path):
 def test_import_rtopt_is_lazy_but_complete():
     code = ("import sys, rtopt; assert 'numpy' not in sys.modules; "
             "assert callable(rtopt.solve) and rtopt.Plan and rtopt.InstanceError; "
-            "assert set(rtopt.__all__) <= set(dir(rtopt)); print('ok')")
+            "assert set(rtopt.__all__) <= set(dir(rtopt)); "
+            # importing the submodule rtopt.solve must not hide the function rtopt.solve
+            "import rtopt.solve; from rtopt.solve import Result; from rtopt import solve; "
+            "assert callable(rtopt.solve) and callable(solve); print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=_env(), timeout=120)
     assert p.stdout.strip() == "ok", p.stderr[-2000:]
