@@ -777,7 +777,12 @@ def load_instance(path: str | Path) -> Instance:
     """
     source = str(path)
     p = Path(path)
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows: do not echo it all
+        shown = source if len(source) <= 200 else f"{source[:120]}...({len(source)} characters)"
+        raise InstanceError(shown, [("", f"cannot open: {exc.strerror or exc}")]) from None
+    if not exists:
         raise InstanceError(source, [("", "file not found")])
     if p.is_dir():
         raise InstanceError(source, [("", "is a directory, not an instance file")])

@@ -401,11 +401,13 @@ def plot_plan(problem: Any, plan: Any, *, title: str | None = None,
             control = getattr(sim, "local_control", None)
             control = float(np.ravel(control)[0]) if control is not None else float(sim.tcp[0])
             name = "local control" if getattr(sim, "local_control", None) is not None else "TCP"
+            gain = getattr(sim, "nk_gain_local_control", None)
+            gain_text = "" if gain is None else f" (NK {float(np.ravel(gain)[0]):+.2g})"
             ax.plot([problem.horizon_days], [total], ls="none", marker="o", color="black",
                     clip_on=False, zorder=5,
                     label=f"total at day {problem.horizon_days}:\n{total:.3g} log10"
                           + (f" (NK {nk_part:.2g})" if nk_part > 0 else "")
-                          + f"\n{name} {control:.3g}")
+                          + f"\n{name} {control:.3g}{gain_text}")
             ax.set_ylim(0, max(float(np.max(y)), n0, total, 1.0) * 1.15)
         elif key == "oar":
             ax.set_ylabel("OAR BED (Gy)")

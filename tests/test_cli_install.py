@@ -44,7 +44,10 @@ def test_help_imports_no_heavy_library(tmp_path):
 def test_import_rtopt_is_lazy_but_complete():
     code = ("import sys, rtopt; assert 'numpy' not in sys.modules; "
             "assert callable(rtopt.solve) and rtopt.Plan and rtopt.InstanceError; "
-            "assert set(rtopt.__all__) <= set(dir(rtopt)); print('ok')")
+            "assert set(rtopt.__all__) <= set(dir(rtopt)); "
+            # importing the submodule rtopt.solve must not hide the function rtopt.solve
+            "import rtopt.solve; from rtopt.solve import Result; from rtopt import solve; "
+            "assert callable(rtopt.solve) and callable(solve); print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=_env(), timeout=120)
     assert p.stdout.strip() == "ok", p.stderr[-2000:]
@@ -108,6 +111,10 @@ def test_shipped_profiles_come_before_a_local_solvers_folder(tmp_path, monkeypat
     assert names.count("scipy-de") == 1
     with pytest.raises(rtopt.RtoptError, match="unknown solver profile.*did you mean 'scipy-de'"):
         _common.resolve_solver("scipy-dee")
+    for huge in ("z" * 1_000_000, "z" * 1_000_000 + ".toml"):
+        with pytest.raises(rtopt.RtoptError) as info:
+            _common.resolve_solver(huge)
+        assert len(str(info.value)) < 300
 
 
 # ---------------------------------------------------------------------------- calibrate, bench
@@ -125,7 +132,17 @@ def test_calibrate_refuses_to_write_into_an_installed_package(tmp_path, monkeypa
     assert r.exit_code == 1 and "does not exist" in r.stderr
 
 
-def test_calibrate_writes_where_asked(tmp_path):
+def test_calibrate_writes_where_asked(tmp_path, monkeypatch):
+    """The CLI side of --write PATH (the fit itself is tested elsewhere: stubbed here with the
+    shipped presets, which saves ~15 s)."""
+    from types import SimpleNamespace
+
+    import rtopt.calibrate as cal
+    from rtopt.parameters import resolve
+
+    fake = SimpleNamespace(values={site: dict(resolve(site).values) for site, _, _ in cal.FIT_PLAN},
+                           cost={}, rows=[], all_within_band=lambda: True)
+    monkeypatch.setattr(cal, "calibrate", lambda: fake)
     r = runner.invoke(app, ["calibrate", "--write", str(tmp_path)])
     out = tmp_path / "calibrated.py"
     assert f"wrote {out}" in r.stderr, r.output

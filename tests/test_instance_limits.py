@@ -119,3 +119,9 @@ def test_validate_cli_long_value_one_short_line(tmp_path):
     assert r.exit_code == 1
     err = r.stderr.splitlines()
     assert len(err) == 1 and len(err[0]) <= MAX_LINE and "nk.cytokine_support" in err[0]
+
+
+def test_huge_file_name_is_one_short_line():
+    r = CliRunner().invoke(app, ["validate", "q" * 100_000 + ".toml"])
+    assert r.exit_code == 1 and len(r.stderr.splitlines()) == 1
+    assert len(r.stderr) <= MAX_LINE and "cannot open" in r.stderr

@@ -150,8 +150,20 @@ def resolve_solver(name: str) -> Any:
     """A ``--solver`` value as a :class:`rtopt.profiles.Profile`: an explicit file path, a
     profile found by :func:`rtopt.profiles.profile_dirs` (the shipped ones included, also in
     an installed package), or a back-end name.  Raises :class:`rtopt.errors.RtoptError`."""
-    from rtopt.profiles import resolve_profile
+    from rtopt.errors import RtoptError
+    from rtopt.profiles import ProfileError, resolve_profile
 
+    if _is_path(name):
+        if len(name) > 200:
+            try:
+                found = Path(name).is_file()
+            except OSError:  # e.g. a name longer than the file system allows
+                found = False
+            if not found:
+                raise ProfileError(_short(name), [("", "file not found")])
+        return resolve_profile(name)
+    if len(name) > 100:  # no profile or back-end name is that long: do not echo it whole
+        raise RtoptError(f"{_short(name)}: unknown solver profile or backend")
     return resolve_profile(name)
 
 
