@@ -40,6 +40,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "simulate": ("rtopt.simulator", "simulate"),
     "simulate_reference": ("rtopt.simulator", "simulate_reference"),
     "Result": ("rtopt.solve", "Result"),
+    "solve": ("rtopt.solve", "solve"),
     "render_report": ("rtopt.report", "render"),
 }
 
@@ -62,26 +63,22 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | {"solve"})
+    return sorted(set(globals()) | set(_LAZY))
 
 
 class _Package(types.ModuleType):
-    """The package module, with ``solve`` always the function.
+    """The package module, with ``solve`` the function.
 
-    ``rtopt.solve`` is both a function (the public API) and a module (``rtopt/solve.py``).
-    Importing the module sets the package attribute ``solve`` to the module object; with lazy
-    re-exports that can happen after the function was bound, so the attribute is a property
-    that ignores module objects and always resolves to the function.
+    ``rtopt.solve`` is both the public function and the module ``rtopt/solve.py``.  Importing
+    the module binds it as the package attribute ``solve``; with lazy re-exports that can
+    happen after the function was bound, so a module assigned to ``solve`` is replaced by its
+    ``solve`` function (anything else, e.g. a test's stand-in, is kept).
     """
 
-    @property
-    def solve(self) -> Any:
-        return importlib.import_module("rtopt.solve").solve
-
-    @solve.setter
-    def solve(self, value: Any) -> None:
-        if not isinstance(value, types.ModuleType):
-            raise AttributeError("rtopt.solve is the solve function; it cannot be replaced")
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "solve" and isinstance(value, types.ModuleType) and hasattr(value, "solve"):
+            value = value.solve
+        super().__setattr__(name, value)
 
 
 sys.modules[__name__].__class__ = _Package

@@ -9,7 +9,7 @@ stopped):
 
 ``optimal``      verified feasible, and the back-end proved optimality for this instance
 ``feasible``     verified feasible (optimal only over the back-end's own formulation, or not proved)
-``infeasible``   no plan; the diagnosis names the conflicting limits (exit code 2)
+``infeasible``   no plan; the diagnosis names the conflicting limits (exit code 3)
 ``no_solution``  the back-end found no plan that passes verification (its claims are kept)
 ``unavailable``  the back-end cannot run on this machine (reason in ``message``)
 ``declined``     the back-end cannot handle this instance (reason in ``message``)
@@ -92,8 +92,15 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        """CLI exit code: 0 verified feasible, 2 infeasible, 1 otherwise."""
-        return 0 if self.feasible else 2 if self.status == "infeasible" else 1
+        """CLI exit code (the one table of ``rtopt --help``): 0 verified feasible,
+        3 infeasible instance, 4 a back-end plan that failed verification, 1 otherwise."""
+        if self.feasible:
+            return 0
+        if self.status == "infeasible":
+            return 3
+        if self.status == "no_solution" and self.plan is not None:
+            return 4
+        return 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``rtopt solve --json`` format)."""

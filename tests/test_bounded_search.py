@@ -133,3 +133,14 @@ def test_validate_warns_about_a_huge_exhaustive_space(tmp_path):
     assert f"{f}: warning: " in r.stderr and "exhaustive" in r.stderr
     ok = runner.invoke(app, ["validate", str(ROOT / "instances" / "lung-sbrt-peripheral.toml")])
     assert ok.stderr == ""
+
+
+def test_ccp_honours_its_time_limit_on_a_long_horizon():
+    """cvxpy-ccp checks its deadline inside large evaluations (it ran 23.5 s with a 20 s limit
+    on this 180-day case before); it stops with a verified plan near the limit."""
+    solve(LUNG_FILE, "exhaustive")  # compile the simulator kernels first: not part of a search
+    data = variant(HN, horizon_days=180, n_fractions=[30, 40], max_overall_days=56)
+    problem = Problem(instance_from_dict(data))
+    r = solve(problem, "cvxpy-ccp", time_limit_s=5.0)
+    assert r.feasible, r.message
+    assert r.wall_time_s < 5.0 + overshoot_allowance(problem), r.wall_time_s

@@ -62,7 +62,7 @@ def test_known_answer(case, backend):
 def test_infeasible_prescription_diagnosis_names_the_limit_and_best_value():
     inst = instance_from_dict(CASES[7].data, source="x")
     r = solve(inst, "exhaustive")
-    assert r.status == "infeasible" and r.exit_code == 2
+    assert r.status == "infeasible" and r.exit_code == 3
     assert "oar.oar.max_bed_gy" in r.diagnosis.conflicts[0]
     # the highest tumour BED the OAR allows is the Mizuta optimum, 637.5 Gy
     assert r.diagnosis.best_achievable["tumour_bed_gy"] == pytest.approx(637.5, rel=1e-9)

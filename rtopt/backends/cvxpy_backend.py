@@ -737,6 +737,12 @@ class CvxpyCcpBackend(_SolverName, Backend):
         cands: list[_Cand] = []
         try:
             return self._solve(problem, options, solver, name, version, extra_versions, st, cands)
+        except _OutOfTime:  # a large evaluation reached the deadline: keep what was found
+            plans, claim = self._pack(cands, max(1, int(options.options.get("n_candidates", 3))))
+            return BackendOutput(plans, Termination.TIME_LIMIT, claimed_objective=claim,
+                                 message="time limit reached; best plan found so far",
+                                 solver_name=name, solver_version=version,
+                                 extras={"exact_for_instance": False, **st.__dict__})
         except Exception as e:  # never raise for solver faults: keep what was found
             msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
             term = (Termination.NUMERICAL if isinstance(e, (ArithmeticError, FloatingPointError))
@@ -798,7 +804,7 @@ class CvxpyCcpBackend(_SolverName, Backend):
                    solver=solver, solver_options=dict(o.get("solver_options", {})))
         rng = np.random.default_rng(options.seed)
         cp = _cvxpy()
-        ctx = _Context(problem, cp, cfg, deadline, st)
+        ctx = _Context(problem, cp, cfg, deadline, st, cands)
         l, u = problem.d_min, ctx.u
         n_lo, n_hi = problem.fraction_count_range()
         allowed = problem.allowed_days
@@ -915,6 +921,28 @@ class CvxpyCcpBackend(_SolverName, Backend):
         return finish(Termination.TIME_LIMIT if st.timed_out else Termination.COMPLETED, msg)
 
 
+_EVAL_CHUNK_DAYS = 1_000_000
+"""Simulated schedule-days per evaluation chunk (well under a second on one core)."""
+
+
+class _OutOfTime(Exception):
+    """The deadline passed inside a large evaluation (caught by :meth:`CvxpyCcpBackend.solve`)."""
+
+
+def _concat_evaluations(parts: list) -> Any:
+    """One :class:`rtopt.problem.Evaluation` from the evaluations of consecutive row chunks."""
+    from rtopt.problem import Evaluation
+
+    first = parts[0]
+    return Evaluation(
+        np.concatenate([e.objective for e in parts]),
+        {k: np.concatenate([np.broadcast_to(e.metrics[k], e.objective.shape) for e in parts])
+         for k in first.metrics},
+        {k: (np.concatenate([np.broadcast_to(e.slacks[k][0], e.objective.shape) for e in parts]),)
+         + tuple(first.slacks[k][1:]) for k in first.slacks},
+        np.concatenate([e.violation for e in parts]))
+
+
 class _Context:
     """State shared by the CCP stages: the problem, compiled subproblems, budget and counters.
 
@@ -922,8 +950,10 @@ class _Context:
     per round for the whole batch (the simulator's cost is dominated by its per-call time loop).
     """
 
-    def __init__(self, problem: Problem, cp, cfg: dict[str, Any], deadline: float, st: _Stats):
+    def __init__(self, problem: Problem, cp, cfg: dict[str, Any], deadline: float, st: _Stats,
+                 cands: list | None = None):
         self.problem, self.cp, self.cfg, self.deadline, self.st = problem, cp, cfg, deadline, st
+        self.cands = cands if cands is not None else []
         self.u = _dose_upper(problem)
         self.oar_rows = oar_bed_coefficients(problem)
         self._sub: dict[tuple[int, int], Any] = {}
@@ -936,9 +966,21 @@ class _Context:
         return self.st.timed_out
 
     def evaluate(self, D: np.ndarray, U: np.ndarray):
+        """:meth:`Problem.evaluate` in chunks of ~1e6 simulated schedule-days, checking the
+        deadline between chunks; past it (with a candidate plan already found) the stage stops
+        by raising :class:`_OutOfTime` (the back-end then returns what it has)."""
         self.st.evaluate_calls += 1
-        self.st.evaluations += len(D)
-        return self.problem.evaluate(D, U)
+        step = max(64, _EVAL_CHUNK_DAYS // max(1, self.problem.horizon_days))
+        if len(D) <= step:
+            self.st.evaluations += len(D)
+            return self.problem.evaluate(D, U)
+        parts = []
+        for a in range(0, len(D), step):
+            if a and self.cands and self.out_of_time():
+                raise _OutOfTime
+            parts.append(self.problem.evaluate(D[a:a + step], U[a:a + step]))
+            self.st.evaluations += len(D[a:a + step])
+        return _concat_evaluations(parts)
 
     def u_row(self, nk: tuple[int, ...]) -> np.ndarray:
         u = np.zeros(self.problem.horizon_days)

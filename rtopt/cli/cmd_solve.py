@@ -55,14 +55,8 @@ def solve_cmd(
 
 
 def exit_code(result) -> ExitCode:
-    """The :class:`ExitCode` of a solve result."""
-    if result.feasible:
-        return ExitCode.OK
-    if result.status == "infeasible":
-        return ExitCode.INFEASIBLE
-    if result.status == "no_solution" and result.plan is not None:
-        return ExitCode.VIOLATED  # the back-end returned a plan that failed verification
-    return ExitCode.ERROR
+    """The :class:`ExitCode` of a solve result (:attr:`rtopt.solve.Result.exit_code`)."""
+    return ExitCode(result.exit_code)
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
