@@ -403,6 +403,12 @@ class Problem:
                    for k in self.weights)
 
     @property
+    def needs_counterfactual(self) -> bool:
+        """True when the objective needs the plan without NK cells (an NK-attributable gain)."""
+        return any(self.metric_of(k) in ("nk_gain_local_control", "nk_gain_log10_kill")
+                   for k in self.weights)
+
+    @property
     def needs_simulation(self) -> bool:
         """False when the objective is tumour BED only (no TME simulation is needed)."""
         return any(k != "tumour_bed" for k in self.weights)
@@ -485,7 +491,8 @@ class Problem:
         run = self.needs_simulation if simulate_tme is None else simulate_tme
         if run:
             sim = simulate(self.biology, D, U, steps_per_day=self.steps_per_day,
-                           population=all_metrics or self.needs_population)
+                           population=all_metrics or self.needs_population,
+                           counterfactual=all_metrics or self.needs_counterfactual)
             for name, attr in SIMULATION_METRICS.items():
                 m[name] = getattr(sim, attr)
         obj = self.objective_from_metrics(m, n)

@@ -341,7 +341,7 @@ def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
     return out
 
 
-def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False):
+def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfactual=True):
     """:func:`_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity)."""
     pc = SurrogateParameters({k: _col(v, 2) for k, v in p.values.items()}, p.provenance)
     alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
@@ -365,7 +365,9 @@ def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False):
         return out
 
     ln_nk = node_sums(fa, fd, fh)
-    if bio.nk and np.any(fa > 0):
+    if not counterfactual:
+        ln_0 = None
+    elif bio.nk and np.any(fa > 0):
         # without NK cells every row of a shared schedule is the same: compute one
         ln_0 = (node_sums(np.zeros_like(fa[:1]), fd[:1], fh[:1]) if shared
                 else node_sums(np.zeros_like(fa), fd, fh))
@@ -376,7 +378,8 @@ def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False):
 
 def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
               fa: np.ndarray, auc: np.ndarray, population: bool = True,
-              general: bool = False, shared: bool = False) -> dict[str, np.ndarray]:
+              general: bool = False, shared: bool = False,
+              counterfactual: bool = True) -> dict[str, np.ndarray]:
     """Tumour outcomes of ``N`` schedules from their fractions (the one place they are computed).
 
     ``fd, fh, fa`` are ``(N, F)`` dose, FMISO hypoxic fraction and previous-day NK activity of
@@ -386,10 +389,12 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
     numpy path (tests hold the compiled node expansion to it).  ``shared`` says every row
     has the same doses and hypoxia (only the NK activity differs, as in
     :meth:`InfusionKernels.combine`), so the plan without NK cells is computed once.
+    ``counterfactual`` False skips the plan without NK cells (its outcomes and the
+    NK-attributable gains are then NaN): for searches whose objective does not use them.
     """
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
         return _outcomes_proportional(bio, p, D, fd, fh, fa, auc,
-                                      shared and np.ndim(bio.clonogens) == 0)
+                                      shared and np.ndim(bio.clonogens) == 0, counterfactual)
     if not population:
         sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
         p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
@@ -400,7 +405,9 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
     pc = SurrogateParameters({k: _col(v, 3) for k, v in p.values.items()}, p.provenance)
     d, h = fd[:, :, None], fh[:, :, None]
     ln_nk = fraction_log_survival(d, h, fa[:, :, None], bio, pc, scale).sum(axis=1)  # (N, Q)
-    if bio.nk and np.any(fa > 0):
+    if not counterfactual:
+        ln_0 = None
+    elif bio.nk and np.any(fa > 0):
         ln_0 = fraction_log_survival(d, h, 0.0, bio, pc, scale).sum(axis=1)
     else:
         ln_0 = ln_nk
@@ -416,6 +423,8 @@ def _assemble(bio, p, D, auc, ln_nk, ln_0, population):
                                      bio.repopulation_kickoff_days)
     repop = np.broadcast_to(repop, (n,))
     with_nk = ln_nk + (nk_ln + repop)[:, None]
+    if ln_0 is None:                          # counterfactual not asked for
+        ln_0 = np.full((1, ln_nk.shape[1]), np.nan)
     one = ln_0.shape[0] == 1 and n > 1        # one counterfactual row for a shared schedule
     without = ln_0 + repop[:1, None] if one else ln_0 + repop[:, None]
     mid = with_nk.shape[1] // 2                                       # z = 0: nominal alpha
@@ -423,7 +432,9 @@ def _assemble(bio, p, D, auc, ln_nk, ln_0, population):
     ln_s, ln_s0 = with_nk[:, mid], np.broadcast_to(without[:, mid], (n,))
     if population:
         lc = population_tcp(n0, with_nk)
-        lc0 = (lc if ln_0 is ln_nk and not np.any(nk_ln) else population_tcp(n0, without))
+        lc0 = (lc if ln_0 is ln_nk and not np.any(nk_ln) else
+               np.full(without.shape[0], np.nan) if np.isnan(without).all()
+               else population_tcp(n0, without))
         if one:
             lc0 = np.broadcast_to(lc0, (n,))
     else:
@@ -468,7 +479,7 @@ def _compact_fractions(D: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
 def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: int = 8,
              trajectory: bool = False, chunk: int = 65536,
              threads: int | None = None, record_fractions: bool = False,
-             population: bool = True) -> Simulation:
+             population: bool = True, counterfactual: bool = True) -> Simulation:
     """Simulate many schedules at once with the fast event-driven stepper.
 
     Parameters
@@ -495,6 +506,8 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
     population : bool
         Compute local control (the population average; default).  False leaves
         ``local_control`` NaN and saves most of the outcome cost.
+    counterfactual : bool
+        Compute the same plans without NK cells and the NK-attributable gains (default).
 
     Returns
     -------
@@ -519,7 +532,7 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
     def run(i: int) -> Simulation:
         return _simulate_chunk(bio, D[i:i + chunk], U[i:i + chunk],
                                _param_rows(bio, slice(i, i + chunk), n), steps_per_day, trajectory,
-                               record_fractions, population)
+                               record_fractions, population, counterfactual)
 
     import numba
 
@@ -650,7 +663,8 @@ def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
     return ln / np.log(10.0)
 
 
-def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True):
+def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
+                    counterfactual=True):
     n, days = D.shape
     fh_all, fa_all = np.zeros((n, days)), np.zeros((n, days))
     dt = 1.0 / spd
@@ -706,7 +720,7 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
                     j * spd)
     auc = auc * act_scale if nk else z
     fd, fh, fa = _compact_fractions(D, fh_all, fa_all)
-    out = _outcomes(bio, p, D, fd, fh, fa, auc, population)
+    out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual)
     t = tr = None
     if want_traj:
         last = days * spd
@@ -762,7 +776,8 @@ class InfusionKernels:
     frac_h: np.ndarray
     base: Simulation
 
-    def combine(self, i: int, sets: np.ndarray, population: bool = True) -> Simulation:
+    def combine(self, i: int, sets: np.ndarray, population: bool = True,
+                counterfactual: bool = True) -> Simulation:
         """Outputs of schedule ``i`` with each row of ``sets`` (``(M, K)`` infusion counts);
         ``population`` as in :func:`simulate`."""
         sets = np.asarray(sets, dtype=float)
@@ -773,7 +788,7 @@ class InfusionKernels:
         fh = np.broadcast_to(self.frac_h[i], act.shape)
         D = np.broadcast_to(self.doses[i], (m, self.doses.shape[1]))
         out = _outcomes(self.bio, self.bio.params, D, fd, fh, act, auc * 1.0, population,
-                        shared=True)
+                        shared=True, counterfactual=counterfactual)
         b = self.base
         return Simulation(nk_auc=auc * 1.0, **out,
                           hypoxic_fraction_end=np.full(m, b.hypoxic_fraction_end[i]),

@@ -207,15 +207,18 @@ def test_each_exit_code(tmp_path, monkeypatch):
 
 
 def test_unverified_solver_plan_exits_4():
-    from rtopt.cli.cmd_solve import exit_code
     from rtopt.problem import Plan
+    from rtopt.solve import Result
 
     class R:  # the fields exit_code reads, as a failed-verification result carries them
         feasible, status, plan = False, "no_solution", Plan.uniform((0,), 1.0, ())
 
-    assert exit_code(R()) == ExitCode.VIOLATED
+    code = Result.exit_code.fget  # the library's property, which the CLI uses
+    assert code(R()) == ExitCode.VIOLATED
     R.plan = None
-    assert exit_code(R()) == ExitCode.ERROR
+    assert code(R()) == ExitCode.ERROR
+    R.status = "infeasible"
+    assert code(R()) == ExitCode.INFEASIBLE
 
 
 def test_solve_stays_the_function_whatever_is_imported_first():

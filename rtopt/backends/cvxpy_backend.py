@@ -921,8 +921,8 @@ class CvxpyCcpBackend(_SolverName, Backend):
         return finish(Termination.TIME_LIMIT if st.timed_out else Termination.COMPLETED, msg)
 
 
-_EVAL_CHUNK_DAYS = 1_000_000
-"""Simulated schedule-days per evaluation chunk (well under a second on one core)."""
+_EVAL_CHUNK_DAYS = 250_000
+"""Simulated schedule-days per evaluation chunk (a fraction of a second on one core)."""
 
 
 class _OutOfTime(Exception):

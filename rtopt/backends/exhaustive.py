@@ -481,7 +481,8 @@ class ExhaustiveBackend(Backend):
                     if not valid.any():
                         continue
                     sim = ker.combine(i, Mc[valid].astype(float),
-                                      population=problem.needs_population)
+                                      population=problem.needs_population,
+                                      counterfactual=problem.needs_counterfactual)
                     nv = int(valid.sum())
                     mets = {k: np.broadcast_to(v[0], (nv,)) for k, v in self._plan_metrics(
                         [plans_rt[a + i]], bed[a + i:a + i + 1]).items()}
