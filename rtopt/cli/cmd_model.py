@@ -57,8 +57,12 @@ def calibrate_cmd(
     from rtopt.calibrate import FIT_PLAN, calibrate, calibrate_outcomes, write_calibrated
 
     target = _calibrated_target(write) if write is not None else None
-    res = calibrate()
-    ofit = calibrate_outcomes() if outcomes else None
+    with err_console.status("fitting the hypoxia presets to the imaging observations"):
+        res = calibrate()
+    ofit = None
+    if outcomes:
+        with err_console.status("fitting tumour control to the clinical outcomes"):
+            ofit = calibrate_outcomes()
     if json_out:
         doc = {"values": res.values, "cost": res.cost, "observations": [
             {**r, "band": list(r["band"])} for r in res.rows]}
@@ -139,6 +143,9 @@ def bench_cmd(
     scaling: Annotated[bool, typer.Option(
         "--scaling/--no-scaling", help="Time exhaustive vs horizon and fraction count.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    repeats: Annotated[int, typer.Option(
+        "--repeats", min=1, help="Timed repetitions of each simulator configuration (median "
+        "and min-max spread are printed; compilation and warm-up are never timed).")] = 3,
 ) -> None:
     """Measure simulator throughput (fast vs reference, side by side) and solver times."""
     from rtopt.bench import bench_scaling, bench_simulator, bench_solvers, default_instances
@@ -159,20 +166,33 @@ def bench_cmd(
         for inst in instances:
             if not Path(inst).is_file():
                 fail([f"{inst}: file not found"])
-    r = bench_simulator(n_fast=schedules, n_ref=reference, seed=seed)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("simulator", total=None)
+        r = bench_simulator(n_fast=schedules, n_ref=reference, seed=seed, repeats=repeats,
+                            progress=lambda label: bar.update(task, description=label))
     t = Table(title=f"simulator throughput, {r['horizon_days']}-day horizon, "
-                    f"{r['steps_per_day']} sub-steps/day, {r['cpus']} CPU(s)")
-    for col in ("simulator", "schedules", "seconds", "evaluations/s"):
+                    f"{r['steps_per_day']} sub-steps/day, {r['cpus']} CPU(s), median of "
+                    f"{r['repeats']} after warm-up")
+    for col in ("simulator", "schedules", "seconds", "evaluations/s", "range (min-max)"):
         t.add_column(col, justify="left" if col == "simulator" else "right")
     for row in r["rows"]:
         t.add_row(row["name"], str(row["schedules"]), f"{row['seconds']:.3f}",
-                  f"{row['per_second']:,.0f}")
+                  f"{row['per_second']:,.0f}",
+                  f"{row['per_second_min']:,.0f}-{row['per_second_max']:,.0f}")
     out_console.print(t)
-    out_console.print(f"speed-up fast / reference: {r['ratio']:,.0f}x;  max relative difference "
+    out_console.print(f"speed-up fast / reference: {r['ratio']:,.0f}x (TME + nominal outcomes), "
+                      f"{r['ratio_full']:,.0f}x (with local control);  max relative difference "
                       f"on the shared schedules: NK favourability {r['max_rel_err_nk']:.1e}, "
                       f"ln survival {r['max_rel_err_ln_s']:.1e}")
     if profiles:
-        rows = bench_solvers(instances, profiles, time_limit)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task("solving", total=None)
+            rows = bench_solvers(instances, profiles, time_limit,
+                                 progress=lambda label: bar.update(task, description=label))
         t = Table(title=f"solve times (time limit {time_limit:g} s)")
         for col in ("instance", "profile", "status", "verified objective", "seconds"):
             t.add_column(col)
