@@ -43,7 +43,9 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema
@@ -554,6 +556,21 @@ class Instance(BaseModel):
     fractionation: Fractionation
     nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
     objective: Objective
+    uncertainty: Optional[dict[str, Any]] = Field(
+        None, description="Distributions of uncertain parameters by name, overriding the "
+                          "defaults (rtopt.uncertainty; `rtopt model params` lists them).")
+
+    @field_validator("uncertainty")
+    @classmethod
+    def _uncertainty_table(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        from rtopt.uncertainty import validate_table
+
+        problems = validate_table(value, info.data.get("tumour"))
+        if problems:
+            raise _problems(problems)
+        return value
 
     @model_validator(mode="after")
     def _cross_sections(self) -> "Instance":

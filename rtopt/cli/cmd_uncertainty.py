@@ -1,0 +1,158 @@
+"""Decisions under uncertainty: ``rtopt model params``, ``rtopt sensitivity``, ``rtopt trial``.
+
+Each command is a few lines over :mod:`rtopt.uncertainty`, :mod:`rtopt.sensitivity` and
+:mod:`rtopt.trial`; errors are one line each (:func:`rtopt.cli._common.cli_errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from rtopt.cli import app
+from rtopt.cli._common import cli_errors, err_console, out_console
+
+model_app = typer.Typer(name="model", help="The model: parameters and their distributions.",
+                        no_args_is_help=True, add_completion=False)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("params")
+@cli_errors()
+def params_cmd(
+    file: Annotated[Optional[str], typer.Argument(
+        metavar="[INSTANCE]", help="Instance file (default: the generic preset with the "
+                                   "il15_expanded product and lung tumour values).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List every uncertain parameter: value, distribution, bounds and source."""
+    from rtopt.uncertainty import distributions_for, generic_distributions
+
+    if file is None:
+        dists = generic_distributions()
+        where = "generic preset, il15_expanded NK product, alpha 0.35 /Gy, alpha/beta 10 Gy"
+    else:
+        from rtopt.instance import load_instance
+
+        dists = distributions_for(load_instance(file))
+        where = file
+    if json_out:
+        typer.echo(json.dumps([d.to_dict() for d in dists.values()], indent=2))
+        return
+    t = Table(title=f"uncertain parameters ({where})")
+    for col in ("name", "value", "distribution", "bounds", "unit"):
+        t.add_column(col, justify="right" if col == "value" else "left", no_wrap=True,
+                     min_width=5 if col == "unit" else None)
+    t.add_column("source", overflow="ellipsis", no_wrap=True, max_width=70)
+    for d in dists.values():
+        t.add_row(d.name, f"{d.value:.4g}",
+                  "fixed" if d.fixed else d.kind + (f" sd {d.sd:.3g}" if d.sd else ""),
+                  f"[{d.low:.3g}, {d.high:.3g}]",
+                  "" if d.unit == "1" else d.unit, d.source)
+    out_console.print(t)
+    out_console.print("triangular: mode at the value; loguniform: ranges over a decade; "
+                      "override per instance in [uncertainty.NAME] (docs/model.md section 11).")
+
+
+_SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://HOST:PORT "
+                   "(default: DASK_SCHEDULER_ADDRESS when set).")
+
+
+def load_plan(path: str):
+    """A plan from a JSON file written by ``rtopt solve -o`` (one-line errors)."""
+    from rtopt.errors import RtoptError
+    from rtopt.problem import Plan
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+        return Plan.from_dict(data)
+    except FileNotFoundError:
+        raise RtoptError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise RtoptError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RtoptError(f"{path}: not a plan (expected the JSON of `rtopt solve -o`): "
+                         f"{type(e).__name__}: {e}") from None
+
+
+@app.command("sensitivity")
+@cli_errors()
+def sensitivity_cmd(
+    file: Annotated[str, typer.Argument(metavar="INSTANCE", help="Instance file (TOML).")],
+    plan: Annotated[str, typer.Option("--plan", metavar="PLAN.json",
+                                      help="Plan to analyse (JSON of `rtopt solve -o`).")],
+    versus: Annotated[Optional[str], typer.Option(
+        "--versus", metavar="PLAN2.json",
+        help="Second plan: also rank the parameters that decide which plan wins.")] = None,
+    method: Annotated[str, typer.Option("--method", help="morris or sobol.")] = "sobol",
+    samples: Annotated[int, typer.Option(
+        "--samples", "-n", help="Base sample size N (Sobol: N (d + 2) runs; Morris: N "
+                                "trajectories).")] = 64,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="DIR", help="Write sensitivity.json, indices.csv and plots "
+                                              "(finished chunks are kept in DIR/chunks).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows per table.")] = 12,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Rank the uncertain parameters that drive a plan's objective (SALib Morris or Sobol)."""
+    from rtopt.problem import Problem
+    from rtopt.sensitivity import plan_sensitivity, plot
+
+    problem = Problem.from_path(file)
+    a = load_plan(plan)
+    b = load_plan(versus) if versus else None
+    res = plan_sensitivity(problem, a, b, method=method, samples=samples, seed=seed,
+                           scheduler=scheduler,
+                           cache_dir=None if output is None else output / "chunks",
+                           progress=f"{method} ({problem.name})")
+    doc = res.to_dict()
+    if output is not None:
+        from rtopt.cli._common import write_atomic
+
+        output.mkdir(parents=True, exist_ok=True)
+        write_atomic(output / "sensitivity.json", json.dumps(doc, indent=2) + "\n")
+        lines = ["output,parameter," + ",".join(k for k in res.indices["objective"][0]
+                                                if k != "name")]
+        for out, rows in res.indices.items():
+            for r in rows:
+                lines.append(f"{out},{r['name']}," + ",".join(f"{v:.6g}" for k, v in r.items()
+                                                             if k != "name"))
+        write_atomic(output / "indices.csv", "\n".join(lines) + "\n")
+        for out in res.indices:
+            plot(res, output / f"{method}_{out}.png", out)
+    if json_out:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    c = out_console
+    c.print(f"{problem.name}: {res.method}, {res.evaluations} model runs over {len(res.names)} "
+            f"uncertain parameters (seed {seed})")
+    c.print(f"plan: {a.describe()}" + (f"   versus: {b.describe()}" if b else ""))
+    for out, rows in res.indices.items():
+        s = res.summary[out]
+        label = {"objective": f"objective {problem.objective_name}",
+                 "difference": "objective difference (plan - versus)",
+                 "plan_wins": "plan wins (1) or loses (0)"}[out]
+        nominal = res.meta["nominal"].get(out)
+        t = Table(title=f"{label}: mean {s['mean']:.4g}, 5-95 % [{s['p5']:.4g}, {s['p95']:.4g}]"
+                        + (f", nominal {nominal:.4g}" if nominal is not None else ""))
+        t.add_column("rank", justify="right")
+        t.add_column("parameter", no_wrap=True)
+        cols = (("S1", "S1_conf", "ST", "ST_conf") if res.method == "sobol"
+                else ("mu_star", "mu_star_conf", "sigma"))
+        for col in cols:
+            t.add_column(col.replace("_conf", " +-"), justify="right")
+        for i, r in enumerate(rows[:top], 1):
+            t.add_row(str(i), r["name"], *(f"{r[k]:.3g}" for k in cols))
+        c.print(t)
+    if "plan_wins" in res.summary:
+        c.print(f"probability that the plan beats the versus plan: "
+                f"{res.summary['plan_wins']['mean']:.3f}")
+    if output is not None:
+        err_console.print(f"wrote {output}/sensitivity.json, indices.csv and plots")
