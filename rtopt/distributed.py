@@ -35,7 +35,7 @@ from rtopt.errors import RtoptError
 __all__ = ["map_chunks", "SchedulerUnavailable", "CONNECT_TIMEOUT_S", "resolve_scheduler",
            "settings_key"]
 
-CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3.0
 """Seconds to wait for a remote scheduler before giving up."""
 
 
@@ -168,12 +168,12 @@ def map_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any],
 
 @contextlib.contextmanager
 def _progress(label: str | None, total: int, completed: int) -> Iterator[Callable[[], None]]:
-    if label is None or total <= 1:
+    from rtopt.cli._common import err_console
+
+    if label is None or total <= 1 or not err_console.is_terminal:
         yield lambda: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from rtopt.cli._common import err_console
 
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,

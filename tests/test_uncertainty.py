@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -25,8 +22,22 @@ def lung(load_dict):
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "rtopt", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    """Run the CLI in this process (no interpreter start-up); cwd for relative paths."""
+    import os
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        r = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(old)
+    return SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
 
 
 # ----------------------------------------------------------------------- 1. distributions
@@ -169,3 +180,163 @@ def test_sensitivity_cli_bad_plan_is_one_line(tmp_path, repo_root):
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and "not JSON" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------- 3. Dask
+def _small_lung(lung):
+    """A small lung space (few schedules, one infusion) so robust solves take a second."""
+    d = json.loads(json.dumps(lung))
+    d["fractionation"].update(n_fractions=[3, 5], dose_per_fraction_gy=[10.0, 18.0],
+                              dose_step_gy=2.0, horizon_days=21, max_overall_days=10)
+    d["nk"].update(latest_day=14, n_infusions=[1, 1])
+    return Problem(instance_from_dict(d))
+
+
+SMALL_SPACE = {"start_window_days": 1, "extra_spacing_days": 1}
+
+
+def test_chunks_give_identical_results_on_any_number_of_workers(lung):
+    from dask.distributed import Client, LocalCluster
+
+    from rtopt.sensitivity import analyse, _plan_model
+
+    problem = Problem(instance_from_dict(lung))
+    plan = Plan.uniform([0, 1, 2, 3], 12.5, [4, 11])
+    dists = distributions_for(problem)
+    model = _plan_model(problem, plan, None)
+
+    def run(scheduler):
+        # 4 Morris trajectories x 37 points = 148 runs in chunks of 40: 4 chunks
+        return analyse(dists, model, "morris", 4, seed=2, scheduler=scheduler, chunk=40)
+
+    serial = run("sync")
+    for n in (1, 2):
+        with LocalCluster(n_workers=n, processes=False, threads_per_worker=1,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            res = run(client)
+        # each chunk's rows are simulated independently of the others: equal bit for bit
+        assert res.indices == serial.indices and res.summary == serial.summary
+
+
+def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
+    import time
+
+    plan = tmp_path / "a.json"
+    plan.write_text(json.dumps({"schedule": Plan.uniform([0, 2, 4], 18.0, [5]).to_dict()}))
+    t0 = time.perf_counter()
+    # port 9 (discard) on the loopback: nothing listens there
+    r = run_cli("sensitivity", "instances/lung-sbrt-peripheral.toml", "--plan", str(plan),
+                "--method", "morris", "--samples", "2", "--scheduler", "tcp://127.0.0.1:9",
+                cwd=repo_root)
+    took = time.perf_counter() - t0
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the Dask scheduler tcp://127.0.0.1:9" in lines[0]
+    # the 3 s connect timeout (rtopt.distributed.CONNECT_TIMEOUT_S) plus Dask's own retry
+    # back-off; a hang would run into minutes
+    assert took < 15
+
+
+def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
+    from rtopt.distributed import map_chunks
+
+    calls = []
+    interrupt = {"at": 3}
+
+    def fn(x):
+        calls.append(x)
+        if x == interrupt["at"]:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the fourth chunk
+        return {"y": np.array([x * 2.0])}
+
+    with pytest.raises(KeyboardInterrupt):
+        map_chunks(fn, [0, 1, 2, 3, 4], cache_dir=tmp_path, key="k")
+    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
+        "chunk-00000.npz", "chunk-00001.npz", "chunk-00002.npz"]
+    calls.clear()
+    interrupt["at"] = None
+    out = map_chunks(fn, [0, 1, 2, 3, 4], cache_dir=tmp_path, key="k")
+    assert calls == [3, 4]  # only the unfinished chunks ran again
+    assert [float(o["y"][0]) for o in out] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    # another run's key discards the old chunks
+    calls.clear()
+    map_chunks(fn, [0, 1, 2, 3, 4], cache_dir=tmp_path, key="other")
+    assert calls == [0, 1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------- 4. robust
+def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(lung):
+    from rtopt.solve import solve
+    from rtopt.uncertainty import biology_rows
+
+    problem = _small_lung(lung)
+    S = 6
+    res = solve(problem, "exhaustive", robust="expected", samples=S, seed=0,
+                options=SMALL_SPACE)
+    assert res.feasible and res.verified
+    rep = res.extras["robust"]
+    # per sample: a problem whose biology is that one sample, verified like any plan
+    bio = sample_biology(problem, S, seed=0)
+    per = []
+    for j in range(S):
+        p = Problem(problem.instance, biology=biology_rows(bio, np.array([j]), S))
+        per.append(p.verify(res.plan).objective)
+    # superposition (exhaustive) vs direct simulation of each sample: equal to round-off
+    assert res.extras["robust_fitness"] == pytest.approx(np.mean(per), rel=1e-9)
+    assert rep["in_sample"]["mean"] == pytest.approx(np.mean(per), rel=1e-9)
+    # the out-of-sample check is present, larger, and from another seed
+    oos = rep["out_of_sample"]
+    assert oos["samples"] == 4 * S and oos["seed"] != 0
+    assert "re-verified out of sample on 24 fresh samples" in res.message
+    assert rep["nominal_objective"] == pytest.approx(res.objective)
+
+
+def test_robust_plan_is_best_in_sample_over_the_space(lung):
+    """No plan of the space has a larger sample mean than the robust one (brute force)."""
+    from rtopt.robust import _space, sample_objectives
+    from rtopt.solve import solve
+
+    problem = _small_lung(lung)
+    S = 4
+    res = solve(problem, "exhaustive", robust="cvar:0.5", samples=S, seed=3,
+                options=SMALL_SPACE)
+    D, plans_rt, _, sets = _space(problem, SMALL_SPACE)
+    values = sample_values(distributions_for(problem), S, 3)
+    best = -np.inf
+    rows, Us = [], []
+    for (days, d), row in zip(plans_rt, D):
+        for s in sets:
+            if all(problem.infusion_day_ok(days, t) for t in s):
+                rows.append(row)
+                Us.append(Plan.uniform(days, d, s).daily(problem.horizon_days)[1])
+    obj = sample_objectives(problem, np.array(rows), np.array(Us), values)
+    worst_half = np.sort(obj, axis=1)[:, :2].mean(axis=1)
+    best = worst_half.max()
+    assert res.extras["robust_fitness"] == pytest.approx(best, rel=1e-9)
+
+
+def test_robust_scipy_de_runs_with_the_statistic_as_fitness(lung):
+    from rtopt.solve import solve
+
+    problem = _small_lung(lung)
+    res = solve(problem, "scipy-de", robust="worst", samples=4, seed=1, time_limit_s=20,
+                options={"maxiter": 3})
+    assert res.feasible
+    rep = res.extras["robust"]
+    # the claimed fitness is the chosen plan's in-sample minimum
+    assert res.extras["robust_fitness"] == pytest.approx(rep["in_sample"]["statistic"], rel=1e-9)
+    assert rep["in_sample"]["statistic"] <= rep["in_sample"]["p5"] + 1e-12
+
+
+def test_robust_cli_errors_are_one_line(repo_root, tmp_path):
+    for args, text in ((("--samples", "0"), "--samples must be >= 1"),
+                       (("--robust", "cvar:2"), "ALPHA must be in (0, 1]"),
+                       (("--robust", "median"), "unknown statistic 'median'"),
+                       (("--robust", "prob-better:" + str(tmp_path / "none.json")),
+                        "file not found")):
+        full = ["solve", "instances/lung-sbrt-peripheral.toml"]
+        full += list(args) if args[0] == "--robust" else ["--robust", "expected", *args]
+        r = run_cli(*full, cwd=repo_root)
+        assert r.returncode == 1, (args, r.stdout)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], (args, r.stderr)

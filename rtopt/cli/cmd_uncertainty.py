@@ -156,3 +156,21 @@ def sensitivity_cmd(
                 f"{res.summary['plan_wins']['mean']:.3f}")
     if output is not None:
         err_console.print(f"wrote {output}/sensitivity.json, indices.csv and plots")
+
+
+def print_robust(rep: dict) -> None:
+    """Table of a robust solve's objective distribution, in and out of sample."""
+    t = Table(title=f"robust {rep['statistic']}: objective over parameter samples "
+                    f"(nominal {rep['nominal_objective']:.4g})")
+    for col in ("sample set", "n", "statistic", "mean", "5 %", "50 %", "95 %", "P(beat ref)"):
+        t.add_column(col, justify="left" if col == "sample set" else "right")
+    for label, key, n in (("in sample", "in_sample", rep["samples"]),
+                          ("out of sample", "out_of_sample",
+                           rep["out_of_sample"]["samples"])):
+        s = rep[key]
+        pb = s.get("prob_better_than_reference")
+        t.add_row(label, str(n), f"{s['statistic']:.4g}", f"{s['mean']:.4g}", f"{s['p5']:.4g}",
+                  f"{s['p50']:.4g}", f"{s['p95']:.4g}", "-" if pb is None else f"{pb:.3f}")
+    out_console.print(t)
+    if rep.get("reference"):
+        out_console.print(f"reference plan: {rep['reference']}")
