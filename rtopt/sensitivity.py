@@ -201,7 +201,8 @@ def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
     dists = distributions_for(problem)
     key = settings_key(instance=problem.instance.to_dict(), plan=plan.to_dict(),
                        versus=None if versus is None else versus.to_dict(), method=method,
-                       samples=samples, seed=seed)
+                       samples=samples, seed=seed,
+                       distributions={k: d.to_dict() for k, d in dists.items()})
     res = analyse(dists, _plan_model(problem, plan, versus), method, samples, seed,
                   scheduler=scheduler, cache_dir=cache_dir, progress=progress, key=key)
     nominal = plan_objectives(problem, [plan] if versus is None else [plan, versus],

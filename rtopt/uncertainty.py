@@ -14,6 +14,13 @@ product, cytokine support and ``[tumour.surrogate]`` applied):
   Ranges that start at 0 (``anoxic_share``, ``nk_treg_penalty``) are triangular too: a log
   scale cannot reach 0.
 
+Parameters that ``rtopt calibrate --outcomes`` fitted to clinical local control for the site
+(lung: ``alpha_sd_per_gy``, ``clonogen_hypoxia_ratio``, ``anoxic_share``) are pinned by that
+fit: their default is triangular on ``value (1 +- 0.25)`` within the plausible range (an
+assumption standing in for the fit's uncertainty; a zero value stays fixed).  Their full
+plausible range is a prior the calibration has already narrowed; give an ``[uncertainty]``
+entry to use it.
+
 Tumour radiobiology is not in ``SPECS`` (it lives in ``[tumour]``); its ranges are relative to
 the instance's value (:data:`TUMOUR_SPECS`): ``alpha_per_gy`` triangular on 0.75-1.25 x value
 (the uncertainty of the population mean; the inter-patient spread is ``alpha_sd_per_gy``),
@@ -182,11 +189,17 @@ def plausible_range(name: str, tumour_value: float | None = None) -> tuple[float
     return t.low_factor * tumour_value, t.high_factor * tumour_value
 
 
-def default_distribution(name: str, value: float) -> Distribution:
+FITTED_SPREAD = 0.25
+"""Half-width, relative to the value, of the default range of an outcome-fitted parameter."""
+
+
+def default_distribution(name: str, value: float, fitted: bool = False) -> Distribution:
     """The documented default distribution of ``name`` around its resolved ``value``.
 
     Log-uniform on the plausible range when it spans more than one decade (``low > 0``),
     otherwise triangular with the mode at ``value`` (see the module docstring for why).
+    ``fitted``: the value was fitted to clinical outcomes for this site; the range narrows to
+    ``value (1 +- FITTED_SPREAD)`` within the plausible range, triangular.
     """
     lo, hi = plausible_range(name, value)
     if name in SPECS:
@@ -194,6 +207,13 @@ def default_distribution(name: str, value: float) -> Distribution:
         unit, source = s.unit, s.source
     else:
         unit, source = TUMOUR_SPECS[name].unit, TUMOUR_SPECS[name].source
+    if fitted:
+        lo = max(lo, (1 - FITTED_SPREAD) * value)
+        hi = min(hi, (1 + FITTED_SPREAD) * value)
+        return Distribution(name, "triangular", lo, hi, float(value), unit=unit,
+                            source="fitted to the clinical outcomes (rtopt calibrate --outcomes)",
+                            reason="the outcome fit pins the value; +-25 % stands in for the "
+                                   "fit's uncertainty (assumption)")
     if lo > 0 and hi / lo > 10:
         return Distribution(name, "loguniform", lo, hi, float(value), unit=unit, source=source,
                             reason="range spans more than a decade: only its order is known")
@@ -204,10 +224,12 @@ def default_distribution(name: str, value: float) -> Distribution:
 def _nominal(problem_or_instance: Any) -> tuple[Any, dict[str, float]]:
     """The instance and every uncertain parameter's resolved value."""
     inst = getattr(problem_or_instance, "instance", problem_or_instance)
-    vals = dict(inst.surrogate_parameters().values)
+    resolved = inst.surrogate_parameters()
+    vals = dict(resolved.values)
     vals["alpha_per_gy"] = float(inst.tumour.alpha_per_gy)
     vals["alpha_beta_gy"] = float(inst.tumour.alpha_beta_gy)
-    return inst, vals
+    fitted = {k for k, src in resolved.provenance.items() if "fitted to the clinical" in src}
+    return inst, vals, fitted
 
 
 def _table(inst: Any) -> Mapping[str, Mapping[str, Any]]:
@@ -237,8 +259,8 @@ def distributions_for(problem_or_instance: Any) -> dict[str, Distribution]:
     dict
         ``{name: Distribution}`` in :data:`UNCERTAIN_NAMES` order.
     """
-    inst, vals = _nominal(problem_or_instance)
-    out = {n: default_distribution(n, vals[n]) for n in UNCERTAIN_NAMES}
+    inst, vals, fitted = _nominal(problem_or_instance)
+    out = {n: default_distribution(n, vals[n], n in fitted) for n in UNCERTAIN_NAMES}
     for name, spec in _table(inst).items():
         out[name] = _override(out[name], dict(spec))
     return out

@@ -340,3 +340,54 @@ def test_robust_cli_errors_are_one_line(repo_root, tmp_path):
         assert r.returncode == 1, (args, r.stdout)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], (args, r.stderr)
+
+
+# ----------------------------------------------------------------------- 5. trials
+def test_trial_mean_tcp_matches_population_local_control_when_only_alpha_varies(lung):
+    from rtopt.trial import run_trial, standard_plan
+
+    data = dict(lung, uncertainty={n: {"distribution": "fixed"} for n in UNCERTAIN_NAMES})
+    problem = Problem(instance_from_dict(data))
+    arms = {a: standard_plan(problem, a) for a in ("54/3", "34/1")}
+    n = 4000
+    res = run_trial(problem, arms, n, seed=5)
+    for a, plan in arms.items():
+        tcp = res.patients[a]["tcp"]
+        lc = problem.verify(plan).metrics["local_control"]   # quadrature over the alpha spread
+        se = tcp.std() / math.sqrt(n)
+        # Monte Carlo over patients vs the population quadrature: 4 standard errors
+        # (false alarm ~6e-5) plus the quadrature's own 1e-4 (docs/model.md section 9)
+        assert abs(tcp.mean() - lc) < 4 * se + 1e-4, (a, tcp.mean(), lc, se)
+        lo, hi = res.summary[a]["local_control_ci95"]
+        assert lo < tcp.mean() < hi
+    # paired superiority: ties count half, so the two directions add up to 1
+    assert res.superiority["54/3"]["34/1"] + res.superiority["34/1"]["54/3"] == pytest.approx(1)
+    assert res.superiority["54/3"]["34/1"] > 0.5  # 54/3 controls more tumours than 34/1 (L1, L2)
+
+
+def test_trial_cli_writes_csv_plots_and_self_contained_report(tmp_path, repo_root):
+    out = tmp_path / "trial"
+    plan = repo_root / "instances" / "plans" / "lung-sbrt-50-5.json"
+    r = run_cli("trial", "instances/lung-sbrt-peripheral.toml", "--arm", "54/3", "--arm",
+                f"rt50={plan}", "--patients", "40", "-o", str(out), cwd=repo_root)
+    assert r.returncode == 0, r.stderr
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("patient,arm,tcp,") and len(rows) == 1 + 2 * 40
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="figures/' not in html
+    assert "Probability of superiority" in html
+    md = (out / "report.md").read_text()
+    assert "](figures/tcp.png)" in md and (out / "figures" / "tcp.png").exists()
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["arms"]["rt50"]["schedule"]["nk_infusions"] == []   # the file is RT alone
+    assert doc["arms"]["54/3"]["schedule"]["nk_infusions"]          # shorthand gets NK days
+    assert doc["arms"]["rt50"]["nk_gain"] == 0.0
+
+
+def test_trial_cli_errors_are_one_line(repo_root):
+    for args, text in ((("--arm", "55/5"), "--arm 55/5: expected NAME=PLAN.json"),
+                       (("--arm", "54/3", "--patients", "0"), "--patients must be >= 1")):
+        r = run_cli("trial", "instances/lung-sbrt-peripheral.toml", *args, cwd=repo_root)
+        assert r.returncode == 1
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], r.stderr

@@ -47,15 +47,18 @@ def params_cmd(
     for col in ("name", "value", "distribution", "bounds", "unit"):
         t.add_column(col, justify="right" if col == "value" else "left", no_wrap=True,
                      min_width=5 if col == "unit" else None)
-    t.add_column("source", overflow="ellipsis", no_wrap=True, max_width=70)
+    wide = out_console.width >= 120               # the source column needs room
+    if wide:
+        t.add_column("source", overflow="ellipsis", no_wrap=True, max_width=70)
     for d in dists.values():
         t.add_row(d.name, f"{d.value:.4g}",
                   "fixed" if d.fixed else d.kind + (f" sd {d.sd:.3g}" if d.sd else ""),
                   f"[{d.low:.3g}, {d.high:.3g}]",
-                  "" if d.unit == "1" else d.unit, d.source)
+                  "" if d.unit == "1" else d.unit, *([d.source] if wide else []))
     out_console.print(t)
     out_console.print("triangular: mode at the value; loguniform: ranges over a decade; "
-                      "override per instance in [uncertainty.NAME] (docs/model.md section 11).")
+                      "override per instance in [uncertainty.NAME] (docs/model.md section 11)."
+                      + ("" if wide else "  Sources: --json or a wider terminal."))
 
 
 _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://HOST:PORT "
@@ -174,3 +177,79 @@ def print_robust(rep: dict) -> None:
     out_console.print(t)
     if rep.get("reference"):
         out_console.print(f"reference plan: {rep['reference']}")
+
+
+@app.command("trial")
+@cli_errors()
+def trial_cmd(
+    file: Annotated[str, typer.Argument(metavar="INSTANCE", help="Instance file (TOML).")],
+    arm: Annotated[list[str], typer.Option(
+        "--arm", metavar="NAME=PLAN.json|54/3|optimised",
+        help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard lung "
+             "arm (54/3, 48/4, 50/5, 60/8, 34/1; with the instance's earliest rule-abiding NK "
+             "infusions), or 'optimised' (the instance solved with --solver).")],
+    patients: Annotated[int, typer.Option("--patients", "-n", help="Virtual patients.")] = 500,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR",
+                                         help="Folder for results.csv, plots and the report.")]
+    = Path("trial"),
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    solver: Annotated[str, typer.Option("--solver", "-s", metavar="PROFILE",
+                                        help="Solver of the 'optimised' arm.")] = "exhaustive",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Virtual-cohort trial: every patient a parameter sample, every arm a plan."""
+    from rtopt.errors import RtoptError
+    from rtopt.problem import Problem
+    from rtopt.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
+
+    problem = Problem.from_path(file)
+    arms = {}
+    for a in arm:
+        name, eq, path = a.partition("=")
+        if eq:
+            arms[name] = load_plan(path)
+        elif a in STANDARD_ARMS:
+            arms[a] = standard_plan(problem, a)
+        elif a in ("optimised", "optimized"):
+            from rtopt.solve import solve
+
+            res = solve(problem, solver)
+            if not res.feasible or res.plan is None:
+                raise RtoptError(f"--arm optimised: the {solver} solve found no verified plan "
+                                 f"({res.status}: {res.message})")
+            arms["optimised"] = res.plan
+        elif Path(a).suffix == ".json":
+            arms[Path(a).stem] = load_plan(a)
+        else:
+            raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard arm "
+                             f"({', '.join(STANDARD_ARMS)}) or 'optimised'")
+    res = run_trial(problem, arms, patients, seed, scheduler=scheduler,
+                    cache_dir=output / "chunks", progress=f"trial ({patients} patients)")
+    write_outputs(res, output)
+    if json_out:
+        typer.echo(json.dumps(res.to_dict(), indent=2))
+        return
+    oars = [o.name for o in problem.oars]
+    t = Table(title=f"{problem.name}: virtual-cohort trial, {patients} patients (seed {seed})")
+    for col in ["arm", "plan", "local control", "95 % CI", "NK gain"] + [f"{o} BED" for o in oars]:
+        t.add_column(col, justify="left" if col in ("arm", "plan") else "right")
+    for n, s in res.summary.items():
+        lo, hi = s["local_control_ci95"]
+        t.add_row(n + (" (!)" if res.checks[n] else ""), res.arms[n].describe(),
+                  f"{s['local_control']:.3f}", f"{lo:.3f}-{hi:.3f}", f"{s['nk_gain']:.4f}",
+                  *(f"{s['oar_bed_gy'][o]:.1f}" for o in oars))
+    out_console.print(t)
+    for n, c in res.checks.items():
+        if c:
+            out_console.print(f"(!) {n} violates {'; '.join(c)}")
+    names = list(res.arms)
+    if len(names) > 1:
+        t = Table(title="probability of superiority (row beats column, per patient)")
+        t.add_column("")
+        for b in names:
+            t.add_column(b, justify="right")
+        for a in names:
+            t.add_row(a, *("-" if a == b else f"{res.superiority[a][b]:.3f}" for b in names))
+        out_console.print(t)
+    err_console.print(f"wrote {output}/results.csv, summary.json, report.html, report.md")
