@@ -44,7 +44,11 @@ class SensitivityResult:
 
     ``indices[output]`` is a list of rows ``{name, mu_star, mu_star_conf, sigma}`` (Morris) or
     ``{name, S1, S1_conf, ST, ST_conf}`` (Sobol), most influential first (by ``mu_star`` or
-    ``ST``); ``summary[output]`` holds the mean, sd and 5/50/95 % of the output over the samples.
+    ``ST``); ``summary[output]`` holds the mean, sd and 5/50/95 % of the output over the model
+    runs.  Every Sobol (Saltelli) run is a point of the joint distribution, so for Sobol these are
+    estimates under the distributions (``plan_wins`` mean: the probability that the plan wins);
+    Morris runs lie on a 4-level grid of quantiles (0, 1/3, 2/3, 1) and are a screening design,
+    not a sample (``summary_is_sample`` False).
     """
 
     method: str
@@ -149,7 +153,8 @@ def analyse(dists: Mapping[str, Distribution], model: Callable[[dict[str, np.nda
                     for i, n in enumerate(names)]
             rows.sort(key=lambda x: -x["mu_star"])
         indices[out] = rows
-    return SensitivityResult(method, samples, seed, len(U), names, indices, summary)
+    return SensitivityResult(method, samples, seed, len(U), names, indices, summary,
+                             {"summary_is_sample": method == "sobol"})
 
 
 def plan_objectives(problem: Any, plans: Sequence[Any], values: Mapping[str, np.ndarray]
@@ -207,7 +212,7 @@ def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
                   scheduler=scheduler, cache_dir=cache_dir, progress=progress, key=key)
     nominal = plan_objectives(problem, [plan] if versus is None else [plan, versus],
                               {k: np.array([d.value]) for k, d in dists.items()})[0]
-    res.meta = {"instance": problem.name, "objective_name": problem.objective_name,
+    res.meta = {**res.meta, "instance": problem.name, "objective_name": problem.objective_name,
                 "plan": plan.describe(), "versus": None if versus is None else versus.describe(),
                 "nominal": {"objective": float(nominal[0]),
                             **({} if versus is None else

@@ -167,7 +167,9 @@ def test_sensitivity_cli_writes_table_json_and_plots(tmp_path, repo_root):
     assert set(doc["indices"]) == {"objective", "difference", "plan_wins"}
     assert 0.0 <= doc["summary"]["plan_wins"]["mean"] <= 1.0
     assert (out / "morris_difference.png").stat().st_size > 1000
-    assert "probability that the plan beats the versus plan" in r.stdout
+    # a Morris grid is not a sample: no probability claimed from it
+    assert "probability that the plan beats" not in r.stdout and "screening grid" in r.stdout
+    assert doc["summary_is_sample"] is False
     # resume: the finished chunks are kept and reused (same key)
     assert list((out / "chunks").glob("chunk-*.npz"))
 
@@ -323,8 +325,8 @@ def test_robust_scipy_de_runs_with_the_statistic_as_fitness(lung):
                 options={"maxiter": 3})
     assert res.feasible
     rep = res.extras["robust"]
-    # the claimed fitness is the chosen plan's in-sample minimum
-    assert res.extras["robust_fitness"] == pytest.approx(rep["in_sample"]["statistic"], rel=1e-9)
+    # DE's fitness of its plan is the plan's in-sample minimum (same samples, same statistic)
+    assert res.extras["search_fitness"] == pytest.approx(rep["in_sample"]["statistic"], rel=1e-9)
     assert rep["in_sample"]["statistic"] <= rep["in_sample"]["p5"] + 1e-12
 
 
@@ -391,3 +393,21 @@ def test_trial_cli_errors_are_one_line(repo_root):
         assert r.returncode == 1
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], r.stderr
+
+
+def test_prob_better_breaks_ties_by_the_expected_objective(lung):
+    from rtopt.robust import RobustSpec, search_fitness, statistic
+    from rtopt.solve import solve
+
+    spec = RobustSpec("prob-better", reference=Plan.uniform([0], 20.0))
+    ref = np.zeros(4)
+    obj = np.array([[1.0, 1.0, 1.0, 1.0],      # wins 4/4, mean 1
+                    [9.0, 9.0, 9.0, 9.0],      # wins 4/4, mean 9: preferred on the tie
+                    [99.0, 99.0, 99.0, -1.0]])  # wins 3/4 only, however large its mean
+    assert list(statistic(spec, obj, ref)) == [1.0, 1.0, 0.75]
+    f = search_fitness(spec, obj, ref)
+    assert f[1] > f[0] > f[2]
+    problem = _small_lung(lung)
+    res = solve(problem, "exhaustive", robust=spec, samples=4, seed=0, options=SMALL_SPACE)
+    assert res.extras["robust"]["in_sample"]["prob_better_than_reference"] == \
+        res.extras["robust_fitness"]

@@ -143,7 +143,9 @@ def sensitivity_cmd(
                  "difference": "objective difference (plan - versus)",
                  "plan_wins": "plan wins (1) or loses (0)"}[out]
         nominal = res.meta["nominal"].get(out)
-        t = Table(title=f"{label}: mean {s['mean']:.4g}, 5-95 % [{s['p5']:.4g}, {s['p95']:.4g}]"
+        over = "" if res.meta["summary_is_sample"] else " over the Morris grid"
+        t = Table(title=f"{label}: mean{over} {s['mean']:.4g}, 5-95 % [{s['p5']:.4g}, "
+                        f"{s['p95']:.4g}]"
                         + (f", nominal {nominal:.4g}" if nominal is not None else ""))
         t.add_column("rank", justify="right")
         t.add_column("parameter", no_wrap=True)
@@ -154,9 +156,12 @@ def sensitivity_cmd(
         for i, r in enumerate(rows[:top], 1):
             t.add_row(str(i), r["name"], *(f"{r[k]:.3g}" for k in cols))
         c.print(t)
-    if "plan_wins" in res.summary:
+    if "plan_wins" in res.summary and res.meta["summary_is_sample"]:
         c.print(f"probability that the plan beats the versus plan: "
                 f"{res.summary['plan_wins']['mean']:.3f}")
+    elif not res.meta["summary_is_sample"]:
+        c.print("(Morris runs are a screening grid, not a sample of the distributions: means "
+                "and shares over them are not estimates; use --method sobol for those)")
     if output is not None:
         err_console.print(f"wrote {output}/sensitivity.json, indices.csv and plots")
 
