@@ -211,13 +211,30 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
         # 4 Morris trajectories x 37 points = 148 runs in chunks of 40: 4 chunks
         return analyse(dists, model, "morris", 4, seed=2, scheduler=scheduler, chunk=40)
 
-    serial = run("sync")
+    from rtopt.solve import solve
+    from rtopt.trial import run_trial, standard_plan
+
+    small = _small_lung(lung)
+    arms = {a: standard_plan(problem, a) for a in ("54/3", "50/5")}
+
+    def robust(scheduler):  # blocks of 3 schedules: several chunks
+        r = solve(small, "exhaustive", robust="cvar:0.5", samples=4, seed=1, scheduler=scheduler,
+                  options={**SMALL_SPACE, "robust_block": 3})
+        return r.plan, r.extras["robust"]
+
+    def trial(scheduler):  # 50 patients in chunks of 16
+        r = run_trial(problem, arms, 50, seed=1, scheduler=scheduler, chunk=16)
+        return {a: {k: v.tolist() for k, v in d.items()} for a, d in r.patients.items()}
+
+    serial = run("sync"), robust("sync"), trial("sync")
     for n in (1, 2):
         with LocalCluster(n_workers=n, processes=False, threads_per_worker=1,
                           dashboard_address=None) as cluster, Client(cluster) as client:
-            res = run(client)
+            res, rob, tri = run(client), robust(client), trial(client)
         # each chunk's rows are simulated independently of the others: equal bit for bit
-        assert res.indices == serial.indices and res.summary == serial.summary
+        assert res.indices == serial[0].indices and res.summary == serial[0].summary
+        assert rob == serial[1]
+        assert tri == serial[2]
 
 
 def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
