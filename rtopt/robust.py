@@ -238,6 +238,9 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
     bio_k = biology_rows(bio_s, np.repeat(np.tile(np.arange(S), b), K + 1), S)
     ker = infusion_kernels(bio_k, DD, cand, steps_per_day=problem.steps_per_day, population=False)
     pop = problem.needs_population
+    # objectives of NK favourability (and BED) need no tumour outcome: skip that arithmetic
+    outcome = bool({problem.metric_of(k) for k in problem.weights}
+                   - {"nk_favourability", "tumour_bed_gy"})
     for i in range(b):
         days = plans_rt[idx[i]][0]
         bad = np.array([not problem.infusion_day_ok(days, int(t)) for t in cand], dtype=float)
@@ -248,19 +251,21 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
         nv = len(valid)
         r = i * S + np.arange(S)
         auc = (Mv @ ker.auc[r].T).reshape(-1)                       # (nv * S,) set-major
-        act = np.einsum("mk,skf->msf", Mv, ker.activity[r]).reshape(nv * S, -1)
-        fd = np.tile(ker.frac_dose[r], (nv, 1))
-        fh = np.tile(ker.frac_h[r], (nv, 1))
-        bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
-        Dr = np.broadcast_to(Db[i], (nv * S, Db.shape[1]))
-        out = _outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
+        out: dict[str, np.ndarray] = {}
+        if outcome:
+            act = np.einsum("mk,skf->msf", Mv, ker.activity[r]).reshape(nv * S, -1)
+            fd = np.tile(ker.frac_dose[r], (nv, 1))
+            fh = np.tile(ker.frac_h[r], (nv, 1))
+            bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
+            Dr = np.broadcast_to(Db[i], (nv * S, Db.shape[1]))
+            out = _outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
             if attr == "nk_auc":
                 mets[name] = auc
             elif attr in out:
                 mets[name] = out[attr]
-            else:
+            elif attr in ("hypoxic_fraction_end", "mean_hypoxic_fraction"):
                 mets[name] = np.tile(getattr(ker.base, attr)[r], nv)
         N = nv * S
         mets["tumour_bed_gy"] = np.full(N, bed[idx[i]])

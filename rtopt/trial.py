@@ -238,7 +238,7 @@ table { border-collapse: collapse; margin: 8px 0 12px; font-size: 0.88em; }
 th, td { border: 1px solid #d6dbe1; padding: 4px 8px; text-align: left; }
 th { background: #f4f6f8; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.warn { background: #fff0c2; border-left: 4px solid #e0a800; padding: 6px 12px; }
+.warn { background: #fff0c2; }
 .note { background: #f4f6f8; border-left: 4px solid #8aa1b8; padding: 10px 16px; font-size: 0.93em; }
 figure img { max-width: 100%; border: 1px solid #d6dbe1; }
 figcaption { color: #5d6875; font-size: 0.88em; }
@@ -259,7 +259,7 @@ same patient and plan with minus without NK cells; P(superior) counts ties as ha
 <td class="num">{{ "%.4f"|format(s.nk_gain) }}</td><td class="num">{{ "%.3g"|format(s.nk_favourability_mean) }}</td>
 <td class="num">{{ "%.1f"|format(s.tumour_bed_gy) }}</td>
 {% for o in oars %}<td class="num">{{ "%.1f"|format(s.oar_bed_gy[o]) }}</td>{% endfor %}
-<td>{% if r.checks[a] %}<span class="warn">violates {{ r.checks[a]|join("; ") }}</span>{% else %}all met{% endif %}</td></tr>
+{% if r.checks[a] %}<td class="warn">violates {{ r.checks[a]|join("; ") }}</td>{% else %}<td>all met</td>{% endif %}</tr>
 {% endfor %}</table>
 <h2>Probability of superiority</h2>
 <p class="sub">Row arm beats column arm: P(TCP<sub>row</sub> &gt; TCP<sub>column</sub>) + P(tie)/2 over patients.</p>

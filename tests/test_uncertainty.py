@@ -185,9 +185,11 @@ def test_sensitivity_cli_bad_plan_is_one_line(tmp_path, repo_root):
 
 
 # ----------------------------------------------------------------------- 3. Dask
-def _small_lung(lung):
+def _small_lung(lung, objective=None):
     """A small lung space (few schedules, one infusion) so robust solves take a second."""
     d = json.loads(json.dumps(lung))
+    if objective is not None:
+        d["objective"]["maximise"] = objective
     d["fractionation"].update(n_fractions=[3, 5], dose_per_fraction_gy=[10.0, 18.0],
                               dose_step_gy=2.0, horizon_days=21, max_overall_days=10)
     d["nk"].update(latest_day=14, n_infusions=[1, 1])
@@ -284,11 +286,12 @@ def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
 
 
 # ----------------------------------------------------------------------- 4. robust
-def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(lung):
+@pytest.mark.parametrize("objective", ["nk_favourability", "nk_gain_local_control"])
+def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(lung, objective):
     from rtopt.solve import solve
     from rtopt.uncertainty import biology_rows
 
-    problem = _small_lung(lung)
+    problem = _small_lung(lung, objective)
     S = 6
     res = solve(problem, "exhaustive", robust="expected", samples=S, seed=0,
                 options=SMALL_SPACE)
