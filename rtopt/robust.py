@@ -317,8 +317,11 @@ def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress)
 # ----------------------------------------------------------------------------- driver
 def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples: int,
                  seed: int, t0: float, base: dict[str, Any], *, scheduler: Any = None,
-                 progress: str | None = "robust scoring") -> Any:
+                 progress: str | None = "robust scoring", reference: Plan | None = None) -> Any:
     """Robust solve (see the module docstring); returns a verified :class:`rtopt.solve.Result`.
+
+    ``reference``: a plan to report the probability of beating (in and out of sample) for any
+    statistic; ``prob-better`` uses its own reference.
 
     Raises
     ------
@@ -330,6 +333,10 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
 
     if isinstance(spec, str):
         spec = parse_robust(spec)
+    if spec.reference is None and reference is not None:
+        from dataclasses import replace as _replace
+
+        spec = _replace(spec, reference=reference, reference_name="reference")
     if int(samples) < 1:
         raise RobustError(f"--samples must be >= 1 for a robust solve, got {samples}")
     if profile.backend not in ROBUST_BACKENDS:

@@ -178,7 +178,7 @@ def _as_problem(instance_or_path: Any) -> Problem:
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
           options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
-          scheduler: Any = None) -> Result:
+          scheduler: Any = None, reference: Plan | None = None) -> Result:
     """Solve an instance with a solver profile and return a verified :class:`Result`.
 
     Parameters
@@ -199,6 +199,8 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Parameter samples of a robust solve.
     scheduler : optional
         Dask scheduler of a robust solve (:mod:`rtopt.distributed`).
+    reference : Plan, optional
+        A robust solve reports the probability of beating this plan.
 
     Raises
     ------
@@ -230,7 +232,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         from rtopt.robust import solve_robust
 
         return solve_robust(problem, profile, robust, samples, profile.options.seed, t0, base,
-                            scheduler=scheduler)
+                            scheduler=scheduler, reference=reference)
     try:
         cls = get_backend(profile.backend)
     except ImportError as e:  # the back-end's own module cannot be imported here

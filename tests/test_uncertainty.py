@@ -446,3 +446,55 @@ def test_prob_better_breaks_ties_by_the_expected_objective(lung):
     res = solve(problem, "exhaustive", robust=spec, samples=4, seed=0, options=SMALL_SPACE)
     assert res.extras["robust"]["in_sample"]["prob_better_than_reference"] == \
         res.extras["robust_fitness"]
+
+
+def test_robust_reports_the_probability_of_beating_a_given_reference(lung):
+    from rtopt.robust import sample_objectives
+    from rtopt.solve import solve
+
+    problem = _small_lung(lung)
+    ref = Plan.uniform([0, 2, 4], 18.0, [5])
+    res = solve(problem, "exhaustive", robust="expected", samples=4, seed=0,
+                options=SMALL_SPACE, reference=ref)
+    rep = res.extras["robust"]
+    values = sample_values(distributions_for(problem), 4, 0)
+    mine = sample_objectives(problem, *(a[None] for a in res.plan.daily(21)), values)[0]
+    theirs = sample_objectives(problem, *(a[None] for a in ref.daily(21)), values)[0]
+    assert rep["in_sample"]["prob_better_than_reference"] == np.mean(mine > theirs)
+    assert "prob_better_than_reference" in rep["out_of_sample"]
+    assert rep["in_sample"]["statistic"] == pytest.approx(mine.mean(), rel=1e-12)
+
+
+def test_sobol_runs_are_draws_of_the_distributions():
+    """Every Saltelli run maps to a draw of the joint distribution, so means over the runs
+    estimate expectations (what the plan_wins probability relies on)."""
+    from rtopt.sensitivity import analyse
+    from rtopt.uncertainty import Distribution
+
+    dists = {"a": Distribution("a", "triangular", 1.0, 4.0, 1.5),
+             "b": Distribution("b", "loguniform", 0.01, 1.0, 0.1)}
+    res = analyse(dists, lambda v: {"y": v["a"] + v["b"]}, "sobol", 1024, seed=0)
+    exact = (1.0 + 4.0 + 1.5) / 3 + (1.0 - 0.01) / math.log(100.0)
+    # quasi-random Sobol points: error ~1/N; 5e-3 is far below any mapping error (e.g. the
+    # uniform mean of b, 0.505, would be off by 0.29)
+    assert res.summary["y"]["mean"] == pytest.approx(exact, abs=5e-3)
+
+
+def test_validate_cli_reports_uncertainty_problems_as_file_lines(tmp_path, lung, repo_root):
+    import tomli_w
+
+    data = dict(lung, uncertainty={"nk_chemokine_gain": {"distribution": "uniform",
+                                                         "low": -1.0, "high": 30.0},
+                                   "trex1_treshold_gy": {"distribution": "fixed"}})
+    path = tmp_path / "bad.toml"
+    path.write_text(tomli_w.dumps(data))
+    r = run_cli("validate", str(path), cwd=repo_root)
+    assert r.returncode == 1
+    assert sorted(r.stderr.strip().splitlines()) == sorted([
+        f"{path}: uncertainty.nk_chemokine_gain.low: -1.0 is outside the plausible range [0, 20]",
+        f"{path}: uncertainty.nk_chemokine_gain.high: 30.0 is outside the plausible range [0, 20]",
+        f"{path}: uncertainty.trex1_treshold_gy: unknown parameter 'trex1_treshold_gy'; "
+        "did you mean 'trex1_threshold_gy'?"])
+    # a valid table round-trips through the TOML writer
+    good = instance_from_dict(dict(lung, uncertainty={"oer": {"distribution": "fixed"}}))
+    assert instance_from_dict(__import__("tomllib").loads(good.to_toml())) == good

@@ -36,6 +36,9 @@ def solve_cmd(
     scheduler: Annotated[Optional[str], typer.Option(
         "--scheduler", help="Dask scheduler of --robust: sync, threads, local:N or "
                             "tcp://HOST:PORT.")] = None,
+    reference: Annotated[Optional[str], typer.Option(
+        "--reference", metavar="PLAN.json",
+        help="With --robust: also report the probability of beating this plan.")] = None,
 ) -> None:
     """Optimise an instance and print the verified plan.
 
@@ -43,8 +46,13 @@ def solve_cmd(
     """
     from rtopt.solve import solve
 
+    ref = None
+    if reference is not None:
+        from rtopt.robust import load_plan
+
+        ref = load_plan(reference)
     result = solve(file, solver, time_limit_s=time_limit, seed=seed, robust=robust,
-                   samples=samples, scheduler=scheduler)
+                   samples=samples, scheduler=scheduler, reference=ref)
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")
     if json_out:
