@@ -9,7 +9,7 @@ tumour control is the Poisson TCP at that alpha and the mean of the per-patient 
 local control.  Each patient receives every arm (a paired, in-silico cross-over).
 
 Per arm: local control = mean per-patient TCP with a 95 % bootstrap confidence interval
-(``scipy.stats.bootstrap``, BCa), the NK-attributable gain (TCP with minus without NK cells,
+(``scipy.stats.bootstrap``, BCa; percentile above 2,000 patients), the NK-attributable gain (TCP with minus without NK cells,
 same patient and plan), NK favourability, OAR BED (plan-determined, the same for every patient)
 and, per pair of arms, the probability of superiority ``P(TCP_A > TCP_B) + P(tie) / 2`` over
 patients.
@@ -112,14 +112,21 @@ def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np
             "alpha_per_gy": np.tile(alpha, (k, 1))}
 
 
+BCA_MAX_PATIENTS = 2000
+"""Above this cohort size the bootstrap interval is the percentile one: BCa's jackknife costs
+``n^2`` (memory and time), and with thousands of patients the mean is close to normal anyway."""
+
+
 def _ci(x: np.ndarray, seed: int) -> tuple[float, float]:
-    """95 % BCa bootstrap interval of the mean (scipy); a point when every value is equal."""
+    """95 % bootstrap interval of the mean (scipy; BCa up to :data:`BCA_MAX_PATIENTS` patients,
+    percentile above); a point when every value is equal."""
     from scipy import stats
 
     if np.ptp(x) == 0:
         return float(x[0]), float(x[0])
+    method = "BCa" if len(x) <= BCA_MAX_PATIENTS else "percentile"
     r = stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=2000,
-                        method="BCa", rng=np.random.default_rng(seed))
+                        method=method, rng=np.random.default_rng(seed))
     lo, hi = r.confidence_interval
     return float(lo), float(hi)
 
