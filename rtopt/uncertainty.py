@@ -345,6 +345,10 @@ def validate_table(table: Any, tumour: Any = None) -> list[tuple[str, str]]:
         lo, hi = spec.get("low", plo), spec.get("high", phi)
         if kind != "fixed" and lo >= hi:
             probs.append((f"{name}.low", f"low {lo!r} must be below high {hi!r}"))
+        for k in ("mode", "mean", "value"):
+            if kind != "fixed" and k in spec and not lo <= spec[k] <= hi:
+                probs.append((f"{name}.{k}", f"{spec[k]!r} lies outside [low, high] = "
+                              f"[{lo!r}, {hi!r}]"))
         if kind in ("normal", "lognormal"):
             if "sd" not in spec:
                 probs.append((f"{name}.sd", f"required for distribution = {kind!r}"))

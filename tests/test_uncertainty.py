@@ -98,7 +98,8 @@ def test_uncertainty_table_errors_are_one_line_each(lung):
     data = dict(lung, uncertainty={
         "nk_chemokin_gain": {"distribution": "uniform"},
         "oer": {"distribution": "normal", "low": 1.0},
-        "nk_cytotoxicity": {"distribution": "triangle"}})
+        "nk_cytotoxicity": {"distribution": "triangle"},
+        "chemokine_k_gy": {"distribution": "triangular", "low": 4.0, "high": 8.0, "mode": 9.0}})
     with pytest.raises(InstanceError) as e:
         instance_from_dict(data, "x.toml")
     lines = e.value.lines()
@@ -106,6 +107,8 @@ def test_uncertainty_table_errors_are_one_line_each(lung):
            "did you mean 'nk_chemokine_gain'?" in lines
     assert "x.toml: uncertainty.oer.low: 1.0 is outside the plausible range [2, 3.5]" in lines
     assert "x.toml: uncertainty.oer.sd: required for distribution = 'normal'" in lines
+    assert ("x.toml: uncertainty.chemokine_k_gy.mode: 9.0 lies outside [low, high] = "
+            "[4.0, 8.0]") in lines
     assert any(l.startswith("x.toml: uncertainty.nk_cytotoxicity.distribution: unknown "
                             "distribution 'triangle'; did you mean 'triangular'?") for l in lines)
 
@@ -252,6 +255,9 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
         assert res.indices == serial[0].indices and res.summary == serial[0].summary
         assert rob == serial[1]
         assert tri == serial[2]
+    # the same through a LocalCluster that rtopt starts itself, and Dask's threaded scheduler
+    assert run("local:2").indices == serial[0].indices
+    assert run("threads").indices == serial[0].indices
 
 
 def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):

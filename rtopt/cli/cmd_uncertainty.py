@@ -66,21 +66,10 @@ _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://H
 
 
 def load_plan(path: str):
-    """A plan from a JSON file written by ``rtopt solve -o`` (one-line errors)."""
-    from rtopt.errors import RtoptError
-    from rtopt.problem import Plan
+    """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors)."""
+    from rtopt.robust import load_plan as _load
 
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-        return Plan.from_dict(data)
-    except FileNotFoundError:
-        raise RtoptError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise RtoptError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise RtoptError(f"{path}: not a plan (expected the JSON of `rtopt solve -o`): "
-                         f"{type(e).__name__}: {e}") from None
+    return _load(path)
 
 
 @app.command("sensitivity")
@@ -94,8 +83,8 @@ def sensitivity_cmd(
         help="Second plan: also rank the parameters that decide which plan wins.")] = None,
     method: Annotated[str, typer.Option("--method", help="morris or sobol.")] = "sobol",
     samples: Annotated[int, typer.Option(
-        "--samples", "-n", help="Base sample size N (Sobol: N (d + 2) runs; Morris: N "
-                                "trajectories).")] = 64,
+        "--samples", "-n", help="Base sample size N (Sobol: N (d + 2) runs, N rounded up to a "
+                                "power of 2; Morris: N trajectories).")] = 64,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="DIR", help="Write sensitivity.json, indices.csv and plots "
