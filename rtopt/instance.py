@@ -1,9 +1,9 @@
 """The public instance format: TOML files (``schema_version = 1``) validated by pydantic models.
 
 An instance states the tumour, the prescription, the organs at risk, the fractionation limits and
-calendar, the optional NK-cell therapy and the objective (docs/model.md section 6), and
-optionally the distributions of uncertain parameters (``[uncertainty]``, :mod:`rtopt.uncertainty`).  Every key carries
-its unit in its name; biology has no silent defaults.
+calendar, the optional NK-cell therapy and the objective (docs/model.md section 6), and optionally
+the distributions of uncertain parameters (``[uncertainty]``, :mod:`rtopt.uncertainty`).  Every key
+carries its unit in its name; biology has no silent defaults.
 
 Use :func:`load_instance` for files and :func:`instance_from_dict` for dicts.  Both collect every
 problem they find and raise one :class:`rtopt.errors.InstanceError` whose ``problems`` are
