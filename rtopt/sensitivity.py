@@ -159,12 +159,13 @@ def analyse(dists: Mapping[str, Distribution], model: Callable[[dict[str, np.nda
                              {"summary_is_sample": method == "sobol"})
 
 
-def plan_objectives(problem: Any, plans: Sequence[Any], values: Mapping[str, np.ndarray]
-                    ) -> np.ndarray:
+def plan_objectives(problem: Any, plans: Sequence[Any], values: Mapping[str, np.ndarray],
+                    metric: str | None = None) -> np.ndarray:
     """Objective of each plan under each parameter sample: ``(m, len(plans))``.
 
     ``values`` maps parameter names to ``(m,)`` arrays (one sample per row); the objective is
-    the instance's (weighted terms minus costs), from :meth:`rtopt.problem.Problem.evaluate`.
+    the instance's (weighted terms minus costs), from :meth:`rtopt.problem.Problem.evaluate`;
+    ``metric`` (a key of its metrics, e.g. ``local_control``) replaces it.
     """
     m = len(next(iter(values.values())))
     k = len(plans)
@@ -174,15 +175,20 @@ def plan_objectives(problem: Any, plans: Sequence[Any], values: Mapping[str, np.
     tiled = {n: np.tile(np.asarray(v, dtype=float), k) for n, v in values.items()}
     p = copy.copy(problem)
     p.biology = biology_with(problem.biology, tiled)
-    ev = p.evaluate(D, U, simulate_tme=True)
-    return ev.objective.reshape(k, m).T
+    ev = p.evaluate(D, U, simulate_tme=True, all_metrics=metric is not None)
+    if metric is None:
+        return ev.objective.reshape(k, m).T
+    if metric not in ev.metrics:
+        raise SensitivityError(f"unknown metric {metric!r} (one of "
+                               f"{', '.join(sorted(ev.metrics))})")
+    return np.asarray(ev.metrics[metric], dtype=float).reshape(k, m).T
 
 
-def _plan_model(problem: Any, plan: Any, versus: Any | None):
+def _plan_model(problem: Any, plan: Any, versus: Any | None, metric: str | None = None):
     plans = [plan] if versus is None else [plan, versus]
 
     def model(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        obj = plan_objectives(problem, plans, values)
+        obj = plan_objectives(problem, plans, values, metric)
         out = {"objective": obj[:, 0]}
         if versus is not None:
             out["difference"] = obj[:, 0] - obj[:, 1]
@@ -195,7 +201,8 @@ def _plan_model(problem: Any, plan: Any, versus: Any | None):
 def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
                      method: str = "sobol", samples: int = 64, seed: int = 0,
                      scheduler: Any = None, cache_dir: Any = None,
-                     progress: str | None = None) -> SensitivityResult:
+                     progress: str | None = None, metric: str | None = None
+                     ) -> SensitivityResult:
     """Which parameters drive a plan's objective and, with ``versus``, which decide the winner.
 
     Parameters
@@ -204,17 +211,24 @@ def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
     plan, versus : rtopt.problem.Plan
     method, samples, seed : see :func:`analyse`.
     scheduler, cache_dir, progress : see :func:`rtopt.distributed.map_chunks`.
+    metric : str, optional
+        Analyse this metric of :meth:`Problem.evaluate` (e.g. ``local_control``,
+        ``nk_gain_local_control``) instead of the objective (``objective`` outputs then hold it).
     """
     dists = distributions_for(problem)
+    if metric is not None:  # fail before any run
+        plan_objectives(problem, [plan], {k: np.array([d.value]) for k, d in dists.items()},
+                        metric)
     key = settings_key(instance=problem.instance.to_dict(), plan=plan.to_dict(),
                        versus=None if versus is None else versus.to_dict(), method=method,
-                       samples=samples, seed=seed,
+                       samples=samples, seed=seed, metric=metric,
                        distributions={k: d.to_dict() for k, d in dists.items()})
-    res = analyse(dists, _plan_model(problem, plan, versus), method, samples, seed,
+    res = analyse(dists, _plan_model(problem, plan, versus, metric), method, samples, seed,
                   scheduler=scheduler, cache_dir=cache_dir, progress=progress, key=key)
     nominal = plan_objectives(problem, [plan] if versus is None else [plan, versus],
-                              {k: np.array([d.value]) for k, d in dists.items()})[0]
-    res.meta = {**res.meta, "instance": problem.name, "objective_name": problem.objective_name,
+                              {k: np.array([d.value]) for k, d in dists.items()}, metric)[0]
+    res.meta = {**res.meta, "instance": problem.name,
+                "objective_name": metric or problem.objective_name,
                 "plan": plan.describe(), "versus": None if versus is None else versus.describe(),
                 "nominal": {"objective": float(nominal[0]),
                             **({} if versus is None else

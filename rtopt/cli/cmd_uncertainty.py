@@ -90,6 +90,9 @@ def sensitivity_cmd(
         "--output", "-o", metavar="DIR", help="Write sensitivity.json, indices.csv and plots "
                                               "(finished chunks are kept in DIR/chunks).")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", help="Analyse this metric instead of the objective (e.g. local_control, "
+                         "nk_gain_local_control, nk_favourability).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows per table.")] = 12,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -103,7 +106,7 @@ def sensitivity_cmd(
     res = plan_sensitivity(problem, a, b, method=method, samples=samples, seed=seed,
                            scheduler=scheduler,
                            cache_dir=None if output is None else output / "chunks",
-                           progress=f"{method} ({problem.name})")
+                           progress=f"{method} ({problem.name})", metric=metric)
     doc = res.to_dict()
     if output is not None:
         from rtopt.cli._common import write_atomic
@@ -128,8 +131,9 @@ def sensitivity_cmd(
     c.print(f"plan: {a.describe()}" + (f"   versus: {b.describe()}" if b else ""))
     for out, rows in res.indices.items():
         s = res.summary[out]
-        label = {"objective": f"objective {problem.objective_name}",
-                 "difference": "objective difference (plan - versus)",
+        what = metric or "objective"
+        label = {"objective": metric or f"objective {problem.objective_name}",
+                 "difference": f"{what} difference (plan - versus)",
                  "plan_wins": "plan wins (1) or loses (0)"}[out]
         nominal = res.meta["nominal"].get(out)
         over = "" if res.meta["summary_is_sample"] else " over the Morris grid"
