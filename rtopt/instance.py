@@ -1,8 +1,9 @@
 """The public instance format: TOML files (``schema_version = 1``) validated by pydantic models.
 
 An instance states the tumour, the prescription, the organs at risk, the fractionation limits and
-calendar, the optional NK-cell therapy and the objective (docs/model.md section 6).  Every key carries
-its unit in its name; biology has no silent defaults.
+calendar, the optional NK-cell therapy and the objective (docs/model.md section 6), and optionally
+the distributions of uncertain parameters (``[uncertainty]``, :mod:`rtopt.uncertainty`).  Every key
+carries its unit in its name; biology has no silent defaults.
 
 Use :func:`load_instance` for files and :func:`instance_from_dict` for dicts.  Both collect every
 problem they find and raise one :class:`rtopt.errors.InstanceError` whose ``problems`` are
@@ -43,7 +44,9 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema
@@ -635,6 +638,21 @@ class Instance(BaseModel):
     fractionation: Fractionation
     nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
     objective: Objective
+    uncertainty: Optional[dict[str, Any]] = Field(
+        None, description="Distributions of uncertain parameters by name, overriding the "
+                          "defaults (rtopt.uncertainty; `rtopt model params` lists them).")
+
+    @field_validator("uncertainty")
+    @classmethod
+    def _uncertainty_table(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        from rtopt.uncertainty import validate_table
+
+        problems = validate_table(value, info.data.get("tumour"))
+        if problems:
+            raise _problems(problems)
+        return value
 
     @model_validator(mode="after")
     def _cross_sections(self) -> "Instance":

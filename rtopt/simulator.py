@@ -43,7 +43,7 @@ with ``scipy.integrate.solve_ivp`` one schedule at a time; the tests hold the tw
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -215,6 +215,16 @@ def _param_rows(bio: Biology, rows: slice, n: int) -> SurrogateParameters:
     return SurrogateParameters(vals, bio.params.provenance)
 
 
+def _tumour_rows(bio: Biology, rows: slice, n: int) -> Biology:
+    """Slice array-valued tumour values (per-sample alpha, alpha/beta, N0) to a chunk."""
+    kw = {}
+    for k in ("alpha_per_gy", "alpha_beta_gy", "clonogens"):
+        a = np.asarray(getattr(bio, k), dtype=float)
+        if a.ndim == 1 and a.shape[0] == n:
+            kw[k] = a[rows]
+    return replace(bio, **kw) if kw else bio
+
+
 _SERIAL_BELOW = 512
 """Batches smaller than this run the compiled kernels without threads (pool start-up costs
 milliseconds per call, more than the work of a few hundred schedules)."""
@@ -244,9 +254,10 @@ def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
         together, fixed alpha/beta); may carry a trailing axis (population nodes), in which
         case ``d``, ``h`` and ``act`` need a matching singleton axis.  Default 1.
     """
-    a = bio.alpha_per_gy * (1.0 + p.nk_radiosensitisation_max * act
-                            / (p.nk_radiosensitisation_e50 + act))
-    b = bio.beta_per_gy2
+    nd = max(np.ndim(d), np.ndim(act))               # per-sample alpha follows the rows
+    a = _col(bio.alpha_per_gy, nd) * (1.0 + p.nk_radiosensitisation_max * act
+                                      / (p.nk_radiosensitisation_e50 + act))
+    b = _col(bio.beta_per_gy2, nd)
     kw = bio.survival_kw
     hi, ha = sg.clonogen_hypoxic_shares(h, p)
     doses = (d, d / p.oer_intermediate, d / p.oer)
@@ -350,14 +361,14 @@ def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfact
 
     def node_sums(act, fd, fh):
         n = fd.shape[0]
-        a = bio.alpha_per_gy * (1.0 + pc.nk_radiosensitisation_max * act
-                                / (pc.nk_radiosensitisation_e50 + act))
+        a = _col(bio.alpha_per_gy, 2) * (1.0 + pc.nk_radiosensitisation_max * act
+                                         / (pc.nk_radiosensitisation_e50 + act))
         hi, ha = sg.clonogen_hypoxic_shares(fh, pc)
         with np.errstate(divide="ignore"):
             logw = np.stack(np.broadcast_arrays(np.log1p(-(hi + ha)), np.log(hi), np.log(ha)),
                             axis=-1)
         neg = np.stack(np.broadcast_arrays(*[
-            rb.neg_log_survival(x, a, bio.beta_per_gy2, **bio.survival_kw)
+            rb.neg_log_survival(x, a, _col(bio.beta_per_gy2, 2), **bio.survival_kw)
             for x in (fd, fd / pc.oer_intermediate, fd / pc.oer)]), axis=-1)
         out = np.empty((n, scale.shape[1]))
         _node_sums(np.ascontiguousarray(logw, dtype=float),
@@ -393,8 +404,12 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
     NK-attributable gains are then NaN): for searches whose objective does not use them.
     """
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
-        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc,
-                                      shared and np.ndim(bio.clonogens) == 0, counterfactual)
+        # rows share one counterfactual only when nothing differs between them but the NK
+        # activity: same schedule and no per-row parameter samples
+        shared = (shared and np.ndim(bio.clonogens) == 0 and np.ndim(bio.alpha_per_gy) == 0
+                  and np.ndim(bio.alpha_beta_gy) == 0
+                  and all(np.ndim(v) == 0 for v in p.values.values()))
+        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared, counterfactual)
     if not population:
         sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
         p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
@@ -530,7 +545,8 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
     starts = range(0, n, chunk)
 
     def run(i: int) -> Simulation:
-        return _simulate_chunk(bio, D[i:i + chunk], U[i:i + chunk],
+        return _simulate_chunk(_tumour_rows(bio, slice(i, i + chunk), n), D[i:i + chunk],
+                               U[i:i + chunk],
                                _param_rows(bio, slice(i, i + chunk), n), steps_per_day, trajectory,
                                record_fractions, population, counterfactual)
 

@@ -184,7 +184,8 @@ def _as_problem(instance_or_path: Any) -> Problem:
 
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
-          options: dict[str, Any] | None = None) -> Result:
+          options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
+          scheduler: Any = None, reference: Plan | None = None) -> Result:
     """Solve an instance with a solver profile and return a verified :class:`Result`.
 
     Parameters
@@ -197,6 +198,16 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Override the profile's values.
     options : dict, optional
         Extra back-end options merged over the profile's ``[options]``.
+    robust : str or rtopt.robust.RobustSpec, optional
+        ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json``: maximise that
+        statistic over ``samples`` parameter samples (seeded by the profile's seed) instead of
+        the nominal objective (:mod:`rtopt.robust`; exhaustive and scipy_de back-ends).
+    samples : int
+        Parameter samples of a robust solve.
+    scheduler : optional
+        Dask scheduler of a robust solve (:mod:`rtopt.distributed`).
+    reference : Plan, optional
+        A robust solve reports the probability of beating this plan.
 
     Raises
     ------
@@ -224,6 +235,11 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                       constraints=(), verified=False, wall_time_s=time.perf_counter() - t0,
                       message=message, **base, **kw)
 
+    if robust is not None:
+        from rtopt.robust import solve_robust
+
+        return solve_robust(problem, profile, robust, samples, profile.options.seed, t0, base,
+                            scheduler=scheduler, reference=reference)
     try:
         cls = get_backend(profile.backend)
     except ImportError as e:  # the back-end's own module cannot be imported here

@@ -84,7 +84,11 @@ def chemokine_rates(p: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     ke = 1.0 / np.asarray(p.chemokine_decay_days, dtype=float)
     tp = np.asarray(p.chemokine_peak_day, dtype=float)
-    ka = np.vectorize(_rise_rate, otypes=[float])(tp, ke)
+    # one root-finding per distinct (peak day, decay) pair: parameter samples repeat them
+    tp_b, ke_b = np.broadcast_arrays(tp, ke)
+    pairs, inv = np.unique(np.stack([tp_b.ravel(), ke_b.ravel()]), axis=1, return_inverse=True)
+    ka = np.array([_rise_rate(a, b) for a, b in pairs.T], dtype=float)[inv.ravel()]
+    ka = ka.reshape(tp_b.shape)
     peak = ka / (ka - ke) * (np.exp(-ke * tp) - np.exp(-ka * tp))
     return ka, ke, 1.0 / peak
 

@@ -32,6 +32,18 @@ def solve_cmd(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="PLAN.json",
         help="Write the result JSON (replayable with `rtopt simulate --plan`).")] = None,
+    robust: Annotated[Optional[str], typer.Option(
+        "--robust", metavar="STAT",
+        help="Robust plan over parameter samples: expected, cvar:ALPHA, worst or "
+             "prob-better:PLAN.json (exhaustive and scipy-de).")] = None,
+    samples: Annotated[int, typer.Option(
+        "--samples", help="Parameter samples of --robust (seeded by --seed).")] = 32,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="Dask scheduler of --robust: sync, threads, local:N or "
+                            "tcp://HOST:PORT.")] = None,
+    reference: Annotated[Optional[str], typer.Option(
+        "--reference", metavar="PLAN.json",
+        help="With --robust: also report the probability of beating this plan.")] = None,
 ) -> None:
     """Optimise an instance and print the verified plan.
 
@@ -42,7 +54,13 @@ def solve_cmd(
 
     profile = resolve_solver(solver)
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
-    result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options)
+    ref = None
+    if reference is not None:
+        from rtopt.robust import load_plan
+
+        ref = load_plan(reference)
+    result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options,
+                   robust=robust, samples=samples, scheduler=scheduler, reference=ref)
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")
     if json_out:
@@ -108,6 +126,10 @@ def _print_result(r) -> None:
             t.add_row(ch.name, _fmt(ch.value), f"{ch.sense} {_fmt(ch.limit)}", _fmt(ch.slack),
                       "ok" if ch.ok else "VIOLATED")
         c.print(t)
+    if "robust" in r.extras:
+        from rtopt.cli.cmd_uncertainty import print_robust
+
+        print_robust(r.extras["robust"])
     if r.diagnosis is not None and r.diagnosis.conflicts:
         c.print("diagnosis:")
         for line in r.diagnosis.conflicts:

@@ -1,0 +1,337 @@
+"""Virtual-cohort trials: every patient a parameter sample, every arm a plan.
+
+A cohort of ``N`` virtual patients is drawn from the instance's parameter distributions
+(:func:`rtopt.uncertainty.distributions_for`; independent draws from a seed, so the patients
+are i.i.d. and the confidence intervals below are valid).  On top of the drawn population-mean
+radiosensitivity, each patient has an own alpha, ``normal(alpha, alpha_sd_per_gy)`` truncated at
+0 (the spread behind population local control, docs/model.md section 9), so a patient's
+tumour control is the Poisson TCP at that alpha and the mean of the per-patient TCPs estimates
+local control.  Each patient receives every arm (a paired, in-silico cross-over).
+
+Per arm: local control = mean per-patient TCP with a 95 % bootstrap confidence interval
+(``scipy.stats.bootstrap``, BCa; percentile above 2,000 patients), the NK-attributable gain (TCP with minus without NK cells,
+same patient and plan), NK favourability, OAR BED (plan-determined, the same for every patient)
+and, per pair of arms, the probability of superiority ``P(TCP_A > TCP_B) + P(tie) / 2`` over
+patients.
+
+Standard lung SBRT arms (:data:`STANDARD_ARMS`) are available by name (``54/3`` ...); with an
+NK instance they receive the earliest rule-abiding infusions (:meth:`Problem.first_valid_infusions`).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from rtopt import radiobiology as rb
+from rtopt.errors import RtoptError
+from rtopt.problem import Plan, Problem
+from rtopt.uncertainty import biology_with, distributions_for, sample_values
+
+__all__ = ["STANDARD_ARMS", "standard_plan", "run_trial", "TrialResult", "write_outputs",
+           "TrialError"]
+
+STANDARD_ARMS: dict[str, tuple[tuple[int, ...], float, str]] = {
+    "54/3": ((0, 2, 4), 18.0, "RTOG 0236 (Timmerman et al. 2010): 18 Gy x 3, alternate days"),
+    "48/4": ((0, 1, 2, 3), 12.0, "RTOG 0915 arm (Videtic et al. 2015): 12 Gy x 4, consecutive days"),
+    "50/5": ((0, 1, 2, 3, 4), 10.0, "10 Gy x 5, daily (Onishi et al. 2004/2007 BED10 100 Gy)"),
+    "60/8": ((0, 1, 2, 3, 4, 7, 8, 9), 7.5, "central tumours (Haasbeek et al. 2011): 7.5 Gy x 8, "
+             "weekdays"),
+    "34/1": ((0,), 34.0, "RTOG 0915 arm (Videtic et al. 2015): 34 Gy single fraction"),
+}
+"""Standard lung SBRT arms: fraction days (from a Monday), dose per fraction, source."""
+
+
+class TrialError(RtoptError):
+    """Invalid trial settings (the message says which)."""
+
+
+def standard_plan(problem: Problem, name: str) -> Plan:
+    """A standard arm by name, with the earliest rule-abiding NK infusions of the instance."""
+    if name not in STANDARD_ARMS:
+        raise TrialError(f"unknown standard arm {name!r} (one of {', '.join(STANDARD_ARMS)})")
+    days, dose, _ = STANDARD_ARMS[name]
+    if days[-1] >= problem.horizon_days:
+        raise TrialError(f"arm {name}: day {days[-1]} is beyond the horizon of {problem.name}")
+    nk = problem.first_valid_infusions(days) if problem.nk is not None else ()
+    return Plan.uniform(days, dose, nk or ())
+
+
+@dataclass
+class TrialResult:
+    """Per-patient outcomes (``patients[arm][metric]`` arrays) and the summaries."""
+
+    instance: str
+    seed: int
+    n_patients: int
+    arms: dict[str, Plan]
+    patients: dict[str, dict[str, np.ndarray]]
+    summary: dict[str, dict[str, Any]]
+    superiority: dict[str, dict[str, float]]
+    checks: dict[str, list[str]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance, "seed": self.seed, "patients": self.n_patients,
+                "arms": {k: {"plan": p.describe(), "schedule": p.to_dict(),
+                             "violations": self.checks.get(k, []), **self.summary[k]}
+                         for k, p in self.arms.items()},
+                "probability_of_superiority": self.superiority, **self.meta}
+
+
+def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np.ndarray],
+                   z: np.ndarray) -> dict[str, np.ndarray]:
+    """Outcomes of every arm for a block of patients: arrays ``(arms, m)``."""
+    m = len(z)
+    k = len(plans)
+    vals = dict(values)
+    alpha = np.maximum(values["alpha_per_gy"] + values["alpha_sd_per_gy"] * z, 1e-6)
+    vals["alpha_per_gy"] = alpha
+    rows = [p.daily(problem.horizon_days) for p in plans]
+    D = np.repeat(np.array([r[0] for r in rows]), m, axis=0)
+    U = np.repeat(np.array([r[1] for r in rows]), m, axis=0)
+    p = copy.copy(problem)
+    p.biology = biology_with(problem.biology, {n: np.tile(v, k) for n, v in vals.items()})
+    from rtopt.simulator import simulate
+
+    sim = simulate(p.biology, D, U, steps_per_day=problem.steps_per_day, population=False)
+    n0 = np.asarray(p.biology.clonogens, dtype=float)
+    tcp0 = rb.poisson_tcp(n0, -np.log(10.0) * sim.log10_kill_without_nk)
+    return {"tcp": sim.tcp.reshape(k, m), "tcp_without_nk": tcp0.reshape(k, m),
+            "nk_gain_tcp": (sim.tcp - tcp0).reshape(k, m),
+            "nk_favourability": sim.nk_auc.reshape(k, m),
+            "log10_kill": sim.log10_kill.reshape(k, m),
+            "alpha_per_gy": np.tile(alpha, (k, 1))}
+
+
+BCA_MAX_PATIENTS = 2000
+"""Above this cohort size the bootstrap interval is the percentile one: BCa's jackknife costs
+``n^2`` (memory and time), and with thousands of patients the mean is close to normal anyway."""
+
+
+def _ci(x: np.ndarray, seed: int) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean (scipy; BCa up to :data:`BCA_MAX_PATIENTS` patients,
+    percentile above); a point when every value is equal."""
+    from scipy import stats
+
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0])
+    method = "BCa" if len(x) <= BCA_MAX_PATIENTS else "percentile"
+    r = stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=2000,
+                        method=method, rng=np.random.default_rng(seed))
+    lo, hi = r.confidence_interval
+    return float(lo), float(hi)
+
+
+def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: int = 0, *,
+              scheduler: Any = None, cache_dir: Any = None, progress: str | None = None,
+              chunk: int = 256) -> TrialResult:
+    """Run a virtual-cohort trial (see the module docstring).
+
+    Raises
+    ------
+    TrialError
+        Fewer than 1 patient or no arm.
+    """
+    from rtopt.distributed import map_chunks, settings_key
+
+    if patients < 1:
+        raise TrialError(f"--patients must be >= 1, got {patients}")
+    if not arms:
+        raise TrialError("no arm: give at least one --arm")
+    names = list(arms)
+    plans = [arms[n] for n in names]
+    for n, pl in zip(names, plans):
+        try:
+            pl.daily(problem.horizon_days)
+        except ValueError as e:
+            raise TrialError(f"arm {n}: {e}") from None
+    dists = distributions_for(problem)
+    values = sample_values(dists, patients, seed, method="random")
+    z = np.random.default_rng([seed, 2]).standard_normal(patients)
+    items = [np.arange(a, min(a + chunk, patients)) for a in range(0, patients, chunk)]
+
+    def run(idx: np.ndarray) -> dict[str, np.ndarray]:
+        return _patient_chunk(problem, plans, {k: v[idx] for k, v in values.items()}, z[idx])
+
+    key = settings_key(instance=problem.instance.to_dict(), arms=[p.to_dict() for p in plans],
+                       patients=patients, seed=seed, chunk=chunk,
+                       distributions={k: d.to_dict() for k, d in dists.items()})
+    parts = map_chunks(run, items, scheduler=scheduler, cache_dir=cache_dir, key=key,
+                       progress=progress)
+    per = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+    ver = problem.verify_all(plans)
+    patients_out, summary, checks = {}, {}, {}
+    for a, (n, v) in enumerate(zip(names, ver)):
+        patients_out[n] = {k: per[k][a] for k in per}
+        tcp = per["tcp"][a]
+        lo, hi = _ci(tcp, seed)
+        gain = per["nk_gain_tcp"][a]
+        glo, ghi = _ci(gain, seed)
+        summary[n] = {
+            "local_control": float(tcp.mean()), "local_control_ci95": [lo, hi],
+            "nk_gain": float(gain.mean()), "nk_gain_ci95": [glo, ghi],
+            "nk_favourability_mean": float(per["nk_favourability"][a].mean()),
+            "tcp_quantiles": {f"p{q}": float(np.percentile(tcp, q)) for q in (5, 25, 50, 75, 95)},
+            "oar_bed_gy": {o.name: float(v.metrics[f"oar.{o.name}.bed_gy"]) for o in problem.oars},
+            "tumour_bed_gy": float(v.metrics["tumour_bed_gy"]),
+            "nominal_local_control": float(v.metrics["local_control"]),
+        }
+        checks[n] = [f"{c.name} ({c.value:.4g} vs {c.sense} {c.limit:.4g})" for c in v.violated]
+    sup: dict[str, dict[str, float]] = {}
+    for i, a in enumerate(names):
+        sup[a] = {}
+        for j, b in enumerate(names):
+            if i != j:
+                x, y = per["tcp"][i], per["tcp"][j]
+                sup[a][b] = float(np.mean(x > y) + 0.5 * np.mean(x == y))
+    return TrialResult(problem.name, seed, patients, dict(zip(names, plans)), patients_out,
+                       summary, sup, checks,
+                       meta={"objective_name": problem.objective_name,
+                             "sampling": "independent draws (numpy default_rng)",
+                             "distributions": {k: d.describe() for k, d in dists.items()}})
+
+
+# ----------------------------------------------------------------------------- outputs
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _figures(res: TrialResult) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(res.arms)
+    out = {}
+    for key, label, fname in (("tcp", "per-patient tumour control probability", "tcp.png"),
+                              ("nk_gain_tcp", "NK-attributable gain in TCP", "nk_gain.png"),
+                              ("nk_favourability", "NK favourability (activity-days)",
+                               "nk_favourability.png")):
+        fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
+        data = [res.patients[n][key] for n in names]
+        ax.violinplot(data, showmeans=True, showextrema=False)
+        ax.boxplot(data, widths=0.12, showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+        ax.set_ylabel(label, fontsize=9)
+        ax.set_title(f"{label}: {res.n_patients} virtual patients", fontsize=10)
+        fig.tight_layout()
+        out[fname] = _png(fig)
+        plt.close(fig)
+    return out
+
+
+_HTML = """<!DOCTYPE html>
+<html lang="en-GB"><head><meta charset="utf-8">
+<title>Virtual-cohort trial: {{ r.instance }}</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; color: #1d232b;
+       margin: 0; line-height: 1.45; font-size: 15px; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 32px 64px; }
+h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 2px solid #d6dbe1; }
+p.sub { color: #5d6875; }
+table { border-collapse: collapse; margin: 8px 0 12px; font-size: 0.88em; }
+th, td { border: 1px solid #d6dbe1; padding: 4px 8px; text-align: left; }
+th { background: #f4f6f8; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.warn { background: #fff0c2; }
+.note { background: #f4f6f8; border-left: 4px solid #8aa1b8; padding: 10px 16px; font-size: 0.93em; }
+figure img { max-width: 100%; border: 1px solid #d6dbe1; }
+figcaption { color: #5d6875; font-size: 0.88em; }
+</style></head><body><main>
+<h1>Virtual-cohort trial: {{ r.instance }}</h1>
+<p class="sub">{{ r.n_patients }} virtual patients, {{ arms|length }} arms, seed {{ r.seed }};
+each patient receives every arm (paired in-silico comparison).</p>
+<div class="note">Each patient is one draw of every uncertain parameter (<code>rtopt model params</code>)
+plus an own radiosensitivity, normal(alpha, alpha_sd_per_gy). Local control is the mean per-patient
+tumour control probability with a 95&nbsp;% bootstrap (BCa) interval; the NK-attributable gain is the
+same patient and plan with minus without NK cells; P(superior) counts ties as half.</div>
+<h2>Arms</h2>
+<table><tr><th>arm</th><th>plan</th><th>local control</th><th>95 % CI</th><th>NK gain</th>
+<th>NK favourability</th><th>tumour BED (Gy)</th>{% for o in oars %}<th>{{ o }} BED (Gy)</th>{% endfor %}<th>limits</th></tr>
+{% for a in arms %}{% set s = r.summary[a] %}<tr><td>{{ a }}</td><td>{{ r.arms[a].describe() }}</td>
+<td class="num">{{ "%.3f"|format(s.local_control) }}</td>
+<td class="num">{{ "%.3f"|format(s.local_control_ci95[0]) }}&ndash;{{ "%.3f"|format(s.local_control_ci95[1]) }}</td>
+<td class="num">{{ "%.4f"|format(s.nk_gain) }}</td><td class="num">{{ "%.3g"|format(s.nk_favourability_mean) }}</td>
+<td class="num">{{ "%.1f"|format(s.tumour_bed_gy) }}</td>
+{% for o in oars %}<td class="num">{{ "%.1f"|format(s.oar_bed_gy[o]) }}</td>{% endfor %}
+{% if r.checks[a] %}<td class="warn">violates {{ r.checks[a]|join("; ") }}</td>{% else %}<td>all met</td>{% endif %}</tr>
+{% endfor %}</table>
+<h2>Probability of superiority</h2>
+<p class="sub">Row arm beats column arm: P(TCP<sub>row</sub> &gt; TCP<sub>column</sub>) + P(tie)/2 over patients.</p>
+<table><tr><th></th>{% for b in arms %}<th>{{ b }}</th>{% endfor %}</tr>
+{% for a in arms %}<tr><th>{{ a }}</th>{% for b in arms %}<td class="num">{% if a != b %}{{ "%.3f"|format(r.superiority[a][b]) }}{% else %}&ndash;{% endif %}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<h2>Distributions per arm</h2>
+{% for f, cap in figs %}<figure><img alt="{{ cap }}" src="{{ img(f) }}"><figcaption>{{ cap }}</figcaption></figure>{% endfor %}
+</main></body></html>
+"""
+
+_MD = """# Virtual-cohort trial: {{ r.instance }}
+
+{{ r.n_patients }} virtual patients, {{ arms|length }} arms, seed {{ r.seed }}; each patient receives every arm.
+Local control = mean per-patient TCP (95 % bootstrap BCa interval); NK gain = with minus without NK cells.
+
+| arm | plan | local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %} limits |
+|---|---|---|---|---|---|---|{% for o in oars %}---|{% endfor %}---|
+{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} | {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
+{% endfor %}
+## Probability of superiority (row beats column)
+
+| |{% for b in arms %} {{ b }} |{% endfor %}
+|---|{% for b in arms %}---|{% endfor %}
+{% for a in arms %}| {{ a }} |{% for b in arms %} {{ ("%.3f"|format(r.superiority[a][b])) if a != b else "-" }} |{% endfor %}
+{% endfor %}
+## Distributions per arm
+{% for f, cap in figs %}
+![{{ cap }}](figures/{{ f }})
+{% endfor %}"""
+
+
+def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
+    """Write ``results.csv``, ``summary.json``, ``figures/*.png``, ``report.html`` (self-contained,
+    images inlined) and ``report.md``."""
+    import jinja2
+
+    from rtopt.fileio import write_atomic
+
+    out = Path(outdir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    names = list(res.arms)
+    cols = ["tcp", "tcp_without_nk", "nk_gain_tcp", "nk_favourability", "log10_kill",
+            "alpha_per_gy"]
+    lines = ["patient,arm," + ",".join(cols)]
+    for i in range(res.n_patients):
+        for n in names:
+            lines.append(f"{i},{n}," + ",".join(f"{res.patients[n][c][i]:.8g}" for c in cols))
+    write_atomic(out / "results.csv", "\n".join(lines) + "\n")
+    write_atomic(out / "summary.json", json.dumps(res.to_dict(), indent=2) + "\n")
+    figs = _figures(res)
+    for f, data in figs.items():
+        write_atomic(out / "figures" / f, data)
+    caps = [("tcp.png", "Per-patient tumour control probability by arm (violin: density; "
+                        "box: quartiles; line: mean)."),
+            ("nk_gain.png", "NK-attributable gain in per-patient TCP by arm."),
+            ("nk_favourability.png", "NK favourability by arm.")]
+    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
+            for k, v in figs.items()}
+    ctx = dict(r=res, arms=names, oars=[o for o in (next(iter(res.summary.values()))
+                                                      ["oar_bed_gy"])], figs=caps)
+    html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    md_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
+                                keep_trailing_newline=True)
+    write_atomic(out / "report.html", html_env.from_string(_HTML).render(
+        **ctx, img=lambda f: uris[f]))
+    write_atomic(out / "report.md", md_env.from_string(_MD).render(**ctx) + "\n")
+    return [out / "results.csv", out / "summary.json", out / "report.html", out / "report.md"]
