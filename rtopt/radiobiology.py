@@ -642,4 +642,4 @@ def population_tcp(clonogens, log_survival_nodes):
     np.exp(x, out=x)
     np.negative(x, out=x)
     np.exp(x, out=x)
-    return x @ _FINE_W
+    return np.minimum(x @ _FINE_W, 1.0)  # the weights sum to 1 only to round-off

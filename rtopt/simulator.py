@@ -332,7 +332,7 @@ def _population_tcp_py(ln_s, log_n0, lo, frac, w, out):  # pragma: no cover - co
             elif x > 700.0:
                 x = 700.0
             acc += w[j] * np.exp(-np.exp(x))
-        out[i] = acc
+        out[i] = acc if acc < 1.0 else 1.0      # the weights sum to 1 only to round-off
 
 
 _population_tcp_parallel = njit(parallel=True, cache=True)(_population_tcp_py)

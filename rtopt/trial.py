@@ -24,7 +24,6 @@ import base64
 import copy
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
