@@ -63,7 +63,7 @@ Options (profile ``[options]``): DE's own ``strategy``, ``maxiter`` (default 300
 (default 15, lowered to keep the population near 400 members, never below 5: DE's per-member
 bookkeeping is Python while the evaluation is one vectorised call), ``tol`` (default 0.001:
 scipy's 0.01 stops early on objectives whose good values differ by under 1 %), ``atol`` (0),
-``mutation`` ((0.5, 1)), ``recombination`` (0.7), ``init`` ("latinhypercube"); and this
+``mutation`` ((0.7, 1.5), wider than scipy's (0.5, 1)), ``recombination`` (0.7), ``init`` ("latinhypercube"); and this
 module's ``calendar``, ``start_window_days``, ``extra_spacing_days``, ``repair``, ``polish``
 (default true), ``polish_maxiter`` (100), ``n_candidates`` (5), ``penalty_offset``.  Unknown
 options end the run with termination ``error`` naming them.  ``seed`` seeds DE (same seed and
@@ -149,7 +149,10 @@ _DE_PASSTHROUGH = {"strategy": str, "maxiter": int, "popsize": int, "tol": float
                    "mutation": None, "recombination": float, "init": str}
 _DE_OWN = {"calendar": "gaps", "start_window_days": 7, "extra_spacing_days": 3, "repair": True,
            "polish": True, "polish_maxiter": 100, "n_candidates": 5, "penalty_offset": None}
-_DE_DEFAULTS = {"maxiter": 300, "popsize": 15, "tol": 1e-3}
+_DE_DEFAULTS = {"maxiter": 300, "popsize": 15, "tol": 1e-3, "mutation": (0.7, 1.5)}
+"""DE settings rtopt changes from scipy's: a tighter ``tol`` (see the module docstring) and a
+wider ``mutation`` dither, because the NK landscapes are multi-modal (with scipy's (0.5, 1)
+lung-sbrt-central converged 6.7 % below the exhaustive optimum, with (0.7, 1.5) 1.7 %)."""
 
 
 def _version() -> str:
