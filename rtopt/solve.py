@@ -290,6 +290,8 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
         if not v.feasible and first_bad is None:
             first_bad = (v.plan, v, "")
     extras = dict(out.extras)
+    if getattr(profile, "path", None):
+        extras.setdefault("profile_file", str(profile.path))  # which profile file was used
     common = dict(termination=out.termination, claimed_objective=out.claimed_objective,
                   bound=out.bound, solver_name=out.solver_name,
                   solver_version=out.solver_version, extras=extras, **base)
