@@ -30,13 +30,14 @@ The same plan without NK cells (no radiosensitisation, no NK kill; hypoxia does 
 NK cells) gives the NK-attributable gains.
 
 :func:`simulate` evaluates many schedules at once (rows of a ``(N, days)`` dose matrix) and
-broadcasts array-valued parameters (parameter samples) along the same rows.  Events (fractions,
-infusions) are applied day by day with the numpy functions of :mod:`rtopt.surrogate` and
-:mod:`rtopt.radiobiology`, on the rows that have one; between events a small compiled kernel
-(numba, parallel over schedules) advances each schedule: exact for ``w, v, P, C``; ``B, T`` use
-the exact solution with the trafficking rate frozen at the chemokine and perfusion of each
-sub-step's midpoint (second order); the activity and hypoxia integrals use the trapezoid rule;
-``steps_per_day`` sets the sub-step.  :func:`simulate_reference` integrates the same equations
+broadcasts array-valued parameters (parameter samples) along the same rows.  The jumps of every
+state at every fraction are computed first, for the whole dose matrix, by the numpy functions of
+:mod:`rtopt.surrogate` (through :func:`_apply_fraction`); one compiled kernel (numba, parallel
+over schedules) then runs the whole horizon of each schedule: the jumps on fraction days,
+infusions, and between them sub-steps exact for ``w, v, P, C``, with ``B, T`` exact for the
+trafficking rate frozen at the chemokine and perfusion of each sub-step's midpoint (second
+order); the activity and hypoxia integrals use the trapezoid rule; ``steps_per_day`` sets the
+sub-step.  :func:`simulate_reference` integrates the same equations
 with ``scipy.integrate.solve_ivp`` one schedule at a time; the tests hold the two together.
 """
 
@@ -311,7 +312,7 @@ _node_sums_serial = njit(cache=True)(_node_sums_py)
 
 
 def _node_sums(logw, neg, scale, out):
-    """Dispatch :func:`_node_sums_py` (compiled) by batch size (see :func:`_day_kernel`)."""
+    """Dispatch :func:`_node_sums_py` (compiled) by batch size (see :data:`_SERIAL_BELOW`)."""
     kernel = _node_sums_serial if neg.shape[0] < _SERIAL_BELOW else _node_sums_parallel
     kernel(logw, neg, scale, out)
 
@@ -581,74 +582,105 @@ def _at(a, i):  # pragma: no cover - compiled
     return a[i] if a.shape[0] > 1 else a[0]
 
 
-def _day_kernel_py(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, e_w, e_v, e_e, e_a, c_pc, e_eh,
-                c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma, eta, nk, traj,
-                col0):  # pragma: no cover
-    """Advance every schedule by one day in ``spd`` sub-steps (states updated in place).
+def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc,
+                       e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma, eta,
+                       nk, traj, fh, fa, out):  # pragma: no cover - compiled
+    """The whole horizon of every schedule in one compiled pass (no per-day Python).
 
-    Exact propagators for the demand and vascular deficits ``dw = 1 - w``, ``dv = 1 - v`` and
-    the chemokine pair ``P, C``; ``B, T`` exact with the trafficking rate
-    ``k0 v (1 + g C / (C50 + C))`` (:func:`rtopt.surrogate.nk_infiltration_rate`) frozen at the
-    sub-step's midpoint chemokine and perfusion; trapezoid sums of the hypoxic fraction and of
-    ``T (1 - eta h)`` (the activity without its constant factor).  ``traj`` (``(N, K, 7)`` or
-    empty) receives the state at each sub-step start from column ``col0``.
+    Day ``j`` of row ``i``: at the start, a fraction (``D[i, j] > 0``) records the FMISO
+    fraction and the activity over the previous day (``fh``, ``fa``), then applies the jumps
+    ``jw, jv`` (multiplying ``w, v``), ``jP`` (added to ``P``), ``jT, jB`` (multiplying the NK
+    cells) that :func:`_apply_fraction` gives on unit states; the day's infusions ``U`` are added
+    to the blood; then ``spd`` sub-steps: exact propagators for the demand and vascular
+    deficits ``dw = 1 - w``, ``dv = 1 - v`` and the chemokine pair ``P, C``; ``B, T`` exact with
+    the trafficking rate ``k0 v (1 + g C / (C50 + C))``
+    (:func:`rtopt.surrogate.nk_infiltration_rate`) frozen at the sub-step's midpoint chemokine
+    and perfusion; trapezoid sums of the hypoxic fraction and of ``T (1 - eta h)`` (the activity
+    without its constant factor).  ``out`` (``(N, 9)``)
+    receives ``1 - w, 1 - v, P, C, B, T, h``, the hypoxia integral and the (unscaled) activity
+    integral; ``traj`` (``(N, K, 7)`` or empty) the states on the sub-step grid.
     """
-    n = dw.shape[0]
+    n, days = D.shape
     want = traj.shape[0] > 0
     for i in prange(n):
-        dwi, dvi, Pi, Ci, Bi, Ti, hi = dw[i], dv[i], P[i], C[i], B[i], T[i], h[i]
         ew, ev, ee, ea, cpc = _at(e_w, i), _at(e_v, i), _at(e_e, i), _at(e_a, i), _at(c_pc, i)
         eeh, cpch, sqv, k0i = _at(e_eh, i), _at(c_pch, i), _at(sq_ev, i), _at(k0, i)
         gi, c50i, xo, eo = _at(gain, i), _at(c50, i), _at(x_off, i), _at(e_out, i)
-        hmx, g, et = _at(h_max, i), _at(gamma, i), _at(eta, i)
-        Ei = Ti * (1.0 - et * hi)
-        hs = 0.0
-        au = 0.0
-        for k in range(spd):
-            if want:
-                c = col0 + k
-                traj[i, c, 0] = hi
-                traj[i, c, 1] = 1.0 - dwi
-                traj[i, c, 2] = 1.0 - dvi
-                traj[i, c, 3] = Ci
-                traj[i, c, 4] = Bi
-                traj[i, c, 5] = Ti
-                traj[i, c, 6] = Ei
+        hmx, g, et, asc = _at(h_max, i), _at(gamma, i), _at(eta, i), _at(ascale, i)
+        dwi, dvi, Pi, Ci, Bi, Ti = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        hi = h0 if h0 < hmx else hmx
+        hs_tot = 0.0
+        au_tot = 0.0
+        au_start = 0.0
+        for j in range(days):
+            prev = au_tot - au_start                # activity integral over day j - 1
+            au_start = au_tot
+            if D[i, j] > 0.0:
+                fh[i, j] = hi
+                if nk:
+                    fa[i, j] = asc * prev
+                dwi = 1.0 - (1.0 - dwi) * jw[i, j]
+                dvi = 1.0 - (1.0 - dvi) * jv[i, j]
+                Pi += jP[i, j]
+                Ti *= jT[i, j]
+                Bi *= jB[i, j]
+                r = (1.0 - dwi) / (1.0 - dvi)
+                hn = h0 * r if g == 1.0 else h0 * r ** g
+                hi = hn if hn < hmx else hmx
             if nk:
-                cm = Ci * eeh + Pi * cpch
-                vm = 1.0 - dvi * sqv
-                kin = k0i * vm * (1.0 + gi * cm / (c50i + cm))
-                x = kin * dt + xo + 1e-300          # x = 0 exactly would give 0/0 below
-                em = np.expm1(-x)
-                Ti = Ti * eo - em / x * kin * Bi * eo * dt
-                Bi = Bi * (em + 1.0) * eo
-            Ci = Ci * ee + Pi * cpc
-            Pi = Pi * ea
-            dwi *= ew
-            dvi *= ev
-            r = (1.0 - dwi) / (1.0 - dvi)
-            hn = h0 * r if g == 1.0 else h0 * r ** g
-            if hn > hmx:
-                hn = hmx
-            hs += hi + hn
-            hi = hn
-            if nk:
-                En = Ti * (1.0 - et * hi)
-                au += Ei + En
-                Ei = En
-        dw[i], dv[i], P[i], C[i], B[i], T[i], h[i] = dwi, dvi, Pi, Ci, Bi, Ti, hi
-        hsum[i] += 0.5 * dt * hs
-        auc[i] += 0.5 * dt * au
+                Bi += U[i, j]
+            Ei = Ti * (1.0 - et * hi)
+            hs = 0.0
+            au = 0.0
+            for k in range(spd):
+                if want:
+                    c = j * spd + k
+                    traj[i, c, 0] = hi
+                    traj[i, c, 1] = 1.0 - dwi
+                    traj[i, c, 2] = 1.0 - dvi
+                    traj[i, c, 3] = Ci
+                    traj[i, c, 4] = Bi
+                    traj[i, c, 5] = Ti
+                    traj[i, c, 6] = Ei
+                if nk:
+                    cm = Ci * eeh + Pi * cpch
+                    vm = 1.0 - dvi * sqv
+                    kin = k0i * vm * (1.0 + gi * cm / (c50i + cm))
+                    x = kin * dt + xo + 1e-300      # x = 0 exactly would give 0/0 below
+                    em = np.expm1(-x)
+                    Ti = Ti * eo - em / x * kin * Bi * eo * dt
+                    Bi = Bi * (em + 1.0) * eo
+                Ci = Ci * ee + Pi * cpc
+                Pi = Pi * ea
+                dwi *= ew
+                dvi *= ev
+                r = (1.0 - dwi) / (1.0 - dvi)
+                hn = h0 * r if g == 1.0 else h0 * r ** g
+                if hn > hmx:
+                    hn = hmx
+                hs += hi + hn
+                hi = hn
+                if nk:
+                    En = Ti * (1.0 - et * hi)
+                    au += Ei + En
+                    Ei = En
+            hs_tot += 0.5 * dt * hs
+            au_tot += 0.5 * dt * au
+        if want:
+            c = days * spd
+            traj[i, c, 0] = hi
+            traj[i, c, 1] = 1.0 - dwi
+            traj[i, c, 2] = 1.0 - dvi
+            traj[i, c, 3] = Ci
+            traj[i, c, 4] = Bi
+            traj[i, c, 5] = Ti
+            traj[i, c, 6] = Ti * (1.0 - et * hi)
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = dwi, dvi, Pi, Ci
+        out[i, 4], out[i, 5], out[i, 6], out[i, 7], out[i, 8] = Bi, Ti, hi, hs_tot, au_tot
 
 
-_day_kernel_parallel = njit(parallel=True, cache=True)(_day_kernel_py)
-# Launching the thread pool costs milliseconds per call: small batches (calibration fits,
-# single plans) run the same kernel compiled without threads.
-_day_kernel_serial = njit(cache=True)(_day_kernel_py)
-def _day_kernel(*args):
-    """Dispatch :func:`_day_kernel_py` (compiled) by batch size."""
-    kernel = _day_kernel_serial if args[2].shape[0] < _SERIAL_BELOW else _day_kernel_parallel
-    kernel(*args)
+_horizon_kernel_parallel = njit(parallel=True, cache=True)(_horizon_kernel_py)
+_horizon_kernel_serial = njit(cache=True)(_horizon_kernel_py)
 
 
 _TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",
@@ -682,7 +714,8 @@ def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
 def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
                     counterfactual=True):
     n, days = D.shape
-    fh_all, fa_all = np.zeros((n, days)), np.zeros((n, days))
+    D = np.ascontiguousarray(D, dtype=float)
+    U = np.ascontiguousarray(np.broadcast_to(U, D.shape), dtype=float)
     dt = 1.0 / spd
     ka, ke, norm = sg.chemokine_rates(p)
     # exact sub-step propagators of the linear parts (arrays: shared or one per sample)
@@ -699,49 +732,35 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
         p.nk_infiltration_per_day, p.nk_chemokine_gain, p.nk_chemokine_half_signal,
         (kcl - kout) * dt, np.exp(-kout * dt))]
     shape_c = [_row_array(x) for x in (p.hypoxic_fraction_max, p.hypoxia_gamma, eta)]
+    # jumps of every state at each day's fraction, from _apply_fraction on unit states (the one
+    # statement of the jumps); days without a fraction give the identity
+    # (evaluated on the fraction days only: most of the dose matrix is zero)
+    rows, cols = np.nonzero(D)
 
-    z = np.zeros(n)
-    w, v, P, C, B, T = z + 1.0, z + 1.0, z.copy(), z.copy(), z.copy(), z.copy()
-    auc, hsum, auc_day_start = z.copy(), z.copy(), z.copy()
+    def on_rows(x):  # per-schedule parameters (samples) follow the fraction rows
+        return x[rows] if np.ndim(x) and np.shape(x)[0] == n else x
+
+    ps = SurrogateParameters({k: on_rows(x) for k, x in p.values.items()}, p.provenance)
+    one = np.ones(rows.size)
+    jumps = _apply_fraction(D[rows, cols], (one, one, 0.0 * one, 0.0, one, one), bio, ps,
+                            on_rows(norm))
+    jw, jv, jP, jB, jT = (np.ones((n, days)), np.ones((n, days)), np.zeros((n, days)),
+                          np.ones((n, days)), np.ones((n, days)))
+    for arr, val in zip((jw, jv, jP, jB, jT), (jumps[0], jumps[1], jumps[2], jumps[4], jumps[5])):
+        arr[rows, cols] = val
     nk = bool(bio.nk)
     traj = np.empty((n, days * spd + 1, 7)) if want_traj else np.empty((0, 0, 7))
-    h = sg.hypoxic_fraction(w, v, h0, p) + z
-    dw, dv = 1.0 - w, 1.0 - v                        # deficits relax exponentially to 0
-
-    def take(x, idx):  # per-schedule arrays (parameter samples) follow the selected rows
-        return x[idx] if np.ndim(x) and np.shape(x)[0] == n else x
-
-    for j in range(days):
-        prev_day = auc - auc_day_start               # activity integral over day j - 1
-        auc_day_start = auc.copy()
-        idx = np.flatnonzero(D[:, j])
-        if idx.size:
-            # events only on the rows that have a fraction today
-            ps = SurrogateParameters({k: take(x, idx) for k, x in p.values.items()},
-                                     p.provenance)
-            d, hi = D[idx, j], h[idx]
-            fh_all[idx, j] = hi
-            if nk:
-                fa_all[idx, j] = take(act_scale, idx) * prev_day[idx]
-            wi, vi, P[idx], C[idx], B[idx], T[idx] = _apply_fraction(
-                d, (1.0 - dw[idx], 1.0 - dv[idx], P[idx], C[idx], B[idx], T[idx]), bio, ps,
-                take(norm, idx))
-            dw[idx], dv[idx] = 1.0 - wi, 1.0 - vi
-            h[idx] = sg.hypoxic_fraction(wi, vi, h0, ps)
-        if nk:
-            u = U[:, j]
-            if u.any():
-                B = B + u
-        _day_kernel(spd, dt, dw, dv, P, C, B, T, h, hsum, auc, *consts, h0, *shape_c, nk, traj,
-                    j * spd)
-    auc = auc * act_scale if nk else z
+    fh_all, fa_all = np.zeros((n, days)), np.zeros((n, days))
+    st = np.empty((n, 9))
+    kernel = _horizon_kernel_serial if n < _SERIAL_BELOW else _horizon_kernel_parallel
+    kernel(spd, dt, D, U, jw, jv, jP, jT, jB, _row_array(act_scale), *consts, h0, *shape_c, nk,
+           traj, fh_all, fa_all, st)
+    h, hsum, auc = st[:, 6], st[:, 7], st[:, 8]
+    auc = auc * act_scale if nk else np.zeros(n)
     fd, fh, fa = _compact_fractions(D, fh_all, fa_all)
     out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual)
     t = tr = None
     if want_traj:
-        last = days * spd
-        for c, val in enumerate((h, 1.0 - dw, 1.0 - dv, C, B, T, T * (1.0 - eta * h))):
-            traj[:, last, c] = val
         t = np.arange(days * spd + 1) * dt
         tr = {name: traj[:, :, c].copy() for c, name in enumerate(_TRAJ_NAMES)}
         if not nk:
@@ -750,8 +769,8 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
         pd = SurrogateParameters({k: _col(x, 2) for k, x in p.values.items()}, p.provenance)
         ln_frac = np.where(D > 0, fraction_log_survival(D, fh_all, fa_all, bio, pd), 0.0)
         tr["log10_survival"] = _survival_trajectory(bio, p, D, t, ln_frac, tr["nk_activity"])
-    return Simulation(nk_auc=auc, **out, hypoxic_fraction_end=h, mean_hypoxic_fraction=hsum / days,
-                      t_days=t, trajectory=tr,
+    return Simulation(nk_auc=auc, **out, hypoxic_fraction_end=h.copy(),
+                      mean_hypoxic_fraction=hsum / days, t_days=t, trajectory=tr,
                       fraction_activity=fa_all if want_rec else None,
                       fraction_hypoxia=fh_all if want_rec else None)
 

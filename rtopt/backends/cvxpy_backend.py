@@ -730,13 +730,15 @@ class CvxpyCcpBackend(_SolverName, Backend):
 
     # ------------------------------------------------------------------ entry
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:
+        t_start = time.perf_counter()  # the time limit counts the solver library's import too
         solver = str(options.options.get("solver", "CLARABEL")).upper()
         name, version, extra_versions = _solver_versions(solver)
         self._check_solver(options)  # a configuration error, raised before any solve
         st = _Stats()
         cands: list[_Cand] = []
         try:
-            return self._solve(problem, options, solver, name, version, extra_versions, st, cands)
+            return self._solve(problem, options, solver, name, version, extra_versions, st, cands,
+                               t_start)
         except _OutOfTime:  # a large evaluation reached the deadline: keep what was found
             plans, claim = self._pack(cands, max(1, int(options.options.get("n_candidates", 3))))
             return BackendOutput(plans, Termination.TIME_LIMIT, claimed_objective=claim,
@@ -776,18 +778,23 @@ class CvxpyCcpBackend(_SolverName, Backend):
         out: dict[tuple[int, ...], _Job] = {}
         if not rows:
             return out
-        ev = ctx.evaluate(np.array(rows), np.array(U))
-        ok = _feasible_mask(ev)
-        for i, (cal, d, nk) in enumerate(meta):
-            f = float(ev.objective[i])
-            if ok[i] and np.isfinite(f):
-                cands.append(_Cand(f, Plan.uniform(cal, d, nk), "screen"))
-                if cal not in out or f > out[cal].f:
-                    out[cal] = _Job(cal, np.full(len(cal), d), nk, f)
+        # in chunks, collecting candidates as they come, so that a deadline reached during a
+        # large screen stops it with the plans found so far (see _Context.evaluate)
+        step = max(64, _EVAL_CHUNK_DAYS // max(1, ctx.problem.horizon_days))
+        for a in range(0, len(rows), step):
+            ev = ctx.evaluate(np.array(rows[a:a + step]), np.array(U[a:a + step]))
+            ok = _feasible_mask(ev)
+            for i, (cal, d, nk) in enumerate(meta[a:a + step]):
+                f = float(ev.objective[i])
+                if ok[i] and np.isfinite(f):
+                    cands.append(_Cand(f, Plan.uniform(cal, d, nk), "screen"))
+                    if cal not in out or f > out[cal].f:
+                        out[cal] = _Job(cal, np.full(len(cal), d), nk, f)
         return out
 
-    def _solve(self, problem, options, solver, name, version, extra_versions, st, cands):
-        t0 = time.perf_counter()
+    def _solve(self, problem, options, solver, name, version, extra_versions, st, cands,
+               t0=None):
+        t0 = time.perf_counter() if t0 is None else t0
         deadline = t0 + options.time_limit_s
         o = options.options
         cfg = dict(start_window_days=int(o.get("start_window_days", 7)),
@@ -966,9 +973,11 @@ class _Context:
         return self.st.timed_out
 
     def evaluate(self, D: np.ndarray, U: np.ndarray):
-        """:meth:`Problem.evaluate` in chunks of ~1e6 simulated schedule-days, checking the
-        deadline between chunks; past it (with a candidate plan already found) the stage stops
-        by raising :class:`_OutOfTime` (the back-end then returns what it has)."""
+        """:meth:`Problem.evaluate` in chunks of ``_EVAL_CHUNK_DAYS`` simulated schedule-days,
+        checking the deadline before each chunk; past it (with a candidate plan already found)
+        the stage stops by raising :class:`_OutOfTime` (the back-end then returns what it has)."""
+        if self.cands and self.out_of_time():
+            raise _OutOfTime
         self.st.evaluate_calls += 1
         step = max(64, _EVAL_CHUNK_DAYS // max(1, self.problem.horizon_days))
         if len(D) <= step:
