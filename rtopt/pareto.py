@@ -254,7 +254,15 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
     from rtopt.backends.exhaustive import ExhaustiveBackend as E
     from rtopt.simulator import infusion_kernels
 
-    opts = E.options_of(SolverOptions(options=dict(options or {})))
+    sopts = SolverOptions(options=dict(options or {}))
+    opts = E.options_of(sopts)
+    est = E.estimate(problem, sopts)
+    if not est.fits:
+        from rtopt.errors import ProblemDeclined
+
+        raise ProblemDeclined(f"pareto: the exhaustive space is too large for the memory limit: "
+                              f"{est.describe()}; use a coarser dose_step_gy, a narrower "
+                              f"n_fractions or NK window, or a larger nk_day_step")
     D, plans_rt = _enumerate_schedules(problem, opts)
     counts = {"schedules": len(plans_rt)}
     if not plans_rt:
@@ -299,8 +307,11 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
         counts["pairs_scored"] = pairs
     else:
         sets = E.infusion_sets(problem, opts["day_step"]) if problem.nk is not None else [()]
-        if sim_needed:
-            mets = problem.evaluate(D, simulate_tme=True, all_metrics=True).metrics
+        if sim_needed:  # in chunks: the simulator holds a few horizon rows per schedule
+            parts = [problem.evaluate(D[a:a + 2048], simulate_tme=True, all_metrics=True).metrics
+                     for a in range(0, len(D), 2048)]
+            mets = {k: np.concatenate([np.asarray(m_[k], dtype=float).reshape(-1) for m_ in parts])
+                    for k in {o.metric for o in objs}}
         else:
             mets = closed
         F = _values(objs, mets)
