@@ -465,11 +465,19 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
             res.reference_sentence = (f"{exact[j].plan.describe()} dominates the reference "
                                       f"{res.reference.plan.describe()}: "
                                       + _describe_change(objs, res.reference, exact[j]))
+        elif np.any(np.all(np.abs(Fe - Fr) <= 1e-9 * np.maximum(1.0, np.abs(Fr)), axis=1)):
+            j = int(np.flatnonzero(np.all(np.abs(Fe - Fr) <= 1e-9 * np.maximum(1.0, np.abs(Fr)),
+                                          axis=1))[0])
+            res.reference_sentence = (f"the reference {res.reference.plan.describe()} is on the "
+                                      f"exact front (point {j}, {exact[j].plan.describe()}, has "
+                                      f"the same objectives); no plan dominates it")
         else:
             res.reference_sentence = (f"no plan of the exact front dominates the reference "
-                                      f"{res.reference.plan.describe()}"
-                                      + ("" if res.reference.feasible else
-                                         " (the reference violates a constraint)"))
+                                      f"{res.reference.plan.describe()}")
+        if not res.reference.feasible:
+            v = problem.verify(reference)
+            res.reference_sentence += (" (the reference itself breaks: "
+                                       + ", ".join(c.name for c in v.violated) + ")")
     std = _standard_plans(problem, objs)
     if std:
         ver = problem.verify_all([p for _, p in std])

@@ -138,3 +138,23 @@ def test_cli_writes_files_and_report_rerenders(tmp_path):
     again = _rtopt("report", str(out))
     assert again.returncode == 0, again.stderr
     assert (out / "report.md").is_file()
+
+
+def test_reference_plan_on_the_front(tmp_path):
+    from rtopt.problem import Plan
+
+    ref = Plan.uniform((0, 2, 4, 7), 12.0, (8,))
+    res = pareto(INST / "lung-sbrt-peripheral.toml", "tumour_bed,oar:spinal_cord", reference=ref,
+                 heuristic=False)
+    assert res.reference.feasible and res.reference.plan == ref
+    assert "is on the exact front" in res.reference_sentence  # uniform 4 x 12 Gy is in the space
+    assert {name for name, _ in res.standards} >= {"18 Gy x 3", "12 Gy x 4", "10 Gy x 5"}
+
+
+def test_cli_reference_errors(tmp_path):
+    done = _rtopt("pareto", "instances/lung-sbrt-peripheral.toml", "--objectives",
+                  "tumour_bed,oar:spinal_cord", "--reference", str(tmp_path / "missing.json"),
+                  "-o", str(tmp_path / "out"))
+    assert done.returncode == 1
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("--reference:")

@@ -49,8 +49,8 @@ def pareto_cmd(
         try:
             raw = json.loads(reference.read_text())
             ref = Plan.from_dict(raw.get("plan", raw))
-        except OSError:
-            raise
+        except OSError as exc:
+            fail([f"--reference: {reference}: {exc.strerror or exc}"])
         except Exception as exc:
             fail([f"--reference: {reference}: not a plan file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"])
     try:
