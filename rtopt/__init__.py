@@ -42,12 +42,13 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Result": ("rtopt.solve", "Result"),
     "solve": ("rtopt.solve", "solve"),
     "render_report": ("rtopt.report", "render"),
+    "pareto": ("rtopt.pareto", "pareto"),
 }
 
 __all__ = [
     "__version__", "solve", "Result", "render_report", "Plan", "Problem", "Instance", "load_instance",
     "instance_from_dict", "instance_json_schema", "Biology", "Simulation", "simulate",
-    "simulate_reference", "SurrogateParameters", "resolve_parameters", "RtoptError",
+    "simulate_reference", "pareto", "SurrogateParameters", "resolve_parameters", "RtoptError",
     "InstanceError", "SolverUnavailable", "ProblemDeclined", "InfeasibleProblem",
 ]
 

@@ -91,7 +91,7 @@ def compare_cmd(
 def report_cmd(
     outdir: Annotated[Path, typer.Argument(
         metavar="OUTDIR", show_default=False,
-        help="Folder written by 'rtopt compare'.")],
+        help="Folder written by 'rtopt compare' or 'rtopt pareto'.")],
     check: Annotated[bool, typer.Option(
         "--check", help="Only check that the report matches results.csv (exit 1 if stale).")
     ] = False,
@@ -102,6 +102,15 @@ def report_cmd(
 
     if not outdir.is_dir():
         fail([f"{outdir}: not a folder"])
+    from rtopt.pareto_report import is_pareto_folder
+
+    if is_pareto_folder(outdir) and not (outdir / "results.csv").exists():
+        from rtopt.pareto_report import render as render_pareto
+
+        for line in render_pareto(outdir):  # a folder written by 'rtopt pareto'
+            err_console.print(f"report: {line}")
+        typer.echo(f"wrote {outdir / 'report.html'} and {outdir / 'report.md'}")
+        return
     if check:
         problems = stale_report(outdir)
         if problems:

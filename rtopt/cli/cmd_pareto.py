@@ -1,0 +1,70 @@
+"""Trade-off command: ``rtopt pareto INSTANCE --objectives A,B[,C] -o DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rtopt.cli import app
+from rtopt.cli._common import cli_errors, err_console, fail
+
+
+@app.command("pareto")
+@cli_errors()
+def pareto_cmd(
+    instance: Annotated[Path, typer.Argument(metavar="INSTANCE", show_default=False,
+                                             help="Instance file (.toml).")],
+    objectives: Annotated[str, typer.Option(
+        "--objectives", metavar="A,B[,C]", show_default=False,
+        help="Two or three of: local_control, tcp, tumour_log_kill, nk_gain, nk_favourability, "
+             "tumour_bed (maximised); oar:NAME, oar_eqd2:NAME, n_fractions, overall_days "
+             "(minimised).")],
+    outdir: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="DIR", show_default=False,
+        help="Folder for front.csv, front.json, front.png, report.html and report.md.")],
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", metavar="PLAN.json", show_default=False,
+        help="Reference plan (default: 18 Gy x 3 on days 0,2,4 with its best infusions).")] = None,
+    heuristic: Annotated[bool, typer.Option(
+        "--heuristic/--no-heuristic", help="Also run pymoo (NSGA-II / NSGA-III) and compare.")
+    ] = True,
+    pop_size: Annotated[int, typer.Option("--pop-size", min=4, help="pymoo population.")] = 60,
+    generations: Annotated[int, typer.Option("--generations", min=1,
+                                             help="pymoo generations.")] = 60,
+    seed: Annotated[int, typer.Option("--seed", help="pymoo seed.")] = 0,
+) -> None:
+    """Pareto front of two or three objectives: exact over the exhaustive back-end's space, and
+    a pymoo heuristic compared with it (hypervolume, GD, IGD); every plan verified."""
+    import json
+
+    from rtopt.errors import RtoptError
+    from rtopt.pareto import pareto
+    from rtopt.pareto_report import write
+    from rtopt.problem import Plan
+
+    ref = None
+    if reference is not None:
+        try:
+            raw = json.loads(reference.read_text())
+            ref = Plan.from_dict(raw.get("plan", raw))
+        except OSError as exc:
+            fail([f"--reference: {reference}: {exc.strerror or exc}"])
+        except Exception as exc:
+            fail([f"--reference: {reference}: not a plan file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"])
+    try:
+        res = pareto(instance, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
+                     generations=generations, seed=seed)
+    except RtoptError:
+        raise
+    files = write(res, outdir)
+    for line in _lines(res):
+        typer.echo(line)
+    err_console.print("wrote " + ", ".join(str(f) for f in files))
+
+
+def _lines(res) -> list[str]:
+    from rtopt.pareto_report import _summary
+
+    return _summary(res.to_dict())
