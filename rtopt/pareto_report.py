@@ -151,7 +151,7 @@ def _table(data: dict) -> tuple[list[str], list[list[str]]]:
 
 def _summary(data: dict) -> list[str]:
     ex = data["exact"]["points"]
-    lines = [f"Objectives: " + ", ".join(f"{o['name']} ({o['sense']})" for o in data["objectives"]),
+    lines = ["Objectives: " + ", ".join(f"{o['name']} ({o['sense']})" for o in data["objectives"]),
              f"Exact front: {len(ex)} verified plans, {data['exact']['label']}; "
              f"{data['counts'].get('schedules', 0):,} schedules, "
              f"{data['counts'].get('pairs_scored', 0):,} schedule x infusion-set pairs scored "
