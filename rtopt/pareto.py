@@ -248,8 +248,14 @@ def _enumerate_schedules(problem: Problem, opts: dict[str, Any]):
 
 
 def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any] | None = None,
-                ) -> tuple[list[Plan], dict[str, int]]:
-    """Candidate plans of the exact front (not yet verified) and counts."""
+                time_limit_s: float | None = None) -> tuple[list[Plan], dict[str, int]]:
+    """Candidate plans of the exact front (not yet verified) and counts.
+
+    With ``time_limit_s`` the deadline is checked per schedule; when it passes, the schedules
+    scored so far give the front and ``counts["time_limit_reached"]`` is 1 (the front is then
+    not exact over the space, and :func:`pareto` says so).
+    """
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     from rtopt.backends.base import SolverOptions
     from rtopt.backends.exhaustive import ExhaustiveBackend as E
     from rtopt.simulator import infusion_kernels
@@ -281,11 +287,19 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
         cf = any(o.metric.startswith("nk_gain") for o in objs)
         per = max(1, 4096 // (len(cand) + 1))
         pairs = 0
+        scored = 0
         for a in range(0, len(D), per):
+            if deadline is not None and time.perf_counter() > deadline and scored:
+                counts["time_limit_reached"] = 1
+                break
             ker = infusion_kernels(problem.biology, D[a:a + per], cand,
                                    steps_per_day=problem.steps_per_day, population=pop)
             for i in range(min(per, len(D) - a)):
                 s = a + i
+                if deadline is not None and time.perf_counter() > deadline and scored:
+                    counts["time_limit_reached"] = 1
+                    break
+                scored += 1
                 days, d = plans_rt[s]
                 bad = ~E._rule_ok(problem, days, cand)
                 valid = ~M[:, bad].any(axis=1) if bad.any() else np.ones(len(M), bool)
@@ -305,6 +319,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
                     cand_F.append(F[k])
                     cand_plan.append(Plan.uniform(days, d, tuple(int(x) for x in cand[Mv[k]])))
         counts["pairs_scored"] = pairs
+        counts["schedules_scored"] = scored
     else:
         sets = E.infusion_sets(problem, opts["day_step"]) if problem.nk is not None else [()]
         if sim_needed:  # in chunks: the simulator holds a few horizon rows per schedule
@@ -408,7 +423,7 @@ def _describe_change(objs: list[Objective], ref: ParetoPoint, p: ParetoPoint) ->
 def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumour_bed", *,
            reference: Plan | None = None, heuristic: bool = True, pop_size: int = 60,
            generations: int = 60, seed: int = 0, options: dict[str, Any] | None = None,
-           steps_per_day: int = 8) -> ParetoResult:
+           steps_per_day: int = 8, time_limit_s: float | None = 600.0) -> ParetoResult:
     """Pareto fronts of two or three objectives for an instance (path or Instance).
 
     Parameters
@@ -425,6 +440,9 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
     options : dict, optional
         Exhaustive-space options (``start_window_days``, ``extra_spacing_days``,
         ``continuous_step_gy``, ``nk_day_step``).
+    time_limit_s : float or None
+        Time limit of the exact front's scoring (default 600 s); past it the front is built from
+        the schedules scored so far and labelled as partial.
     """
     if isinstance(instance, Problem):
         problem = instance
@@ -435,13 +453,17 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         problem = Problem(inst, steps_per_day=steps_per_day)
     objs = parse_objectives(objectives, problem)
     t0 = time.perf_counter()
-    plans, counts = exact_front(problem, objs, options)
+    plans, counts = exact_front(problem, objs, options, time_limit_s)
     exact, dropped = _verified_front(problem, objs, plans)
     counts["dropped_by_verification"] = dropped
     timings = {"exact_s": time.perf_counter() - t0}
-    res = ParetoResult(problem.name, objs, exact,
-                       "exact over the exhaustive space (uniform doses on the grid, regular "
-                       "calendars, every infusion set)", None, None, None, "", [],
+    label = ("exact over the exhaustive space (uniform doses on the grid, regular calendars, "
+             "every infusion set)")
+    if counts.get("time_limit_reached"):
+        label = (f"partial, NOT exact: the time limit stopped the scoring after "
+                 f"{counts.get('schedules_scored', 0)} of {counts['schedules']} schedules of the "
+                 "exhaustive space")
+    res = ParetoResult(problem.name, objs, exact, label, None, None, None, "", [],
                        timings=timings, counts=counts)
     if exact:
         res.knee = knee_index(res.minimised(exact))

@@ -158,3 +158,14 @@ def test_cli_reference_errors(tmp_path):
     assert done.returncode == 1
     err = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("--reference:")
+
+
+def test_exact_front_time_limit_gives_a_labelled_partial_front():
+    # a limit shorter than the scoring: the front is built from what was scored and says so
+    from rtopt.pareto import pareto
+
+    res = pareto(INST / "lung-sbrt-peripheral.toml",
+                 "local_control,oar:chest_wall_rib", heuristic=False, time_limit_s=1e-3)
+    assert res.counts.get("time_limit_reached") == 1
+    assert "NOT exact" in res.exact_label and res.exact
+    assert res.counts["schedules_scored"] < res.counts["schedules"]

@@ -34,6 +34,9 @@ def pareto_cmd(
     generations: Annotated[int, typer.Option("--generations", min=1,
                                              help="pymoo generations.")] = 60,
     seed: Annotated[int, typer.Option("--seed", help="pymoo seed.")] = 0,
+    time_limit: Annotated[float, typer.Option(
+        "--time-limit", min=1.0, help="Time limit of the exact front's scoring (s); past it the "
+        "front is built from the schedules scored so far and labelled partial.")] = 600.0,
 ) -> None:
     """Pareto front of two or three objectives: exact over the exhaustive back-end's space, and
     a pymoo heuristic compared with it (hypervolume, GD, IGD); every plan verified."""
@@ -55,7 +58,7 @@ def pareto_cmd(
             fail([f"--reference: {reference}: not a plan file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"])
     try:
         res = pareto(instance, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
-                     generations=generations, seed=seed)
+                     generations=generations, seed=seed, time_limit_s=time_limit)
     except RtoptError:
         raise
     files = write(res, outdir)
