@@ -582,6 +582,26 @@ def _at(a, i):  # pragma: no cover - compiled
     return a[i] if a.shape[0] > 1 else a[0]
 
 
+@njit(cache=True, inline="always")
+def _hypoxia(dw, dv, h0, g, hmx):  # pragma: no cover - compiled
+    """:func:`rtopt.surrogate.hypoxic_fraction` on the deficits ``dw = 1 - w``, ``dv = 1 - v``."""
+    r = (1.0 - dw) / (1.0 - dv)
+    h = h0 * r if g == 1.0 else h0 * r ** g
+    return h if h < hmx else hmx
+
+
+@njit(cache=True, inline="always")
+def _record(traj, i, c, h, dw, dv, C, B, T, E):  # pragma: no cover - compiled
+    """One trajectory column (the order of :data:`_TRAJ_NAMES`)."""
+    traj[i, c, 0] = h
+    traj[i, c, 1] = 1.0 - dw
+    traj[i, c, 2] = 1.0 - dv
+    traj[i, c, 3] = C
+    traj[i, c, 4] = B
+    traj[i, c, 5] = T
+    traj[i, c, 6] = E
+
+
 def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc,
                        e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma, eta,
                        nk, traj, fh, fa, out):  # pragma: no cover - compiled
@@ -608,7 +628,7 @@ def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
         gi, c50i, xo, eo = _at(gain, i), _at(c50, i), _at(x_off, i), _at(e_out, i)
         hmx, g, et, asc = _at(h_max, i), _at(gamma, i), _at(eta, i), _at(ascale, i)
         dwi, dvi, Pi, Ci, Bi, Ti = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-        hi = h0 if h0 < hmx else hmx
+        hi = _hypoxia(0.0, 0.0, h0, g, hmx)
         hs_tot = 0.0
         au_tot = 0.0
         au_start = 0.0
@@ -624,9 +644,7 @@ def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                 Pi += jP[i, j]
                 Ti *= jT[i, j]
                 Bi *= jB[i, j]
-                r = (1.0 - dwi) / (1.0 - dvi)
-                hn = h0 * r if g == 1.0 else h0 * r ** g
-                hi = hn if hn < hmx else hmx
+                hi = _hypoxia(dwi, dvi, h0, g, hmx)
             if nk:
                 Bi += U[i, j]
             Ei = Ti * (1.0 - et * hi)
@@ -634,14 +652,7 @@ def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
             au = 0.0
             for k in range(spd):
                 if want:
-                    c = j * spd + k
-                    traj[i, c, 0] = hi
-                    traj[i, c, 1] = 1.0 - dwi
-                    traj[i, c, 2] = 1.0 - dvi
-                    traj[i, c, 3] = Ci
-                    traj[i, c, 4] = Bi
-                    traj[i, c, 5] = Ti
-                    traj[i, c, 6] = Ei
+                    _record(traj, i, j * spd + k, hi, dwi, dvi, Ci, Bi, Ti, Ei)
                 if nk:
                     cm = Ci * eeh + Pi * cpch
                     vm = 1.0 - dvi * sqv
@@ -654,10 +665,7 @@ def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                 Pi = Pi * ea
                 dwi *= ew
                 dvi *= ev
-                r = (1.0 - dwi) / (1.0 - dvi)
-                hn = h0 * r if g == 1.0 else h0 * r ** g
-                if hn > hmx:
-                    hn = hmx
+                hn = _hypoxia(dwi, dvi, h0, g, hmx)
                 hs += hi + hn
                 hi = hn
                 if nk:
@@ -667,14 +675,7 @@ def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
             hs_tot += 0.5 * dt * hs
             au_tot += 0.5 * dt * au
         if want:
-            c = days * spd
-            traj[i, c, 0] = hi
-            traj[i, c, 1] = 1.0 - dwi
-            traj[i, c, 2] = 1.0 - dvi
-            traj[i, c, 3] = Ci
-            traj[i, c, 4] = Bi
-            traj[i, c, 5] = Ti
-            traj[i, c, 6] = Ti * (1.0 - et * hi)
+            _record(traj, i, days * spd, hi, dwi, dvi, Ci, Bi, Ti, Ti * (1.0 - et * hi))
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = dwi, dvi, Pi, Ci
         out[i, 4], out[i, 5], out[i, 6], out[i, 7], out[i, 8] = Bi, Ti, hi, hs_tot, au_tot
 
