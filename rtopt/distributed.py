@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -78,9 +79,46 @@ def _client(scheduler: Any) -> Iterator[Any]:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SchedulerUnavailable(f"cannot reach the Dask scheduler {scheduler}: {why}") from None
     try:
+        _check_workers(c, scheduler)
         yield c
     finally:
         c.close()
+
+
+def _check_workers(client: Any, scheduler: Any) -> None:
+    """Fail fast, in one line, when the cluster cannot run rtopt's chunks.
+
+    A scheduler without workers would otherwise wait forever, and workers without rtopt (or
+    with another version) fail each chunk with a deserialisation traceback.
+    """
+    from rtopt import __version__ as here
+
+    try:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        raise SchedulerUnavailable(
+            f"the Dask scheduler {scheduler} has no workers (start one with "
+            f"'dask worker {scheduler}')") from None
+
+    def probe() -> str:  # nested: pickled by value, runs even where rtopt is missing
+        try:
+            import rtopt
+        except ImportError:
+            return "not installed"
+        return str(getattr(rtopt, "__version__", "unknown"))
+
+    try:
+        versions = client.run(probe)
+    except Exception as e:  # noqa: BLE001 - any failure here means the workers are unusable
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SchedulerUnavailable(f"the workers of {scheduler} cannot run tasks: {why}") from None
+    bad = sorted({v for v in versions.values() if v != here})
+    if bad:
+        have = ("do not have rtopt" if bad == ["not installed"]
+                else f"have rtopt {', '.join(bad)}, not {here}")
+        raise SchedulerUnavailable(
+            f"the workers of {scheduler} {have}: install this repository in the workers' "
+            "environment (pip install .)")
 
 
 def _save(path: Path, result: dict[str, np.ndarray]) -> None:
@@ -115,9 +153,21 @@ def map_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any],
         The scheduler cannot be reached or started.
     """
     scheduler = resolve_scheduler(scheduler)
+    with contextlib.ExitStack() as stack:
+        # connect first: an unusable cluster must fail before anything is written
+        client = (None if scheduler in ("sync", "threads")
+                  else stack.enter_context(_client(scheduler)))
+        return _run_chunks(fn, items, scheduler, client, cache_dir, key, progress)
+
+
+def _run_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any], scheduler: Any,
+                client: Any, cache_dir: str | Path | None, key: str,
+                progress: str | None) -> list[dict[str, np.ndarray]]:
     results: list[dict[str, np.ndarray] | None] = [None] * len(items)
     cache = Path(cache_dir) if cache_dir is not None else None
+    created: list[Path] = []          # directories this run made (removed if nothing finishes)
     if cache is not None:
+        created = [d for d in (cache, *cache.parents) if not d.exists()]
         cache.mkdir(parents=True, exist_ok=True)
         stamp = cache / "key.txt"
         if not stamp.exists() or stamp.read_text().strip() != key:
@@ -137,7 +187,7 @@ def map_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any],
             _save(cache / f"chunk-{i:05d}.npz", r)
 
     with _progress(progress, len(items), len(items) - len(todo)) as advance:
-        if scheduler in ("sync", "threads"):
+        if client is None:
             import dask
 
             if scheduler == "sync":
@@ -153,16 +203,27 @@ def map_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any],
         else:
             from dask.distributed import as_completed
 
-            with _client(scheduler) as client:
-                futures = {client.submit(fn, items[i], pure=False): i for i in todo}
-                try:
-                    for fut in as_completed(futures):
-                        done(futures[fut], fut.result())
-                        advance()
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+            futures = {client.submit(fn, items[i], pure=False): i for i in todo}
+            try:
+                for fut in as_completed(futures):
+                    try:
+                        r = fut.result()
+                    except RuntimeError as e:
+                        if "deserializ" not in str(e):
+                            raise
+                        # the scheduler unpickles the task graph too, so it needs rtopt as well
+                        raise SchedulerUnavailable(
+                            f"the Dask cluster at {scheduler} cannot load rtopt's tasks: install "
+                            "this repository (pip install .) where the scheduler and the workers "
+                            "run") from None
+                    done(futures[fut], r)
+                    advance()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                if created and len(todo) == len(items) and all(r is None for r in results):
+                    shutil.rmtree(created[-1], ignore_errors=True)
+                raise
     return results  # type: ignore[return-value]
 
 

@@ -279,6 +279,42 @@ def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
     assert took < 15
 
 
+def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
+    import time
+
+    from dask.distributed import LocalCluster
+
+    from rtopt.distributed import SchedulerUnavailable, map_chunks
+
+    out = tmp_path / "run" / "chunks"
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        t0 = time.perf_counter()
+        with pytest.raises(SchedulerUnavailable, match="has no workers"):
+            map_chunks(lambda i: {"x": np.array([i])}, [1, 2], scheduler=cluster.scheduler_address,
+                       cache_dir=out)
+        # waits CONNECT_TIMEOUT_S (3 s) for a worker, not forever
+        assert time.perf_counter() - t0 < 15
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cluster_gives_the_same_chunks_as_serial(tmp_path):
+    from dask.distributed import LocalCluster
+
+    from rtopt.distributed import map_chunks
+
+    def fn(i):
+        return {"x": np.arange(i, dtype=float) ** 0.5}
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        remote = map_chunks(fn, [3, 5, 7], scheduler=cluster.scheduler_address,
+                            cache_dir=tmp_path / "c")
+    serial = map_chunks(fn, [3, 5, 7], scheduler="sync")
+    assert all(np.array_equal(a["x"], b["x"]) for a, b in zip(remote, serial))
+    assert sorted(p.name for p in (tmp_path / "c").glob("chunk-*.npz")) == [
+        "chunk-00000.npz", "chunk-00001.npz", "chunk-00002.npz"]
+
+
 def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
     from rtopt.distributed import map_chunks
 
