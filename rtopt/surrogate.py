@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
 
 __all__ = [
     "demand_drop",
@@ -62,6 +61,8 @@ def chemokine_amplitude(d: Any, p: Any) -> np.ndarray:
 def _rise_rate(peak_day: float, decay_rate: float) -> float:
     # Bateman peak time t_p = ln(ka/ke)/(ka-ke) is symmetric in (ka, ke) and tends to 1/ke as
     # ka -> ke, so the rise rate lies above ke when t_p < 1/ke and below it otherwise.
+    from scipy.optimize import brentq  # here: scipy.optimize costs ~1 s at start-up
+
     ke, tp = float(decay_rate), float(peak_day)
     if abs(tp * ke - 1.0) < 1e-9:
         return ke * (1.0 + 1e-6)
