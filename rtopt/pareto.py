@@ -92,17 +92,32 @@ def parse_objectives(spec: str | Sequence[str], problem: Problem) -> list[Object
         elif name.split(":", 1)[0] in ("oar", "oar_eqd2") and ":" in name:
             kind, oar = name.split(":", 1)
             if oar not in oars:
-                raise RtoptError(f"--objectives: unknown organ at risk {oar!r} in {name!r}; "
-                                 f"the instance has {', '.join(oars) or 'none'}")
+                raise RtoptError(f"--objectives: unknown organ at risk {oar!r} in {name!r}"
+                                 f"{_did_you_mean(oar, oars, kind + ':')}; the instance has "
+                                 f"{', '.join(oars) or 'none'}")
             what = "bed_gy" if kind == "oar" else "eqd2_gy"
             label = f"{oar} {'BED' if kind == 'oar' else 'EQD2'} (Gy)"
             out.append(Objective(name, f"oar.{oar}.{what}", False, label))
         else:
-            raise RtoptError(f"--objectives: unknown objective {name!r}; choose from "
+            known = [*_MAXIMISED, *_MINIMISED, *(f"oar:{o}" for o in oars),
+                     *(f"oar_eqd2:{o}" for o in oars)]
+            raise RtoptError(f"--objectives: unknown objective {name!r}"
+                             f"{_did_you_mean(name, known)}; choose from "
                              f"{', '.join(OBJECTIVE_NAMES)}")
         if out[-1].name in ("nk_gain", "nk_favourability") and problem.nk is None:
             raise RtoptError(f"--objectives: {name} needs NK cells and the instance has no [nk]")
     return out
+
+
+def _did_you_mean(word: str, choices: Sequence[str], prefix: str = "") -> str:
+    """``" (did you mean 'x'?)"`` for the closest choice (difflib), or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:  # a prefix of exactly one name (oar:chest_wall -> oar:chest_wall_rib)
+        close = [c for c in choices if c.startswith(word)][:2]
+        close = close if len(close) == 1 else []
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 # ---------------------------------------------------------------------- dominance

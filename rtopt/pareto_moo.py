@@ -16,8 +16,13 @@ __all__ = ["heuristic_front"]
 
 def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generations: int = 60,
                     seed: int = 0, calendar: str = "regular", start_window: int = 7,
-                    extra_spacing: int = 3) -> tuple[list[Plan], dict[str, Any]]:
-    """Plans of the final non-dominated feasible set (not yet verified) and a description."""
+                    extra_spacing: int = 3, time_limit_s: float | None = None
+                    ) -> tuple[list[Plan], dict[str, Any]]:
+    """Plans of the final non-dominated feasible set (not yet verified) and a description.
+
+    With ``time_limit_s`` the run also stops when that much time has passed (pymoo's
+    time-based termination, checked between generations); ``info["time_limit_reached"]``
+    then says so."""
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.algorithms.moo.nsga3 import NSGA3
     from pymoo.core.problem import Problem as MooProblem
@@ -60,7 +65,16 @@ def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generat
         ref = get_reference_directions("das-dennis", 3, n_partitions=12)
         algo = NSGA3(ref_dirs=ref, pop_size=max(pop_size, len(ref)))
         name = "NSGA-III"
-    res = minimize(_Moo(), algo, ("n_gen", generations), seed=seed, verbose=False)
+    termination: Any = ("n_gen", generations)
+    if time_limit_s is not None:
+        from pymoo.termination.collection import TerminationCollection
+        from pymoo.termination.max_gen import MaximumGenerationTermination
+        from pymoo.termination.max_time import TimeBasedTermination
+
+        termination = TerminationCollection(MaximumGenerationTermination(generations),
+                                            TimeBasedTermination(float(time_limit_s)))
+    res = minimize(_Moo(), algo, termination, seed=seed, verbose=False)
+    n_gen = int(getattr(res.algorithm, "n_gen", generations) or generations)
     plans: list[Plan] = []
     if res.X is not None:
         X = np.atleast_2d(res.X)
@@ -73,4 +87,9 @@ def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generat
                 plans.append(p)
     label = (f"heuristic: pymoo {name}, population {algo.pop_size}, {generations} generations, "
              f"seed {seed}, scipy-de's genome ({calendar} calendars)")
-    return plans, {"label": label, "evaluations": int(res.algorithm.evaluator.n_eval)}
+    stopped = time_limit_s is not None and n_gen - 1 < generations
+    if stopped:
+        label += f" (time limit {time_limit_s:g} s reached after {n_gen - 1} generations)"
+    return plans, {"label": label, "evaluations": int(res.algorithm.evaluator.n_eval),
+                   "generations": min(n_gen - 1, generations) if time_limit_s is not None
+                   else generations, "time_limit_reached": bool(stopped)}

@@ -636,7 +636,8 @@ def render(outdir: str | os.PathLike) -> list[str]:
     Parameters
     ----------
     outdir : str or Path
-        Folder written by :func:`rtopt.compare.compare`.
+        Folder written by :func:`rtopt.compare.compare` (or by
+        :func:`rtopt.compare_pareto.compare_fronts`, whose report it renders instead).
 
     Returns
     -------
@@ -649,6 +650,12 @@ def render(outdir: str | os.PathLike) -> list[str]:
         ``results.csv`` is missing or unreadable.
     """
     out = Path(outdir)
+    from rtopt.compare_pareto import is_front_table
+
+    if is_front_table(out):  # written by 'rtopt compare --pareto': its own tables and figures
+        from rtopt.compare_pareto import render as render_fronts
+
+        return render_fronts(out)
     rows, sha = results_digest(out / "results.csv")  # the table the report is built from
     model, figures, problems = _build(out)
     if results_digest(out / "results.csv") != (rows, sha):

@@ -110,13 +110,19 @@ def _rtopt(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO_ROOT, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("objectives, word", [
-    ("local_control,bogus", "bogus"),
-    ("local_control,oar:heart", "heart"),
-    ("local_control", "two or three"),
+@pytest.mark.parametrize("instance, objectives, word", [
+    ("lung-sbrt-peripheral", "local_control,bogus", "bogus'; choose from"),
+    ("lung-sbrt-peripheral", "local_control,oar:heart", "heart"),
+    ("lung-sbrt-peripheral", "local_contrl,tumour_bed", "(did you mean 'local_control'?)"),
+    ("lung-sbrt-peripheral", "local_control,oar:chest_wall",
+     "(did you mean 'oar:chest_wall_rib'?)"),
+    ("lung-sbrt-peripheral", "local_control", "two or three"),
+    ("lung-sbrt-peripheral", "local_control,local_control", "repeated"),
+    # an objective the instance (and so every front method) cannot evaluate: named
+    ("classic-mizuta-hypo", "tumour_bed,nk_gain", "nk_gain needs NK cells"),
 ])
-def test_cli_bad_objectives(tmp_path, objectives, word):
-    done = _rtopt("pareto", "instances/lung-sbrt-peripheral.toml", "--objectives", objectives,
+def test_cli_bad_objectives(tmp_path, instance, objectives, word):
+    done = _rtopt("pareto", f"instances/{instance}.toml", "--objectives", objectives,
                   "-o", str(tmp_path / "out"))
     assert done.returncode == 1
     err = [line for line in done.stderr.splitlines() if line.strip()]

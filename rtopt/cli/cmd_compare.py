@@ -23,19 +23,31 @@ def compare_cmd(
     instances: Annotated[list[str], typer.Argument(
         metavar="INSTANCE_OR_DIR...", show_default=False,
         help="Instance files, or folders (their *.toml).")],
-    solvers: Annotated[list[str], typer.Option(
-        "--solver", "-s", metavar="PROFILE", show_default=False,
-        help="Solver profile: name, profile file or back-end name (repeat -s, or a,b,c).")],
     outdir: Annotated[Path, typer.Option(
         "--output", "-o", metavar="OUTDIR", show_default=False,
         help="Folder for results.csv, plans/, system.json, report.html and report.md.")],
+    solvers: Annotated[Optional[list[str]], typer.Option(
+        "--solver", "-s", metavar="PROFILE", show_default=False,
+        help="Solver profile: name, profile file or back-end name (repeat -s, or a,b,c).  "
+             "With --pareto: front methods, exact and/or nsga (default both).")] = None,
+    pareto: Annotated[Optional[str], typer.Option(
+        "--pareto", metavar="A,B[,C]", show_default=False,
+        help="Compare Pareto-front methods instead of solvers, on these two or three "
+             "objectives (as 'rtopt pareto --objectives'): points, hypervolume, distance to "
+             "the exact front, time per instance and method.")] = None,
+    pop_size: Annotated[int, typer.Option(
+        "--pop-size", min=4, help="With --pareto: NSGA population.")] = 60,
+    generations: Annotated[int, typer.Option(
+        "--generations", min=1, help="With --pareto: NSGA generations.")] = 60,
     repeat: Annotated[int, typer.Option(
         "--repeat", "-r", min=1, help="Runs per pair; repeat r uses the profile's seed + r.")] = 1,
     workers: Annotated[int, typer.Option(
         "--workers", "-j", min=1, help="Parallel worker processes.")] = 1,
     time_limit: Annotated[Optional[float], typer.Option(
         "--time-limit", metavar="S", show_default=False,
-        help="Time limit per run (s), overriding every profile's.")] = None,
+        help="Time limit per run (s), overriding every profile's.  With --pareto (default "
+             "600 s): the exact front's scoring stops there (status partial), NSGA stops at "
+             "the next generation.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Keep the runs already finished in OUTDIR and run only the others.")
     ] = False,
@@ -44,6 +56,9 @@ def compare_cmd(
     ] = False,
 ) -> None:
     """Solve every instance with every solver profile and write a comparison report.
+
+    With --pareto A,B[,C], runs every front method (exact, nsga) on every instance instead,
+    and reports points, hypervolume, ratio and distances to the exact front, and time.
 
     Each run is written to OUTDIR as soon as it finishes.  Ctrl-C (exit code 130) or SIGTERM
     (exit code 143) keeps the finished runs; --resume continues.  A non-empty OUTDIR needs
@@ -63,12 +78,24 @@ def compare_cmd(
     def progress(done: int, total: int, label: str) -> None:
         bar.update(task, completed=done, total=total, description=label)
 
+    if pareto is None and not solvers:
+        fail(["Missing option '--solver' / '-s' (or give --pareto A,B[,C] to compare "
+              "Pareto-front methods)."], code=2)
     try:
         with handle_sigterm(), bar:
             # always in worker processes: a crashing or hanging back-end costs only its row
-            summary = compare(instances, _profiles(solvers), outdir, repeat=repeat,
-                              workers=workers, time_limit_s=time_limit, progress=progress,
-                              isolate=True, resume=resume, overwrite=overwrite)
+            if pareto is not None:
+                from rtopt.compare_pareto import compare_fronts
+
+                summary = compare_fronts(instances, pareto, outdir, _profiles(solvers or []),
+                                         repeat=repeat, workers=workers,
+                                         time_limit_s=time_limit, pop_size=pop_size,
+                                         generations=generations, progress=progress,
+                                         isolate=True, resume=resume, overwrite=overwrite)
+            else:
+                summary = compare(instances, _profiles(solvers), outdir, repeat=repeat,
+                                  workers=workers, time_limit_s=time_limit, progress=progress,
+                                  isolate=True, resume=resume, overwrite=overwrite)
     except _NothingToRun as e:
         fail(e.problem_lines)
     except CompareInterrupted as e:
@@ -79,9 +106,18 @@ def compare_cmd(
         err_console.print(line)
     for line in summary.report_errors:
         err_console.print(f"report: {line}")
-    n_ok = sum(r["status"] in ("optimal", "feasible") for r in summary.rows)
-    typer.echo(f"{len(summary.rows)} run(s), {n_ok} verified feasible; "
-               f"wrote {outdir / 'results.csv'} and {outdir / 'report.html'}")
+    if pareto is not None:
+        from rtopt.compare_pareto import FRONT_STATUSES, summary_lines
+
+        for line in summary_lines(summary.rows):
+            typer.echo(line)
+        n_ok = sum(r["status"] in FRONT_STATUSES for r in summary.rows)
+        typer.echo(f"{len(summary.rows)} run(s), {n_ok} with a verified front; "
+                   f"wrote {outdir / 'results.csv'} and {outdir / 'report.html'}")
+    else:
+        n_ok = sum(r["status"] in ("optimal", "feasible") for r in summary.rows)
+        typer.echo(f"{len(summary.rows)} run(s), {n_ok} verified feasible; "
+                   f"wrote {outdir / 'results.csv'} and {outdir / 'report.html'}")
     if summary.errors:
         raise typer.Exit(1)
 
