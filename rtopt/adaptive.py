@@ -70,7 +70,7 @@ from rtopt.solve import Result
 
 __all__ = ["Posterior", "update", "replan", "ReplanResult", "predict_observations",
            "plot_update", "LOW_ESS", "MOVED_SHIFT", "MOVED_SD_RATIO", "PRIOR_SAMPLES",
-           "REPLAN_BACKENDS"]
+           "REPLAN_BACKENDS", "adaptive_study", "StudyResult"]
 
 PRIOR_SAMPLES = 2000
 """Default prior samples of an update (a few thousand courses simulate in well under 1 s)."""
@@ -395,14 +395,18 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
     for ax, q in zip(axes[:, 0], quantities):
         hl = next((o.clearance_half_life_days for o in post.observations if o.quantity == q),
                   None)
-        x = _quantity(q, t, traj, hl, _baseline(problem, biology_with(
-            problem.biology, post.values), post.n, course) if q == "hypoxic_volume_ratio"
-            else None)
+        bio = biology_with(problem.biology, post.values)
+        h0 = _baseline(problem, bio, post.n, course) if q == "hypoxic_volume_ratio" else None
+        x = _quantity(q, t, traj, hl, h0)
+        # the grid records each day after its events: put the untreated state first
+        t0, tr0 = _trajectories(problem, bio, post.n, course, 0)
+        x = np.concatenate([_quantity(q, t0, tr0, hl, h0)[:, -1:], x], axis=1)
+        tt = np.concatenate([[0.0], t])
         for w, colour, name in ((u, "0.55", "prior"), (post.weights, "C0", "posterior")):
             lo, med, hi = weighted_quantiles(x, w, (0.05, 0.5, 0.95))
-            ax.fill_between(t, lo, hi, color=colour, alpha=0.25, lw=0,
+            ax.fill_between(tt, lo, hi, color=colour, alpha=0.25, lw=0,
                             label=f"{name} 5-95 %")
-            ax.plot(t, med, color=colour, lw=1.6, label=f"{name} median")
+            ax.plot(tt, med, color=colour, lw=1.6, label=f"{name} median")
         for o in post.observations:
             if o.quantity == q:
                 ax.errorbar([o.day], [o.value], yerr=[o.sd], fmt="o", color="C3", capsize=4,
@@ -740,3 +744,128 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
                                               **_summary(ins)}}
         res = replace(res, extras=extras, wall_time_s=time.perf_counter() - t0)
     return wrap(res)
+
+
+# ----------------------------------------------------------------------------- study
+@dataclass
+class StudyResult:
+    """Adaptive vs. non-adaptive over virtual patients (see :func:`adaptive_study`)."""
+
+    nominal_plan: Plan
+    gains: np.ndarray
+    adaptive_objective: np.ndarray
+    nominal_objective: np.ndarray
+    changed: np.ndarray
+    ci95: tuple[float, float]
+    meta: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nominal_plan": self.nominal_plan.describe(), "patients": len(self.gains),
+                "mean_gain": float(self.gains.mean()), "gain_ci95": list(self.ci95),
+                "share_improved": float((self.gains > 1e-9).mean()),
+                "share_worse": float((self.gains < -1e-9).mean()),
+                "share_replanned_differently": float(self.changed.mean()),
+                "mean_objective_adaptive": float(self.adaptive_objective.mean()),
+                "mean_objective_nominal": float(self.nominal_objective.mean()), **self.meta}
+
+
+def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: int = 2,
+                   quantity: str = "hypoxic_fraction", sd: float = 0.04,
+                   prior_samples: int = 1000, seed: int = 0, progress: Any = None,
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> StudyResult:
+    """Simulated study of the value of adapting (the issue's point 4).
+
+    The nominal optimum (:func:`rtopt.solve.solve`, exhaustive) is started for every virtual
+    patient; each patient's true parameters are an independent draw from the instance's
+    distributions.  After ``delivered_fractions`` fractions, on the day of the next one,
+    ``quantity`` is observed with Gaussian noise ``sd``; the course is then either continued as
+    planned or re-planned (:func:`update` on a pool of ``prior_samples``, :func:`replan`).
+    Both whole courses are verified against the instance (:meth:`Problem.verify`, with the
+    patient's true parameters) and scored by the instance's objective at those parameters;
+    the gain is adaptive minus nominal, its 95 % interval a bootstrap (BCa,
+    :func:`rtopt.trial._ci`) over patients.
+
+    ``overrides``: instance tables to change for the study, e.g. ``{"fractionation":
+    {"uniform_dose": False}}`` so that the re-plan may change the dose of the remaining
+    fractions, or ``{"objective": {"maximise": "local_control"}}``.
+
+    Raises
+    ------
+    AdaptiveError
+        When a plan fails verification (never expected: both are verified plans).
+    """
+    from rtopt.course import course_from_dict
+    from rtopt.solve import solve
+    from rtopt.trial import _ci
+    from rtopt.uncertainty import biology_rows, biology_with, distributions_for, sample_values
+
+    t0 = time.perf_counter()
+    problem = _as_problem(instance)
+    if overrides:
+        from rtopt.instance import instance_from_dict
+
+        data = problem.instance.to_dict()
+        for table, vals in overrides.items():
+            if table == "objective":
+                data[table] = dict(vals)
+            else:
+                data[table] = {**data.get(table, {}), **vals}
+        problem = Problem(instance_from_dict(data, f"{problem.name} (study overrides)"))
+    nominal = solve(problem, "exhaustive")
+    if not nominal.feasible:
+        raise AdaptiveError(f"the nominal solve found no plan ({nominal.status})")
+    P = nominal.plan
+    k = int(delivered_fractions)
+    if not 1 <= k < P.n_fractions:
+        raise AdaptiveError(f"delivered_fractions must be in 1..{P.n_fractions - 1} for the "
+                            f"nominal plan {P.describe()}")
+    today = P.fraction_days[k]
+    product = (None if problem.instance.nk is None else
+               str(getattr(problem.instance.nk.product, "value", problem.instance.nk.product)))
+    data = {"schema_version": 1, "instance": problem.name, "today": today,
+            "fraction": [{"day": d, "dose_gy": x} for d, x in zip(P.fraction_days[:k],
+                                                                   P.doses_gy[:k])],
+            "infusion": [{"day": t, "product": product} for t in P.nk_days if t < today],
+            "observation": [{"day": today, "quantity": quantity, "value": 0.0, "sd": sd}]}
+    course = course_from_dict(data, problem, "<study>")
+    obs0 = course.observations[0]
+    # one prior pool for every patient: the delivered course is the same
+    pool = update(problem, course, samples=prior_samples, seed=seed)
+    dists = distributions_for(problem)
+    truth = sample_values(dists, patients, int(np.random.SeedSequence([seed, 11]).generate_state(1)[0]),
+                          method="random")
+    bio_true = biology_with(problem.biology, truth)
+    y_true = predict_observations(problem, bio_true, patients, course)[0]
+    y = y_true + sd * np.random.default_rng([seed, 12]).standard_normal(patients)
+    if quantity == "hypoxic_fraction":
+        y = np.clip(y, 0.0, 1.0)
+    y = np.maximum(y, 0.0)
+    gains, adapt, nom, changed = [], [], [], []
+    for i in range(patients):
+        o = replace(obs0, value=float(y[i]))
+        ll = -0.5 * ((pool.predictions[0] - o.value) / sd) ** 2
+        w = np.exp(ll - ll.max())
+        post = replace(pool, observations=(o,), weights=w / w.sum(), log_likelihood=ll)
+        res = replan(problem, course.with_observations((o,)), posterior=post, seed=seed)
+        if not res.feasible:
+            raise AdaptiveError(f"patient {i}: the re-plan found no verified plan ({res.status}: "
+                                f"{res.message})")
+        true_problem = copy.copy(problem)
+        true_problem.biology = biology_rows(bio_true, np.array([i]), patients)
+        va, vn = true_problem.verify_all([res.plan, P])
+        if not (va.feasible and vn.feasible):
+            raise AdaptiveError(f"patient {i}: a plan fails verification")
+        adapt.append(va.objective)
+        nom.append(vn.objective)
+        gains.append(va.objective - vn.objective)
+        changed.append(res.plan != P)
+        if progress is not None:
+            progress(i + 1, patients)
+    g = np.array(gains)
+    ci = _ci(g, seed)
+    meta = {"instance": problem.name, "objective": problem.objective_name,
+            "observation": f"{quantity} on day {today} (+- {sd:g}), after {k} fraction(s)",
+            "prior_samples": prior_samples, "seed": seed,
+            "wall_time_s": time.perf_counter() - t0}
+    return StudyResult(P, g, np.array(adapt), np.array(nom), np.array(changed, dtype=bool),
+                       ci, meta)

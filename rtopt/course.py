@@ -348,9 +348,12 @@ def _rule_problems(problem: Any, plan: Any, c: _Course) -> list[tuple[str, str]]
                 continue
             per_fraction.add(name)
             field = "day" if name == "treatment_weekdays" else "dose_gy"
-            what = (f"day {day} ({problem.weekday(day)}) is not a treatment weekday"
-                    if name == "treatment_weekdays" else
-                    f"{dose:g} Gy breaks the instance's {name} ({v:.4g} vs {sense} {lim:.4g})")
+            if name == "treatment_weekdays":
+                what = f"day {day} ({problem.weekday(day)}) is not a treatment weekday"
+            elif name == "dose_grid":
+                what = f"{dose:g} Gy is not on the instance's {problem.dose_step:g} Gy dose grid"
+            else:
+                what = f"{dose:g} Gy breaks the instance's {name} ({v:.4g} vs {sense} {lim:.4g})"
             probs.append((f"fraction[{i}].{field}", what))
     for name, v, lim, sense in _violations(problem, plan):
         if name in per_fraction:
