@@ -115,11 +115,12 @@ def _volume_ratio(log10_s: np.ndarray, dt: float, half_life: float) -> np.ndarra
     s = 10.0 ** log10_s
     decay = 2.0 ** (-dt / half_life)
     dead = np.zeros(s.shape[0])
+    prev = np.ones(s.shape[0])               # before treatment (grid point 0 is after day 0's fraction)
     out = np.empty_like(s)
-    out[:, 0] = s[:, 0]
-    for k in range(1, s.shape[1]):
-        dead = dead * decay + np.maximum(s[:, k - 1] - s[:, k], 0.0)
+    for k in range(s.shape[1]):
+        dead = dead * (decay if k else 1.0) + np.maximum(prev - s[:, k], 0.0)
         out[:, k] = s[:, k] + dead
+        prev = s[:, k]
     return out
 
 

@@ -17,7 +17,7 @@ from rtopt.cli import app
 from rtopt.cli._common import ExitCode, cli_errors, err_console, out_console, resolve_solver, write_atomic
 
 _COURSE_HELP = ("Course record (TOML): delivered fractions and infusions, today, observations "
-                "(e.g. instances/lung-sbrt-peripheral.course.toml).")
+                "(e.g. instances/courses/lung-sbrt-peripheral.toml).")
 
 
 @app.command("update")
