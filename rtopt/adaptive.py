@@ -759,6 +759,10 @@ class StudyResult:
     changed: np.ndarray
     ci95: tuple[float, float]
     meta: dict[str, Any]
+    blind_plan: Plan | None = None
+    blind_objective: np.ndarray | None = None
+    information_gains: np.ndarray | None = None
+    information_ci95: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"nominal_plan": self.nominal_plan.describe(), "patients": len(self.gains),
@@ -767,7 +771,14 @@ class StudyResult:
                 "share_worse": float((self.gains < -1e-9).mean()),
                 "share_replanned_differently": float(self.changed.mean()),
                 "mean_objective_adaptive": float(self.adaptive_objective.mean()),
-                "mean_objective_nominal": float(self.nominal_objective.mean()), **self.meta}
+                "mean_objective_nominal": float(self.nominal_objective.mean()),
+                "blind_replan": None if self.blind_plan is None else self.blind_plan.describe(),
+                "mean_objective_blind_replan": None if self.blind_objective is None
+                else float(self.blind_objective.mean()),
+                "mean_information_gain": None if self.information_gains is None
+                else float(self.information_gains.mean()),
+                "information_gain_ci95": None if self.information_ci95 is None
+                else list(self.information_ci95), **self.meta}
 
 
 def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: int = 2,
@@ -784,7 +795,10 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     Both whole courses are verified against the instance (:meth:`Problem.verify`, with the
     patient's true parameters) and scored by the instance's objective at those parameters;
     the gain is adaptive minus nominal, its 95 % interval a bootstrap (BCa,
-    :func:`rtopt.trial._ci`) over patients.
+    :func:`rtopt.trial._ci`) over patients.  The *information gain* is adaptive minus the
+    re-plan without the observation (the same remaining-course search at the nominal
+    parameters): what the observation itself is worth, apart from re-optimising in the
+    remaining-course space.
 
     ``overrides``: instance tables to change for the study, e.g. ``{"fractionation":
     {"uniform_dose": False}}`` so that the re-plan may change the dose of the remaining
@@ -841,7 +855,14 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     if quantity == "hypoxic_fraction":
         y = np.clip(y, 0.0, 1.0)
     y = np.maximum(y, 0.0)
-    gains, adapt, nom, changed = [], [], [], []
+    # the re-plan without the observation: what re-optimising the remaining course alone gives
+    # (its space may hold plans the whole-course search did not, e.g. a new dose)
+    blind = replan(problem, course.with_observations(()), seed=seed,
+                   posterior=replace(pool, observations=(), weights=np.full(pool.n, 1 / pool.n),
+                                     predictions=pool.predictions[:0]))
+    if not blind.feasible:
+        raise AdaptiveError(f"the re-plan without observation found no plan ({blind.status})")
+    gains, adapt, nom, changed, info, blind_obj = [], [], [], [], [], []
     for i in range(patients):
         o = replace(obs0, value=float(y[i]))
         ll = -0.5 * ((pool.predictions[0] - o.value) / sd) ** 2
@@ -853,12 +874,14 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
                                 f"{res.message})")
         true_problem = copy.copy(problem)
         true_problem.biology = biology_rows(bio_true, np.array([i]), patients)
-        va, vn = true_problem.verify_all([res.plan, P])
-        if not (va.feasible and vn.feasible):
+        va, vn, vb = true_problem.verify_all([res.plan, P, blind.plan])
+        if not (va.feasible and vn.feasible and vb.feasible):
             raise AdaptiveError(f"patient {i}: a plan fails verification")
         adapt.append(va.objective)
         nom.append(vn.objective)
+        blind_obj.append(vb.objective)
         gains.append(va.objective - vn.objective)
+        info.append(va.objective - vb.objective)
         changed.append(res.plan != P)
         if progress is not None:
             progress(i + 1, patients)
@@ -868,5 +891,6 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
             "observation": f"{quantity} on day {today} (+- {sd:g}), after {k} fraction(s)",
             "prior_samples": prior_samples, "seed": seed,
             "wall_time_s": time.perf_counter() - t0}
+    gi = np.array(info)
     return StudyResult(P, g, np.array(adapt), np.array(nom), np.array(changed, dtype=bool),
-                       ci, meta)
+                       ci, meta, blind.plan, np.array(blind_obj), gi, _ci(gi, seed))

@@ -174,6 +174,8 @@ def test_adaptive_study_gain_from_verified_plans(lung):
     assert d["patients"] == 3 and len(r.gains) == 3
     # the gain is the difference of the two verified objectives, patient by patient
     assert np.allclose(r.gains, r.adaptive_objective - r.nominal_objective, rtol=0, atol=0)
+    assert np.allclose(r.information_gains, r.adaptive_objective - r.blind_objective,
+                       rtol=0, atol=0)
     lo, hi = r.ci95
     assert lo <= r.gains.mean() + 1e-12 and r.gains.mean() <= hi + 1e-12  # round-off only
 
