@@ -18,7 +18,7 @@ the quantity residual hypoxia acts on; pass `--as-is` for the instance unchanged
 re-plan keeps the nominal plan for every patient: the FMISO observation informs the
 reoxygenation parameters, and the NK objective barely depends on them).
 
-Run (about 30 s for the default 10 patients on a shared 2-core machine):
+Run (about 17 s for the default 10 patients on a 2-core machine):
 
     python examples/adaptive_study.py [--patients 10] [--seed 0] [--as-is]
 """
