@@ -43,12 +43,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "solve": ("rtopt.solve", "solve"),
     "render_report": ("rtopt.report", "render"),
     "pareto": ("rtopt.pareto", "pareto"),
+    "update": ("rtopt.adaptive", "update"),
+    "replan": ("rtopt.adaptive", "replan"),
+    "load_course": ("rtopt.course", "load_course"),
 }
 
 __all__ = [
     "__version__", "solve", "Result", "render_report", "Plan", "Problem", "Instance", "load_instance",
     "instance_from_dict", "instance_json_schema", "Biology", "Simulation", "simulate",
-    "simulate_reference", "pareto", "SurrogateParameters", "resolve_parameters", "RtoptError",
+    "simulate_reference", "pareto", "update", "replan", "load_course", "SurrogateParameters", "resolve_parameters", "RtoptError",
     "InstanceError", "SolverUnavailable", "ProblemDeclined", "InfeasibleProblem",
 ]
 
@@ -86,6 +89,8 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from rtopt.adaptive import replan, update
+    from rtopt.course import load_course
     from rtopt.errors import (InfeasibleProblem, InstanceError, ProblemDeclined, RtoptError,
                               SolverUnavailable)
     from rtopt.instance import Instance, instance_from_dict, instance_json_schema, load_instance
