@@ -379,20 +379,24 @@ def _population_tcp_py(ln_s, log_n0, lo, frac, w, out):  # pragma: no cover - co
     TCP below the smallest normal double (1e-308) counts as 0."""
     n, _ = ln_s.shape
     J = lo.shape[0]
-    for i in prange(n):
-        c = log_n0[i] if log_n0.shape[0] > 1 else log_n0[0]
-        t = np.empty(J)
-        for j in range(J):
-            k = lo[j]
-            x = (1.0 - frac[j]) * ln_s[i, k] + frac[j] * ln_s[i, k + 1] + c
-            x = -40.0 if x < -40.0 else x
-            x = 700.0 if x > 700.0 else x
-            y = -_exp(x)
-            t[j] = 0.0 if y < -708.0 else _exp(y if y > -708.0 else -708.0)
-        acc = 0.0
-        for j in range(J):
-            acc += w[j] * t[j]
-        out[i] = acc if acc < 1.0 else 1.0      # the weights sum to 1 only to round-off
+    for blk in prange((n + 63) // 64):
+        x = np.empty(J)
+        x1 = np.empty(J)
+        for i in range(blk * 64, min(n, blk * 64 + 64)):
+            c = log_n0[i] if log_n0.shape[0] > 1 else log_n0[0]
+            for j in range(J):                      # gather the bracketing nodes
+                x[j] = ln_s[i, lo[j]]
+                x1[j] = ln_s[i, lo[j] + 1]
+            for j in range(J):                      # branch-free: vectorised
+                xj = (1.0 - frac[j]) * x[j] + frac[j] * x1[j] + c
+                xj = -40.0 if xj < -40.0 else xj
+                xj = 700.0 if xj > 700.0 else xj
+                y = -_exp(xj)
+                x[j] = 0.0 if y < -708.0 else _exp(y if y > -708.0 else -708.0)
+            acc = 0.0
+            for j in range(J):
+                acc += w[j] * x[j]
+            out[i] = acc if acc < 1.0 else 1.0  # the weights sum to 1 only to round-off
 
 
 _population_tcp_parallel = njit(parallel=True, cache=True, error_model="numpy")(_population_tcp_py)
