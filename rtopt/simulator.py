@@ -911,6 +911,125 @@ _horizon_block_parallel = njit(parallel=True, cache=True, error_model="numpy")(_
 _horizon_block_serial = njit(cache=True, error_model="numpy")(_horizon_block_py)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _nk_coefficients(m, s, q, dt, cf):  # pragma: no cover - compiled
+    """The NK propagator of one sub-step for ``m`` lanes, from the TME at its start:
+    ``T <- cf[0] T + cf[1] B``, ``B <- cf[2] B`` (as in :func:`_sub_steps`)."""
+    for l in range(m):
+        cm = s[_S_C, l] * q[_Q_EEH, l] + s[_S_P, l] * q[_Q_CPCH, l]
+        vm = 1.0 - s[_S_DV, l] * q[_Q_SQV, l]
+        kin = q[_Q_K0, l] * vm * (1.0 + q[_Q_GAIN, l] * cm / (q[_Q_C50, l] + cm))
+        x = kin * dt + q[_Q_XO, l] + 1e-300
+        em = _expm1(-x)
+        eo = q[_Q_EO, l]
+        cf[0, l] = eo
+        cf[1, l] = -em / x * kin * eo * dt
+        cf[2, l] = (em + 1.0) * eo
+
+
+def _infusion_block_py(spd, dt, D, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+                       c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma,
+                       eta, cdays, auc, fa):  # pragma: no cover - compiled
+    """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
+
+    Every NK state is linear in the infusions and the TME does not depend on them, so each row
+    runs the TME of :func:`_horizon_block_py` once and carries one NK channel (``B, T``) per
+    candidate infusion day ``cdays`` (ascending): the expensive part of a sub-step (trafficking
+    rate, its exponential, hypoxia) is computed once and applied to every channel that has
+    started.  ``auc`` (``(N, K)``) receives each channel's (unscaled) activity integral, ``fa``
+    (``(N, K, F)``) its scaled activity over the day before each fraction.
+    """
+    n, days = D.shape
+    K = cdays.shape[0]
+    nblocks = (n + _LANES - 1) // _LANES
+    for b in prange(nblocks):
+        i0 = b * _LANES
+        m = min(_LANES, n - i0)
+        s = np.zeros((10, _LANES))
+        q = np.ones((17, _LANES))
+        cf = np.zeros((3, _LANES))
+        Bc = np.zeros((K, _LANES))
+        Tc = np.zeros((K, _LANES))
+        Ec = np.zeros((K, _LANES))
+        au = np.zeros((K, _LANES))
+        au_tot = np.zeros((K, _LANES))
+        au_start = np.zeros((K, _LANES))
+        cnt = np.zeros(_LANES, np.int64)
+        g1 = g2 = g3 = True
+        for l in range(m):
+            i = i0 + l
+            q[_Q_EW, l], q[_Q_EV, l], q[_Q_EE, l] = _at(e_w, i), _at(e_v, i), _at(e_e, i)
+            q[_Q_EA, l], q[_Q_CPC, l], q[_Q_EEH, l] = _at(e_a, i), _at(c_pc, i), _at(e_eh, i)
+            q[_Q_CPCH, l], q[_Q_SQV, l], q[_Q_K0, l] = _at(c_pch, i), _at(sq_ev, i), _at(k0, i)
+            q[_Q_GAIN, l], q[_Q_C50, l], q[_Q_XO, l] = _at(gain, i), _at(c50, i), _at(x_off, i)
+            q[_Q_EO, l], q[_Q_HMX, l], q[_Q_G, l] = _at(e_out, i), _at(h_max, i), _at(gamma, i)
+            q[_Q_ETA, l], q[_Q_ASC, l] = _at(eta, i), _at(ascale, i)
+            g = q[_Q_G, l]
+            g1 = g1 and g == 1.0
+            g2 = g2 and g == 2.0
+            g3 = g3 and g == 3.0
+            s[_S_H, l] = _hypoxia(0.0, 0.0, h0, g, q[_Q_HMX, l])
+        mode = 1 if g1 else 2 if g2 else 3 if g3 else 0
+        kon = 0                                     # channels started (infused by day j)
+        for j in range(days):
+            while kon < K and cdays[kon] <= j:
+                kon += 1
+            for l in range(m):
+                i = i0 + l
+                d = D[i, j]
+                if d > 0.0:
+                    c = cnt[l]
+                    k = rowptr[i] + c
+                    cnt[l] = c + 1
+                    for ch in range(kon):
+                        fa[i, ch, c] = q[_Q_ASC, l] * (au_tot[ch, l] - au_start[ch, l])
+                        Tc[ch, l] *= jT[k]
+                        Bc[ch, l] *= jB[k]
+                    dwi = 1.0 - (1.0 - s[_S_DW, l]) * jw[k]
+                    dvi = 1.0 - (1.0 - s[_S_DV, l]) * jv[k]
+                    s[_S_DW, l], s[_S_DV, l] = dwi, dvi
+                    s[_S_P, l] += jP[k]
+                    s[_S_H, l] = _hypoxia(dwi, dvi, h0, q[_Q_G, l], q[_Q_HMX, l])
+            for ch in range(kon):
+                if cdays[ch] == j:
+                    for l in range(m):
+                        Bc[ch, l] += 1.0
+                for l in range(m):
+                    au_start[ch, l] = au_tot[ch, l]
+                    Ec[ch, l] = Tc[ch, l] * (1.0 - q[_Q_ETA, l] * s[_S_H, l])
+                    au[ch, l] = 0.0
+            for k in range(spd):
+                if kon > 0:
+                    _nk_coefficients(m, s, q, dt, cf)
+                if mode == 1:
+                    _sub_steps(m, s, q, dt, h0, False, 1)
+                elif mode == 2:
+                    _sub_steps(m, s, q, dt, h0, False, 2)
+                elif mode == 3:
+                    _sub_steps(m, s, q, dt, h0, False, 3)
+                else:
+                    _sub_steps(m, s, q, dt, h0, False, 0)
+                for ch in range(kon):
+                    for l in range(m):
+                        T = Tc[ch, l] * cf[0, l] + cf[1, l] * Bc[ch, l]
+                        Bc[ch, l] *= cf[2, l]
+                        Tc[ch, l] = T
+                        En = T * (1.0 - q[_Q_ETA, l] * s[_S_H, l])
+                        au[ch, l] += Ec[ch, l] + En
+                        Ec[ch, l] = En
+            for ch in range(kon):
+                for l in range(m):
+                    au_tot[ch, l] += 0.5 * dt * au[ch, l]
+        for l in range(m):
+            for ch in range(K):
+                auc[i0 + l, ch] = au_tot[ch, l]
+
+
+_infusion_block_parallel = njit(parallel=True, cache=True, error_model="numpy")(
+    _infusion_block_py)
+_infusion_block_serial = njit(cache=True, error_model="numpy")(_infusion_block_py)
+
+
 _TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",
                "nk_activity")
 
@@ -939,11 +1058,11 @@ def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
     return ln / np.log(10.0)
 
 
-def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
-                    counterfactual=True):
+def _prepare(bio, D, p, spd):
+    """What the compiled kernels need besides the schedules: sub-step propagators, hypoxia
+    constants and the compacted fraction jumps (row ``i``'s fractions are
+    ``rowptr[i]:rowptr[i + 1]``, in day order)."""
     n, days = D.shape
-    D = np.ascontiguousarray(D, dtype=float)
-    U = np.ascontiguousarray(np.broadcast_to(U, D.shape), dtype=float)
     dt = 1.0 / spd
     ka, ke, norm = sg.chemokine_rates(p)
     # exact sub-step propagators of the linear parts (arrays: shared or one per sample)
@@ -977,6 +1096,18 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
                             on_rows(norm))
     jw, jv, jP, jB, jT = (np.ascontiguousarray(np.broadcast_to(jumps[c], rows.shape),
                                                dtype=float) for c in (0, 1, 2, 4, 5))
+    return dict(dt=dt, rowptr=rowptr, F=F, jumps=(jw, jv, jP, jT, jB),
+                ascale=_row_array(act_scale), act_scale=act_scale, consts=consts, h0=h0,
+                shape_c=shape_c)
+
+
+def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
+                    counterfactual=True):
+    n, days = D.shape
+    D = np.ascontiguousarray(D, dtype=float)
+    U = np.ascontiguousarray(np.broadcast_to(U, D.shape), dtype=float)
+    prep = _prepare(bio, D, p, spd)
+    dt, F, act_scale = prep["dt"], prep["F"], prep["act_scale"]
     nk = bool(bio.nk)
     traj = np.empty((n, days * spd + 1, 7)) if want_traj else np.empty((0, 0, 7))
     rec_shape = (n, days) if want_rec or want_traj else (0, 0)
@@ -984,8 +1115,8 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
     fd, fh, fa = np.zeros((n, F)), np.zeros((n, F)), np.zeros((n, F))
     st = np.empty((n, 9))
     kernel = _horizon_block_serial if n < _SERIAL_BELOW else _horizon_block_parallel
-    kernel(spd, dt, D, U, rowptr, jw, jv, jP, jT, jB, _row_array(act_scale), *consts, h0,
-           *shape_c, nk, traj, fh_all, fa_all, fd, fh, fa, st)
+    kernel(spd, dt, D, U, prep["rowptr"], *prep["jumps"], prep["ascale"], *prep["consts"],
+           prep["h0"], *prep["shape_c"], nk, traj, fh_all, fa_all, fd, fh, fa, st)
     h, hsum, auc = st[:, 6], st[:, 7], st[:, 8]
     auc = auc * act_scale if nk else np.zeros(n)
     out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual)
@@ -1063,31 +1194,38 @@ class InfusionKernels:
 def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
                      steps_per_day: int = 8, population: bool = True) -> InfusionKernels:
     """Simulate every schedule with one infusion on each candidate day (see
-    :class:`InfusionKernels`); ``S * (K + 1)`` simulations in one vectorised call."""
+    :class:`InfusionKernels`): the schedules once without infusions (:func:`simulate`), then
+    the ``K`` single-infusion responses of each schedule in one compiled pass that shares the
+    TME between them (:func:`_infusion_block_py`), in chunks of rows that bound memory.
+    Array-valued parameters of ``bio`` (samples) have one value per schedule row."""
     D = _as_matrix(doses, "doses")
     days = np.asarray(days, dtype=int)
     S, H = D.shape
     K = days.size
-    eye = np.zeros((K + 1, H))
-    eye[np.arange(K), days] = 1.0                             # last row: no infusion
-    DD = np.repeat(D, K + 1, axis=0)
-    UU = np.tile(eye, (S, 1))
-    sim = simulate(bio, DD, UU, steps_per_day=steps_per_day, record_fractions=True,
-                   population=population)
-    auc = sim.nk_auc.reshape(S, K + 1)[:, :K]
-    act_all = sim.fraction_activity.reshape(S, K + 1, H)
-    F = max(int((D > 0).sum(axis=1).max()), 1)
-    frac_dose = np.zeros((S, F))
-    frac_h = np.zeros((S, F))
+    base_sim = simulate(bio, D, steps_per_day=steps_per_day, record_fractions=True,
+                        population=population)
+    F = max(int((D > 0).sum(axis=1).max(initial=0)), 1)
+    auc = np.zeros((S, K))
     activity = np.zeros((S, K, F))
-    h_all = sim.fraction_hypoxia.reshape(S, K + 1, H)[:, K]
-    for s_ in range(S):
-        fd = np.flatnonzero(D[s_] > 0)
-        frac_dose[s_, :fd.size] = D[s_, fd]
-        frac_h[s_, :fd.size] = h_all[s_, fd]
-        activity[s_, :, :fd.size] = act_all[s_, :K, fd].T
-    base_rows = np.arange(S) * (K + 1) + K
-    base = Simulation(**{k: getattr(sim, k)[base_rows] for k in _ROW_FIELDS})
+    order = np.argsort(days, kind="stable")
+    cdays = np.ascontiguousarray(days[order], dtype=np.int64)
+    if bio.nk and K:
+        chunk = max(_LANES, (1 << 21) // max(1, K * F))
+        for i in range(0, S, chunk):
+            rows = slice(i, i + chunk)
+            Dc = np.ascontiguousarray(D[rows], dtype=float)
+            p = _param_rows(bio, rows, S)
+            prep = _prepare(_tumour_rows(bio, rows, S), Dc, p, steps_per_day)
+            a = np.zeros((Dc.shape[0], K))
+            fa = np.zeros((Dc.shape[0], K, prep["F"]))
+            kernel = (_infusion_block_serial if Dc.shape[0] < _SERIAL_BELOW
+                      else _infusion_block_parallel)
+            kernel(steps_per_day, prep["dt"], Dc, prep["rowptr"], *prep["jumps"],
+                   prep["ascale"], *prep["consts"], prep["h0"], *prep["shape_c"], cdays, a, fa)
+            auc[rows][:, order] = a * np.reshape(prep["ascale"], (-1, 1))
+            activity[rows][:, order, :prep["F"]] = fa
+    frac_dose, frac_h = _compact_fractions(D, base_sim.fraction_hypoxia)
+    base = Simulation(**{k: getattr(base_sim, k) for k in _ROW_FIELDS})
     return InfusionKernels(bio, D, days, auc, activity, frac_dose, frac_h, base)
 
 
