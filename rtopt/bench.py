@@ -16,7 +16,7 @@ import numpy as np
 from rtopt.errors import RtoptError
 from rtopt.simulator import Biology, simulate, simulate_reference
 
-__all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling",
+__all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling", "bench_workloads",
            "default_instances"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,8 @@ def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
             "ratio_full": rows[1]["per_second"] / rows[2]["per_second"],
             "horizon_days": D.shape[1], "steps_per_day": steps_per_day, "cpus": os.cpu_count(),
             "repeats": repeats,
-            "max_rel_err_nk": rel(fast.nk_auc, ref.nk_auc),
+            "max_rel_err_nk": rel(fast.nk_auc, ref.nk_auc), "peak_mib": _peak_rss_mib(),
+            "chunk": min(n_fast, 65536),
             "max_rel_err_ln_s": rel(fast.ln_survival, ref.ln_survival)}
 
 
@@ -154,4 +155,54 @@ def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
                      "schedules": r.extras.get("schedules"),
                      "evaluations": r.extras.get("evaluations"),
                      "seconds": time.perf_counter() - t0, "status": r.status})
+    return rows
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB; ``ru_maxrss`` is KiB on Linux)."""
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
+
+
+def bench_workloads(samples: int = 256, patients: int = 1000,
+                    progress: Any = None) -> list[dict[str, Any]]:
+    """Time the robust exhaustive solve of the lung instance over ``samples`` parameter samples
+    and a ``patients``-patient, 6-arm virtual trial (the five standard lung arms and the
+    exhaustively optimised plan; solve, cohort and outputs), each with the peak memory of the
+    process after it.  Compilation is warmed up first (not timed)."""
+    import tempfile
+
+    from rtopt.problem import Problem
+    from rtopt.solve import solve
+    from rtopt.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
+
+    lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
+    if not lung.is_file():
+        raise RtoptError("bench workloads need instances/lung-sbrt-peripheral.toml of the "
+                         "source checkout")
+    step = progress or (lambda label: None)
+    step("warm-up (robust and trial paths)")
+    solve(str(lung), "exhaustive", robust="expected", samples=2)
+    rows = []
+    step(f"robust exhaustive solve, {samples} samples")
+    t0 = time.perf_counter()
+    r = solve(str(lung), "exhaustive", robust="expected", samples=samples)
+    rows.append({"name": f"robust exhaustive solve, lung, {samples} samples",
+                 "seconds": time.perf_counter() - t0, "target_s": 60.0,
+                 "status": r.status, "peak_mib": _peak_rss_mib()})
+    step(f"virtual trial, {patients} patients x 6 arms")
+    t0 = time.perf_counter()
+    problem = Problem.from_path(str(lung))
+    arms = {a: standard_plan(problem, a) for a in STANDARD_ARMS}
+    opt = solve(problem, "exhaustive")
+    arms["optimised"] = opt.plan
+    res = run_trial(problem, arms, patients, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_outputs(res, tmp)
+    rows.append({"name": f"virtual trial, {patients} patients x {len(arms)} arms",
+                 "seconds": time.perf_counter() - t0, "target_s": 30.0,
+                 "status": "done", "peak_mib": _peak_rss_mib()})
     return rows

@@ -54,7 +54,9 @@ import numpy as np
 # install.  A per-user cache avoids that (an explicit NUMBA_CACHE_DIR still wins).
 os.environ.setdefault("NUMBA_CACHE_DIR",
                       os.path.join(os.path.expanduser("~"), ".cache", "rtopt", "numba"))
-from numba import njit, prange  # noqa: E402  (after the cache location is set)
+from llvmlite import ir  # noqa: E402
+from numba import njit, prange, types  # noqa: E402  (after the cache location is set)
+from numba.extending import intrinsic  # noqa: E402
 
 from rtopt import radiobiology as rb
 from rtopt import surrogate as sg
@@ -277,67 +279,128 @@ def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
     return np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2])
 
 
-def _node_sums_py(logw, neg, scale, out):  # pragma: no cover - compiled
-    """``out[i, q] = sum_f log sum_k exp(logw[i, f, k] - scale[i|0, q] * neg[i, f, k])``.
+def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t, lq_l,
+                   scale, out):  # pragma: no cover - compiled
+    """``out[i, q]``: ln S of row ``i``'s fractions at population node ``q`` (LQ and LQ-L).
 
-    The population node expansion of :func:`fraction_log_survival` for survival models that are
-    proportional to (alpha, beta): the per-compartment values come from
-    :func:`rtopt.radiobiology.neg_log_survival`; this only scales and log-sum-exps them.
+    The compiled form of :func:`fraction_log_survival` summed over fractions, for the survival
+    models that are proportional to the patient's radiosensitivity ``scale[i|0, q]`` (relative
+    to the nominal alpha).  Per fraction, ``ln sum_k w_k exp(-scale n_k)`` over the three
+    compartments is written as ``-scale n_min + ln sum_k w_k exp(-scale (n_k - n_min))`` with
+    ``n_min`` the least-killed populated compartment, so the sum lies in ``[w_min, 1]`` (no
+    underflow), and the compartment factors follow the node grid, linear in ``scale`` above 0,
+    as a geometric sequence: two exponentials per compartment and fraction instead of one per
+    node.  The per-fraction sums are multiplied (rescaled before they could underflow) and one
+    logarithm per node closes the row.  ``fd, fh, fa`` are ``(N, F)`` dose, FMISO fraction and
+    previous-day activity (0-dose padding contributes nothing).
     """
-    n, F, K = neg.shape
+    n, F = fd.shape
     Q = scale.shape[1]
     for i in prange(n):
-        row = scale[i] if scale.shape[0] > 1 else scale[0]
+        sc = scale[i] if scale.shape[0] > 1 else scale[0]
+        a0, b, sm, e5 = _at(alpha, i), _at(beta, i), _at(smax, i), _at(e50, i)
+        rt, ax, oi, oa, dti = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i), _at(d_t, i)
+        q0 = 0
+        while q0 < Q and sc[q0] <= 0.0:
+            q0 += 1
+        step = (sc[Q - 1] - sc[q0]) / (Q - 1 - q0) if q0 < Q - 1 else 0.0
+        tot = np.zeros(Q)
+        prod = np.ones(Q)
+        neg = np.empty(3)
+        w = np.empty(3)
+        for f in range(F):
+            d = fd[i, f]
+            if d <= 0.0:
+                continue
+            act = fa[i, f]
+            a = a0 * (1.0 + sm * act / (e5 + act))
+            hc = rt * fh[i, f]
+            hc = hc if hc < 1.0 else 1.0
+            ha = hc * ax
+            hi = hc - ha
+            w[0], w[1], w[2] = 1.0 - (hi + ha), hi, ha
+            for k in range(3):
+                x = d if k == 0 else d / oi if k == 1 else d / oa
+                lq = x * (a + b * x)
+                if lq_l and x > dti:
+                    lq = dti * (a + b * dti) + (a + 2.0 * b * dti) * (x - dti)
+                neg[k] = lq
+            nmin = np.inf                            # least-killed populated compartment
+            for k in range(3):
+                if w[k] > 0.0 and neg[k] < nmin:
+                    nmin = neg[k]
+            if nmin == np.inf:
+                nmin = 0.0
+            for q in range(q0):                      # nodes at alpha = 0: no kill
+                s = w[0] + w[1] + w[2]
+                prod[q] *= s
+            e0 = w[0] * np.exp(-sc[q0] * (neg[0] - nmin)) if w[0] > 0.0 else 0.0
+            e1 = w[1] * np.exp(-sc[q0] * (neg[1] - nmin)) if w[1] > 0.0 else 0.0
+            e2 = w[2] * np.exp(-sc[q0] * (neg[2] - nmin)) if w[2] > 0.0 else 0.0
+            r0 = np.exp(-step * (neg[0] - nmin))
+            r1 = np.exp(-step * (neg[1] - nmin))
+            r2 = np.exp(-step * (neg[2] - nmin))
+            for q in range(q0, Q):
+                tot[q] -= sc[q] * nmin
+                p = prod[q] * (e0 + e1 + e2)
+                if p < 1e-250:                       # rescale before underflow
+                    tot[q] += np.log(p)
+                    p = 1.0
+                prod[q] = p
+                e0 *= r0
+                e1 *= r1
+                e2 *= r2
         for q in range(Q):
-            sc = row[q]
-            tot = 0.0
-            for f in range(F):
-                m = -np.inf
-                for k in range(K):
-                    t = logw[i, f, k] - sc * neg[i, f, k]
-                    if t > m:
-                        m = t
-                if m == -np.inf:
-                    tot = -np.inf
-                    break
-                acc = 0.0
-                for k in range(K):
-                    acc += np.exp(logw[i, f, k] - sc * neg[i, f, k] - m)
-                tot += m + np.log(acc)
-            out[i, q] = tot
+            out[i, q] = tot[q] + np.log(prod[q])
 
 
-_node_sums_parallel = njit(parallel=True, cache=True)(_node_sums_py)
-_node_sums_serial = njit(cache=True)(_node_sums_py)
+_ln_s_nodes_parallel = njit(parallel=True, cache=True, error_model="numpy")(_ln_s_nodes_py)
+_ln_s_nodes_serial = njit(cache=True, error_model="numpy")(_ln_s_nodes_py)
 
 
-def _node_sums(logw, neg, scale, out):
-    """Dispatch :func:`_node_sums_py` (compiled) by batch size (see :data:`_SERIAL_BELOW`)."""
-    kernel = _node_sums_serial if neg.shape[0] < _SERIAL_BELOW else _node_sums_parallel
-    kernel(logw, neg, scale, out)
+def _ln_s_nodes(bio, p, fd, fh, fa, scale):
+    """ln S ``(N, Q)`` at the nodes ``scale`` (``(N|1, Q)``) by :func:`_ln_s_nodes_py`."""
+    lq_l = bio.survival_model == "lq_l"
+    vals = [_row_array(x) for x in (
+        bio.alpha_per_gy, bio.beta_per_gy2, p.nk_radiosensitisation_max,
+        p.nk_radiosensitisation_e50, p.clonogen_hypoxia_ratio, p.anoxic_share,
+        p.oer_intermediate, p.oer, bio.transition_dose_gy if lq_l else 1.0)]
+    fd, fh, fa = (np.ascontiguousarray(x, dtype=float) for x in np.broadcast_arrays(fd, fh, fa))
+    out = np.empty((fd.shape[0], scale.shape[1]))
+    kernel = _ln_s_nodes_serial if fd.shape[0] < _SERIAL_BELOW else _ln_s_nodes_parallel
+    kernel(fd, fh, fa, *vals, lq_l, np.ascontiguousarray(scale, dtype=float), out)
+    return out
 
 
 def _population_tcp_py(ln_s, log_n0, lo, frac, w, out):  # pragma: no cover - compiled
     """:func:`rtopt.radiobiology.population_tcp` fused into one pass per row (same grid, same
-    linear interpolation and clipping; a test holds the two together)."""
+    linear interpolation and clipping; a test holds the two together).  The per-patient TCP
+    of all fine points is one branch-free loop with :func:`_exp` (vectorised); a per-patient
+    TCP below the smallest normal double (1e-308) counts as 0."""
     n, _ = ln_s.shape
     J = lo.shape[0]
-    for i in prange(n):
-        c = log_n0[i] if log_n0.shape[0] > 1 else log_n0[0]
-        acc = 0.0
-        for j in range(J):
-            k = lo[j]
-            x = (1.0 - frac[j]) * ln_s[i, k] + frac[j] * ln_s[i, k + 1] + c
-            if x < -40.0:
-                x = -40.0
-            elif x > 700.0:
-                x = 700.0
-            acc += w[j] * np.exp(-np.exp(x))
-        out[i] = acc if acc < 1.0 else 1.0      # the weights sum to 1 only to round-off
+    for blk in prange((n + 63) // 64):
+        x = np.empty(J)
+        x1 = np.empty(J)
+        for i in range(blk * 64, min(n, blk * 64 + 64)):
+            c = log_n0[i] if log_n0.shape[0] > 1 else log_n0[0]
+            for j in range(J):                      # gather the bracketing nodes
+                x[j] = ln_s[i, lo[j]]
+                x1[j] = ln_s[i, lo[j] + 1]
+            for j in range(J):                      # branch-free: vectorised
+                xj = (1.0 - frac[j]) * x[j] + frac[j] * x1[j] + c
+                xj = -40.0 if xj < -40.0 else xj
+                xj = 700.0 if xj > 700.0 else xj
+                y = -_exp(xj)
+                x[j] = 0.0 if y < -708.0 else _exp(y if y > -708.0 else -708.0)
+            acc = 0.0
+            for j in range(J):
+                acc += w[j] * x[j]
+            out[i] = acc if acc < 1.0 else 1.0  # the weights sum to 1 only to round-off
 
 
-_population_tcp_parallel = njit(parallel=True, cache=True)(_population_tcp_py)
-_population_tcp_serial = njit(cache=True)(_population_tcp_py)
+_population_tcp_parallel = njit(parallel=True, cache=True, error_model="numpy")(_population_tcp_py)
+_population_tcp_serial = njit(cache=True, error_model="numpy")(_population_tcp_py)
 _FINE_LO, _FINE_FRAC = rb.fine_grid_interpolation()
 
 
@@ -355,26 +418,12 @@ def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
 
 def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfactual=True):
     """:func:`_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity)."""
-    pc = SurrogateParameters({k: _col(v, 2) for k, v in p.values.items()}, p.provenance)
     alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
     scale = np.ascontiguousarray(np.reshape(alphas / _col(bio.alpha_per_gy, 2),
                                             (-1, alphas.shape[-1])))
 
     def node_sums(act, fd, fh):
-        n = fd.shape[0]
-        a = _col(bio.alpha_per_gy, 2) * (1.0 + pc.nk_radiosensitisation_max * act
-                                         / (pc.nk_radiosensitisation_e50 + act))
-        hi, ha = sg.clonogen_hypoxic_shares(fh, pc)
-        with np.errstate(divide="ignore"):
-            logw = np.stack(np.broadcast_arrays(np.log1p(-(hi + ha)), np.log(hi), np.log(ha)),
-                            axis=-1)
-        neg = np.stack(np.broadcast_arrays(*[
-            rb.neg_log_survival(x, a, _col(bio.beta_per_gy2, 2), **bio.survival_kw)
-            for x in (fd, fd / pc.oer_intermediate, fd / pc.oer)]), axis=-1)
-        out = np.empty((n, scale.shape[1]))
-        _node_sums(np.ascontiguousarray(logw, dtype=float),
-                   np.ascontiguousarray(neg, dtype=float), scale, out)
-        return out
+        return _ln_s_nodes(bio, p, fd, fh, act, scale)
 
     ln_nk = node_sums(fa, fd, fh)
     if not counterfactual:
@@ -411,6 +460,18 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
                   and np.ndim(bio.alpha_beta_gy) == 0
                   and all(np.ndim(v) == 0 for v in p.values.values()))
         return _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared, counterfactual)
+    if (not population and not general and bio.survival_model in ("lq", "lq_l")
+            and fd.shape[1] > 0):
+        # the nominal node alone (the patient's radiosensitivity is the nominal one)
+        one = np.ones((1, 1))
+        ln_nk = _ln_s_nodes(bio, p, fd, fh, fa, one)
+        if not counterfactual:
+            ln_0 = None
+        elif bio.nk and np.any(fa > 0):
+            ln_0 = _ln_s_nodes(bio, p, fd, fh, np.zeros_like(fa), one)
+        else:
+            ln_0 = ln_nk
+        return _assemble(bio, p, D, auc, ln_nk, ln_0, False)
     if not population:
         sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
         p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
@@ -602,86 +663,371 @@ def _record(traj, i, c, h, dw, dv, C, B, T, E):  # pragma: no cover - compiled
     traj[i, c, 6] = E
 
 
-def _horizon_kernel_py(spd, dt, D, U, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc,
-                       e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma, eta,
-                       nk, traj, fh, fa, out):  # pragma: no cover - compiled
-    """The whole horizon of every schedule in one compiled pass (no per-day Python).
+# ----------------------------------------------------------------------------- block kernel
+@intrinsic
+def _i64_as_f64(typingctx, x):  # pragma: no cover - compiled
+    """Reinterpret the bits of an int64 as a float64 (lets LLVM vectorise :func:`_expm1`)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _expm1(y):  # pragma: no cover - compiled
+    """``exp(y) - 1`` for ``|y| < 700`` in arithmetic only, so loops over lanes vectorise
+    (numba calls libm's scalar ``expm1`` otherwise).  ``y = n ln 2 + r`` with ``|r| <= ln 2 / 2``;
+    ``expm1(r)`` by its Taylor series to ``r^14`` (truncation < 1e-17 relative);
+    ``expm1(y) = 2^n expm1(r) + (2^n - 1)``, exact in ``2^n - 1`` and without cancellation for
+    ``n = 0``.  Within 2 ulp of libm (a test holds the two together)."""
+    n = np.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 87178291200.0
+    p = p * r + 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    q = (p * r) * r + r                              # expm1(r)
+    s = _i64_as_f64((np.int64(n) + 1023) << 52)      # 2^n
+    return s * q + (s - 1.0)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp(y):  # pragma: no cover - compiled
+    """``exp(y)`` for ``|y| <= 708`` in arithmetic only (as :func:`_expm1`), so loops vectorise."""
+    n = np.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 87178291200.0
+    p = p * r + 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    q = (p * r) * r + r                              # expm1(r)
+    s = _i64_as_f64((np.int64(n) + 1023) << 52)      # 2^n
+    return s * q + s
+
+
+_LANES = 64
+"""Schedules advanced together by :func:`_horizon_block_py` (structure-of-arrays lanes; small
+enough for the block's state and parameters to stay in L1 cache)."""
+
+# rows of the block's state array ``s`` and parameter array ``q``
+_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H, _S_E, _S_HS, _S_AU = range(10)
+(_Q_EW, _Q_EV, _Q_EE, _Q_EA, _Q_CPC, _Q_EEH, _Q_CPCH, _Q_SQV, _Q_K0, _Q_GAIN, _Q_C50, _Q_XO,
+ _Q_EO, _Q_HMX, _Q_G, _Q_ETA, _Q_ASC) = range(17)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sub_steps(m, s, q, dt, h0, nkw, mode):  # pragma: no cover - compiled
+    """One sub-step of ``m`` lanes (see :func:`_horizon_block_py`); ``nkw`` and ``mode`` (the
+    hypoxia exponent: 1, 2, 3, or 0 for any) are literals at each call, so every variant is a
+    branch-free loop that LLVM vectorises."""
+    for l in range(m):
+        dwi, dvi, Pi, Ci = s[_S_DW, l], s[_S_DV, l], s[_S_P, l], s[_S_C, l]
+        if nkw:
+            Bi, Ti = s[_S_B, l], s[_S_T, l]
+            cm = Ci * q[_Q_EEH, l] + Pi * q[_Q_CPCH, l]
+            vm = 1.0 - dvi * q[_Q_SQV, l]
+            kin = q[_Q_K0, l] * vm * (1.0 + q[_Q_GAIN, l] * cm / (q[_Q_C50, l] + cm))
+            x = kin * dt + q[_Q_XO, l] + 1e-300        # x = 0 exactly would give 0/0 below
+            em = _expm1(-x)
+            eo = q[_Q_EO, l]
+            s[_S_T, l] = Ti * eo - em / x * kin * Bi * eo * dt
+            s[_S_B, l] = Bi * (em + 1.0) * eo
+        s[_S_C, l] = Ci * q[_Q_EE, l] + Pi * q[_Q_CPC, l]
+        s[_S_P, l] = Pi * q[_Q_EA, l]
+        dwi *= q[_Q_EW, l]
+        dvi *= q[_Q_EV, l]
+        s[_S_DW, l] = dwi
+        s[_S_DV, l] = dvi
+        r = (1.0 - dwi) / (1.0 - dvi)
+        if mode == 1:
+            hr = r
+        elif mode == 2:
+            hr = r * r
+        elif mode == 3:
+            hr = r * r * r
+        else:
+            hr = r ** q[_Q_G, l]
+        hn = h0 * hr
+        hmx = q[_Q_HMX, l]
+        hn = hn if hn < hmx else hmx
+        s[_S_HS, l] += s[_S_H, l] + hn
+        s[_S_H, l] = hn
+        if nkw:
+            En = s[_S_T, l] * (1.0 - q[_Q_ETA, l] * hn)
+            s[_S_AU, l] += s[_S_E, l] + En
+            s[_S_E, l] = En
+
+
+def _horizon_block_py(spd, dt, D, U, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+                      c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma,
+                      eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
+                      out):  # pragma: no cover - compiled
+    """The whole horizon of every schedule in one compiled pass, ``_LANES`` schedules at a time.
 
     Day ``j`` of row ``i``: at the start, a fraction (``D[i, j] > 0``) records the FMISO
-    fraction and the activity over the previous day (``fh``, ``fa``), then applies the jumps
-    ``jw, jv`` (multiplying ``w, v``), ``jP`` (added to ``P``), ``jT, jB`` (multiplying the NK
-    cells) that :func:`_apply_fraction` gives on unit states; the day's infusions ``U`` are added
-    to the blood; then ``spd`` sub-steps: exact propagators for the demand and vascular
-    deficits ``dw = 1 - w``, ``dv = 1 - v`` and the chemokine pair ``P, C``; ``B, T`` exact with
-    the trafficking rate ``k0 v (1 + g C / (C50 + C))``
-    (:func:`rtopt.surrogate.nk_infiltration_rate`) frozen at the sub-step's midpoint chemokine
-    and perfusion; trapezoid sums of the hypoxic fraction and of ``T (1 - eta h)`` (the activity
-    without its constant factor).  ``out`` (``(N, 9)``)
-    receives ``1 - w, 1 - v, P, C, B, T, h``, the hypoxia integral and the (unscaled) activity
-    integral; ``traj`` (``(N, K, 7)`` or empty) the states on the sub-step grid.
+    fraction and the activity over the previous day, then applies the jumps ``jw, jv``
+    (multiplying ``w, v``), ``jP`` (added to ``P``), ``jT, jB`` (multiplying the NK cells) that
+    :func:`_apply_fraction` gives on unit states; the day's infusions ``U`` are added to the
+    blood; then ``spd`` sub-steps: exact propagators for the demand and vascular deficits
+    ``dw = 1 - w``, ``dv = 1 - v`` and the chemokine pair ``P, C``; ``B, T`` exact with the
+    trafficking rate ``k0 v (1 + g C / (C50 + C))`` (:func:`rtopt.surrogate.nk_infiltration_rate`)
+    frozen at the sub-step's midpoint chemokine and perfusion; trapezoid sums of the hypoxic
+    fraction and of ``T (1 - eta h)`` (the activity without its constant factor).  ``out``
+    (``(N, 9)``) receives ``1 - w, 1 - v, P, C, B, T, h``, the hypoxia integral and the
+    (unscaled) activity integral; ``traj`` (``(N, K, 7)`` or empty) the states on the sub-step
+    grid.
+
+    Laid out for SIMD: the sub-steps of a block of schedules run as one loop over lanes
+    (structure of arrays) without calls or branches
+    (:func:`_expm1` instead of libm; the hypoxia exponent dispatched per block), and the NK
+    equations are skipped while a block has no NK cells (before its first infusion, and always
+    when ``nk`` is off: they would add exact zeros).  Fraction jumps come compacted
+    (``rowptr``: row ``i``'s fractions are ``rowptr[i]:rowptr[i + 1]``, in day order); the
+    dose, hypoxic fraction and previous-day activity of each fraction are written compacted to
+    ``fd_c, fh_c, fa_c`` (``(N, F)``) and, when they are not empty, to ``fh_full, fa_full``
+    (``(N, days)``).
     """
     n, days = D.shape
     want = traj.shape[0] > 0
-    for i in prange(n):
-        ew, ev, ee, ea, cpc = _at(e_w, i), _at(e_v, i), _at(e_e, i), _at(e_a, i), _at(c_pc, i)
-        eeh, cpch, sqv, k0i = _at(e_eh, i), _at(c_pch, i), _at(sq_ev, i), _at(k0, i)
-        gi, c50i, xo, eo = _at(gain, i), _at(c50, i), _at(x_off, i), _at(e_out, i)
-        hmx, g, et, asc = _at(h_max, i), _at(gamma, i), _at(eta, i), _at(ascale, i)
-        dwi, dvi, Pi, Ci, Bi, Ti = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-        hi = _hypoxia(0.0, 0.0, h0, g, hmx)
-        hs_tot = 0.0
-        au_tot = 0.0
-        au_start = 0.0
+    rec = fh_full.shape[0] > 0
+    nblocks = (n + _LANES - 1) // _LANES
+    for b in prange(nblocks):
+        i0 = b * _LANES
+        m = min(_LANES, n - i0)
+        s = np.zeros((10, _LANES))
+        q = np.ones((17, _LANES))
+        hs_tot = np.zeros(_LANES)
+        au_tot = np.zeros(_LANES)
+        au_start = np.zeros(_LANES)
+        cnt = np.zeros(_LANES, np.int64)
+        g1 = g2 = g3 = True
+        for l in range(m):
+            i = i0 + l
+            q[_Q_EW, l], q[_Q_EV, l], q[_Q_EE, l] = _at(e_w, i), _at(e_v, i), _at(e_e, i)
+            q[_Q_EA, l], q[_Q_CPC, l], q[_Q_EEH, l] = _at(e_a, i), _at(c_pc, i), _at(e_eh, i)
+            q[_Q_CPCH, l], q[_Q_SQV, l], q[_Q_K0, l] = _at(c_pch, i), _at(sq_ev, i), _at(k0, i)
+            q[_Q_GAIN, l], q[_Q_C50, l], q[_Q_XO, l] = _at(gain, i), _at(c50, i), _at(x_off, i)
+            q[_Q_EO, l], q[_Q_HMX, l], q[_Q_G, l] = _at(e_out, i), _at(h_max, i), _at(gamma, i)
+            q[_Q_ETA, l], q[_Q_ASC, l] = _at(eta, i), _at(ascale, i)
+            g = q[_Q_G, l]
+            g1 = g1 and g == 1.0
+            g2 = g2 and g == 2.0
+            g3 = g3 and g == 3.0
+            s[_S_H, l] = _hypoxia(0.0, 0.0, h0, g, q[_Q_HMX, l])
+        mode = 1 if g1 else 2 if g2 else 3 if g3 else 0
+        nkon = False
         for j in range(days):
-            prev = au_tot - au_start                # activity integral over day j - 1
-            au_start = au_tot
-            if D[i, j] > 0.0:
-                fh[i, j] = hi
+            for l in range(m):
+                i = i0 + l
+                prev = au_tot[l] - au_start[l]      # activity integral over day j - 1
+                au_start[l] = au_tot[l]
+                d = D[i, j]
+                if d > 0.0:
+                    c = cnt[l]
+                    k = rowptr[i] + c
+                    cnt[l] = c + 1
+                    hi = s[_S_H, l]
+                    a = q[_Q_ASC, l] * prev if nk else 0.0
+                    fd_c[i, c], fh_c[i, c], fa_c[i, c] = d, hi, a
+                    if rec:
+                        fh_full[i, j], fa_full[i, j] = hi, a
+                    dwi = 1.0 - (1.0 - s[_S_DW, l]) * jw[k]
+                    dvi = 1.0 - (1.0 - s[_S_DV, l]) * jv[k]
+                    s[_S_DW, l], s[_S_DV, l] = dwi, dvi
+                    s[_S_P, l] += jP[k]
+                    s[_S_T, l] *= jT[k]
+                    s[_S_B, l] *= jB[k]
+                    s[_S_H, l] = _hypoxia(dwi, dvi, h0, q[_Q_G, l], q[_Q_HMX, l])
                 if nk:
-                    fa[i, j] = asc * prev
-                dwi = 1.0 - (1.0 - dwi) * jw[i, j]
-                dvi = 1.0 - (1.0 - dvi) * jv[i, j]
-                Pi += jP[i, j]
-                Ti *= jT[i, j]
-                Bi *= jB[i, j]
-                hi = _hypoxia(dwi, dvi, h0, g, hmx)
-            if nk:
-                Bi += U[i, j]
-            Ei = Ti * (1.0 - et * hi)
-            hs = 0.0
-            au = 0.0
+                    s[_S_B, l] += U[i, j]
+                    s[_S_E, l] = s[_S_T, l] * (1.0 - q[_Q_ETA, l] * s[_S_H, l])
+                    if s[_S_B, l] != 0.0 or s[_S_T, l] != 0.0:
+                        nkon = True
+                s[_S_HS, l] = 0.0
+                s[_S_AU, l] = 0.0
             for k in range(spd):
                 if want:
-                    _record(traj, i, j * spd + k, hi, dwi, dvi, Ci, Bi, Ti, Ei)
-                if nk:
-                    cm = Ci * eeh + Pi * cpch
-                    vm = 1.0 - dvi * sqv
-                    kin = k0i * vm * (1.0 + gi * cm / (c50i + cm))
-                    x = kin * dt + xo + 1e-300      # x = 0 exactly would give 0/0 below
-                    em = np.expm1(-x)
-                    Ti = Ti * eo - em / x * kin * Bi * eo * dt
-                    Bi = Bi * (em + 1.0) * eo
-                Ci = Ci * ee + Pi * cpc
-                Pi = Pi * ea
-                dwi *= ew
-                dvi *= ev
-                hn = _hypoxia(dwi, dvi, h0, g, hmx)
-                hs += hi + hn
-                hi = hn
-                if nk:
-                    En = Ti * (1.0 - et * hi)
-                    au += Ei + En
-                    Ei = En
-            hs_tot += 0.5 * dt * hs
-            au_tot += 0.5 * dt * au
-        if want:
-            _record(traj, i, days * spd, hi, dwi, dvi, Ci, Bi, Ti, Ti * (1.0 - et * hi))
-        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = dwi, dvi, Pi, Ci
-        out[i, 4], out[i, 5], out[i, 6], out[i, 7], out[i, 8] = Bi, Ti, hi, hs_tot, au_tot
+                    for l in range(m):
+                        _record(traj, i0 + l, j * spd + k, s[_S_H, l], s[_S_DW, l],
+                                s[_S_DV, l], s[_S_C, l], s[_S_B, l], s[_S_T, l], s[_S_E, l])
+                if nkon:
+                    if mode == 1:
+                        _sub_steps(m, s, q, dt, h0, True, 1)
+                    elif mode == 2:
+                        _sub_steps(m, s, q, dt, h0, True, 2)
+                    elif mode == 3:
+                        _sub_steps(m, s, q, dt, h0, True, 3)
+                    else:
+                        _sub_steps(m, s, q, dt, h0, True, 0)
+                else:
+                    if mode == 1:
+                        _sub_steps(m, s, q, dt, h0, False, 1)
+                    elif mode == 2:
+                        _sub_steps(m, s, q, dt, h0, False, 2)
+                    elif mode == 3:
+                        _sub_steps(m, s, q, dt, h0, False, 3)
+                    else:
+                        _sub_steps(m, s, q, dt, h0, False, 0)
+            for l in range(m):
+                hs_tot[l] += 0.5 * dt * s[_S_HS, l]
+                au_tot[l] += 0.5 * dt * s[_S_AU, l]
+        for l in range(m):
+            i = i0 + l
+            Ti, hi = s[_S_T, l], s[_S_H, l]
+            if want:
+                _record(traj, i, days * spd, hi, s[_S_DW, l], s[_S_DV, l], s[_S_C, l],
+                        s[_S_B, l], Ti, Ti * (1.0 - q[_Q_ETA, l] * hi))
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (s[_S_DW, l], s[_S_DV, l], s[_S_P, l],
+                                                          s[_S_C, l])
+            out[i, 4], out[i, 5], out[i, 6], out[i, 7], out[i, 8] = (s[_S_B, l], Ti, hi,
+                                                                     hs_tot[l], au_tot[l])
 
 
-_horizon_kernel_parallel = njit(parallel=True, cache=True)(_horizon_kernel_py)
-_horizon_kernel_serial = njit(cache=True)(_horizon_kernel_py)
+_horizon_block_parallel = njit(parallel=True, cache=True, error_model="numpy")(_horizon_block_py)
+_horizon_block_serial = njit(cache=True, error_model="numpy")(_horizon_block_py)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _nk_coefficients(m, s, q, dt, cf):  # pragma: no cover - compiled
+    """The NK propagator of one sub-step for ``m`` lanes, from the TME at its start:
+    ``T <- cf[0] T + cf[1] B``, ``B <- cf[2] B`` (as in :func:`_sub_steps`)."""
+    for l in range(m):
+        cm = s[_S_C, l] * q[_Q_EEH, l] + s[_S_P, l] * q[_Q_CPCH, l]
+        vm = 1.0 - s[_S_DV, l] * q[_Q_SQV, l]
+        kin = q[_Q_K0, l] * vm * (1.0 + q[_Q_GAIN, l] * cm / (q[_Q_C50, l] + cm))
+        x = kin * dt + q[_Q_XO, l] + 1e-300
+        em = _expm1(-x)
+        eo = q[_Q_EO, l]
+        cf[0, l] = eo
+        cf[1, l] = -em / x * kin * eo * dt
+        cf[2, l] = (em + 1.0) * eo
+
+
+def _infusion_block_py(spd, dt, D, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+                       c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma,
+                       eta, cdays, auc, fa):  # pragma: no cover - compiled
+    """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
+
+    Every NK state is linear in the infusions and the TME does not depend on them, so each row
+    runs the TME of :func:`_horizon_block_py` once and carries one NK channel (``B, T``) per
+    candidate infusion day ``cdays`` (ascending): the expensive part of a sub-step (trafficking
+    rate, its exponential, hypoxia) is computed once and applied to every channel that has
+    started.  ``auc`` (``(N, K)``) receives each channel's (unscaled) activity integral, ``fa``
+    (``(N, K, F)``) its scaled activity over the day before each fraction.
+    """
+    n, days = D.shape
+    K = cdays.shape[0]
+    nblocks = (n + _LANES - 1) // _LANES
+    for b in prange(nblocks):
+        i0 = b * _LANES
+        m = min(_LANES, n - i0)
+        s = np.zeros((10, _LANES))
+        q = np.ones((17, _LANES))
+        cf = np.zeros((3, _LANES))
+        Bc = np.zeros((K, _LANES))
+        Tc = np.zeros((K, _LANES))
+        Ec = np.zeros((K, _LANES))
+        au = np.zeros((K, _LANES))
+        au_tot = np.zeros((K, _LANES))
+        au_start = np.zeros((K, _LANES))
+        cnt = np.zeros(_LANES, np.int64)
+        g1 = g2 = g3 = True
+        for l in range(m):
+            i = i0 + l
+            q[_Q_EW, l], q[_Q_EV, l], q[_Q_EE, l] = _at(e_w, i), _at(e_v, i), _at(e_e, i)
+            q[_Q_EA, l], q[_Q_CPC, l], q[_Q_EEH, l] = _at(e_a, i), _at(c_pc, i), _at(e_eh, i)
+            q[_Q_CPCH, l], q[_Q_SQV, l], q[_Q_K0, l] = _at(c_pch, i), _at(sq_ev, i), _at(k0, i)
+            q[_Q_GAIN, l], q[_Q_C50, l], q[_Q_XO, l] = _at(gain, i), _at(c50, i), _at(x_off, i)
+            q[_Q_EO, l], q[_Q_HMX, l], q[_Q_G, l] = _at(e_out, i), _at(h_max, i), _at(gamma, i)
+            q[_Q_ETA, l], q[_Q_ASC, l] = _at(eta, i), _at(ascale, i)
+            g = q[_Q_G, l]
+            g1 = g1 and g == 1.0
+            g2 = g2 and g == 2.0
+            g3 = g3 and g == 3.0
+            s[_S_H, l] = _hypoxia(0.0, 0.0, h0, g, q[_Q_HMX, l])
+        mode = 1 if g1 else 2 if g2 else 3 if g3 else 0
+        kon = 0                                     # channels started (infused by day j)
+        for j in range(days):
+            while kon < K and cdays[kon] <= j:
+                kon += 1
+            for l in range(m):
+                i = i0 + l
+                d = D[i, j]
+                if d > 0.0:
+                    c = cnt[l]
+                    k = rowptr[i] + c
+                    cnt[l] = c + 1
+                    for ch in range(kon):
+                        fa[i, ch, c] = q[_Q_ASC, l] * (au_tot[ch, l] - au_start[ch, l])
+                        Tc[ch, l] *= jT[k]
+                        Bc[ch, l] *= jB[k]
+                    dwi = 1.0 - (1.0 - s[_S_DW, l]) * jw[k]
+                    dvi = 1.0 - (1.0 - s[_S_DV, l]) * jv[k]
+                    s[_S_DW, l], s[_S_DV, l] = dwi, dvi
+                    s[_S_P, l] += jP[k]
+                    s[_S_H, l] = _hypoxia(dwi, dvi, h0, q[_Q_G, l], q[_Q_HMX, l])
+            for ch in range(kon):
+                if cdays[ch] == j:
+                    for l in range(m):
+                        Bc[ch, l] += 1.0
+                for l in range(m):
+                    au_start[ch, l] = au_tot[ch, l]
+                    Ec[ch, l] = Tc[ch, l] * (1.0 - q[_Q_ETA, l] * s[_S_H, l])
+                    au[ch, l] = 0.0
+            for k in range(spd):
+                if kon > 0:
+                    _nk_coefficients(m, s, q, dt, cf)
+                if mode == 1:
+                    _sub_steps(m, s, q, dt, h0, False, 1)
+                elif mode == 2:
+                    _sub_steps(m, s, q, dt, h0, False, 2)
+                elif mode == 3:
+                    _sub_steps(m, s, q, dt, h0, False, 3)
+                else:
+                    _sub_steps(m, s, q, dt, h0, False, 0)
+                for ch in range(kon):
+                    for l in range(m):
+                        T = Tc[ch, l] * cf[0, l] + cf[1, l] * Bc[ch, l]
+                        Bc[ch, l] *= cf[2, l]
+                        Tc[ch, l] = T
+                        En = T * (1.0 - q[_Q_ETA, l] * s[_S_H, l])
+                        au[ch, l] += Ec[ch, l] + En
+                        Ec[ch, l] = En
+            for ch in range(kon):
+                for l in range(m):
+                    au_tot[ch, l] += 0.5 * dt * au[ch, l]
+        for l in range(m):
+            for ch in range(K):
+                auc[i0 + l, ch] = au_tot[ch, l]
+
+
+_infusion_block_parallel = njit(parallel=True, cache=True, error_model="numpy")(
+    _infusion_block_py)
+_infusion_block_serial = njit(cache=True, error_model="numpy")(_infusion_block_py)
 
 
 _TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",
@@ -712,11 +1058,11 @@ def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
     return ln / np.log(10.0)
 
 
-def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
-                    counterfactual=True):
+def _prepare(bio, D, p, spd):
+    """What the compiled kernels need besides the schedules: sub-step propagators, hypoxia
+    constants and the compacted fraction jumps (row ``i``'s fractions are
+    ``rowptr[i]:rowptr[i + 1]``, in day order)."""
     n, days = D.shape
-    D = np.ascontiguousarray(D, dtype=float)
-    U = np.ascontiguousarray(np.broadcast_to(U, D.shape), dtype=float)
     dt = 1.0 / spd
     ka, ke, norm = sg.chemokine_rates(p)
     # exact sub-step propagators of the linear parts (arrays: shared or one per sample)
@@ -733,10 +1079,13 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
         p.nk_infiltration_per_day, p.nk_chemokine_gain, p.nk_chemokine_half_signal,
         (kcl - kout) * dt, np.exp(-kout * dt))]
     shape_c = [_row_array(x) for x in (p.hypoxic_fraction_max, p.hypoxia_gamma, eta)]
-    # jumps of every state at each day's fraction, from _apply_fraction on unit states (the one
-    # statement of the jumps); days without a fraction give the identity
-    # (evaluated on the fraction days only: most of the dose matrix is zero)
+    # jumps of every state at each fraction, from _apply_fraction on unit states (the one
+    # statement of the jumps), on the fraction days only, compacted row by row in day order
     rows, cols = np.nonzero(D)
+    cnt = np.bincount(rows, minlength=n)
+    rowptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(cnt, out=rowptr[1:])
+    F = max(int(cnt.max(initial=0)), 1)
 
     def on_rows(x):  # per-schedule parameters (samples) follow the fraction rows
         return x[rows] if np.ndim(x) and np.shape(x)[0] == n else x
@@ -745,20 +1094,31 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
     one = np.ones(rows.size)
     jumps = _apply_fraction(D[rows, cols], (one, one, 0.0 * one, 0.0, one, one), bio, ps,
                             on_rows(norm))
-    jw, jv, jP, jB, jT = (np.ones((n, days)), np.ones((n, days)), np.zeros((n, days)),
-                          np.ones((n, days)), np.ones((n, days)))
-    for arr, val in zip((jw, jv, jP, jB, jT), (jumps[0], jumps[1], jumps[2], jumps[4], jumps[5])):
-        arr[rows, cols] = val
+    jw, jv, jP, jB, jT = (np.ascontiguousarray(np.broadcast_to(jumps[c], rows.shape),
+                                               dtype=float) for c in (0, 1, 2, 4, 5))
+    return dict(dt=dt, rowptr=rowptr, F=F, jumps=(jw, jv, jP, jT, jB),
+                ascale=_row_array(act_scale), act_scale=act_scale, consts=consts, h0=h0,
+                shape_c=shape_c)
+
+
+def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
+                    counterfactual=True):
+    n, days = D.shape
+    D = np.ascontiguousarray(D, dtype=float)
+    U = np.ascontiguousarray(np.broadcast_to(U, D.shape), dtype=float)
+    prep = _prepare(bio, D, p, spd)
+    dt, F, act_scale = prep["dt"], prep["F"], prep["act_scale"]
     nk = bool(bio.nk)
     traj = np.empty((n, days * spd + 1, 7)) if want_traj else np.empty((0, 0, 7))
-    fh_all, fa_all = np.zeros((n, days)), np.zeros((n, days))
+    rec_shape = (n, days) if want_rec or want_traj else (0, 0)
+    fh_all, fa_all = np.zeros(rec_shape), np.zeros(rec_shape)
+    fd, fh, fa = np.zeros((n, F)), np.zeros((n, F)), np.zeros((n, F))
     st = np.empty((n, 9))
-    kernel = _horizon_kernel_serial if n < _SERIAL_BELOW else _horizon_kernel_parallel
-    kernel(spd, dt, D, U, jw, jv, jP, jT, jB, _row_array(act_scale), *consts, h0, *shape_c, nk,
-           traj, fh_all, fa_all, st)
+    kernel = _horizon_block_serial if n < _SERIAL_BELOW else _horizon_block_parallel
+    kernel(spd, dt, D, U, prep["rowptr"], *prep["jumps"], prep["ascale"], *prep["consts"],
+           prep["h0"], *prep["shape_c"], nk, traj, fh_all, fa_all, fd, fh, fa, st)
     h, hsum, auc = st[:, 6], st[:, 7], st[:, 8]
     auc = auc * act_scale if nk else np.zeros(n)
-    fd, fh, fa = _compact_fractions(D, fh_all, fa_all)
     out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual)
     t = tr = None
     if want_traj:
@@ -834,31 +1194,38 @@ class InfusionKernels:
 def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
                      steps_per_day: int = 8, population: bool = True) -> InfusionKernels:
     """Simulate every schedule with one infusion on each candidate day (see
-    :class:`InfusionKernels`); ``S * (K + 1)`` simulations in one vectorised call."""
+    :class:`InfusionKernels`): the schedules once without infusions (:func:`simulate`), then
+    the ``K`` single-infusion responses of each schedule in one compiled pass that shares the
+    TME between them (:func:`_infusion_block_py`), in chunks of rows that bound memory.
+    Array-valued parameters of ``bio`` (samples) have one value per schedule row."""
     D = _as_matrix(doses, "doses")
     days = np.asarray(days, dtype=int)
     S, H = D.shape
     K = days.size
-    eye = np.zeros((K + 1, H))
-    eye[np.arange(K), days] = 1.0                             # last row: no infusion
-    DD = np.repeat(D, K + 1, axis=0)
-    UU = np.tile(eye, (S, 1))
-    sim = simulate(bio, DD, UU, steps_per_day=steps_per_day, record_fractions=True,
-                   population=population)
-    auc = sim.nk_auc.reshape(S, K + 1)[:, :K]
-    act_all = sim.fraction_activity.reshape(S, K + 1, H)
-    F = max(int((D > 0).sum(axis=1).max()), 1)
-    frac_dose = np.zeros((S, F))
-    frac_h = np.zeros((S, F))
+    base_sim = simulate(bio, D, steps_per_day=steps_per_day, record_fractions=True,
+                        population=population)
+    F = max(int((D > 0).sum(axis=1).max(initial=0)), 1)
+    auc = np.zeros((S, K))
     activity = np.zeros((S, K, F))
-    h_all = sim.fraction_hypoxia.reshape(S, K + 1, H)[:, K]
-    for s_ in range(S):
-        fd = np.flatnonzero(D[s_] > 0)
-        frac_dose[s_, :fd.size] = D[s_, fd]
-        frac_h[s_, :fd.size] = h_all[s_, fd]
-        activity[s_, :, :fd.size] = act_all[s_, :K, fd].T
-    base_rows = np.arange(S) * (K + 1) + K
-    base = Simulation(**{k: getattr(sim, k)[base_rows] for k in _ROW_FIELDS})
+    order = np.argsort(days, kind="stable")
+    cdays = np.ascontiguousarray(days[order], dtype=np.int64)
+    if bio.nk and K:
+        chunk = max(_LANES, (1 << 21) // max(1, K * F))
+        for i in range(0, S, chunk):
+            rows = slice(i, i + chunk)
+            Dc = np.ascontiguousarray(D[rows], dtype=float)
+            p = _param_rows(bio, rows, S)
+            prep = _prepare(_tumour_rows(bio, rows, S), Dc, p, steps_per_day)
+            a = np.zeros((Dc.shape[0], K))
+            fa = np.zeros((Dc.shape[0], K, prep["F"]))
+            kernel = (_infusion_block_serial if Dc.shape[0] < _SERIAL_BELOW
+                      else _infusion_block_parallel)
+            kernel(steps_per_day, prep["dt"], Dc, prep["rowptr"], *prep["jumps"],
+                   prep["ascale"], *prep["consts"], prep["h0"], *prep["shape_c"], cdays, a, fa)
+            auc[rows][:, order] = a * np.reshape(prep["ascale"], (-1, 1))
+            activity[rows][:, order, :prep["F"]] = fa
+    frac_dose, frac_h = _compact_fractions(D, base_sim.fraction_hypoxia)
+    base = Simulation(**{k: getattr(base_sim, k) for k in _ROW_FIELDS})
     return InfusionKernels(bio, D, days, auc, activity, frac_dose, frac_h, base)
 
 

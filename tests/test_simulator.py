@@ -145,3 +145,24 @@ def test_activity_is_linear_in_infusions():
     u1 = np.zeros(42); u1[5] = 1
     s = simulate(bio, np.stack([d, d]), np.stack([u1, 2 * u1]))
     assert s.nk_auc[1] == pytest.approx(2 * s.nk_auc[0], rel=1e-12)
+
+
+def test_vectorisable_exponentials_match_libm():
+    # the kernels' arithmetic exp and expm1 (so loops over schedules vectorise) against numpy
+    from numba import njit
+
+    from rtopt.simulator import _exp, _expm1
+
+    @njit
+    def both(y, a, b):
+        for i in range(y.size):
+            a[i] = _exp(y[i])
+            b[i] = _expm1(y[i])
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.uniform(-708, 700, 20000), rng.uniform(-1, 1, 20000),
+                        rng.uniform(-1e-6, 1e-6, 2000), [0.0, -1e-300, 1e-300, -0.5, 0.5]])
+    a, b = np.empty_like(y), np.empty_like(y)
+    both(y, a, b)
+    np.testing.assert_allclose(a, np.exp(y), rtol=4e-16, atol=0)
+    np.testing.assert_allclose(b, np.expm1(y), rtol=4e-16, atol=1e-320)
