@@ -21,10 +21,15 @@ FIXED_S = 0.5
 def _simulate_s(problem, rows: int) -> float:
     from rtopt.simulator import simulate
 
+    # a fraction and an infusion on day 0: the simulator skips NK work while there are no NK
+    # cells, so empty schedules would measure less than a search block costs
     D = np.zeros((rows, problem.horizon_days))
-    simulate(problem.biology, D[:1], D[:1], steps_per_day=problem.steps_per_day)  # compiled
+    D[:, 0] = 2.0
+    U = np.zeros_like(D)
+    U[:, 0] = 1.0
+    simulate(problem.biology, D[:1], U[:1], steps_per_day=problem.steps_per_day)  # compiled
     t = time.perf_counter()
-    simulate(problem.biology, D, D, steps_per_day=problem.steps_per_day)
+    simulate(problem.biology, D, U, steps_per_day=problem.steps_per_day)
     return time.perf_counter() - t
 
 

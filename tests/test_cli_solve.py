@@ -109,6 +109,18 @@ def test_calibrate_cli_reports_every_observation():
 
 
 def test_bench_prints_throughput_and_ratio():
-    r = runner.invoke(app, ["bench", "-n", "512", "--reference", "2"])
+    r = runner.invoke(app, ["bench", "-n", "512", "--reference", "2", "--no-workloads"],
+                      env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
-    assert "evaluations/s" in r.stdout and "speed-up fast / reference" in r.stdout
+    text = " ".join(r.stdout.split())          # the console wraps long lines at its width
+    assert "evaluations/s" in text and "speed-up fast / reference" in text
+    assert "target 50,000x" in text and "peak memory" in text
+
+
+@pytest.mark.slow
+def test_bench_workloads_print_their_targets():
+    r = runner.invoke(app, ["bench", "-n", "512", "--reference", "1", "--samples", "8",
+                            "--patients", "50"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.stdout.split())
+    assert "robust" in text and "trial" in text and "< 60 s" in text and "< 30 s" in text
