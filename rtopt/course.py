@@ -360,6 +360,11 @@ def _rule_problems(problem: Any, plan: Any, c: _Course) -> list[tuple[str, str]]
             continue
         where = "infusion" if name.startswith("nk.") else "fraction"
         kind = "delivered" if where == "fraction" else "given"
+        if name == "uniform_dose":   # the check's value is the dose spread: say it plainly
+            doses = ", ".join(f"{d:g}" for d in sorted(set(plan.doses_gy)))
+            probs.append((where, f"the delivered doses differ ({doses} Gy) but the instance has "
+                                 "uniform_dose = true"))
+            continue
         probs.append((where, f"the {kind} course breaks the instance's {name} "
                              f"({v:.4g} vs {sense} {lim:.4g})"))
     return probs
