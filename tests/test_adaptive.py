@@ -214,7 +214,7 @@ dose_gy = 10.0
     ('[[fraction]]\nday = 4\ndose_gy = 10.0\n',
      "fraction[1].day: day 4 is not before today (3)"),
     ('[[fraction]]\nday = 1\ndose_gy = 12.0\n',
-     "fraction: the delivered course breaks the instance's uniform_dose"),
+     "fraction: the delivered doses differ (10, 12 Gy) but the instance has uniform_dose = true"),
 ])
 def test_bad_course_one_line_exit_1(tmp_path, extra, expect):
     text = (BASE.replace("dose_gy = 10.0", f"dose_gy = {extra.split()[1]}")
