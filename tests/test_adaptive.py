@@ -168,6 +168,7 @@ def test_robust_replan_on_posterior_samples(lung):
 
 
 # ------------------------------------------------------------------------------ study
+@pytest.mark.slow
 def test_adaptive_study_gain_from_verified_plans(lung):
     r = adaptive_study(lung, patients=3, prior_samples=300, seed=1)
     d = r.to_dict()

@@ -371,6 +371,7 @@ def test_ccp_classic_reaches_convex_optimum():
     assert a.objective == pytest.approx(b.objective, rel=SOLVER_RTOL)
 
 
+@pytest.mark.slow
 @needs_lung
 def test_ccp_lung_example_verified_and_close_to_exhaustive():
     """Measured (cvxpy 1.9.3, CLARABEL 0.11): CCP 5.963204 = exhaustive 5.963204 (gap 0), both

@@ -374,6 +374,7 @@ def _small_lung(objective: dict):
     return instance_from_dict(data)
 
 
+@pytest.mark.slow
 @needs_scip
 def test_minlp_log_kill_small_instance():
     """SCIP on a small log-kill instance (1-3 fractions of 8-16 Gy, one infusion, 14 days) for

@@ -399,6 +399,7 @@ def test_worker_pool_runs_the_same_table(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the CLI, as a user runs it (own process: exit code, stderr, no traceback)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_compare_broken_inputs(tmp_path):
     bad = broken_instance(tmp_path)
     bogus = bogus_profile(tmp_path)
@@ -421,6 +422,7 @@ def test_cli_compare_broken_inputs(tmp_path):
     assert (out / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_cli_compare_all_good_exits_0(tmp_path):
     """Valid inputs: exit 0 whatever the runs' statuses (a back-end being written may be
     unavailable, decline, or fail: each is a row)."""
@@ -461,6 +463,7 @@ def fake_run(task):
     return {"result": _early_result(task, "declined", f"ran {task.instance}"), "worst_slack": None}
 
 
+@pytest.mark.slow
 def test_worker_crash_and_hang_cost_one_row_each(monkeypatch):
     from rtopt import compare as cmp
     from rtopt.profiles import Profile

@@ -194,6 +194,7 @@ def test_tcp_objective_is_population_unless_per_patient_is_asked():
     assert v2.objective == pytest.approx(v2.metrics["tcp"])
 
 
+@pytest.mark.slow
 def test_cost_per_fraction_changes_the_optimum():
     from rtopt import solve
 

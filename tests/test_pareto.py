@@ -70,6 +70,7 @@ def _assert_front(res, points):
             assert v.metrics[o.metric] == pytest.approx(p.values[o.name], rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_lung_fronts_verified_and_compared():
     res = pareto(INST / "lung-sbrt-peripheral.toml", "local_control,oar:chest_wall_rib",
                  options={"nk_day_step": 7}, pop_size=20, generations=8, seed=1)
@@ -130,6 +131,7 @@ def test_cli_bad_objectives(tmp_path, instance, objectives, word):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_writes_files_and_report_rerenders(tmp_path):
     out = tmp_path / "out"
     done = _rtopt("pareto", "instances/classic-mizuta-neutral.toml", "--objectives",

@@ -87,6 +87,7 @@ def test_moderate_doses_beat_18_gy_x_3_under_the_nk_objective(lung):
     assert moderate > 1.5 * high
 
 
+@pytest.mark.slow
 def test_exhaustive_optimum_is_moderate_and_verified(lung):
     r = solve(lung, "exhaustive")
     assert r.feasible and r.verified

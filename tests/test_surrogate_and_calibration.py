@@ -87,6 +87,7 @@ def test_directions(observations):
     assert _model(observations["O5b"]) < _model(observations["O5a"]) < 1.0
 
 
+@pytest.mark.slow
 def test_calibration_reproduces_the_shipped_presets():
     # the preset values are rtopt calibrate's output, not hand-set numbers
     res = calibrate()
