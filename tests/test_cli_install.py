@@ -228,3 +228,11 @@ def test_solve_stays_the_function_whatever_is_imported_first():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=_env(), timeout=120)
     assert p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_every_command_is_listed_under_a_task_panel():
+    from rtopt.cli import _PANELS, app
+
+    names = [c.name for c in app.registered_commands]
+    assert sorted(names) == sorted(n for n, _ in _PANELS), "place new commands in _PANELS"
+    assert all(c.rich_help_panel != "Other" for c in app.registered_commands)

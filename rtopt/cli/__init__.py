@@ -47,6 +47,24 @@ def _register() -> None:
     for mod in pkgutil.iter_modules(__path__):
         if mod.name.startswith("cmd_"):
             importlib.import_module(f"{__name__}.{mod.name}")
+    # --help lists the commands by task, in the order of a planner's work
+    rank = {name: i for i, (name, _) in enumerate(_PANELS)}
+    for info in app.registered_commands:
+        info.rich_help_panel = dict(_PANELS).get(info.name or "", "Other")
+    app.registered_commands.sort(key=lambda c: rank.get(c.name or "", len(rank)))
+    for group in app.registered_groups:
+        group.rich_help_panel = "Model and tools"
+
+
+_PANELS = [
+    ("solve", "Plan"), ("simulate", "Plan"), ("validate", "Plan"),
+    ("pareto", "Trade-offs and comparisons"), ("compare", "Trade-offs and comparisons"),
+    ("report", "Trade-offs and comparisons"),
+    ("sensitivity", "Uncertainty"), ("trial", "Uncertainty"),
+    ("update", "Adapting mid-course"), ("replan", "Adapting mid-course"),
+    ("solvers", "Model and tools"), ("surrogate", "Model and tools"),
+    ("calibrate", "Model and tools"), ("bench", "Model and tools"), ("schema", "Model and tools"),
+]
 
 
 _register()
