@@ -613,8 +613,17 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     rtopt.errors.InstanceError
         The file is missing or is not a results table (one line per problem).
     """
-    src = str(path)
-    p = Path(path)
+    return read_typed_csv(path, COLUMNS, ("instance", "profile", "repeat", "status", "objective"),
+                          _FLOAT_COLS, _INT_COLS, ("best",), "results table")
+
+
+def read_typed_csv(path: str | os.PathLike, columns: Sequence[str], required: Sequence[str],
+                   floats: Sequence[str], ints: Sequence[str], bools: Sequence[str],
+                   what: str) -> list[dict[str, Any]]:
+    """Read a comparison CSV with typed cells (floats and ints, empty -> None / 0; bools from
+    ``"true"``); a missing file or a missing ``required`` column is an :class:`InstanceError`
+    naming the file (``what`` says what the table should have been)."""
+    src, p = str(path), Path(path)
     if not p.is_file():
         raise InstanceError(src, [("", "file not found (not a comparison output folder?)")])
     try:
@@ -622,22 +631,22 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as e:
         raise InstanceError(src, [("", f"cannot read: {e}")]) from None
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("instance", "profile", "repeat", "status", "objective")
-               if c not in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
-        raise InstanceError(src, [("", f"not a results table (missing column(s) "
+        raise InstanceError(src, [("", f"not a {what} (missing column(s) "
                                        f"{', '.join(missing)})")])
     rows = []
     for n, raw in enumerate(reader, start=2):
-        r: dict[str, Any] = {k: raw.get(k, "") or "" for k in COLUMNS}
+        r: dict[str, Any] = {k: raw.get(k, "") or "" for k in columns}
         try:
-            for k in _FLOAT_COLS:
+            for k in floats:
                 r[k] = float(r[k]) if r[k] != "" else None
-            for k in _INT_COLS:
+            for k in ints:
                 r[k] = int(r[k]) if r[k] != "" else 0
         except ValueError as e:
             raise InstanceError(src, [(f"line {n}", str(e))]) from None
-        r["best"] = r["best"] == "true"
+        for k in bools:
+            r[k] = r[k] == "true"
         rows.append(r)
     return rows
 

@@ -300,32 +300,11 @@ def is_front_table(outdir: str | os.PathLike) -> bool:
 
 def read_front_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a front comparison's ``results.csv`` back with typed values."""
-    src, p = str(path), Path(path)
-    if not p.is_file():
-        raise InstanceError(src, [("", "file not found (not a comparison output folder?)")])
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InstanceError(src, [("", f"cannot read: {e}")]) from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("instance", "profile", "repeat", "status", "hypervolume")
-               if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InstanceError(src, [("", f"not a front comparison table (missing column(s) "
-                                       f"{', '.join(missing)})")])
-    rows = []
-    for n, raw in enumerate(reader, start=2):
-        r: dict[str, Any] = {k: raw.get(k, "") or "" for k in FRONT_COLUMNS}
-        try:
-            for k in _FLOAT_COLS:
-                r[k] = float(r[k]) if r[k] != "" else None
-            for k in _INT_COLS:
-                r[k] = int(r[k]) if r[k] != "" else 0
-        except ValueError as e:
-            raise InstanceError(src, [(f"line {n}", str(e))]) from None
-        r["all_verified"] = r["all_verified"] == "true"
-        rows.append(r)
-    return rows
+    from rtopt.compare import read_typed_csv
+
+    return read_typed_csv(path, FRONT_COLUMNS,
+                          ("instance", "profile", "repeat", "status", "hypervolume"),
+                          _FLOAT_COLS, _INT_COLS, ("all_verified",), "front comparison table")
 
 
 # ---------------------------------------------------------------------------------- compare
