@@ -89,14 +89,6 @@ class AdaptiveError(RtoptError):
     """Invalid update or re-plan settings (the message says which)."""
 
 
-def _as_problem(x: Any) -> Problem:
-    if isinstance(x, Problem):
-        return x
-    if isinstance(x, (str, Path)):
-        return Problem.from_path(x)
-    return Problem(x)
-
-
 def _as_course(course: Any, problem: Problem) -> Course:
     if isinstance(course, Course):
         if course.instance != problem.name:
@@ -341,7 +333,7 @@ def update(instance: Any, course: Any, *, samples: int = PRIOR_SAMPLES, seed: in
     """
     from rtopt.uncertainty import biology_with, distributions_for, sample_values
 
-    problem = _as_problem(instance)
+    problem = Problem.coerce(instance)
     course = _as_course(course, problem)
     if int(samples) < 2:
         raise AdaptiveError(f"--samples must be >= 2, got {samples}")
@@ -379,7 +371,7 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
     from rtopt.fileio import write_atomic
     from rtopt.uncertainty import biology_with
 
-    problem = _as_problem(instance)
+    problem = Problem.coerce(instance)
     course = _as_course(course, problem)
     last = min(problem.horizon_days - 1, course.today + days_after)
     t, traj = _trajectories(problem, biology_with(problem.biology, post.values), post.n,
@@ -668,7 +660,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     from rtopt.solve import finish
 
     t0 = time.perf_counter()
-    base_problem = _as_problem(instance)
+    base_problem = Problem.coerce(instance)
     course = _as_course(course, base_problem)
     profile = solver if isinstance(solver, Profile) else resolve_profile(str(solver))
     profile = profile.with_overrides(time_limit_s, None)
@@ -815,7 +807,7 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     from rtopt.uncertainty import biology_rows, biology_with, distributions_for, sample_values
 
     t0 = time.perf_counter()
-    problem = _as_problem(instance)
+    problem = Problem.coerce(instance)
     if overrides:
         from rtopt.instance import instance_from_dict
 

@@ -46,7 +46,6 @@ instance's own constraint slacks (:meth:`rtopt.problem.Problem.evaluate`), not a
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path

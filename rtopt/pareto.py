@@ -459,13 +459,7 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         Time limit of the exact front's scoring (default 600 s); past it the front is built from
         the schedules scored so far and labelled as partial.
     """
-    if isinstance(instance, Problem):
-        problem = instance
-    else:
-        from rtopt.instance import Instance, load_instance
-
-        inst = instance if isinstance(instance, Instance) else load_instance(instance)
-        problem = Problem(inst, steps_per_day=steps_per_day)
+    problem = Problem.coerce(instance, steps_per_day=steps_per_day)
     objs = parse_objectives(objectives, problem)
     t0 = time.perf_counter()
     plans, counts = exact_front(problem, objs, options, time_limit_s)

@@ -18,6 +18,7 @@ given at the start of the day, an infusion on day ``j`` after that day's fractio
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -318,6 +319,16 @@ class Problem:
         from rtopt.instance import load_instance
 
         return cls(load_instance(path), **kw)
+
+    @classmethod
+    def coerce(cls, x: Any, **kw: Any) -> "Problem":
+        """``x`` itself if it is a Problem, else the problem of an instance or instance file
+        (``kw`` as for the constructor)."""
+        if isinstance(x, Problem):
+            return x
+        if isinstance(x, (str, os.PathLike)):
+            return cls.from_path(x, **kw)
+        return cls(x, **kw)
 
     @property
     def objective_name(self) -> str:

@@ -233,7 +233,6 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
     for r, s in enumerate(sets):
         for d in s:
             M[r, pos[d]] += 1
-    K = len(cand)
     DD = np.repeat(Db, S, axis=0)                       # row i * S + j: schedule i, sample j
     bio_k = biology_rows(bio_s, np.tile(np.arange(S), b), S)     # one sample per row
     ker = infusion_kernels(bio_k, DD, cand, steps_per_day=problem.steps_per_day, population=False)

@@ -24,7 +24,6 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rtopt.backends import get_backend
@@ -174,14 +173,6 @@ def _jsonable(x: Any) -> Any:
         return str(x)
 
 
-def _as_problem(instance_or_path: Any) -> Problem:
-    if isinstance(instance_or_path, Problem):
-        return instance_or_path
-    if isinstance(instance_or_path, (str, Path)):
-        return Problem.from_path(instance_or_path)
-    return Problem(instance_or_path)
-
-
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
           options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
@@ -214,7 +205,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     rtopt.errors.InstanceError
         The instance or profile file is invalid.
     """
-    problem = _as_problem(instance_or_path)
+    problem = Problem.coerce(instance_or_path)
     profile = solver if isinstance(solver, Profile) else resolve_profile(solver)
     profile = profile.with_overrides(time_limit_s, seed)
     if options:
