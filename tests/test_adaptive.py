@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rtopt import radiobiology as rb
 from rtopt.adaptive import LOW_ESS, adaptive_study, predict_observations, replan, update
 from rtopt.cli import app
-from rtopt.course import CourseError, Observation, course_from_dict, load_course
+from rtopt.course import Observation, course_from_dict, load_course
 from rtopt.problem import Plan, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
