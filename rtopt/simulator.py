@@ -296,62 +296,65 @@ def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, 
     """
     n, F = fd.shape
     Q = scale.shape[1]
-    for i in prange(n):
-        sc = scale[i] if scale.shape[0] > 1 else scale[0]
-        a0, b, sm, e5 = _at(alpha, i), _at(beta, i), _at(smax, i), _at(e50, i)
-        rt, ax, oi, oa, dti = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i), _at(d_t, i)
-        q0 = 0
-        while q0 < Q and sc[q0] <= 0.0:
-            q0 += 1
-        step = (sc[Q - 1] - sc[q0]) / (Q - 1 - q0) if q0 < Q - 1 else 0.0
-        tot = np.zeros(Q)
-        prod = np.ones(Q)
+    for blk in prange((n + 63) // 64):             # rows in blocks: scratch allocated once
+        tot = np.empty(Q)
+        prod = np.empty(Q)
         neg = np.empty(3)
         w = np.empty(3)
-        for f in range(F):
-            d = fd[i, f]
-            if d <= 0.0:
-                continue
-            act = fa[i, f]
-            a = a0 * (1.0 + sm * act / (e5 + act))
-            hc = rt * fh[i, f]
-            hc = hc if hc < 1.0 else 1.0
-            ha = hc * ax
-            hi = hc - ha
-            w[0], w[1], w[2] = 1.0 - (hi + ha), hi, ha
-            for k in range(3):
-                x = d if k == 0 else d / oi if k == 1 else d / oa
-                lq = x * (a + b * x)
-                if lq_l and x > dti:
-                    lq = dti * (a + b * dti) + (a + 2.0 * b * dti) * (x - dti)
-                neg[k] = lq
-            nmin = np.inf                            # least-killed populated compartment
-            for k in range(3):
-                if w[k] > 0.0 and neg[k] < nmin:
-                    nmin = neg[k]
-            if nmin == np.inf:
-                nmin = 0.0
-            for q in range(q0):                      # nodes at alpha = 0: no kill
-                s = w[0] + w[1] + w[2]
-                prod[q] *= s
-            e0 = w[0] * np.exp(-sc[q0] * (neg[0] - nmin)) if w[0] > 0.0 else 0.0
-            e1 = w[1] * np.exp(-sc[q0] * (neg[1] - nmin)) if w[1] > 0.0 else 0.0
-            e2 = w[2] * np.exp(-sc[q0] * (neg[2] - nmin)) if w[2] > 0.0 else 0.0
-            r0 = np.exp(-step * (neg[0] - nmin))
-            r1 = np.exp(-step * (neg[1] - nmin))
-            r2 = np.exp(-step * (neg[2] - nmin))
-            for q in range(q0, Q):
-                tot[q] -= sc[q] * nmin
-                p = prod[q] * (e0 + e1 + e2)
-                if p < 1e-250:                       # rescale before underflow
-                    tot[q] += np.log(p)
-                    p = 1.0
-                prod[q] = p
-                e0 *= r0
-                e1 *= r1
-                e2 *= r2
-        for q in range(Q):
-            out[i, q] = tot[q] + np.log(prod[q])
+        for i in range(blk * 64, min(n, blk * 64 + 64)):
+            sc = scale[i] if scale.shape[0] > 1 else scale[0]
+            a0, b, sm, e5 = _at(alpha, i), _at(beta, i), _at(smax, i), _at(e50, i)
+            rt, ax, oi, oa, dti = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i), _at(d_t, i)
+            q0 = 0
+            while q0 < Q and sc[q0] <= 0.0:
+                q0 += 1
+            step = (sc[Q - 1] - sc[q0]) / (Q - 1 - q0) if q0 < Q - 1 else 0.0
+            tot[:] = 0.0
+            prod[:] = 1.0
+            for f in range(F):
+                d = fd[i, f]
+                if d <= 0.0:
+                    continue
+                act = fa[i, f]
+                a = a0 * (1.0 + sm * act / (e5 + act))
+                hc = rt * fh[i, f]
+                hc = hc if hc < 1.0 else 1.0
+                ha = hc * ax
+                hi = hc - ha
+                w[0], w[1], w[2] = 1.0 - (hi + ha), hi, ha
+                for k in range(3):
+                    x = d if k == 0 else d / oi if k == 1 else d / oa
+                    lq = x * (a + b * x)
+                    if lq_l and x > dti:
+                        lq = dti * (a + b * dti) + (a + 2.0 * b * dti) * (x - dti)
+                    neg[k] = lq
+                nmin = np.inf                            # least-killed populated compartment
+                for k in range(3):
+                    if w[k] > 0.0 and neg[k] < nmin:
+                        nmin = neg[k]
+                if nmin == np.inf:
+                    nmin = 0.0
+                for q in range(q0):                      # nodes at alpha = 0: no kill
+                    s = w[0] + w[1] + w[2]
+                    prod[q] *= s
+                e0 = w[0] * np.exp(-sc[q0] * (neg[0] - nmin)) if w[0] > 0.0 else 0.0
+                e1 = w[1] * np.exp(-sc[q0] * (neg[1] - nmin)) if w[1] > 0.0 else 0.0
+                e2 = w[2] * np.exp(-sc[q0] * (neg[2] - nmin)) if w[2] > 0.0 else 0.0
+                r0 = np.exp(-step * (neg[0] - nmin))
+                r1 = np.exp(-step * (neg[1] - nmin))
+                r2 = np.exp(-step * (neg[2] - nmin))
+                for q in range(q0, Q):
+                    tot[q] -= sc[q] * nmin
+                    p = prod[q] * (e0 + e1 + e2)
+                    if p < 1e-250:                       # rescale before underflow
+                        tot[q] += np.log(p)
+                        p = 1.0
+                    prod[q] = p
+                    e0 *= r0
+                    e1 *= r1
+                    e2 *= r2
+            for q in range(Q):
+                out[i, q] = tot[q] + np.log(prod[q])
 
 
 _ln_s_nodes_parallel = njit(parallel=True, cache=True, error_model="numpy")(_ln_s_nodes_py)
@@ -416,7 +419,8 @@ def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
     return out
 
 
-def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfactual=True):
+def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfactual=True,
+                           overall=None):
     """:func:`_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity)."""
     alphas = rb.population_alphas(_col(bio.alpha_per_gy, 1), _col(p.alpha_sd_per_gy, 1))
     scale = np.ascontiguousarray(np.reshape(alphas / _col(bio.alpha_per_gy, 2),
@@ -434,13 +438,13 @@ def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfact
                 else node_sums(np.zeros_like(fa), fd, fh))
     else:
         ln_0 = ln_nk
-    return _assemble(bio, p, D, auc, ln_nk, ln_0, True)
+    return _assemble(bio, p, D, auc, ln_nk, ln_0, True, overall)
 
 
 def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
               fa: np.ndarray, auc: np.ndarray, population: bool = True,
               general: bool = False, shared: bool = False,
-              counterfactual: bool = True) -> dict[str, np.ndarray]:
+              counterfactual: bool = True, overall: Any = None) -> dict[str, np.ndarray]:
     """Tumour outcomes of ``N`` schedules from their fractions (the one place they are computed).
 
     ``fd, fh, fa`` are ``(N, F)`` dose, FMISO hypoxic fraction and previous-day NK activity of
@@ -452,6 +456,8 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
     :meth:`InfusionKernels.combine`), so the plan without NK cells is computed once.
     ``counterfactual`` False skips the plan without NK cells (its outcomes and the
     NK-attributable gains are then NaN): for searches whose objective does not use them.
+    ``overall`` is each row's overall time when the caller has it
+    (:func:`rtopt.radiobiology.overall_days` of ``D`` otherwise).
     """
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
         # rows share one counterfactual only when nothing differs between them but the NK
@@ -459,7 +465,8 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
         shared = (shared and np.ndim(bio.clonogens) == 0 and np.ndim(bio.alpha_per_gy) == 0
                   and np.ndim(bio.alpha_beta_gy) == 0
                   and all(np.ndim(v) == 0 for v in p.values.values()))
-        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared, counterfactual)
+        return _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared, counterfactual,
+                                      overall)
     if (not population and not general and bio.survival_model in ("lq", "lq_l")
             and fd.shape[1] > 0):
         # the nominal node alone (the patient's radiosensitivity is the nominal one)
@@ -471,7 +478,7 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
             ln_0 = _ln_s_nodes(bio, p, fd, fh, np.zeros_like(fa), one)
         else:
             ln_0 = ln_nk
-        return _assemble(bio, p, D, auc, ln_nk, ln_0, False)
+        return _assemble(bio, p, D, auc, ln_nk, ln_0, False, overall)
     if not population:
         sd = np.asarray(p.alpha_sd_per_gy, dtype=float)
         p = SurrogateParameters({**p.values, "alpha_sd_per_gy": np.zeros_like(sd)}, p.provenance)
@@ -488,15 +495,17 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
         ln_0 = fraction_log_survival(d, h, 0.0, bio, pc, scale).sum(axis=1)
     else:
         ln_0 = ln_nk
-    return _assemble(bio, p, D, auc, ln_nk, ln_0, population)
+    return _assemble(bio, p, D, auc, ln_nk, ln_0, population, overall)
 
 
-def _assemble(bio, p, D, auc, ln_nk, ln_0, population):
-    """Outcomes from ln S at the population nodes (``(N, Q)``, with and without NK cells)."""
+def _assemble(bio, p, D, auc, ln_nk, ln_0, population, overall=None):
+    """Outcomes from ln S at the population nodes (``(N, Q)``, with and without NK cells);
+    ``overall``: each row's overall time if known (else from ``D``)."""
     n = ln_nk.shape[0]
     nk_ln = -p.nk_log_kill_per_activity_day * auc if bio.nk else np.zeros(n)
     nk_ln = np.broadcast_to(nk_ln, (n,))
-    repop = rb.repopulation_log_gain(rb.overall_days(D), bio.potential_doubling_days,
+    repop = rb.repopulation_log_gain(rb.overall_days(D) if overall is None else overall,
+                                     bio.potential_doubling_days,
                                      bio.repopulation_kickoff_days)
     repop = np.broadcast_to(repop, (n,))
     with_nk = ln_nk + (nk_ln + repop)[:, None]
@@ -782,7 +791,7 @@ def _sub_steps(m, s, q, dt, h0, nkw, mode):  # pragma: no cover - compiled
             s[_S_E, l] = En
 
 
-def _horizon_block_py(spd, dt, D, U, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
                       c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma,
                       eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
                       out):  # pragma: no cover - compiled
@@ -805,8 +814,9 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_
     (structure of arrays) without calls or branches
     (:func:`_expm1` instead of libm; the hypoxia exponent dispatched per block), and the NK
     equations are skipped while a block has no NK cells (before its first infusion, and always
-    when ``nk`` is off: they would add exact zeros).  Fraction jumps come compacted
-    (``rowptr``: row ``i``'s fractions are ``rowptr[i]:rowptr[i + 1]``, in day order); the
+    when ``nk`` is off: they would add exact zeros).  Fraction jumps come from a table
+    (:func:`_prepare`: row ``i``'s fractions are ``rowptr[i]:rowptr[i + 1]``, in day order,
+    fraction ``k``'s jumps entry ``jidx[k]`` of ``jw, jv, jP, jT, jB``); the
     dose, hypoxic fraction and previous-day activity of each fraction are written compacted to
     ``fd_c, fh_c, fa_c`` (``(N, F)``) and, when they are not empty, to ``fh_full, fa_full``
     (``(N, days)``).
@@ -848,7 +858,7 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_
                 d = D[i, j]
                 if d > 0.0:
                     c = cnt[l]
-                    k = rowptr[i] + c
+                    k = jidx[rowptr[i] + c]
                     cnt[l] = c + 1
                     hi = s[_S_H, l]
                     a = q[_Q_ASC, l] * prev if nk else 0.0
@@ -927,7 +937,7 @@ def _nk_coefficients(m, s, q, dt, cf):  # pragma: no cover - compiled
         cf[2, l] = (em + 1.0) * eo
 
 
-def _infusion_block_py(spd, dt, D, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
                        c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, x_off, e_out, h0, h_max, gamma,
                        eta, cdays, auc, fa):  # pragma: no cover - compiled
     """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
@@ -979,7 +989,7 @@ def _infusion_block_py(spd, dt, D, rowptr, jw, jv, jP, jT, jB, ascale, e_w, e_v,
                 d = D[i, j]
                 if d > 0.0:
                     c = cnt[l]
-                    k = rowptr[i] + c
+                    k = jidx[rowptr[i] + c]
                     cnt[l] = c + 1
                     for ch in range(kon):
                         fa[i, ch, c] = q[_Q_ASC, l] * (au_tot[ch, l] - au_start[ch, l])
@@ -1058,10 +1068,82 @@ def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
     return ln / np.log(10.0)
 
 
+def _fraction_scan_py(D, cnt, nu, span):  # pragma: no cover - compiled
+    """Per row of ``D``: the number of fractions ``cnt``, of fractions whose dose differs from
+    the row's previous fraction ``nu`` (the distinct doses whose jumps are computed), and the
+    days from the first to the last fraction ``span`` (:func:`rtopt.radiobiology.overall_days`;
+    a test holds the two together)."""
+    n, days = D.shape
+    for i in prange(n):
+        c = 0
+        u = 0
+        first = -1
+        last = -1
+        prev = 0.0
+        for j in range(days):
+            d = D[i, j]
+            if d > 0.0:
+                if c == 0 or d != prev:
+                    u += 1
+                prev = d
+                c += 1
+                if first < 0:
+                    first = j
+                last = j
+        cnt[i] = c
+        nu[i] = u
+        span[i] = last - first if c > 0 else 0
+
+
+def _fraction_fill_py(D, rowptr, uptr, jidx, tdose, trow):  # pragma: no cover - compiled
+    """The fractions of every row in day order (``rowptr`` from :func:`_fraction_scan_py`):
+    ``jidx[k]`` indexes the jump table ``tdose`` (one entry per run of equal doses in a row,
+    ``trow`` its row, ``uptr`` the rows' first entries)."""
+    n, days = D.shape
+    for i in prange(n):
+        k = rowptr[i]
+        u = uptr[i] - 1
+        prev = 0.0
+        for j in range(days):
+            d = D[i, j]
+            if d > 0.0:
+                if k == rowptr[i] or d != prev:
+                    u += 1
+                    tdose[u] = d
+                    trow[u] = i
+                prev = d
+                jidx[k] = u
+                k += 1
+
+
+_fraction_scan_parallel = njit(parallel=True, cache=True)(_fraction_scan_py)
+_fraction_scan_serial = njit(cache=True)(_fraction_scan_py)
+_fraction_fill_parallel = njit(parallel=True, cache=True)(_fraction_fill_py)
+_fraction_fill_serial = njit(cache=True)(_fraction_fill_py)
+
+
+def _fraction_index(D):
+    """``rowptr, jidx, tdose, trow, span`` of :func:`_fraction_fill_py` for a float dose matrix."""
+    n = D.shape[0]
+    serial = n < _SERIAL_BELOW
+    cnt, nu, span = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    (_fraction_scan_serial if serial else _fraction_scan_parallel)(D, cnt, nu, span)
+    rowptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(cnt, out=rowptr[1:])
+    uptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(nu, out=uptr[1:])
+    jidx = np.empty(rowptr[-1], np.int64)
+    tdose, trow = np.empty(uptr[-1]), np.empty(uptr[-1], np.int64)
+    (_fraction_fill_serial if serial else _fraction_fill_parallel)(D, rowptr, uptr, jidx, tdose,
+                                                                   trow)
+    return rowptr, jidx, tdose, trow, span, int(cnt.max(initial=0))
+
+
 def _prepare(bio, D, p, spd):
     """What the compiled kernels need besides the schedules: sub-step propagators, hypoxia
-    constants and the compacted fraction jumps (row ``i``'s fractions are
-    ``rowptr[i]:rowptr[i + 1]``, in day order)."""
+    constants and the fraction jumps (row ``i``'s fractions are ``rowptr[i]:rowptr[i + 1]``, in
+    day order; fraction ``k``'s jumps are entry ``jidx[k]`` of a table over each row's distinct
+    doses), and each row's overall time."""
     n, days = D.shape
     dt = 1.0 / spd
     ka, ke, norm = sg.chemokine_rates(p)
@@ -1080,25 +1162,21 @@ def _prepare(bio, D, p, spd):
         (kcl - kout) * dt, np.exp(-kout * dt))]
     shape_c = [_row_array(x) for x in (p.hypoxic_fraction_max, p.hypoxia_gamma, eta)]
     # jumps of every state at each fraction, from _apply_fraction on unit states (the one
-    # statement of the jumps), on the fraction days only, compacted row by row in day order
-    rows, cols = np.nonzero(D)
-    cnt = np.bincount(rows, minlength=n)
-    rowptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(cnt, out=rowptr[1:])
-    F = max(int(cnt.max(initial=0)), 1)
+    # statement of the jumps), over each row's distinct doses
+    rowptr, jidx, tdose, trow, span, F = _fraction_index(D)
 
-    def on_rows(x):  # per-schedule parameters (samples) follow the fraction rows
-        return x[rows] if np.ndim(x) and np.shape(x)[0] == n else x
+    def on_rows(x):  # per-schedule parameters (samples) follow the table's rows
+        return x[trow] if np.ndim(x) and np.shape(x)[0] == n else x
 
     ps = SurrogateParameters({k: on_rows(x) for k, x in p.values.items()}, p.provenance)
-    one = np.ones(rows.size)
-    jumps = _apply_fraction(D[rows, cols], (one, one, 0.0 * one, 0.0, one, one), bio, ps,
+    one = np.ones(tdose.size)
+    jumps = _apply_fraction(tdose, (one, one, 0.0 * one, 0.0, one, one), bio, ps,
                             on_rows(norm))
-    jw, jv, jP, jB, jT = (np.ascontiguousarray(np.broadcast_to(jumps[c], rows.shape),
+    jw, jv, jP, jB, jT = (np.ascontiguousarray(np.broadcast_to(jumps[c], tdose.shape),
                                                dtype=float) for c in (0, 1, 2, 4, 5))
-    return dict(dt=dt, rowptr=rowptr, F=F, jumps=(jw, jv, jP, jT, jB),
+    return dict(dt=dt, rowptr=rowptr, jidx=jidx, F=max(F, 1), jumps=(jw, jv, jP, jT, jB),
                 ascale=_row_array(act_scale), act_scale=act_scale, consts=consts, h0=h0,
-                shape_c=shape_c)
+                shape_c=shape_c, span=span)
 
 
 def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
@@ -1115,11 +1193,13 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
     fd, fh, fa = np.zeros((n, F)), np.zeros((n, F)), np.zeros((n, F))
     st = np.empty((n, 9))
     kernel = _horizon_block_serial if n < _SERIAL_BELOW else _horizon_block_parallel
-    kernel(spd, dt, D, U, prep["rowptr"], *prep["jumps"], prep["ascale"], *prep["consts"],
-           prep["h0"], *prep["shape_c"], nk, traj, fh_all, fa_all, fd, fh, fa, st)
+    kernel(spd, dt, D, U, prep["rowptr"], prep["jidx"], *prep["jumps"], prep["ascale"],
+           *prep["consts"], prep["h0"], *prep["shape_c"], nk, traj, fh_all, fa_all, fd, fh, fa,
+           st)
     h, hsum, auc = st[:, 6], st[:, 7], st[:, 8]
     auc = auc * act_scale if nk else np.zeros(n)
-    out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual)
+    out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual,
+                    overall=prep["span"])
     t = tr = None
     if want_traj:
         t = np.arange(days * spd + 1) * dt
@@ -1220,7 +1300,7 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
             fa = np.zeros((Dc.shape[0], K, prep["F"]))
             kernel = (_infusion_block_serial if Dc.shape[0] < _SERIAL_BELOW
                       else _infusion_block_parallel)
-            kernel(steps_per_day, prep["dt"], Dc, prep["rowptr"], *prep["jumps"],
+            kernel(steps_per_day, prep["dt"], Dc, prep["rowptr"], prep["jidx"], *prep["jumps"],
                    prep["ascale"], *prep["consts"], prep["h0"], *prep["shape_c"], cdays, a, fa)
             auc[rows][:, order] = a * np.reshape(prep["ascale"], (-1, 1))
             activity[rows][:, order, :prep["F"]] = fa

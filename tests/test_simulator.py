@@ -166,3 +166,22 @@ def test_vectorisable_exponentials_match_libm():
     both(y, a, b)
     np.testing.assert_allclose(a, np.exp(y), rtol=4e-16, atol=0)
     np.testing.assert_allclose(b, np.expm1(y), rtol=4e-16, atol=1e-320)
+
+
+def test_fraction_index_matches_the_dose_matrix():
+    # the compiled fraction scan: each row's fractions in day order, a jump table over each
+    # row's runs of equal doses, and the overall time of rtopt.radiobiology.overall_days
+    from rtopt import radiobiology as rb
+    from rtopt.simulator import _fraction_index
+
+    D, _ = random_schedules(700, seed=4)
+    D[5] = 0.0                                    # a row without fractions
+    D[6, [3, 4, 9]] = [8.0, 8.0, 6.0]             # a row with two distinct doses
+    rowptr, jidx, tdose, trow, span, fmax = _fraction_index(np.ascontiguousarray(D))
+    np.testing.assert_array_equal(span, rb.overall_days(D))
+    assert fmax == (D > 0).sum(axis=1).max()
+    for i in range(len(D)):
+        ks = np.arange(rowptr[i], rowptr[i + 1])
+        np.testing.assert_array_equal(tdose[jidx[ks]], D[i][D[i] > 0])
+        assert np.all(trow[jidx[ks]] == i)
+    assert tdose.size < rowptr[-1]                # equal doses share their jumps
