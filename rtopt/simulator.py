@@ -304,7 +304,8 @@ def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, 
         for i in range(blk * 64, min(n, blk * 64 + 64)):
             sc = scale[i] if scale.shape[0] > 1 else scale[0]
             a0, b, sm, e5 = _at(alpha, i), _at(beta, i), _at(smax, i), _at(e50, i)
-            rt, ax, oi, oa, dti = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i), _at(d_t, i)
+            rt, ax, oi, oa = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i)
+            dti = _at(d_t, i)
             q0 = 0
             while q0 < Q and sc[q0] <= 0.0:
                 q0 += 1
@@ -340,9 +341,11 @@ def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, 
                 e0 = w[0] * np.exp(-sc[q0] * (neg[0] - nmin)) if w[0] > 0.0 else 0.0
                 e1 = w[1] * np.exp(-sc[q0] * (neg[1] - nmin)) if w[1] > 0.0 else 0.0
                 e2 = w[2] * np.exp(-sc[q0] * (neg[2] - nmin)) if w[2] > 0.0 else 0.0
-                r0 = np.exp(-step * (neg[0] - nmin))
-                r1 = np.exp(-step * (neg[1] - nmin))
-                r2 = np.exp(-step * (neg[2] - nmin))
+                r0 = r1 = r2 = 1.0
+                if Q - q0 > 1:                           # (unused for a single node)
+                    r0 = np.exp(-step * (neg[0] - nmin))
+                    r1 = np.exp(-step * (neg[1] - nmin))
+                    r2 = np.exp(-step * (neg[2] - nmin))
                 for q in range(q0, Q):
                     tot[q] -= sc[q] * nmin
                     p = prod[q] * (e0 + e1 + e2)
@@ -609,7 +612,7 @@ def simulate(bio: Biology, doses: Any, infusions: Any = None, *, steps_per_day: 
         n = D.shape[0]
     if U.shape != D.shape:
         raise ValueError(f"doses {D.shape} and infusions {U.shape} differ in shape")
-    if np.any(D < 0) or np.any(U < 0):
+    if D.min(initial=0.0) < 0 or U.min(initial=0.0) < 0:    # (no temporaries)
         raise ValueError("doses and infusions must be non-negative")
     if not bio.nk:
         U = np.zeros_like(D)
@@ -1077,19 +1080,17 @@ def _fraction_scan_py(D, cnt, nu, span):  # pragma: no cover - compiled
     for i in prange(n):
         c = 0
         u = 0
-        first = -1
+        first = days
         last = -1
         prev = 0.0
-        for j in range(days):
+        for j in range(days):                   # branch-free (fractions fall on random days)
             d = D[i, j]
-            if d > 0.0:
-                if c == 0 or d != prev:
-                    u += 1
-                prev = d
-                c += 1
-                if first < 0:
-                    first = j
-                last = j
+            f = d > 0.0
+            u += f and (c == 0 or d != prev)
+            c += f
+            prev = d if f else prev
+            first = j if f and j < first else first
+            last = j if f else last
         cnt[i] = c
         nu[i] = u
         span[i] = last - first if c > 0 else 0
