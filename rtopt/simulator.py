@@ -242,6 +242,26 @@ _SERIAL_BELOW = 512
 milliseconds per call, more than the work of a few hundred schedules)."""
 
 
+def _jit_pair(fn: Any, **jit: Any) -> tuple[Any, Any]:
+    """Threaded and serial compiled variants of ``fn``.
+
+    Each compiles a copy of ``fn`` under its own name: numba's on-disk cache is keyed by the
+    function's name and signature, not by ``parallel``, so two variants of one function would
+    share cache entries and one would load the other's machine code (the threaded variant
+    running the serial code, or the reverse)."""
+    import types as _t
+
+    out = []
+    for suffix, par in (("_parallel", True), ("_serial", False)):
+        f = _t.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
+                            fn.__closure__)
+        f.__qualname__ = fn.__qualname__ + suffix
+        f.__doc__ = fn.__doc__
+        f.__module__ = fn.__module__
+        out.append(njit(parallel=par, **jit)(f))
+    return out[0], out[1]
+
+
 def _col(x: Any, nd: int) -> Any:
     """A per-schedule parameter array ``(N,)`` as ``(N, 1, ...)`` with ``nd`` axes in all."""
     if np.ndim(x) == 1:
@@ -369,8 +389,8 @@ def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, 
                 out[i, q] = tot[q] + np.log(prod[q])
 
 
-_ln_s_nodes_parallel = njit(parallel=True, cache=True, error_model="numpy")(_ln_s_nodes_py)
-_ln_s_nodes_serial = njit(cache=True, error_model="numpy")(_ln_s_nodes_py)
+_ln_s_nodes_parallel, _ln_s_nodes_serial = _jit_pair(_ln_s_nodes_py, cache=True,
+                                                     error_model="numpy")
 
 
 def _ln_s_nodes(bio, p, fd, fh, fa, scale):
@@ -414,8 +434,8 @@ def _population_tcp_py(ln_s, log_n0, lo, frac, w, out):  # pragma: no cover - co
             out[i] = acc if acc < 1.0 else 1.0  # the weights sum to 1 only to round-off
 
 
-_population_tcp_parallel = njit(parallel=True, cache=True, error_model="numpy")(_population_tcp_py)
-_population_tcp_serial = njit(cache=True, error_model="numpy")(_population_tcp_py)
+_population_tcp_parallel, _population_tcp_serial = _jit_pair(_population_tcp_py, cache=True,
+                                                             error_model="numpy")
 _FINE_LO, _FINE_FRAC = rb.fine_grid_interpolation()
 
 
@@ -1026,8 +1046,7 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e
 
 # contraction (fused multiply-add) only: no reassociation, no assumptions about NaN or inf
 _KERNEL_JIT = dict(cache=True, error_model="numpy", fastmath={"contract"})
-_horizon_block_parallel = njit(parallel=True, **_KERNEL_JIT)(_horizon_block_py)
-_horizon_block_serial = njit(**_KERNEL_JIT)(_horizon_block_py)
+_horizon_block_parallel, _horizon_block_serial = _jit_pair(_horizon_block_py, **_KERNEL_JIT)
 
 
 def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
@@ -1130,8 +1149,7 @@ def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w
                 auc[i0 + l, ch] = au_tot[ch, l]
 
 
-_infusion_block_parallel = njit(parallel=True, **_KERNEL_JIT)(_infusion_block_py)
-_infusion_block_serial = njit(**_KERNEL_JIT)(_infusion_block_py)
+_infusion_block_parallel, _infusion_block_serial = _jit_pair(_infusion_block_py, **_KERNEL_JIT)
 
 
 _TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",
@@ -1208,10 +1226,8 @@ def _fraction_fill_py(D, rowptr, uptr, jidx, tdose, trow):  # pragma: no cover -
                 k += 1
 
 
-_fraction_scan_parallel = njit(parallel=True, cache=True)(_fraction_scan_py)
-_fraction_scan_serial = njit(cache=True)(_fraction_scan_py)
-_fraction_fill_parallel = njit(parallel=True, cache=True)(_fraction_fill_py)
-_fraction_fill_serial = njit(cache=True)(_fraction_fill_py)
+_fraction_scan_parallel, _fraction_scan_serial = _jit_pair(_fraction_scan_py, cache=True)
+_fraction_fill_parallel, _fraction_fill_serial = _jit_pair(_fraction_fill_py, cache=True)
 
 
 def _fraction_index(D):
