@@ -28,6 +28,7 @@ import numpy as np
 
 from rtopt.errors import RtoptError
 from rtopt.problem import SIMULATION_METRICS, Plan, Problem
+from rtopt.simulator import STEPS_PER_DAY
 
 __all__ = ["Objective", "ParetoPoint", "ParetoResult", "parse_objectives", "pareto",
            "non_dominated", "hypervolume", "knee_index", "OBJECTIVE_NAMES"]
@@ -438,7 +439,8 @@ def _describe_change(objs: list[Objective], ref: ParetoPoint, p: ParetoPoint) ->
 def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumour_bed", *,
            reference: Plan | None = None, heuristic: bool = True, pop_size: int = 60,
            generations: int = 60, seed: int = 0, options: dict[str, Any] | None = None,
-           steps_per_day: int = 8, time_limit_s: float | None = 600.0) -> ParetoResult:
+           steps_per_day: int = STEPS_PER_DAY,
+           time_limit_s: float | None = 600.0) -> ParetoResult:
     """Pareto fronts of two or three objectives for an instance (path or Instance).
 
     Parameters

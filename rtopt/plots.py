@@ -129,10 +129,10 @@ def describe_plan(plan: Any, max_chars: int = 100) -> str:
 
 def _run(problem: Any, plan: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Simulate ``plan`` and the same infusions without RT (trajectories of both)."""
-    from rtopt.simulator import simulate
+    from rtopt.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
 
     D, U = plan.daily(problem.horizon_days)
-    spd = getattr(problem, "steps_per_day", 8)
+    spd = max(getattr(problem, "steps_per_day", 1), TRAJECTORY_STEPS_PER_DAY)  # smooth curves
     sim = simulate(problem.biology, D, U, trajectory=True, steps_per_day=spd)
     ref = simulate(problem.biology, np.zeros_like(D), U, trajectory=True, steps_per_day=spd)
     return sim, ref, D, U

@@ -26,7 +26,7 @@ import numpy as np
 
 from rtopt import radiobiology as rb
 from rtopt.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
-from rtopt.simulator import Biology, simulate
+from rtopt.simulator import STEPS_PER_DAY, Biology, simulate
 
 __all__ = ["Plan", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
            "OBJECTIVES"]
@@ -260,7 +260,8 @@ class Problem:
         Simulator sub-steps per day (see :func:`rtopt.simulator.simulate`).
     """
 
-    def __init__(self, instance: Any, steps_per_day: int = 8, biology: Biology | None = None):
+    def __init__(self, instance: Any, steps_per_day: int = STEPS_PER_DAY,
+                 biology: Biology | None = None):
         self.instance = instance
         self.name = instance.name
         fr = instance.fractionation

@@ -101,8 +101,8 @@ and the Bateman pair from :func:`rtopt.surrogate.chemokine_rates`).  Hypoxia
 *NK trafficking (the daily-step approximation).*  Over day ``j`` the trafficking rate
 ``k_in = k0 v (1 + g C / (C50 + C))`` is frozen at mid-day chemokine and perfusion,
 ``c_j = exp(-k_e/2) C_j + (Bateman half-day coefficient) P+_j`` and
-``v_j = 1 - exp(-1/(2 tau_v)) (1 - v+_j)`` (both linear; the simulator freezes it at the
-midpoint of each of its sub-steps), ``kin_j = nk_infiltration_rate(c_j, v_j)`` (an equality),
+``v_j = 1 - exp(-1/(2 tau_v)) (1 - v+_j)`` (both linear; the simulator instead follows it
+through each sub-step, fourth order), ``kin_j = nk_infiltration_rate(c_j, v_j)`` (an equality),
 and ``B``, ``T`` are then propagated exactly: ``B_{j+1} = B++_j beta(kin_j)``,
 ``T_{j+1} = exp(-k_out) T+_j + B++_j gamma(kin_j)``, and the day's integral
 ``int T dt = T+_j (1 - exp(-k_out))/k_out + B++_j a(kin_j)``.  The factors ``beta, gamma, a``

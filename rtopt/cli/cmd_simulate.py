@@ -214,18 +214,19 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
     """Verify and simulate ``plan``: everything the table and the JSON show."""
     import numpy as np
 
-    from rtopt.simulator import simulate
+    from rtopt.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
     from rtopt.solve import Result
 
     v = problem.verify(plan)
     D, U = plan.daily(problem.horizon_days)
     bio = problem.biology
-    spd = problem.steps_per_day
+    spd = max(problem.steps_per_day, TRAJECTORY_STEPS_PER_DAY)      # a grid for display
     sim = simulate(bio, D, U, trajectory=True, steps_per_day=spd)
-    auc = float(sim.nk_auc[0])
+    auc = float(simulate(bio, D, U, steps_per_day=problem.steps_per_day).nk_auc[0])
     auc0 = fold = None
     if bio.nk and U.any():
-        auc0 = float(simulate(bio, np.zeros_like(D), U, steps_per_day=spd).nk_auc[0])
+        auc0 = float(simulate(bio, np.zeros_like(D), U,
+                              steps_per_day=problem.steps_per_day).nk_auc[0])
         fold = auc / auc0 if auc0 > 0 else None
     # The metric names and rounding of `rtopt solve --json`, from the same code.
     res = Result(instance=problem.name, solver="simulate", backend="simulator",
