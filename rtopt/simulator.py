@@ -922,6 +922,101 @@ def _sub_steps(s, q, cf, dt, h0, nkw, store, mode):  # pragma: no cover - compil
                 cf[_CF_SM * _LANES + l], cf[_CF_S1 * _LANES + l] = sm, s1
 
 
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _horizon_block_body(b, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+                      e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
+                      e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
+                      out):  # pragma: no cover - compiled
+    """Block ``b`` (schedules ``b * _LANES`` on) of :func:`_horizon_block_py`."""
+    n, days = D.shape
+    want = traj.shape[0] > 0
+    rec = fh_full.shape[0] > 0
+    i0 = b * _LANES
+    m = min(_LANES, n - i0)
+    s = np.zeros(11 * _LANES)
+    q = np.ones(22 * _LANES)
+    cf = np.zeros(7 * _LANES)
+    hs_tot = np.zeros(_LANES)
+    au_tot = np.zeros(_LANES)
+    au_start = np.zeros(_LANES)
+    cnt = np.zeros(_LANES, np.int64)
+    mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
+                       gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
+                       e_wq, e_vq)
+    nkon = False
+    for j in range(days):
+        for l in range(m):                      # fractions (branchy; few lane-days)
+            i = i0 + l
+            d = D[i, j]
+            if d > 0.0:
+                c = cnt[l]
+                k = jidx[rowptr[i] + c]
+                cnt[l] = c + 1
+                hi = s[_S_H * _LANES + l]
+                # the activity integral over day j - 1
+                a = q[_Q_ASC * _LANES + l] * (au_tot[l] - au_start[l]) if nk else 0.0
+                fd_c[i, c], fh_c[i, c], fa_c[i, c] = d, hi, a
+                if rec:
+                    fh_full[i, j], fa_full[i, j] = hi, a
+                dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
+                dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
+                s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
+                s[_S_P * _LANES + l] += jP[k]
+                s[_S_T * _LANES + l] *= jT[k]
+                s[_S_B * _LANES + l] *= jB[k]
+                s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
+                                                q[_Q_HMX * _LANES + l])
+        if nk:                                  # infusions (B, T >= 0)
+            cells = 0.0
+            for l in range(m):
+                Bi = s[_S_B * _LANES + l] + U[i0 + l, j]
+                Ti = s[_S_T * _LANES + l]
+                s[_S_B * _LANES + l] = Bi
+                s[_S_E * _LANES + l] = Ti * (1.0 - q[_Q_ETA * _LANES + l]
+                                             * s[_S_H * _LANES + l])
+                cells += Bi + Ti
+            nkon = nkon or cells > 0.0
+        for l in range(_LANES):
+            au_start[l] = au_tot[l]
+            s[_S_HS * _LANES + l] = 0.0
+            s[_S_AU * _LANES + l] = 0.0
+        if nkon:
+            _start_day(s, q)
+        for k in range(spd):
+            if want:
+                for l in range(m):
+                    _record(traj, i0 + l, j * spd + k, s, l, s[_S_E * _LANES + l])
+            if nkon:
+                if mode == 1:
+                    _sub_steps(s, q, cf, dt, h0, True, False, 1)
+                elif mode == 2:
+                    _sub_steps(s, q, cf, dt, h0, True, False, 2)
+                elif mode == 3:
+                    _sub_steps(s, q, cf, dt, h0, True, False, 3)
+                else:
+                    _sub_steps(s, q, cf, dt, h0, True, False, 0)
+            else:
+                if mode == 1:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 1)
+                elif mode == 2:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 2)
+                elif mode == 3:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 3)
+                else:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 0)
+        for l in range(_LANES):
+            hs_tot[l] += dt / 12.0 * s[_S_HS * _LANES + l]
+            au_tot[l] += dt / 6.0 * s[_S_AU * _LANES + l]
+    for l in range(m):
+        i = i0 + l
+        Ti, hi = s[_S_T * _LANES + l], s[_S_H * _LANES + l]
+        if want:
+            _record(traj, i, days * spd, s, l, Ti * (1.0 - q[_Q_ETA * _LANES + l] * hi))
+        for c, r in enumerate((_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H)):
+            out[i, c] = s[r * _LANES + l]
+        out[i, 7], out[i, 8] = hs_tot[l], au_tot[l]
+
+
 def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                       e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
@@ -953,100 +1048,107 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e
     ``fd_c, fh_c, fa_c`` (``(N, F)``) and, when they are not empty, to ``fh_full, fa_full``
     (``(N, days)``).
     """
-    n, days = D.shape
-    want = traj.shape[0] > 0
-    rec = fh_full.shape[0] > 0
+    n = D.shape[0]
     nblocks = (n + _LANES - 1) // _LANES
     for b in prange(nblocks):
-        i0 = b * _LANES
-        m = min(_LANES, n - i0)
-        s = np.zeros(11 * _LANES)
-        q = np.ones(22 * _LANES)
-        cf = np.zeros(7 * _LANES)
-        hs_tot = np.zeros(_LANES)
-        au_tot = np.zeros(_LANES)
-        au_start = np.zeros(_LANES)
-        cnt = np.zeros(_LANES, np.int64)
-        mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
-                           gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
-                           e_wq, e_vq)
-        nkon = False
-        for j in range(days):
-            for l in range(m):                      # fractions (branchy; few lane-days)
-                i = i0 + l
-                d = D[i, j]
-                if d > 0.0:
-                    c = cnt[l]
-                    k = jidx[rowptr[i] + c]
-                    cnt[l] = c + 1
-                    hi = s[_S_H * _LANES + l]
-                    # the activity integral over day j - 1
-                    a = q[_Q_ASC * _LANES + l] * (au_tot[l] - au_start[l]) if nk else 0.0
-                    fd_c[i, c], fh_c[i, c], fa_c[i, c] = d, hi, a
-                    if rec:
-                        fh_full[i, j], fa_full[i, j] = hi, a
-                    dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
-                    dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
-                    s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
-                    s[_S_P * _LANES + l] += jP[k]
-                    s[_S_T * _LANES + l] *= jT[k]
-                    s[_S_B * _LANES + l] *= jB[k]
-                    s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
-                                                    q[_Q_HMX * _LANES + l])
-            if nk:                                  # infusions (B, T >= 0)
-                cells = 0.0
-                for l in range(m):
-                    Bi = s[_S_B * _LANES + l] + U[i0 + l, j]
-                    Ti = s[_S_T * _LANES + l]
-                    s[_S_B * _LANES + l] = Bi
-                    s[_S_E * _LANES + l] = Ti * (1.0 - q[_Q_ETA * _LANES + l]
-                                                 * s[_S_H * _LANES + l])
-                    cells += Bi + Ti
-                nkon = nkon or cells > 0.0
-            for l in range(_LANES):
-                au_start[l] = au_tot[l]
-                s[_S_HS * _LANES + l] = 0.0
-                s[_S_AU * _LANES + l] = 0.0
-            if nkon:
-                _start_day(s, q)
-            for k in range(spd):
-                if want:
-                    for l in range(m):
-                        _record(traj, i0 + l, j * spd + k, s, l, s[_S_E * _LANES + l])
-                if nkon:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 0)
-                else:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 0)
-            for l in range(_LANES):
-                hs_tot[l] += dt / 12.0 * s[_S_HS * _LANES + l]
-                au_tot[l] += dt / 6.0 * s[_S_AU * _LANES + l]
-        for l in range(m):
-            i = i0 + l
-            Ti, hi = s[_S_T * _LANES + l], s[_S_H * _LANES + l]
-            if want:
-                _record(traj, i, days * spd, s, l, Ti * (1.0 - q[_Q_ETA * _LANES + l] * hi))
-            for c, r in enumerate((_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H)):
-                out[i, c] = s[r * _LANES + l]
-            out[i, 7], out[i, 8] = hs_tot[l], au_tot[l]
+        _horizon_block_body(np.int64(b), spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v,
+            e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
+            e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c, out)
 
 
 # contraction (fused multiply-add) only: no reassociation, no assumptions about NaN or inf
 _KERNEL_JIT = dict(cache=True, error_model="numpy", fastmath={"contract"})
 _horizon_block_parallel, _horizon_block_serial = _jit_pair(_horizon_block_py, **_KERNEL_JIT)
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _infusion_block_body(b, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
+                       e_wq, e_vq, h0, h_max, gamma, eta, cdays, auc, fa):  # pragma: no cover - compiled
+    """Block ``b`` (schedules ``b * _LANES`` on) of :func:`_infusion_block_py`."""
+    n, days = D.shape
+    K = cdays.shape[0]
+    i0 = b * _LANES
+    m = min(_LANES, n - i0)
+    s = np.zeros(11 * _LANES)
+    q = np.ones(22 * _LANES)
+    cf = np.zeros(7 * _LANES)
+    Bc = np.zeros((K, _LANES))
+    Tc = np.zeros((K, _LANES))
+    Ec = np.zeros((K, _LANES))
+    au = np.zeros((K, _LANES))
+    au_tot = np.zeros((K, _LANES))
+    au_start = np.zeros((K, _LANES))
+    cnt = np.zeros(_LANES, np.int64)
+    mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
+                       gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
+                       e_wq, e_vq)
+    kon = 0                                     # channels started (infused by day j)
+    for j in range(days):
+        while kon < K and cdays[kon] <= j:
+            kon += 1
+        for l in range(m):
+            i = i0 + l
+            d = D[i, j]
+            if d > 0.0:
+                c = cnt[l]
+                k = jidx[rowptr[i] + c]
+                cnt[l] = c + 1
+                for ch in range(kon):
+                    fa[i, ch, c] = q[_Q_ASC * _LANES + l] * (au_tot[ch, l] - au_start[ch, l])
+                    Tc[ch, l] *= jT[k]
+                    Bc[ch, l] *= jB[k]
+                dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
+                dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
+                s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
+                s[_S_P * _LANES + l] += jP[k]
+                s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
+                                                q[_Q_HMX * _LANES + l])
+        for ch in range(kon):
+            if cdays[ch] == j:
+                for l in range(m):
+                    Bc[ch, l] += 1.0
+            for l in range(m):
+                au_start[ch, l] = au_tot[ch, l]
+                Ec[ch, l] = Tc[ch, l] * (1.0 - q[_Q_ETA * _LANES + l] * s[_S_H * _LANES + l])
+                au[ch, l] = 0.0
+        if kon > 0:
+            _start_day(s, q)
+        for k in range(spd):
+            if kon > 0:
+                if mode == 1:
+                    _sub_steps(s, q, cf, dt, h0, False, True, 1)
+                elif mode == 2:
+                    _sub_steps(s, q, cf, dt, h0, False, True, 2)
+                elif mode == 3:
+                    _sub_steps(s, q, cf, dt, h0, False, True, 3)
+                else:
+                    _sub_steps(s, q, cf, dt, h0, False, True, 0)
+            else:
+                if mode == 1:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 1)
+                elif mode == 2:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 2)
+                elif mode == 3:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 3)
+                else:
+                    _sub_steps(s, q, cf, dt, h0, False, False, 0)
+            for ch in range(kon):
+                for l in range(m):
+                    B0, T0 = Bc[ch, l], Tc[ch, l]
+                    T1 = cf[_CF_EO * _LANES + l] * T0 + cf[_CF_TB * _LANES + l] * B0
+                    Tm = cf[_CF_EOH * _LANES + l] * T0 + cf[_CF_TBM * _LANES + l] * B0
+                    Bc[ch, l] = B0 * cf[_CF_BB * _LANES + l]
+                    Tc[ch, l] = T1
+                    E1 = T1 * cf[_CF_S1 * _LANES + l]
+                    au[ch, l] += Ec[ch, l] + 4.0 * (Tm * cf[_CF_SM * _LANES + l]) + E1
+                    Ec[ch, l] = E1
+        for ch in range(kon):
+            for l in range(m):
+                au_tot[ch, l] += dt / 6.0 * au[ch, l]
+    for l in range(m):
+        for ch in range(K):
+            auc[i0 + l, ch] = au_tot[ch, l]
 
 
 def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
@@ -1062,91 +1164,12 @@ def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w
     each channel's (unscaled) activity integral, ``fa`` (``(N, K, F)``) its scaled activity over
     the day before each fraction.
     """
-    n, days = D.shape
-    K = cdays.shape[0]
+    n = D.shape[0]
     nblocks = (n + _LANES - 1) // _LANES
     for b in prange(nblocks):
-        i0 = b * _LANES
-        m = min(_LANES, n - i0)
-        s = np.zeros(11 * _LANES)
-        q = np.ones(22 * _LANES)
-        cf = np.zeros(7 * _LANES)
-        Bc = np.zeros((K, _LANES))
-        Tc = np.zeros((K, _LANES))
-        Ec = np.zeros((K, _LANES))
-        au = np.zeros((K, _LANES))
-        au_tot = np.zeros((K, _LANES))
-        au_start = np.zeros((K, _LANES))
-        cnt = np.zeros(_LANES, np.int64)
-        mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
-                           gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
-                           e_wq, e_vq)
-        kon = 0                                     # channels started (infused by day j)
-        for j in range(days):
-            while kon < K and cdays[kon] <= j:
-                kon += 1
-            for l in range(m):
-                i = i0 + l
-                d = D[i, j]
-                if d > 0.0:
-                    c = cnt[l]
-                    k = jidx[rowptr[i] + c]
-                    cnt[l] = c + 1
-                    for ch in range(kon):
-                        fa[i, ch, c] = q[_Q_ASC * _LANES + l] * (au_tot[ch, l] - au_start[ch, l])
-                        Tc[ch, l] *= jT[k]
-                        Bc[ch, l] *= jB[k]
-                    dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
-                    dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
-                    s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
-                    s[_S_P * _LANES + l] += jP[k]
-                    s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
-                                                    q[_Q_HMX * _LANES + l])
-            for ch in range(kon):
-                if cdays[ch] == j:
-                    for l in range(m):
-                        Bc[ch, l] += 1.0
-                for l in range(m):
-                    au_start[ch, l] = au_tot[ch, l]
-                    Ec[ch, l] = Tc[ch, l] * (1.0 - q[_Q_ETA * _LANES + l] * s[_S_H * _LANES + l])
-                    au[ch, l] = 0.0
-            if kon > 0:
-                _start_day(s, q)
-            for k in range(spd):
-                if kon > 0:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 0)
-                else:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 0)
-                for ch in range(kon):
-                    for l in range(m):
-                        B0, T0 = Bc[ch, l], Tc[ch, l]
-                        T1 = cf[_CF_EO * _LANES + l] * T0 + cf[_CF_TB * _LANES + l] * B0
-                        Tm = cf[_CF_EOH * _LANES + l] * T0 + cf[_CF_TBM * _LANES + l] * B0
-                        Bc[ch, l] = B0 * cf[_CF_BB * _LANES + l]
-                        Tc[ch, l] = T1
-                        E1 = T1 * cf[_CF_S1 * _LANES + l]
-                        au[ch, l] += Ec[ch, l] + 4.0 * (Tm * cf[_CF_SM * _LANES + l]) + E1
-                        Ec[ch, l] = E1
-            for ch in range(kon):
-                for l in range(m):
-                    au_tot[ch, l] += dt / 6.0 * au[ch, l]
-        for l in range(m):
-            for ch in range(K):
-                auc[i0 + l, ch] = au_tot[ch, l]
+        _infusion_block_body(np.int64(b), spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v,
+            e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
+            e_vq, h0, h_max, gamma, eta, cdays, auc, fa)
 
 
 _infusion_block_parallel, _infusion_block_serial = _jit_pair(_infusion_block_py, **_KERNEL_JIT)

@@ -170,6 +170,10 @@ class _SolverName:
             raise SolverConfigError(f"configuration error: {why}")
 
 
+_FALLBACK_SOLVER = "SCS"
+"""Conic solver tried once when the configured one raises on a subproblem (ships with cvxpy)."""
+
+
 def _run_quietly(cp, prob, solver: str, solver_kw: dict[str, Any]) -> str:
     """Solve without letting cvxpy warn or raise; the status, or ``"error: ..."``."""
     with warnings.catch_warnings():
@@ -1249,6 +1253,13 @@ class _Context:
         par["prhs"].value = float(p.min_bed - j.grad["bed"] + pg @ j.z + 1e-9 * max(1.0, p.min_bed))
         st.solves += 1
         status = _run_quietly(cp, prob, cfg["solver"], cfg["solver_options"])
+        if status.startswith("error") and cfg["solver"] != _FALLBACK_SOLVER:
+            # an interior-point breakdown on one subproblem; a first-order conic solver is
+            # slower but does not break down the same way, and the step is re-checked below
+            first = status
+            status = _run_quietly(cp, prob, _FALLBACK_SOLVER, {})
+            st.notes.append(f"{j.cal}: {cfg['solver']} {first[7:60]}...; {_FALLBACK_SOLVER}: "
+                            f"{status}")
         if status not in _OK_STATUSES or zvar.value is None:
             st.solver_failures += 1
             st.notes.append(f"{j.cal}: subproblem status {status}")
