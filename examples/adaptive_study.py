@@ -18,9 +18,9 @@ the quantity residual hypoxia acts on; pass `--as-is` for the instance unchanged
 re-plan keeps the nominal plan for every patient: the FMISO observation informs the
 reoxygenation parameters, and the NK objective barely depends on them).
 
-Run (about 17 s for the default 10 patients on a 2-core machine):
+Run (about 10 s for the default 50 patients on a 2-core machine):
 
-    python examples/adaptive_study.py [--patients 10] [--seed 0] [--as-is]
+    python examples/adaptive_study.py [--patients 50] [--seed 0] [--as-is]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ STUDY_OVERRIDES = {"fractionation": {"uniform_dose": False, "dose_step_gy": 1.0}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--patients", type=int, default=10)
+    ap.add_argument("--patients", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-samples", type=int, default=500)
     ap.add_argument("--as-is", action="store_true", help="the instance unchanged")
