@@ -55,7 +55,7 @@ import numpy as np
 os.environ.setdefault("NUMBA_CACHE_DIR",
                       os.path.join(os.path.expanduser("~"), ".cache", "rtopt", "numba"))
 from llvmlite import ir  # noqa: E402
-from numba import njit, prange, types  # noqa: E402  (after the cache location is set)
+from numba import get_num_threads, njit, prange, types  # noqa: E402  (after the cache location is set)
 from numba.extending import intrinsic  # noqa: E402
 
 from rtopt import radiobiology as rb
@@ -240,6 +240,14 @@ def _tumour_rows(bio: Biology, rows: slice, n: int) -> Biology:
 _SERIAL_BELOW = 512
 """Batches smaller than this run the compiled kernels without threads (pool start-up costs
 milliseconds per call, more than the work of a few hundred schedules)."""
+
+
+def _parts(n: int) -> int:
+    """How many runs of blocks the horizon kernels split ``n`` schedules into: one per call of
+    the block body, so arrays are reference-counted per run, not per 64-schedule block (two
+    threads counting the same arrays cost ~10 % of the throughput); four per thread balance
+    blocks with and without NK work."""
+    return 1 if n < _SERIAL_BELOW else 4 * get_num_threads()
 
 
 def _jit_pair(fn: Any, **jit: Any) -> tuple[Any, Any]:
@@ -923,104 +931,105 @@ def _sub_steps(s, q, cf, dt, h0, nkw, store, mode):  # pragma: no cover - compil
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _horizon_block_body(b, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                       e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
                       out):  # pragma: no cover - compiled
-    """Block ``b`` (schedules ``b * _LANES`` on) of :func:`_horizon_block_py`."""
+    """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * _LANES`` on) of :func:`_horizon_block_py`."""
     n, days = D.shape
     want = traj.shape[0] > 0
     rec = fh_full.shape[0] > 0
-    i0 = b * _LANES
-    m = min(_LANES, n - i0)
-    s = np.zeros(11 * _LANES)
-    q = np.ones(22 * _LANES)
-    cf = np.zeros(7 * _LANES)
-    hs_tot = np.zeros(_LANES)
-    au_tot = np.zeros(_LANES)
-    au_start = np.zeros(_LANES)
-    cnt = np.zeros(_LANES, np.int64)
-    mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
-                       gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
-                       e_wq, e_vq)
-    nkon = False
-    for j in range(days):
-        for l in range(m):                      # fractions (branchy; few lane-days)
-            i = i0 + l
-            d = D[i, j]
-            if d > 0.0:
-                c = cnt[l]
-                k = jidx[rowptr[i] + c]
-                cnt[l] = c + 1
-                hi = s[_S_H * _LANES + l]
-                # the activity integral over day j - 1
-                a = q[_Q_ASC * _LANES + l] * (au_tot[l] - au_start[l]) if nk else 0.0
-                fd_c[i, c], fh_c[i, c], fa_c[i, c] = d, hi, a
-                if rec:
-                    fh_full[i, j], fa_full[i, j] = hi, a
-                dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
-                dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
-                s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
-                s[_S_P * _LANES + l] += jP[k]
-                s[_S_T * _LANES + l] *= jT[k]
-                s[_S_B * _LANES + l] *= jB[k]
-                s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
-                                                q[_Q_HMX * _LANES + l])
-        if nk:                                  # infusions (B, T >= 0)
-            cells = 0.0
-            for l in range(m):
-                Bi = s[_S_B * _LANES + l] + U[i0 + l, j]
-                Ti = s[_S_T * _LANES + l]
-                s[_S_B * _LANES + l] = Bi
-                s[_S_E * _LANES + l] = Ti * (1.0 - q[_Q_ETA * _LANES + l]
-                                             * s[_S_H * _LANES + l])
-                cells += Bi + Ti
-            nkon = nkon or cells > 0.0
-        for l in range(_LANES):
-            au_start[l] = au_tot[l]
-            s[_S_HS * _LANES + l] = 0.0
-            s[_S_AU * _LANES + l] = 0.0
-        if nkon:
-            _start_day(s, q)
-        for k in range(spd):
-            if want:
+    for b in range(b0, b1):   # one call per thread: no per-block reference counting
+        i0 = b * _LANES
+        m = min(_LANES, n - i0)
+        s = np.zeros(11 * _LANES)
+        q = np.ones(22 * _LANES)
+        cf = np.zeros(7 * _LANES)
+        hs_tot = np.zeros(_LANES)
+        au_tot = np.zeros(_LANES)
+        au_start = np.zeros(_LANES)
+        cnt = np.zeros(_LANES, np.int64)
+        mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
+                           gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
+                           e_wq, e_vq)
+        nkon = False
+        for j in range(days):
+            for l in range(m):                      # fractions (branchy; few lane-days)
+                i = i0 + l
+                d = D[i, j]
+                if d > 0.0:
+                    c = cnt[l]
+                    k = jidx[rowptr[i] + c]
+                    cnt[l] = c + 1
+                    hi = s[_S_H * _LANES + l]
+                    # the activity integral over day j - 1
+                    a = q[_Q_ASC * _LANES + l] * (au_tot[l] - au_start[l]) if nk else 0.0
+                    fd_c[i, c], fh_c[i, c], fa_c[i, c] = d, hi, a
+                    if rec:
+                        fh_full[i, j], fa_full[i, j] = hi, a
+                    dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
+                    dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
+                    s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
+                    s[_S_P * _LANES + l] += jP[k]
+                    s[_S_T * _LANES + l] *= jT[k]
+                    s[_S_B * _LANES + l] *= jB[k]
+                    s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
+                                                    q[_Q_HMX * _LANES + l])
+            if nk:                                  # infusions (B, T >= 0)
+                cells = 0.0
                 for l in range(m):
-                    _record(traj, i0 + l, j * spd + k, s, l, s[_S_E * _LANES + l])
+                    Bi = s[_S_B * _LANES + l] + U[i0 + l, j]
+                    Ti = s[_S_T * _LANES + l]
+                    s[_S_B * _LANES + l] = Bi
+                    s[_S_E * _LANES + l] = Ti * (1.0 - q[_Q_ETA * _LANES + l]
+                                                 * s[_S_H * _LANES + l])
+                    cells += Bi + Ti
+                nkon = nkon or cells > 0.0
+            for l in range(_LANES):
+                au_start[l] = au_tot[l]
+                s[_S_HS * _LANES + l] = 0.0
+                s[_S_AU * _LANES + l] = 0.0
             if nkon:
-                if mode == 1:
-                    _sub_steps(s, q, cf, dt, h0, True, False, 1)
-                elif mode == 2:
-                    _sub_steps(s, q, cf, dt, h0, True, False, 2)
-                elif mode == 3:
-                    _sub_steps(s, q, cf, dt, h0, True, False, 3)
+                _start_day(s, q)
+            for k in range(spd):
+                if want:
+                    for l in range(m):
+                        _record(traj, i0 + l, j * spd + k, s, l, s[_S_E * _LANES + l])
+                if nkon:
+                    if mode == 1:
+                        _sub_steps(s, q, cf, dt, h0, True, False, 1)
+                    elif mode == 2:
+                        _sub_steps(s, q, cf, dt, h0, True, False, 2)
+                    elif mode == 3:
+                        _sub_steps(s, q, cf, dt, h0, True, False, 3)
+                    else:
+                        _sub_steps(s, q, cf, dt, h0, True, False, 0)
                 else:
-                    _sub_steps(s, q, cf, dt, h0, True, False, 0)
-            else:
-                if mode == 1:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 1)
-                elif mode == 2:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 2)
-                elif mode == 3:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 3)
-                else:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 0)
-        for l in range(_LANES):
-            hs_tot[l] += dt / 12.0 * s[_S_HS * _LANES + l]
-            au_tot[l] += dt / 6.0 * s[_S_AU * _LANES + l]
-    for l in range(m):
-        i = i0 + l
-        Ti, hi = s[_S_T * _LANES + l], s[_S_H * _LANES + l]
-        if want:
-            _record(traj, i, days * spd, s, l, Ti * (1.0 - q[_Q_ETA * _LANES + l] * hi))
-        for c, r in enumerate((_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H)):
-            out[i, c] = s[r * _LANES + l]
-        out[i, 7], out[i, 8] = hs_tot[l], au_tot[l]
+                    if mode == 1:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 1)
+                    elif mode == 2:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 2)
+                    elif mode == 3:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 3)
+                    else:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 0)
+            for l in range(_LANES):
+                hs_tot[l] += dt / 12.0 * s[_S_HS * _LANES + l]
+                au_tot[l] += dt / 6.0 * s[_S_AU * _LANES + l]
+        for l in range(m):
+            i = i0 + l
+            Ti, hi = s[_S_T * _LANES + l], s[_S_H * _LANES + l]
+            if want:
+                _record(traj, i, days * spd, s, l, Ti * (1.0 - q[_Q_ETA * _LANES + l] * hi))
+            for c, r in enumerate((_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H)):
+                out[i, c] = s[r * _LANES + l]
+            out[i, 7], out[i, 8] = hs_tot[l], au_tot[l]
 
 
 def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                       e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
-                      out):  # pragma: no cover - compiled
+                      out, parts):  # pragma: no cover - compiled
     """The whole horizon of every schedule in one compiled pass, ``_LANES`` schedules at a time.
 
     Day ``j`` of row ``i``: at the start, a fraction (``D[i, j] > 0``) records the FMISO
@@ -1050,10 +1059,13 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e
     """
     n = D.shape[0]
     nblocks = (n + _LANES - 1) // _LANES
-    for b in prange(nblocks):
-        _horizon_block_body(np.int64(b), spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v,
-            e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
-            e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c, out)
+    parts = max(1, min(nblocks, parts))     # contiguous runs of blocks, one call each
+    for t in prange(parts):
+        _horizon_block_body(np.int64(t * nblocks // parts), np.int64((t + 1) * nblocks // parts),
+                            spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v,
+                            e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out,
+                            e_wh, e_oh, e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full,
+                            fa_full, fd_c, fh_c, fa_c, out)
 
 
 # contraction (fused multiply-add) only: no reassociation, no assumptions about NaN or inf
@@ -1062,98 +1074,100 @@ _horizon_block_parallel, _horizon_block_serial = _jit_pair(_horizon_block_py, **
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _infusion_block_body(b, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                        e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                        e_wq, e_vq, h0, h_max, gamma, eta, cdays, auc, fa):  # pragma: no cover - compiled
-    """Block ``b`` (schedules ``b * _LANES`` on) of :func:`_infusion_block_py`."""
+    """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * _LANES`` on) of :func:`_infusion_block_py`."""
     n, days = D.shape
     K = cdays.shape[0]
-    i0 = b * _LANES
-    m = min(_LANES, n - i0)
-    s = np.zeros(11 * _LANES)
-    q = np.ones(22 * _LANES)
-    cf = np.zeros(7 * _LANES)
-    Bc = np.zeros((K, _LANES))
-    Tc = np.zeros((K, _LANES))
-    Ec = np.zeros((K, _LANES))
-    au = np.zeros((K, _LANES))
-    au_tot = np.zeros((K, _LANES))
-    au_start = np.zeros((K, _LANES))
-    cnt = np.zeros(_LANES, np.int64)
-    mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
-                       gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
-                       e_wq, e_vq)
-    kon = 0                                     # channels started (infused by day j)
-    for j in range(days):
-        while kon < K and cdays[kon] <= j:
-            kon += 1
-        for l in range(m):
-            i = i0 + l
-            d = D[i, j]
-            if d > 0.0:
-                c = cnt[l]
-                k = jidx[rowptr[i] + c]
-                cnt[l] = c + 1
-                for ch in range(kon):
-                    fa[i, ch, c] = q[_Q_ASC * _LANES + l] * (au_tot[ch, l] - au_start[ch, l])
-                    Tc[ch, l] *= jT[k]
-                    Bc[ch, l] *= jB[k]
-                dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
-                dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
-                s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
-                s[_S_P * _LANES + l] += jP[k]
-                s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
-                                                q[_Q_HMX * _LANES + l])
-        for ch in range(kon):
-            if cdays[ch] == j:
-                for l in range(m):
-                    Bc[ch, l] += 1.0
+    for b in range(b0, b1):   # one call per thread: no per-block reference counting
+        i0 = b * _LANES
+        m = min(_LANES, n - i0)
+        s = np.zeros(11 * _LANES)
+        q = np.ones(22 * _LANES)
+        cf = np.zeros(7 * _LANES)
+        Bc = np.zeros((K, _LANES))
+        Tc = np.zeros((K, _LANES))
+        Ec = np.zeros((K, _LANES))
+        au = np.zeros((K, _LANES))
+        au_tot = np.zeros((K, _LANES))
+        au_start = np.zeros((K, _LANES))
+        cnt = np.zeros(_LANES, np.int64)
+        mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
+                           gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
+                           e_wq, e_vq)
+        kon = 0                                     # channels started (infused by day j)
+        for j in range(days):
+            while kon < K and cdays[kon] <= j:
+                kon += 1
             for l in range(m):
-                au_start[ch, l] = au_tot[ch, l]
-                Ec[ch, l] = Tc[ch, l] * (1.0 - q[_Q_ETA * _LANES + l] * s[_S_H * _LANES + l])
-                au[ch, l] = 0.0
-        if kon > 0:
-            _start_day(s, q)
-        for k in range(spd):
+                i = i0 + l
+                d = D[i, j]
+                if d > 0.0:
+                    c = cnt[l]
+                    k = jidx[rowptr[i] + c]
+                    cnt[l] = c + 1
+                    for ch in range(kon):
+                        fa[i, ch, c] = q[_Q_ASC * _LANES + l] * (au_tot[ch, l] - au_start[ch, l])
+                        Tc[ch, l] *= jT[k]
+                        Bc[ch, l] *= jB[k]
+                    dwi = 1.0 - (1.0 - s[_S_DW * _LANES + l]) * jw[k]
+                    dvi = 1.0 - (1.0 - s[_S_DV * _LANES + l]) * jv[k]
+                    s[_S_DW * _LANES + l], s[_S_DV * _LANES + l] = dwi, dvi
+                    s[_S_P * _LANES + l] += jP[k]
+                    s[_S_H * _LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * _LANES + l],
+                                                    q[_Q_HMX * _LANES + l])
+            for ch in range(kon):
+                if cdays[ch] == j:
+                    for l in range(m):
+                        Bc[ch, l] += 1.0
+                for l in range(m):
+                    au_start[ch, l] = au_tot[ch, l]
+                    Ec[ch, l] = Tc[ch, l] * (1.0 - q[_Q_ETA * _LANES + l] * s[_S_H * _LANES + l])
+                    au[ch, l] = 0.0
             if kon > 0:
-                if mode == 1:
-                    _sub_steps(s, q, cf, dt, h0, False, True, 1)
-                elif mode == 2:
-                    _sub_steps(s, q, cf, dt, h0, False, True, 2)
-                elif mode == 3:
-                    _sub_steps(s, q, cf, dt, h0, False, True, 3)
+                _start_day(s, q)
+            for k in range(spd):
+                if kon > 0:
+                    if mode == 1:
+                        _sub_steps(s, q, cf, dt, h0, False, True, 1)
+                    elif mode == 2:
+                        _sub_steps(s, q, cf, dt, h0, False, True, 2)
+                    elif mode == 3:
+                        _sub_steps(s, q, cf, dt, h0, False, True, 3)
+                    else:
+                        _sub_steps(s, q, cf, dt, h0, False, True, 0)
                 else:
-                    _sub_steps(s, q, cf, dt, h0, False, True, 0)
-            else:
-                if mode == 1:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 1)
-                elif mode == 2:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 2)
-                elif mode == 3:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 3)
-                else:
-                    _sub_steps(s, q, cf, dt, h0, False, False, 0)
+                    if mode == 1:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 1)
+                    elif mode == 2:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 2)
+                    elif mode == 3:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 3)
+                    else:
+                        _sub_steps(s, q, cf, dt, h0, False, False, 0)
+                for ch in range(kon):
+                    for l in range(m):
+                        B0, T0 = Bc[ch, l], Tc[ch, l]
+                        T1 = cf[_CF_EO * _LANES + l] * T0 + cf[_CF_TB * _LANES + l] * B0
+                        Tm = cf[_CF_EOH * _LANES + l] * T0 + cf[_CF_TBM * _LANES + l] * B0
+                        Bc[ch, l] = B0 * cf[_CF_BB * _LANES + l]
+                        Tc[ch, l] = T1
+                        E1 = T1 * cf[_CF_S1 * _LANES + l]
+                        au[ch, l] += Ec[ch, l] + 4.0 * (Tm * cf[_CF_SM * _LANES + l]) + E1
+                        Ec[ch, l] = E1
             for ch in range(kon):
                 for l in range(m):
-                    B0, T0 = Bc[ch, l], Tc[ch, l]
-                    T1 = cf[_CF_EO * _LANES + l] * T0 + cf[_CF_TB * _LANES + l] * B0
-                    Tm = cf[_CF_EOH * _LANES + l] * T0 + cf[_CF_TBM * _LANES + l] * B0
-                    Bc[ch, l] = B0 * cf[_CF_BB * _LANES + l]
-                    Tc[ch, l] = T1
-                    E1 = T1 * cf[_CF_S1 * _LANES + l]
-                    au[ch, l] += Ec[ch, l] + 4.0 * (Tm * cf[_CF_SM * _LANES + l]) + E1
-                    Ec[ch, l] = E1
-        for ch in range(kon):
-            for l in range(m):
-                au_tot[ch, l] += dt / 6.0 * au[ch, l]
-    for l in range(m):
-        for ch in range(K):
-            auc[i0 + l, ch] = au_tot[ch, l]
+                    au_tot[ch, l] += dt / 6.0 * au[ch, l]
+        for l in range(m):
+            for ch in range(K):
+                auc[i0 + l, ch] = au_tot[ch, l]
 
 
 def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                        e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                       e_wq, e_vq, h0, h_max, gamma, eta, cdays, auc, fa):  # pragma: no cover - compiled
+                       e_wq, e_vq, h0, h_max, gamma, eta, cdays, auc, fa,
+                       parts):  # pragma: no cover - compiled
     """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
 
     Every NK state is linear in the infusions and the TME does not depend on them, so each row
@@ -1166,10 +1180,13 @@ def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w
     """
     n = D.shape[0]
     nblocks = (n + _LANES - 1) // _LANES
-    for b in prange(nblocks):
-        _infusion_block_body(np.int64(b), spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v,
-            e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
-            e_vq, h0, h_max, gamma, eta, cdays, auc, fa)
+    parts = max(1, min(nblocks, parts))     # contiguous runs of blocks, one call each
+    for t in prange(parts):
+        _infusion_block_body(np.int64(t * nblocks // parts),
+                             np.int64((t + 1) * nblocks // parts), spd, dt, D, rowptr, jidx, jw,
+                             jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev,
+                             k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq, e_vq, h0, h_max,
+                             gamma, eta, cdays, auc, fa)
 
 
 _infusion_block_parallel, _infusion_block_serial = _jit_pair(_infusion_block_py, **_KERNEL_JIT)
@@ -1328,7 +1345,7 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
     kernel = _horizon_block_serial if n < _SERIAL_BELOW else _horizon_block_parallel
     kernel(spd, dt, D, U, prep["rowptr"], prep["jidx"], *prep["jumps"], prep["ascale"],
            *prep["consts"], prep["h0"], *prep["shape_c"], nk, traj, fh_all, fa_all, fd, fh, fa,
-           st)
+           st, _parts(n))
     h, hsum, auc = st[:, 6], st[:, 7], st[:, 8]
     auc = auc * act_scale if nk else np.zeros(n)
     out = _outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual,
@@ -1435,7 +1452,8 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
             kernel = (_infusion_block_serial if Dc.shape[0] < _SERIAL_BELOW
                       else _infusion_block_parallel)
             kernel(steps_per_day, prep["dt"], Dc, prep["rowptr"], prep["jidx"], *prep["jumps"],
-                   prep["ascale"], *prep["consts"], prep["h0"], *prep["shape_c"], cdays, a, fa)
+                   prep["ascale"], *prep["consts"], prep["h0"], *prep["shape_c"], cdays, a, fa,
+                   _parts(Dc.shape[0]))
             auc[rows][:, order] = a * np.reshape(prep["ascale"], (-1, 1))
             activity[rows][:, order, :prep["F"]] = fa
     frac_dose, frac_h = _compact_fractions(D, base_sim.fraction_hypoxia)
