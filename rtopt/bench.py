@@ -41,7 +41,7 @@ def random_schedules(n: int, horizon_days: int = 42, seed: int = 0) -> tuple[np.
 
 
 def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
-                    steps_per_day: int = STEPS_PER_DAY, repeats: int = 3,
+                    steps_per_day: int = STEPS_PER_DAY, repeats: int = 7,
                     progress: Any = None) -> dict[str, Any]:
     """Time the fast simulator and the ``solve_ivp`` reference on the same kind of schedules.
 

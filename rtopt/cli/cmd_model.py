@@ -145,7 +145,7 @@ def bench_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     repeats: Annotated[int, typer.Option(
         "--repeats", min=1, help="Timed repetitions of each simulator configuration (median "
-        "and min-max spread are printed; compilation and warm-up are never timed).")] = 3,
+        "and min-max spread are printed; compilation and warm-up are never timed).")] = 7,
     workloads: Annotated[bool, typer.Option(
         "--workloads/--no-workloads", help="Also time the robust exhaustive lung solve and the "
         "virtual trial against their targets (about a minute).")] = True,
