@@ -930,6 +930,20 @@ def _sub_steps(s, q, cf, dt, h0, nkw, store, mode):  # pragma: no cover - compil
                 cf[_CF_SM * _LANES + l], cf[_CF_S1 * _LANES + l] = sm, s1
 
 
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sub_steps_mode(s, q, cf, dt, h0, nkw, store, mode):  # pragma: no cover - compiled
+    """:func:`_sub_steps` with the block's hypoxia exponent ``mode`` as a constant in each branch,
+    so that every inlined copy is specialised (no per-lane dispatch in the vectorised loop)."""
+    if mode == 1:
+        _sub_steps(s, q, cf, dt, h0, nkw, store, 1)
+    elif mode == 2:
+        _sub_steps(s, q, cf, dt, h0, nkw, store, 2)
+    elif mode == 3:
+        _sub_steps(s, q, cf, dt, h0, nkw, store, 3)
+    else:
+        _sub_steps(s, q, cf, dt, h0, nkw, store, 0)
+
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
@@ -996,23 +1010,9 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
                     for l in range(m):
                         _record(traj, i0 + l, j * spd + k, s, l, s[_S_E * _LANES + l])
                 if nkon:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, True, False, 0)
+                    _sub_steps_mode(s, q, cf, dt, h0, True, False, mode)
                 else:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 0)
+                    _sub_steps_mode(s, q, cf, dt, h0, False, False, mode)
             for l in range(_LANES):
                 hs_tot[l] += dt / 12.0 * s[_S_HS * _LANES + l]
                 au_tot[l] += dt / 6.0 * s[_S_AU * _LANES + l]
@@ -1129,23 +1129,9 @@ def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, a
                 _start_day(s, q)
             for k in range(spd):
                 if kon > 0:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, False, True, 0)
+                    _sub_steps_mode(s, q, cf, dt, h0, False, True, mode)
                 else:
-                    if mode == 1:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 1)
-                    elif mode == 2:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 2)
-                    elif mode == 3:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 3)
-                    else:
-                        _sub_steps(s, q, cf, dt, h0, False, False, 0)
+                    _sub_steps_mode(s, q, cf, dt, h0, False, False, mode)
                 for ch in range(kon):
                     for l in range(m):
                         B0, T0 = Bc[ch, l], Tc[ch, l]
