@@ -655,7 +655,6 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     ReplanResult
         The verified whole course, with ``delivered`` and ``remaining``.
     """
-    from rtopt.backends.base import SolverOptions
     from rtopt.profiles import Profile, resolve_profile
     from rtopt.solve import finish
 
@@ -663,12 +662,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     base_problem = Problem.coerce(instance)
     course = _as_course(course, base_problem)
     profile = solver if isinstance(solver, Profile) else resolve_profile(str(solver))
-    profile = profile.with_overrides(time_limit_s, None)
-    if options:
-        o = profile.options
-        profile = Profile(profile.name, profile.backend, profile.description,
-                          SolverOptions(o.time_limit_s, o.rel_gap, o.threads, o.seed,
-                                        {**o.options, **options}), profile.path)
+    profile = profile.with_overrides(time_limit_s, None, options)
     post = posterior if posterior is not None else update(base_problem, course,
                                                           samples=prior_samples, seed=seed)
     problem = copy.copy(base_problem)

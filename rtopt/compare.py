@@ -595,13 +595,14 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def write_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Write rows as CSV with :data:`COLUMNS` (atomically)."""
+def write_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike,
+                columns: Sequence[str] = COLUMNS) -> None:
+    """Write rows as CSV with ``columns`` (default :data:`COLUMNS`), atomically."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: _cell(r.get(k)) for k in COLUMNS})
+        w.writerow({k: _cell(r.get(k)) for k in columns})
     write_atomic(path, buf.getvalue())
 
 

@@ -277,15 +277,10 @@ def _row(task: FrontTask, d: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_front_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    from rtopt.compare import _cell
-    from rtopt.fileio import write_atomic
+    """Write a front comparison's rows as CSV with :data:`FRONT_COLUMNS` (atomically)."""
+    from rtopt.compare import write_table
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(FRONT_COLUMNS), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _cell(r.get(k)) for k in FRONT_COLUMNS})
-    write_atomic(path, buf.getvalue())
+    write_table(rows, path, FRONT_COLUMNS)
 
 
 def is_front_table(outdir: str | os.PathLike) -> bool:

@@ -35,7 +35,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -103,12 +103,15 @@ class Profile:
     options: SolverOptions = field(default_factory=SolverOptions)
     path: str | None = None
 
-    def with_overrides(self, time_limit_s: float | None = None, seed: int | None = None) -> "Profile":
-        """Copy with the CLI's ``--time-limit`` / ``--seed`` applied."""
+    def with_overrides(self, time_limit_s: float | None = None, seed: int | None = None,
+                       options: Mapping[str, Any] | None = None) -> "Profile":
+        """Copy with the CLI's ``--time-limit`` / ``--seed`` applied and back-end ``options``
+        merged over the profile's."""
         o = self.options
         opts = SolverOptions(time_limit_s=time_limit_s if time_limit_s is not None else o.time_limit_s,
                              rel_gap=o.rel_gap, threads=o.threads,
-                             seed=seed if seed is not None else o.seed, options=dict(o.options))
+                             seed=seed if seed is not None else o.seed,
+                             options={**o.options, **(options or {})})
         return Profile(self.name, self.backend, self.description, opts, self.path)
 
 

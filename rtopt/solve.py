@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtopt.backends import get_backend
-from rtopt.backends.base import BackendOutput, SolverOptions, Termination
+from rtopt.backends.base import BackendOutput, Termination
 from rtopt.errors import ProblemDeclined, RtoptError
 from rtopt.problem import ConstraintCheck, Diagnosis, Plan, Problem
 from rtopt.profiles import Profile, resolve_profile
@@ -207,12 +207,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     """
     problem = Problem.coerce(instance_or_path)
     profile = solver if isinstance(solver, Profile) else resolve_profile(solver)
-    profile = profile.with_overrides(time_limit_s, seed)
-    if options:
-        o = profile.options
-        profile = Profile(profile.name, profile.backend, profile.description,
-                          SolverOptions(o.time_limit_s, o.rel_gap, o.threads, o.seed,
-                                        {**o.options, **options}), profile.path)
+    profile = profile.with_overrides(time_limit_s, seed, options)
     t0 = time.perf_counter()
     base = dict(instance=problem.name, solver=profile.name, backend=profile.backend,
                 objective_name=problem.objective_name, seed=profile.options.seed,
