@@ -1504,3 +1504,29 @@ def simulate_reference(bio: Biology, doses: Any, infusions: Any = None, *, rtol:
     out = _outcomes(bio, bio.params, D, fd, fh, fa, res["auc"])
     return Simulation(nk_auc=res["auc"], **out, hypoxic_fraction_end=res["h_end"],
                       mean_hypoxic_fraction=res["h_mean"])
+
+
+_KERNELS_READY = False
+
+
+def compile_kernels() -> None:
+    """Compile every simulator kernel variant (or load it from numba's on-disk cache), once per
+    process.
+
+    Solves call this before they start their clock: in a fresh installation the first compile
+    takes tens of seconds, and inside a time limit it would leave the search no time (the
+    bundled lung solve then stopped at its limit with a poor plan).  With a warm cache it costs
+    well under a second, and nothing after the first call.
+    """
+    global _KERNELS_READY
+    if _KERNELS_READY:
+        return
+    bio = Biology.simple("lung", product="il15_expanded")
+    for n in (8, _SERIAL_BELOW):                      # serial and threaded variants
+        D = np.zeros((n, 21))
+        D[:, [0, 1, 2]] = 10.0
+        U = np.zeros_like(D)
+        U[:, 3] = 1.0
+        simulate(bio, D, U, population=True)
+        infusion_kernels(bio, D, np.array([3, 10]))
+    _KERNELS_READY = True

@@ -22,18 +22,9 @@ def compiled_kernels():
     On a machine with an empty cache the first compile takes tens of seconds; without this it
     would fall inside whichever test came first, and a test with a time limit would measure the
     compiler, not the solver."""
-    import numpy as np
+    from rtopt.simulator import compile_kernels
 
-    from rtopt.simulator import Biology, infusion_kernels, simulate
-
-    bio = Biology.simple("lung", product="il15_expanded")
-    for n in (8, 600):                                  # serial and threaded variants
-        D = np.zeros((n, 21))
-        D[:, [0, 1, 2]] = 10.0
-        U = np.zeros_like(D)
-        U[:, 3] = 1.0
-        simulate(bio, D, U, population=True)
-        infusion_kernels(bio, D, np.array([3, 10]))
+    compile_kernels()
     yield
 
 
