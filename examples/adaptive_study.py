@@ -7,7 +7,7 @@ Gaussian noise (sd 0.04).  The course is either continued as planned or re-plann
 (`rtopt.update` on a pool of prior samples, then `rtopt.replan`).  Both whole courses are
 verified against the instance with the patient's true parameters (`Problem.verify`) and scored
 by the instance's objective at those parameters; the gain is adaptive minus nominal, with a
-95 % bootstrap (BCa) interval over patients (`rtopt.adaptive.adaptive_study`).  A third arm
+95 % bootstrap (BCa) interval over patients (`rtopt.decisions.adaptive.adaptive_study`).  A third arm
 re-plans the remaining course without the observation: adaptive minus that is what the
 observation itself is worth.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rtopt.adaptive import adaptive_study  # noqa: E402
+from rtopt.decisions.adaptive import adaptive_study  # noqa: E402
 
 STUDY_OVERRIDES = {"fractionation": {"uniform_dose": False, "dose_step_gy": 1.0},
                    "objective": {"maximise": "tumour_log_kill"}}

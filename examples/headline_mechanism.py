@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import rtopt
-from rtopt.simulator import infusion_kernels
+from rtopt.model.simulator import infusion_kernels
 
 INSTANCE = Path(__file__).resolve().parents[1] / "instances" / "lung-sbrt-peripheral.toml"
 SCHEDULES = {"12.5 Gy x 4": ((0, 1, 2, 3), 12.5), "18 Gy x 3": ((0, 2, 4), 18.0)}

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import rtopt
-from rtopt.problem import Plan, Problem
+from rtopt.problem.problem import Plan, Problem
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = HERE.parent / "instances" / "lung-sbrt-peripheral.toml"

@@ -6,7 +6,7 @@ Public API (everything else is internal)::
     result = rtopt.solve("instances/lung-sbrt-peripheral.toml", solver="exhaustive")
     print(result.status, result.plan.describe(), result.objective)
 
-Solver comparisons: ``from rtopt.compare import compare`` (the module name is kept free).
+Solver comparisons: ``from rtopt.outputs.compare import compare`` (the module name is kept free).
 
 The names below are imported on first use (module ``__getattr__``), so ``import rtopt`` and the
 ``rtopt`` command start without loading numpy, numba or scipy.
@@ -22,30 +22,30 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY: dict[str, tuple[str, str]] = {
-    "InfeasibleProblem": ("rtopt.errors", "InfeasibleProblem"),
-    "InstanceError": ("rtopt.errors", "InstanceError"),
-    "ProblemDeclined": ("rtopt.errors", "ProblemDeclined"),
-    "RtoptError": ("rtopt.errors", "RtoptError"),
-    "SolverUnavailable": ("rtopt.errors", "SolverUnavailable"),
-    "Instance": ("rtopt.instance", "Instance"),
-    "instance_from_dict": ("rtopt.instance", "instance_from_dict"),
-    "instance_json_schema": ("rtopt.instance", "instance_json_schema"),
-    "load_instance": ("rtopt.instance", "load_instance"),
-    "SurrogateParameters": ("rtopt.parameters", "SurrogateParameters"),
-    "resolve_parameters": ("rtopt.parameters", "resolve"),
-    "Plan": ("rtopt.problem", "Plan"),
-    "Problem": ("rtopt.problem", "Problem"),
-    "Biology": ("rtopt.simulator", "Biology"),
-    "Simulation": ("rtopt.simulator", "Simulation"),
-    "simulate": ("rtopt.simulator", "simulate"),
-    "simulate_reference": ("rtopt.simulator", "simulate_reference"),
-    "Result": ("rtopt.solve", "Result"),
-    "solve": ("rtopt.solve", "solve"),
-    "render_report": ("rtopt.report", "render"),
-    "pareto": ("rtopt.pareto", "pareto"),
-    "update": ("rtopt.adaptive", "update"),
-    "replan": ("rtopt.adaptive", "replan"),
-    "load_course": ("rtopt.course", "load_course"),
+    "InfeasibleProblem": ("rtopt.common.errors", "InfeasibleProblem"),
+    "InstanceError": ("rtopt.common.errors", "InstanceError"),
+    "ProblemDeclined": ("rtopt.common.errors", "ProblemDeclined"),
+    "RtoptError": ("rtopt.common.errors", "RtoptError"),
+    "SolverUnavailable": ("rtopt.common.errors", "SolverUnavailable"),
+    "Instance": ("rtopt.problem.instance", "Instance"),
+    "instance_from_dict": ("rtopt.problem.instance", "instance_from_dict"),
+    "instance_json_schema": ("rtopt.problem.instance", "instance_json_schema"),
+    "load_instance": ("rtopt.problem.instance", "load_instance"),
+    "SurrogateParameters": ("rtopt.model.parameters", "SurrogateParameters"),
+    "resolve_parameters": ("rtopt.model.parameters", "resolve"),
+    "Plan": ("rtopt.problem.problem", "Plan"),
+    "Problem": ("rtopt.problem.problem", "Problem"),
+    "Biology": ("rtopt.model.simulator", "Biology"),
+    "Simulation": ("rtopt.model.simulator", "Simulation"),
+    "simulate": ("rtopt.model.simulator", "simulate"),
+    "simulate_reference": ("rtopt.model.simulator", "simulate_reference"),
+    "Result": ("rtopt.planning.solve", "Result"),
+    "solve": ("rtopt.planning.solve", "solve"),
+    "render_report": ("rtopt.outputs.report", "render"),
+    "pareto": ("rtopt.decisions.pareto", "pareto"),
+    "update": ("rtopt.decisions.adaptive", "update"),
+    "replan": ("rtopt.decisions.adaptive", "replan"),
+    "load_course": ("rtopt.problem.course", "load_course"),
 }
 
 __all__ = [
@@ -73,7 +73,7 @@ def __dir__() -> list[str]:
 class _Package(types.ModuleType):
     """The package module, with ``solve`` the function.
 
-    ``rtopt.solve`` is both the public function and the module ``rtopt/solve.py``.  Importing
+    ``rtopt.planning.solve`` is both the public function and the module ``rtopt/planning/solve.py``.  Importing
     the module binds it as the package attribute ``solve``; with lazy re-exports that can
     happen after the function was bound, so a module assigned to ``solve`` is replaced by its
     ``solve`` function (anything else, e.g. a test's stand-in, is kept).
@@ -89,13 +89,13 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from rtopt.adaptive import replan, update
-    from rtopt.course import load_course
-    from rtopt.errors import (InfeasibleProblem, InstanceError, ProblemDeclined, RtoptError,
+    from rtopt.decisions.adaptive import replan, update
+    from rtopt.problem.course import load_course
+    from rtopt.common.errors import (InfeasibleProblem, InstanceError, ProblemDeclined, RtoptError,
                               SolverUnavailable)
-    from rtopt.instance import Instance, instance_from_dict, instance_json_schema, load_instance
-    from rtopt.parameters import SurrogateParameters, resolve as resolve_parameters
-    from rtopt.problem import Plan, Problem
-    from rtopt.report import render as render_report
-    from rtopt.simulator import Biology, Simulation, simulate, simulate_reference
-    from rtopt.solve import Result, solve
+    from rtopt.problem.instance import Instance, instance_from_dict, instance_json_schema, load_instance
+    from rtopt.model.parameters import SurrogateParameters, resolve as resolve_parameters
+    from rtopt.problem.problem import Plan, Problem
+    from rtopt.outputs.report import render as render_report
+    from rtopt.model.simulator import Biology, Simulation, simulate, simulate_reference
+    from rtopt.planning.solve import Result, solve

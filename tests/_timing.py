@@ -19,7 +19,7 @@ FIXED_S = 0.5
 
 
 def _simulate_s(problem, rows: int) -> float:
-    from rtopt.simulator import simulate
+    from rtopt.model.simulator import simulate
 
     # a fraction and an infusion on day 0: the simulator skips NK work while there are no NK
     # cells, so empty schedules would measure less than a search block costs

@@ -22,7 +22,7 @@ def compiled_kernels():
     On a machine with an empty cache the first compile takes tens of seconds; without this it
     would fall inside whichever test came first, and a test with a time limit would measure the
     compiler, not the solver."""
-    from rtopt.simulator import compile_kernels
+    from rtopt.model.simulator import compile_kernels
 
     compile_kernels()
     yield
@@ -49,7 +49,7 @@ def instance_files() -> list[Path]:
 @pytest.fixture(scope="session")
 def load():
     """Load a shipped instance by name (``load("prostate-sbrt")``) or by path."""
-    from rtopt.instance import load_instance
+    from rtopt.problem.instance import load_instance
 
     def _load(name_or_path):
         path = Path(name_or_path)

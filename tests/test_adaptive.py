@@ -1,5 +1,5 @@
 """Adaptive re-planning: course records, the importance-weighted update, the remaining-course
-re-plan and the study of the value of adapting (rtopt.course, rtopt.adaptive)."""
+re-plan and the study of the value of adapting (rtopt.problem.course, rtopt.decisions.adaptive)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rtopt import radiobiology as rb
-from rtopt.adaptive import LOW_ESS, adaptive_study, predict_observations, replan, update
+from rtopt.model import radiobiology as rb
+from rtopt.decisions.adaptive import LOW_ESS, adaptive_study, predict_observations, replan, update
 from rtopt.cli import app
-from rtopt.course import Observation, course_from_dict, load_course
-from rtopt.problem import Plan, Problem
+from rtopt.problem.course import Observation, course_from_dict, load_course
+from rtopt.problem.problem import Plan, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 LUNG = ROOT / "instances" / "lung-sbrt-peripheral.toml"
@@ -28,7 +28,7 @@ def lung() -> Problem:
 
 @pytest.fixture(scope="module")
 def nominal(lung):
-    from rtopt.solve import solve
+    from rtopt.planning.solve import solve
 
     res = solve(lung, "exhaustive")
     assert res.feasible
@@ -137,7 +137,7 @@ def test_replan_keeps_delivered_and_counts_delivered_bed(lung):
 def test_replan_prescription_counts_delivered_bed_non_uniform(lung):
     """With per-fraction doses allowed, two delivered 20 Gy fractions (BED10 120 Gy) already
     meet the prescription: the re-plan may add small fractions (rules permitting)."""
-    from rtopt.instance import instance_from_dict
+    from rtopt.problem.instance import instance_from_dict
 
     data = lung.instance.to_dict()
     data["fractionation"] = {**data["fractionation"], "uniform_dose": False}

@@ -6,7 +6,7 @@ Tolerances
 * ``SOLVER_RTOL = 1e-6`` for optima that come out of CLARABEL.  CLARABEL stops at relative gap
   and feasibility 1e-8 (its defaults); the dose is then polished down by at most the constraint
   violation, so the BED (at most quadratic in the dose) is within ~4e-8 relative.  1e-6 leaves
-  a 25x margin and equals the verification tolerance ``rtopt.problem.FEAS_TOL``.
+  a 25x margin and equals the verification tolerance ``rtopt.problem.problem.FEAS_TOL``.
 * ``EXACT = 1e-9`` for closed-form values computed in floating point (rounding only).
 * docs/model.md section 8 quotes the hyperfractionation optimum rounded to 0.1 Gy (152.5 Gy; the
   closed form gives 152.498 Gy), so that value is checked to 0.01 Gy and the closed form to
@@ -27,15 +27,15 @@ import pytest
 
 pytest.importorskip("cvxpy", reason="cvxpy is not installed: the cvxpy back-ends cannot run")
 
-from rtopt import radiobiology as rb  # noqa: E402
+from rtopt.model import radiobiology as rb  # noqa: E402
 from rtopt.backends import get_backend  # noqa: E402
 from rtopt.backends.base import SolverOptions, Termination  # noqa: E402
 from rtopt.backends.cvxpy_backend import (CvxpyCcpBackend, CvxpyConvexBackend,  # noqa: E402
                                           oar_bed_coefficients, per_fraction_max_bed,
                                           tumour_lq_coefficients)
-from rtopt.instance import instance_from_dict  # noqa: E402
-from rtopt.problem import Problem  # noqa: E402
-from rtopt.solve import solve  # noqa: E402
+from rtopt.problem.instance import instance_from_dict  # noqa: E402
+from rtopt.problem.problem import Problem  # noqa: E402
+from rtopt.planning.solve import solve  # noqa: E402
 
 SOLVER_RTOL = 1e-6
 EXACT = 1e-9
@@ -114,7 +114,7 @@ def test_registered_and_available_without_importing_cvxpy():
 @pytest.mark.parametrize(("profile", "backend"), [("cvxpy-convex", "cvxpy_convex"),
                                                   ("cvxpy-ccp", "cvxpy_ccp")])
 def test_profiles_load(profile, backend):
-    from rtopt.profiles import load_profile
+    from rtopt.planning.profiles import load_profile
 
     p = load_profile(REPO / "solvers" / f"{profile}.toml")
     assert p.backend == backend and p.options.options["solver"] == "CLARABEL"

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtopt import radiobiology as rb
+from rtopt.model import radiobiology as rb
 from rtopt.backends.base import SolverOptions, Termination, module_available
-from rtopt.instance import instance_from_dict
-from rtopt.problem import Plan, Problem
-from rtopt.profiles import Profile, resolve_profile
-from rtopt.solve import solve
+from rtopt.problem.instance import instance_from_dict
+from rtopt.problem.problem import Plan, Problem
+from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.planning.solve import solve
 
 HAVE_PYOMO = module_available("pyomo")
 needs_highs = pytest.mark.skipif(not (HAVE_PYOMO and module_available("highspy")),
@@ -313,9 +313,9 @@ def test_daily_model_reads_the_shared_definitions():
     """Per-fraction survival, hypoxia and trafficking of the algebraic form are the simulator's
     functions (to rounding, 1e-12): three clonogen compartments (made non-trivial here with
     clonogen_hypoxia_ratio 0.3 and anoxic_share 0.01), radiosensitisation by the previous
-    day's activity, ``rtopt.surrogate.nk_infiltration_rate`` for numbers and for Pyomo."""
-    from rtopt import simulator as sim
-    from rtopt import surrogate as sg
+    day's activity, ``rtopt.model.surrogate.nk_infiltration_rate`` for numbers and for Pyomo."""
+    from rtopt.model import simulator as sim
+    from rtopt.model import surrogate as sg
     from rtopt.backends.pyomo_backend import DailyModel
 
     data = lung_dict()

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 import rtopt
-from rtopt import radiobiology as rb
+from rtopt.model import radiobiology as rb
 from rtopt.backends import get_backend
 from rtopt.backends.base import SolverOptions
-from rtopt.instance import instance_from_dict
-from rtopt.problem import OBJECTIVES, Problem
-from rtopt.profiles import Profile, load_profile
+from rtopt.problem.instance import instance_from_dict
+from rtopt.problem.problem import OBJECTIVES, Problem
+from rtopt.planning.profiles import Profile, load_profile
 
 pytest.importorskip("scipy", reason="scipy back-ends need scipy")
 
@@ -72,7 +72,7 @@ def assert_verified(r):
     assert all(c.ok for c in r.constraints)
 
 
-# Continuous one-OAR optimum for n fractions (closed forms of rtopt.radiobiology).
+# Continuous one-OAR optimum for n fractions (closed forms of rtopt.model.radiobiology).
 def classic_bed(n, sparing, rho_t=10.0, rho_o=3.0, limit=90.0):
     d = float(rb.max_oar_dose_for_bed(limit, n, rho_o)) / sparing
     return float(rb.bed_uniform(n, d, rho_t))

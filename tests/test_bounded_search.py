@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from rtopt.backends.base import SolverOptions
 from rtopt.backends.exhaustive import ExhaustiveBackend
 from rtopt.cli import app
-from rtopt.instance import instance_from_dict
-from rtopt.problem import Problem
-from rtopt.solve import solve
+from rtopt.problem.instance import instance_from_dict
+from rtopt.problem.problem import Problem
+from rtopt.planning.solve import solve
 
 from _timing import overshoot_allowance
 

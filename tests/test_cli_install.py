@@ -45,8 +45,8 @@ def test_import_rtopt_is_lazy_but_complete():
     code = ("import sys, rtopt; assert 'numpy' not in sys.modules; "
             "assert callable(rtopt.solve) and rtopt.Plan and rtopt.InstanceError; "
             "assert set(rtopt.__all__) <= set(dir(rtopt)); "
-            # importing the submodule rtopt.solve must not hide the function rtopt.solve
-            "import rtopt.solve; from rtopt.solve import Result; from rtopt import solve; "
+            # importing the submodule rtopt.planning.solve must not hide the function rtopt.solve
+            "import rtopt.planning.solve; from rtopt.planning.solve import Result; from rtopt import solve; "
             "assert callable(rtopt.solve) and callable(solve); print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=_env(), timeout=120)
@@ -83,7 +83,7 @@ def test_build_ships_profiles_and_typing_marker(tmp_path):
     shipped = {f.name for f in (ROOT / "solvers").glob("*.toml")}
     assert shipped and shipped == {f.name for f in (tmp_path / "rtopt" / "_solvers").glob("*.toml")}
     assert (tmp_path / "rtopt" / "py.typed").is_file()
-    assert (tmp_path / "rtopt" / "templates").is_dir()
+    assert (tmp_path / "rtopt" / "outputs" / "templates").is_dir()
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
                  ["packages"])
     folders = {".".join(d.relative_to(ROOT).parts) for d in (ROOT / "rtopt").rglob("*")
@@ -101,7 +101,7 @@ def test_shipped_profiles_come_before_a_local_solvers_folder(tmp_path, monkeypat
     local.mkdir(parents=True)
     (local / "scipy-de.toml").write_text('backend = "exhaustive"\n')
     monkeypatch.chdir(tmp_path / "work")
-    from rtopt import profiles
+    from rtopt.planning import profiles
 
     monkeypatch.setattr(profiles, "shipped_dir", lambda: shipped)
     prof = _common.resolve_solver("scipy-de")
@@ -137,8 +137,8 @@ def test_calibrate_writes_where_asked(tmp_path, monkeypatch):
     shipped presets, which saves ~15 s)."""
     from types import SimpleNamespace
 
-    import rtopt.calibrate as cal
-    from rtopt.parameters import resolve
+    import rtopt.model.calibrate as cal
+    from rtopt.model.parameters import resolve
 
     fake = SimpleNamespace(values={site: dict(resolve(site).values) for site, _, _ in cal.FIT_PLAN},
                            cost={}, rows=[], all_within_band=lambda: True)
@@ -155,9 +155,9 @@ def test_bench_unknown_profile_or_no_instances_is_an_error(monkeypatch):
     r = runner.invoke(app, ["bench", "-n", "128", "--reference", "1", "-s", "exhaustve"])
     assert r.exit_code == 1 and "unknown solver profile" in r.stderr
     assert "did you mean 'exhaustive'" in r.stderr and r.stdout == ""
-    import rtopt.bench
+    import rtopt.outputs.bench
 
-    monkeypatch.setattr(rtopt.bench, "default_instances", lambda: [])
+    monkeypatch.setattr(rtopt.outputs.bench, "default_instances", lambda: [])
     r = runner.invoke(app, ["bench", "-n", "128", "--reference", "1", "-s", "exhaustive"])
     assert r.exit_code == 1 and "no instances" in r.stderr and r.stdout == ""
 
@@ -187,7 +187,7 @@ def test_exit_code_table_has_no_collisions_and_is_documented():
 
 
 def test_each_exit_code(tmp_path, monkeypatch):
-    import rtopt.solve  # noqa: F401 - loaded, so that it can be patched below
+    import rtopt.planning.solve  # noqa: F401 - loaded, so that it can be patched below
     assert runner.invoke(app, ["validate", HYPO]).exit_code == ExitCode.OK
     assert runner.invoke(app, ["validate", str(tmp_path / "none.toml")]).exit_code == ExitCode.ERROR
     assert runner.invoke(app, ["solve", HYPO, "--no-such-option"]).exit_code == ExitCode.USAGE
@@ -200,15 +200,15 @@ def test_each_exit_code(tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    # the module, not `rtopt.solve` (the package re-exports the function under that name)
-    monkeypatch.setattr(sys.modules["rtopt.solve"], "solve", interrupted)
+    # the module rtopt.planning.solve, where the CLI looks the function up
+    monkeypatch.setattr(sys.modules["rtopt.planning.solve"], "solve", interrupted)
     r = runner.invoke(app, ["solve", HYPO])
     assert r.exit_code == ExitCode.INTERRUPTED and "interrupted" in r.stderr
 
 
 def test_unverified_solver_plan_exits_4():
-    from rtopt.problem import Plan
-    from rtopt.solve import Result
+    from rtopt.problem.problem import Plan
+    from rtopt.planning.solve import Result
 
     class R:  # the fields exit_code reads, as a failed-verification result carries them
         feasible, status, plan = False, "no_solution", Plan.uniform((0,), 1.0, ())
@@ -222,8 +222,8 @@ def test_unverified_solver_plan_exits_4():
 
 
 def test_solve_stays_the_function_whatever_is_imported_first():
-    # importing the module rtopt.solve after `import rtopt` must not turn rtopt.solve into it
-    code = ("import rtopt; from rtopt.solve import Result; import rtopt.problem; "
+    # importing the module rtopt.planning.solve after `import rtopt` must not turn rtopt.solve into it
+    code = ("import rtopt; from rtopt.planning.solve import Result; import rtopt.problem.problem; "
             "assert callable(rtopt.solve), rtopt.solve; print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=_env(), timeout=120)

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from rtopt.cli import app
 from rtopt.cli._common import ExitCode
-from rtopt.problem import Plan, Problem
-from rtopt.simulator import simulate
+from rtopt.problem.problem import Plan, Problem
+from rtopt.model.simulator import simulate
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, fail, write_atomic
-from rtopt.errors import InstanceError, SolverUnavailable
+from rtopt.common.errors import InstanceError, SolverUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOOD = REPO_ROOT / "instances" / "lung-sbrt-peripheral.toml"

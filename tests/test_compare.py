@@ -25,10 +25,10 @@ import rtopt
 from rtopt.backends import BACKENDS
 from rtopt.backends.base import Backend, BackendOutput, Termination
 from rtopt.cli import app
-from rtopt.compare import COLUMNS, compare, read_table
-from rtopt.errors import RtoptError
-from rtopt.problem import Plan
-from rtopt.report import (PerformanceProfile, performance_profile, plot_performance_profiles,
+from rtopt.outputs.compare import COLUMNS, compare, read_table
+from rtopt.common.errors import RtoptError
+from rtopt.problem.problem import Plan
+from rtopt.outputs.report import (PerformanceProfile, performance_profile, plot_performance_profiles,
                           render, traffic_light)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ def test_report_rerenders_identically_without_solving(run, monkeypatch, tmp_path
         raise AssertionError("rtopt report must not solve")
 
     monkeypatch.setattr(rtopt, "solve", no_solving)
-    monkeypatch.setattr(sys.modules["rtopt.solve"], "solve", no_solving)
+    monkeypatch.setattr(sys.modules["rtopt.planning.solve"], "solve", no_solving)
     result = runner.invoke(app, ["report", str(copy)])
     assert result.exit_code == 0, result.output
     for n, data in before.items():
@@ -450,11 +450,11 @@ def test_cli_compare_nothing_to_run(tmp_path):
 # worker processes: a crashing or hanging back-end costs only its own row
 # ---------------------------------------------------------------------------------------------
 def fake_run(task):
-    """Stands in for rtopt.compare.run_task in spawned workers (imported there by name)."""
+    """Stands in for rtopt.outputs.compare.run_task in spawned workers (imported there by name)."""
     import os
     import time
 
-    from rtopt.compare import _early_result
+    from rtopt.outputs.compare import _early_result
 
     if task.profile_key == "crash":
         os._exit(3)
@@ -465,8 +465,8 @@ def fake_run(task):
 
 @pytest.mark.slow
 def test_worker_crash_and_hang_cost_one_row_each(monkeypatch):
-    from rtopt import compare as cmp
-    from rtopt.profiles import Profile
+    from rtopt.outputs import compare as cmp
+    from rtopt.planning.profiles import Profile
 
     monkeypatch.setattr(cmp, "HARD_LIMIT_GRACE_S", 2.0)
     monkeypatch.setattr(cmp, "HARD_LIMIT_FACTOR", 1.0)

@@ -25,12 +25,12 @@ import rtopt
 from rtopt.backends import BACKENDS
 from rtopt.backends.base import Backend, BackendOutput, Termination, module_import_error
 from rtopt.cli import app
-from rtopt.compare import CompareInterrupted, compare, read_manifest, read_table, results_digest
-from rtopt.errors import FolderLocked, OutputFolderError
-from rtopt.fileio import FolderLock, inside
-from rtopt.problem import Plan
-from rtopt.profiles import ProfileError, file_options, load_profile
-from rtopt.report import render, stale_report
+from rtopt.outputs.compare import CompareInterrupted, compare, read_manifest, read_table, results_digest
+from rtopt.common.errors import FolderLocked, OutputFolderError
+from rtopt.common.fileio import FolderLock, inside
+from rtopt.problem.problem import Plan
+from rtopt.planning.profiles import ProfileError, file_options, load_profile
+from rtopt.outputs.report import render, stale_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HYPO = REPO_ROOT / "instances" / "classic-mizuta-hypo.toml"
@@ -189,7 +189,7 @@ def test_second_run_into_a_locked_folder_is_refused(tmp_path, fakes):
 
 def test_lock_is_released_when_its_process_is_killed(tmp_path):
     """The kernel drops a flock when the process dies, even by SIGKILL."""
-    code = ("import sys, time; from rtopt.fileio import FolderLock; "
+    code = ("import sys, time; from rtopt.common.fileio import FolderLock; "
             "FolderLock(sys.argv[1], 'rtopt compare').acquire(); print('locked', flush=True); "
             "time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
@@ -375,7 +375,7 @@ def test_a_library_that_fails_on_import_is_unavailable(tmp_path, fakes, monkeypa
 
 
 def test_cli_start_imports_no_solver_library():
-    code = ("import sys, rtopt.cli, rtopt.compare, rtopt.profiles; "
+    code = ("import sys, rtopt.cli, rtopt.outputs.compare, rtopt.planning.profiles; "
             "print(sorted(m for m in ('cvxpy', 'pyomo', 'highspy', 'pyscipopt') "
             "if m in sys.modules))")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Solver comparison on Pareto fronts (`rtopt compare --pareto`, `rtopt.compare_pareto`): the
+"""Solver comparison on Pareto fronts (`rtopt compare --pareto`, `rtopt.outputs.compare_pareto`): the
 table, the indicators against a common reference point, verification, not-applicable
 objectives, the time limit, resume and the report re-render."""
 
@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from rtopt.cli import app
-from rtopt.compare_pareto import (FRONT_COLUMNS, compare_fronts, front_indicators,
+from rtopt.outputs.compare_pareto import (FRONT_COLUMNS, compare_fronts, front_indicators,
                                   read_front_table)
-from rtopt.pareto import hypervolume, non_dominated
-from rtopt.problem import Plan, Problem
-from rtopt.report import stale_report
+from rtopt.decisions.pareto import hypervolume, non_dominated
+from rtopt.problem.problem import Plan, Problem
+from rtopt.outputs.report import stale_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INST = REPO_ROOT / "instances"

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from rtopt.cli import app
 from rtopt.cli._common import ExitCode
-from rtopt.problem import Problem
+from rtopt.problem.problem import Problem
 
 from _timing import overshoot_allowance
 

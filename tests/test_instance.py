@@ -15,15 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtopt import calendar
-from rtopt.errors import InstanceError
-from rtopt.instance import (
+from rtopt.problem import calendar
+from rtopt.common.errors import InstanceError
+from rtopt.problem.instance import (
     Instance,
     instance_from_dict,
     instance_json_schema,
     load_instance,
 )
-from rtopt.parameters import SPECS, out_of_range
+from rtopt.model.parameters import SPECS, out_of_range
 
 INSTANCES = sorted((Path(__file__).resolve().parents[1] / "instances").glob("*.toml"))
 REQUIRED_INSTANCES = {
@@ -376,7 +376,7 @@ CASES = [
      "you mean 'vascular_d50_gy'?"),
     ("surrogate-unknown", lambda d: d["tumour"].update(surrogate={"zzz": 1.0}),
      "bad.toml: tumour.surrogate.zzz: unknown surrogate parameter 'zzz' (see "
-     "rtopt.parameters.SPECS)"),
+     "rtopt.model.parameters.SPECS)"),
     ("surrogate-out-of-range", lambda d: d["tumour"].update(surrogate={"vascular_d50_gy": 40.0}),
      "bad.toml: tumour.surrogate.vascular_d50_gy: " + out_of_range("vascular_d50_gy", 40.0)),
     ("surrogate-wrong-type", lambda d: d["tumour"].update(surrogate={"oer": "high"}),

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rtopt.cli import app
-from rtopt.errors import InstanceError
-from rtopt.instance import instance_from_dict, instance_json_schema
+from rtopt.common.errors import InstanceError
+from rtopt.problem.instance import instance_from_dict, instance_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 LUNG = tomllib.loads((ROOT / "instances" / "lung-sbrt-peripheral.toml").read_text())

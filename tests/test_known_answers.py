@@ -10,7 +10,7 @@ import pytest
 
 from rtopt import solve
 from rtopt.backends import BACKENDS, get_backend
-from rtopt.instance import instance_from_dict
+from rtopt.problem.instance import instance_from_dict
 
 from catalogue import CASES
 

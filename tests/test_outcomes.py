@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtopt import radiobiology as rb
-from rtopt.calibrate import calibrate_outcomes, load_outcomes, predict_outcome
-from rtopt.data.calibrated import OUTCOME
-from rtopt.instance import instance_from_dict, load_instance
-from rtopt.problem import Plan, Problem
-from rtopt.simulator import Biology, simulate, simulate_reference
+from rtopt.model import radiobiology as rb
+from rtopt.model.calibrate import calibrate_outcomes, load_outcomes, predict_outcome
+from rtopt.model.data.calibrated import OUTCOME
+from rtopt.problem.instance import instance_from_dict, load_instance
+from rtopt.problem.problem import Plan, Problem
+from rtopt.model.simulator import Biology, simulate, simulate_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 LUNG = ROOT / "instances" / "lung-sbrt-peripheral.toml"
@@ -137,7 +137,7 @@ def test_radiosensitisation_needs_activity_the_day_before():
 
 
 def test_infiltration_needs_perfusion_and_saturates():
-    from rtopt import surrogate as sg
+    from rtopt.model import surrogate as sg
 
     p = Biology.simple("lung").params
     c = np.array([0.0, 0.5, 5.0, 500.0])
@@ -167,7 +167,7 @@ def test_fast_outcomes_match_the_reference():
 
 
 def test_superposition_gives_the_same_outcomes():
-    from rtopt.simulator import infusion_kernels
+    from rtopt.model.simulator import infusion_kernels
 
     bio = Biology.simple("lung", clonogens=OUTCOME["lung"]["clonogens"])
     D = np.zeros((1, 21))
@@ -236,7 +236,7 @@ def test_no_reference_outside_the_repository():
 
 
 def test_model_doc_lists_every_parameter_with_its_range():
-    from rtopt.parameters import SPECS, resolve
+    from rtopt.model.parameters import SPECS, resolve
 
     doc = (ROOT / "docs" / "model.md").read_text()
     for name, spec in SPECS.items():
@@ -244,7 +244,7 @@ def test_model_doc_lists_every_parameter_with_its_range():
         assert line is not None, name
         cells = [c.strip() for c in line.strip("|").split("|")]
         # generic value, lung preset and range as the code has them (the table is generated
-        # from rtopt.parameters; this catches a stale copy)
+        # from rtopt.model.parameters; this catches a stale copy)
         assert cells[1] == f"{spec.default:g}", name
         assert cells[2] == f"{resolve('lung').values[name]:.4g}", name
         assert cells[3] == f"{spec.low:g}-{spec.high:g}", name
@@ -253,7 +253,7 @@ def test_model_doc_lists_every_parameter_with_its_range():
 @pytest.mark.parametrize("model", ["lq", "lq_l"])
 def test_compiled_population_expansion_matches_the_numpy_path(model):
     # same equations, two evaluation orders: agreement to round-off (1e-9)
-    from rtopt.simulator import _compact_fractions, _outcomes
+    from rtopt.model.simulator import _compact_fractions, _outcomes
 
     bio = Biology.simple("lung", clonogens=3e9, survival_model=model, transition_dose_gy=6.2,
                          overrides={"clonogen_hypoxia_ratio": 0.5, "anoxic_share": 0.01})
@@ -303,7 +303,7 @@ def test_headline_mechanism_example_runs():
 
 def test_compiled_population_control_matches_radiobiology():
     # the simulator's fused kernel and the plain numpy reference: same grid, round-off only
-    from rtopt.simulator import population_tcp as fast
+    from rtopt.model.simulator import population_tcp as fast
 
     rng = np.random.default_rng(11)
     ln_s = -rb.population_alphas(0.35, 0.1)[None, :] * rng.uniform(30, 90, (700, 1))

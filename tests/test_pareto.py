@@ -1,4 +1,4 @@
-"""Pareto fronts (`rtopt pareto`, `rtopt.pareto`): known answers, dominance, verification,
+"""Pareto fronts (`rtopt pareto`, `rtopt.decisions.pareto`): known answers, dominance, verification,
 hypervolume, CLI errors."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtopt.pareto import hypervolume, knee_index, non_dominated, pareto
-from rtopt.problem import Problem
+from rtopt.decisions.pareto import hypervolume, knee_index, non_dominated, pareto
+from rtopt.problem.problem import Problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INST = REPO_ROOT / "instances"
@@ -149,7 +149,7 @@ def test_cli_writes_files_and_report_rerenders(tmp_path):
 
 
 def test_reference_plan_on_the_front(tmp_path):
-    from rtopt.problem import Plan
+    from rtopt.problem.problem import Plan
 
     ref = Plan.uniform((0, 2, 4, 7), 12.0, (8,))
     res = pareto(INST / "lung-sbrt-peripheral.toml", "tumour_bed,oar:spinal_cord", reference=ref,
@@ -170,7 +170,7 @@ def test_cli_reference_errors(tmp_path):
 
 def test_exact_front_time_limit_gives_a_labelled_partial_front():
     # a limit shorter than the scoring: the front is built from what was scored and says so
-    from rtopt.pareto import pareto
+    from rtopt.decisions.pareto import pareto
 
     res = pareto(INST / "lung-sbrt-peripheral.toml",
                  "local_control,oar:chest_wall_rib", heuristic=False, time_limit_s=1e-3)

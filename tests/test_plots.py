@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtopt import plots
-from rtopt.problem import Plan, Problem
+from rtopt.outputs import plots
+from rtopt.problem.problem import Plan, Problem
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 30_000

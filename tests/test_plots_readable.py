@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rtopt import plots
+from rtopt.outputs import plots
 from rtopt.backends import BACKENDS, get_backend
 from rtopt.cli import app
-from rtopt.instance import instance_from_dict
-from rtopt.problem import Plan, Problem
+from rtopt.problem.instance import instance_from_dict
+from rtopt.problem.problem import Plan, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 LUNG = ROOT / "instances" / "lung-sbrt-peripheral.toml"

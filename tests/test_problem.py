@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rtopt import Plan, Problem, solve
-from rtopt import radiobiology as rb
-from rtopt.simulator import infusion_kernels
+from rtopt.model import radiobiology as rb
+from rtopt.model.simulator import infusion_kernels
 
 LUNG = Path(__file__).resolve().parents[1] / "instances" / "lung-sbrt-peripheral.toml"
 
@@ -46,8 +46,8 @@ def test_each_violation_is_caught(lung, plan, broken):
 
 def test_verified_plan_never_reported_feasible_when_it_violates(lung):
     from rtopt.backends.base import BackendOutput, Termination
-    from rtopt.profiles import resolve_profile
-    from rtopt.solve import finish
+    from rtopt.planning.profiles import resolve_profile
+    from rtopt.planning.solve import finish
     import time
 
     bad = Plan.uniform((0, 1), 12.5, (3,))
@@ -98,8 +98,8 @@ def test_exhaustive_optimum_is_moderate_and_verified(lung):
 def test_calendar_that_cannot_hold_the_fractions_is_an_input_error():
     # caught when the file is read (a bad instance), before any solver runs
     from catalogue import classic
-    from rtopt.errors import InstanceError
-    from rtopt.instance import instance_from_dict
+    from rtopt.common.errors import InstanceError
+    from rtopt.problem.instance import instance_from_dict
 
     with pytest.raises(InstanceError) as e:
         instance_from_dict(classic(0.3, n=(10, 12), treatment_weekdays=["mon"],

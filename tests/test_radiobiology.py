@@ -1,4 +1,4 @@
-"""Known-answer and invariant tests for rtopt.radiobiology (docs/model.md sections 2 and 8)."""
+"""Known-answer and invariant tests for rtopt.model.radiobiology (docs/model.md sections 2 and 8)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from rtopt import radiobiology as rb
+from rtopt.model import radiobiology as rb
 
 # Park et al. 2008 (IJROBP), NSCLC cell line H460.
 H460 = dict(alpha=0.33, beta=0.038, d0_gy=1.25, dq_gy=1.8)

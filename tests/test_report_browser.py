@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rtopt.compare import compare, read_table, write_table
-from rtopt.report import render
+from rtopt.outputs.compare import compare, read_table, write_table
+from rtopt.outputs.report import render
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HYPO = REPO_ROOT / "instances" / "classic-mizuta-hypo.toml"

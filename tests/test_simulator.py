@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rtopt.bench import random_schedules
-from rtopt.simulator import Biology, infusion_kernels, simulate, simulate_reference
+from rtopt.outputs.bench import random_schedules
+from rtopt.model.simulator import Biology, infusion_kernels, simulate, simulate_reference
 
 # The fast simulator is fourth order in the sub-step (default 1/2 d): Simpson quadrature of
 # the activity and hypoxia integrals and of the trafficking rate.  Measured errors on random
@@ -153,7 +153,7 @@ def test_vectorisable_exponentials_match_libm():
     # the kernels' arithmetic exp and expm1 (so loops over schedules vectorise) against numpy
     from numba import njit
 
-    from rtopt.simulator import _exp, _expm1
+    from rtopt.model.simulator import _exp, _expm1
 
     @njit
     def both(y, a, b):
@@ -172,9 +172,9 @@ def test_vectorisable_exponentials_match_libm():
 
 def test_fraction_index_matches_the_dose_matrix():
     # the compiled fraction scan: each row's fractions in day order, a jump table over each
-    # row's runs of equal doses, and the overall time of rtopt.radiobiology.overall_days
-    from rtopt import radiobiology as rb
-    from rtopt.simulator import _fraction_index
+    # row's runs of equal doses, and the overall time of rtopt.model.radiobiology.overall_days
+    from rtopt.model import radiobiology as rb
+    from rtopt.model.simulator import _fraction_index
 
     D, _ = random_schedules(700, seed=4)
     D[5] = 0.0                                    # a row without fractions

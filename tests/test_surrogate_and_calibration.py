@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtopt import surrogate as sg
-from rtopt.calibrate import calibrate, load_observations, predict
-from rtopt.data.calibrated import CALIBRATED, OUTCOME
-from rtopt.parameters import NAMES, SITES, SPECS, resolve
-from rtopt.simulator import Biology, simulate
+from rtopt.model import surrogate as sg
+from rtopt.model.calibrate import calibrate, load_observations, predict
+from rtopt.model.data.calibrated import CALIBRATED, OUTCOME
+from rtopt.model.parameters import NAMES, SITES, SPECS, resolve
+from rtopt.model.simulator import Biology, simulate
 
 
 def test_every_parameter_has_provenance_and_a_range():

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from rtopt.errors import InstanceError
-from rtopt.instance import instance_from_dict
-from rtopt.parameters import SPECS
-from rtopt.problem import Plan, Problem
-from rtopt.simulator import simulate
-from rtopt.uncertainty import (UNCERTAIN_NAMES, biology_rows, default_distribution,
+from rtopt.common.errors import InstanceError
+from rtopt.problem.instance import instance_from_dict
+from rtopt.model.parameters import SPECS
+from rtopt.problem.problem import Plan, Problem
+from rtopt.model.simulator import simulate
+from rtopt.model.uncertainty import (UNCERTAIN_NAMES, biology_rows, default_distribution,
                                distributions_for, sample_biology, sample_values)
 
 
@@ -140,8 +140,8 @@ def test_model_params_cli_lists_every_parameter(tmp_path, repo_root):
 def test_sobol_on_ishigami_matches_the_known_indices():
     from SALib.test_functions import Ishigami
 
-    from rtopt.sensitivity import analyse
-    from rtopt.uncertainty import Distribution
+    from rtopt.decisions.sensitivity import analyse
+    from rtopt.model.uncertainty import Distribution
 
     dists = {n: Distribution(n, "uniform", -math.pi, math.pi, 0.0) for n in ("x1", "x2", "x3")}
     res = analyse(dists, lambda v: {"y": Ishigami.evaluate(
@@ -158,8 +158,8 @@ def test_sobol_on_ishigami_matches_the_known_indices():
 
 
 def test_sensitivity_is_reproducible_with_seed_zero():
-    from rtopt.sensitivity import analyse
-    from rtopt.uncertainty import Distribution
+    from rtopt.decisions.sensitivity import analyse
+    from rtopt.model.uncertainty import Distribution
 
     dists = {n: Distribution(n, "uniform", 0.0, 1.0, 0.5) for n in ("a", "b")}
 
@@ -220,7 +220,7 @@ SMALL_SPACE = {"start_window_days": 1, "extra_spacing_days": 1}
 def test_chunks_give_identical_results_on_any_number_of_workers(lung):
     from dask.distributed import Client, LocalCluster
 
-    from rtopt.sensitivity import analyse, _plan_model
+    from rtopt.decisions.sensitivity import analyse, _plan_model
 
     problem = Problem(instance_from_dict(lung))
     plan = Plan.uniform([0, 1, 2, 3], 12.5, [4, 11])
@@ -231,8 +231,8 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
         # 4 Morris trajectories x 37 points = 148 runs in chunks of 40: 4 chunks
         return analyse(dists, model, "morris", 4, seed=2, scheduler=scheduler, chunk=40)
 
-    from rtopt.solve import solve
-    from rtopt.trial import run_trial, standard_plan
+    from rtopt.planning.solve import solve
+    from rtopt.decisions.trial import run_trial, standard_plan
 
     small = _small_lung(lung)
     arms = {a: standard_plan(problem, a) for a in ("54/3", "50/5")}
@@ -274,7 +274,7 @@ def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Dask scheduler tcp://127.0.0.1:9" in lines[0]
-    # the 3 s connect timeout (rtopt.distributed.CONNECT_TIMEOUT_S) plus Dask's own retry
+    # the 3 s connect timeout (rtopt.decisions.distributed.CONNECT_TIMEOUT_S) plus Dask's own retry
     # back-off; a hang would run into minutes
     assert took < 15
 
@@ -284,7 +284,7 @@ def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
 
     from dask.distributed import LocalCluster
 
-    from rtopt.distributed import SchedulerUnavailable, map_chunks
+    from rtopt.decisions.distributed import SchedulerUnavailable, map_chunks
 
     out = tmp_path / "run" / "chunks"
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
@@ -300,7 +300,7 @@ def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
 def test_a_cluster_gives_the_same_chunks_as_serial(tmp_path):
     from dask.distributed import LocalCluster
 
-    from rtopt.distributed import map_chunks
+    from rtopt.decisions.distributed import map_chunks
 
     def fn(i):
         return {"x": np.arange(i, dtype=float) ** 0.5}
@@ -316,7 +316,7 @@ def test_a_cluster_gives_the_same_chunks_as_serial(tmp_path):
 
 
 def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
-    from rtopt.distributed import map_chunks
+    from rtopt.decisions.distributed import map_chunks
 
     calls = []
     interrupt = {"at": 3}
@@ -345,8 +345,8 @@ def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
 # ----------------------------------------------------------------------- 4. robust
 @pytest.mark.parametrize("objective", ["nk_favourability", "nk_gain_local_control"])
 def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(lung, objective):
-    from rtopt.solve import solve
-    from rtopt.uncertainty import biology_rows
+    from rtopt.planning.solve import solve
+    from rtopt.model.uncertainty import biology_rows
 
     problem = _small_lung(lung, objective)
     S = 6
@@ -372,8 +372,8 @@ def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(
 
 def test_robust_plan_is_best_in_sample_over_the_space(lung):
     """No plan of the space has a larger sample mean than the robust one (brute force)."""
-    from rtopt.robust import _space, sample_objectives
-    from rtopt.solve import solve
+    from rtopt.decisions.robust import _space, sample_objectives
+    from rtopt.planning.solve import solve
 
     problem = _small_lung(lung)
     S = 4
@@ -395,7 +395,7 @@ def test_robust_plan_is_best_in_sample_over_the_space(lung):
 
 
 def test_robust_scipy_de_runs_with_the_statistic_as_fitness(lung):
-    from rtopt.solve import solve
+    from rtopt.planning.solve import solve
 
     problem = _small_lung(lung)
     res = solve(problem, "scipy-de", robust="worst", samples=4, seed=1, time_limit_s=20,
@@ -423,7 +423,7 @@ def test_robust_cli_errors_are_one_line(repo_root, tmp_path):
 
 # ----------------------------------------------------------------------- 5. trials
 def test_trial_mean_tcp_matches_population_local_control_when_only_alpha_varies(lung):
-    from rtopt.trial import run_trial, standard_plan
+    from rtopt.decisions.trial import run_trial, standard_plan
 
     data = dict(lung, uncertainty={n: {"distribution": "fixed"} for n in UNCERTAIN_NAMES})
     problem = Problem(instance_from_dict(data))
@@ -473,8 +473,8 @@ def test_trial_cli_errors_are_one_line(repo_root):
 
 
 def test_prob_better_breaks_ties_by_the_expected_objective(lung):
-    from rtopt.robust import RobustSpec, search_fitness, statistic
-    from rtopt.solve import solve
+    from rtopt.decisions.robust import RobustSpec, search_fitness, statistic
+    from rtopt.planning.solve import solve
 
     spec = RobustSpec("prob-better", reference=Plan.uniform([0], 20.0))
     ref = np.zeros(4)
@@ -491,8 +491,8 @@ def test_prob_better_breaks_ties_by_the_expected_objective(lung):
 
 
 def test_robust_reports_the_probability_of_beating_a_given_reference(lung):
-    from rtopt.robust import sample_objectives
-    from rtopt.solve import solve
+    from rtopt.decisions.robust import sample_objectives
+    from rtopt.planning.solve import solve
 
     problem = _small_lung(lung)
     ref = Plan.uniform([0, 2, 4], 18.0, [5])
@@ -510,8 +510,8 @@ def test_robust_reports_the_probability_of_beating_a_given_reference(lung):
 def test_sobol_runs_are_draws_of_the_distributions():
     """Every Saltelli run maps to a draw of the joint distribution, so means over the runs
     estimate expectations (what the plan_wins probability relies on)."""
-    from rtopt.sensitivity import analyse
-    from rtopt.uncertainty import Distribution
+    from rtopt.decisions.sensitivity import analyse
+    from rtopt.model.uncertainty import Distribution
 
     dists = {"a": Distribution("a", "triangular", 1.0, 4.0, 1.5),
              "b": Distribution("b", "loguniform", 0.01, 1.0, 0.1)}
@@ -543,7 +543,7 @@ def test_validate_cli_reports_uncertainty_problems_as_file_lines(tmp_path, lung,
 
 
 def test_sensitivity_of_a_metric_and_unknown_metric(lung, repo_root, tmp_path):
-    from rtopt.sensitivity import SensitivityError, plan_sensitivity
+    from rtopt.decisions.sensitivity import SensitivityError, plan_sensitivity
 
     problem = Problem(instance_from_dict(lung))
     plan = Plan.uniform([0, 2, 4], 18.0, [5, 12])

@@ -5,8 +5,8 @@ whether its libraries import (tried once per process in a child process, lazily:
 back-end is listed or used, never at CLI start; nothing heavy is imported here),
 ``check(problem)`` that declines a problem it cannot
 handle (with the reason), and ``solve(problem, options)`` returning a :class:`BackendOutput`.
-Back-ends never report feasibility themselves: :func:`rtopt.solve.solve` re-simulates and
-re-checks every plan they return (:meth:`rtopt.problem.Problem.verify`).
+Back-ends never report feasibility themselves: :func:`rtopt.planning.solve.solve` re-simulates and
+re-checks every plan they return (:meth:`rtopt.problem.problem.Problem.verify`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
-from rtopt.problem import Plan, Problem
+from rtopt.problem.problem import Plan, Problem
 
 __all__ = ["Backend", "BackendOutput", "SolverOptions", "Termination", "module_available",
            "module_import_error", "check_imports", "package_version"]
@@ -55,7 +55,7 @@ class SolverOptions:
 class BackendOutput:
     """What a back-end returns: candidate plans, its own claims, and why it stopped.
 
-    ``plans`` is ordered best first by the back-end's own judgement; :func:`rtopt.solve.solve`
+    ``plans`` is ordered best first by the back-end's own judgement; :func:`rtopt.planning.solve.solve`
     verifies them in order and reports the best verified feasible one.
     """
 

@@ -112,10 +112,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rtopt import radiobiology as rb
+from rtopt.model import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.errors import SolverConfigError
-from rtopt.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
+from rtopt.common.errors import SolverConfigError
+from rtopt.problem.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
 
 __all__ = ["CvxpyConvexBackend", "CvxpyCcpBackend", "oar_bed_coefficients",
            "tumour_lq_coefficients", "per_fraction_max_bed"]
@@ -123,7 +123,7 @@ __all__ = ["CvxpyConvexBackend", "CvxpyCcpBackend", "oar_bed_coefficients",
 _OK_STATUSES = ("optimal", "optimal_inaccurate")
 _EXACT_RTOL = 1e-6
 """Relative tolerance at which solver-derived BED values are compared (CLARABEL solves to
-~1e-8; 1e-6 is the verification tolerance :data:`rtopt.problem.FEAS_TOL`)."""
+~1e-8; 1e-6 is the verification tolerance :data:`rtopt.problem.problem.FEAS_TOL`)."""
 
 
 # ====================================================================== shared helpers
@@ -189,7 +189,7 @@ def _quadratic_coefficients(fun: Callable[[float], float],
                             scale: float = 1.0) -> tuple[float, float]:
     """``(c1, c2)`` with ``fun(d) = c1 d + c2 d^2``, read off a function that must be LQ.
 
-    The coefficients come from ``fun`` itself (a :mod:`rtopt.radiobiology` expression), so no
+    The coefficients come from ``fun`` itself (a :mod:`rtopt.model.radiobiology` expression), so no
     formula is re-derived here; a fourth point checks the quadratic form.
     """
     a, b, c = scale, 2.0 * scale, 3.0 * scale
@@ -204,7 +204,7 @@ def _quadratic_coefficients(fun: Callable[[float], float],
 def oar_bed_coefficients(problem: Problem) -> list[tuple[str, float, float, float]]:
     """``(name, c1, c2, B)`` per OAR with a BED limit: OAR BED of one fraction of tumour dose
     ``d`` is ``c1 d + c2 d^2`` and the course must keep ``sum <= B`` (coefficients read off
-    :func:`rtopt.radiobiology.bed_per_fraction` of :func:`rtopt.radiobiology.oar_doses`)."""
+    :func:`rtopt.model.radiobiology.bed_per_fraction` of :func:`rtopt.model.radiobiology.oar_doses`)."""
     rows = []
     for o in problem.oars:
         if o.max_bed_gy is None:
@@ -941,8 +941,8 @@ class _OutOfTime(Exception):
 
 
 def _concat_evaluations(parts: list) -> Any:
-    """One :class:`rtopt.problem.Evaluation` from the evaluations of consecutive row chunks."""
-    from rtopt.problem import Evaluation
+    """One :class:`rtopt.problem.problem.Evaluation` from the evaluations of consecutive row chunks."""
+    from rtopt.problem.problem import Evaluation
 
     first = parts[0]
     return Evaluation(

@@ -17,7 +17,7 @@ The space
 Schedules that break a radiobiological limit (prescription, OAR BED, dose per fraction) are
 removed in closed form before any simulation.  With NK cells, the
 simulator is run once per schedule and candidate infusion day, and every infusion set is scored
-by superposition (:class:`rtopt.simulator.InfusionKernels`): the NK compartments are linear in
+by superposition (:class:`rtopt.model.simulator.InfusionKernels`): the NK compartments are linear in
 the infusions and hypoxia does not depend on them, so this is exact, not an approximation.
 
 Bounded time and memory
@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.errors import ProblemDeclined, RtoptError
-from rtopt.problem import OBJECTIVES, SIMULATION_METRICS, Plan, Problem
-from rtopt.radiobiology import POPULATION_Z
-from rtopt.simulator import infusion_kernels
+from rtopt.common.errors import ProblemDeclined, RtoptError
+from rtopt.problem.problem import OBJECTIVES, SIMULATION_METRICS, Plan, Problem
+from rtopt.model.radiobiology import POPULATION_Z
+from rtopt.model.simulator import infusion_kernels
 
 __all__ = ["ExhaustiveBackend", "DEFAULT_MEMORY_LIMIT_MB", "memory_budget_bytes", "SpaceEstimate"]
 

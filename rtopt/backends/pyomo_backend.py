@@ -1,15 +1,15 @@
 """``pyomo_milp`` (HiGHS) and ``pyomo_minlp`` (SCIP): algebraic Pyomo models of the schedule.
 
 Both back-ends build an algebraic model from the same parameters the simulator uses; every
-dose-dependent coefficient is a table over the dose grid computed by :mod:`rtopt.radiobiology`
-(BED, survival) or :mod:`rtopt.surrogate` (TME responses), never re-derived here.  Pyomo is
+dose-dependent coefficient is a table over the dose grid computed by :mod:`rtopt.model.radiobiology`
+(BED, survival) or :mod:`rtopt.model.surrogate` (TME responses), never re-derived here.  Pyomo is
 imported only inside the methods that use it.
 
 ``pyomo_milp``: classic tumour BED (MILP, HiGHS)
 ------------------------------------------------
 Objective ``tumour_bed`` only; a dose grid is required (continuous doses are declined); an
 ``[nk]`` table is allowed (infusions do not change tumour BED: they are placed afterwards with
-:meth:`rtopt.problem.Problem.first_valid_infusions`).
+:meth:`rtopt.problem.problem.Problem.first_valid_infusions`).
 
 *Uniform dose.*  One binary ``y_nd`` per (fraction count ``n``, grid dose ``d``), exactly one
 chosen; counts are those with a calendar.  With per-fraction tables ``b(d)`` (tumour BED of one
@@ -26,8 +26,8 @@ Its LP relaxation is the convex hull of the choice, so HiGHS needs no branching 
 Pairs that break a limit on their own can never be the chosen one and are not created, and
 HiGHS's presolve is switched off for this model (its probing takes minutes on a row with tens
 of thousands of columns, and there is nothing left for it to do).  ``L_n`` is the repopulation
-BED loss (:func:`rtopt.radiobiology.repopulation_bed_loss`) of the shortest calendar of ``n``
-fractions: :meth:`rtopt.problem.Problem.compact_calendar` from every allowed start day, the
+BED loss (:func:`rtopt.model.radiobiology.repopulation_bed_loss`) of the shortest calendar of ``n``
+fractions: :meth:`rtopt.problem.problem.Problem.compact_calendar` from every allowed start day, the
 shortest overall time kept (0 without repopulation).  The loss only grows with the overall
 time and nothing else depends on the days, so the model is exact for the instance:
 ``extras["exact_for_instance"] = True``.
@@ -63,14 +63,14 @@ or TCP when the clonogen hypoxic shares are not linear in the FMISO fraction
 
 *One statement of the model.*  The algebraic form reads the simulator's definitions instead of
 restating them: the jumps of one fraction (demand drop, vascular loss, chemokine pulse, NK kill
-in tumour and blood) are tables from :func:`rtopt.simulator._apply_fraction` evaluated on unit
-states; the activity constants from :func:`rtopt.simulator._activity`; the trafficking rate is
-:func:`rtopt.surrogate.nk_infiltration_rate` itself, called on numbers by :meth:`DailyModel
+in tumour and blood) are tables from :func:`rtopt.model.simulator._apply_fraction` evaluated on unit
+states; the activity constants from :func:`rtopt.model.simulator._activity`; the trafficking rate is
+:func:`rtopt.model.surrogate.nk_infiltration_rate` itself, called on numbers by :meth:`DailyModel
 .forward` and on Pyomo expressions by the model; survival tables are
-:func:`rtopt.radiobiology.neg_log_survival` and the compartment shares
-:func:`rtopt.surrogate.clonogen_hypoxic_shares`.  Tests hold :meth:`DailyModel.forward` to the
+:func:`rtopt.model.radiobiology.neg_log_survival` and the compartment shares
+:func:`rtopt.model.surrogate.clonogen_hypoxic_shares`.  Tests hold :meth:`DailyModel.forward` to the
 simulator on random schedules and the per-fraction survival to
-:func:`rtopt.simulator.fraction_log_survival`.
+:func:`rtopt.model.simulator.fraction_log_survival`.
 
 *Decisions.*  Binaries ``x_j`` (fraction on day ``j``, only on allowed days), ``u_j`` (NK
 infusion on day ``j``, only in ``[earliest_day, latest_day]``) and the dose level of every
@@ -83,7 +83,7 @@ that no allowed count can combine with the prescription and OAR BED limits, are 
 fraction in every window of that many days"; ``max_overall_days`` as ``x_i + x_j <= 1`` for
 pairs further apart; NK count, spacing windows, and ``u_t + x_f <= 1`` for
 ``t < f <= t + min_days_before_next_fraction``.  Prescription and OAR BED are linear in ``q``
-(tables of :func:`rtopt.radiobiology.bed_per_fraction`); the overall time (repopulation loss
+(tables of :func:`rtopt.model.radiobiology.bed_per_fraction`); the overall time (repopulation loss
 and gain, cost per overall day) uses first/last fraction-day variables, ``last - first`` at
 least the overall time and equal to it at an optimum (a longer overall time only costs).  The
 cost per fraction is ``cost_per_fraction * sum x``.
@@ -94,7 +94,7 @@ each fraction multiplies ``w`` by ``1 - m(d)``, ``v`` by ``1 - V(d)``, ``T`` by 
 aggregated per day as ``sum_k coef_k q_jk`` (linear), so each jump is one bilinear term
 (state x aggregated factor).  An infusion adds ``u_j`` to ``B``.  Between days, ``w, v, P, C``
 use the exact one-day propagators of their linear ODEs (``exp(-1/tau_w)``, ``exp(-1/tau_v)``,
-and the Bateman pair from :func:`rtopt.surrogate.chemokine_rates`).  Hypoxia
+and the Bateman pair from :func:`rtopt.model.surrogate.chemokine_rates`).  Hypoxia
 ``h = min(h_max, h0 (w/v)^gamma)`` through a ratio variable ``r`` with ``r v >= w`` (the cap
 ``h_max`` with one binary per day where the bounds say it can bind).
 
@@ -118,17 +118,17 @@ trafficking rate per day (with a constant rate the daily model is exact to 0.005
 
 *Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day, with shares
 ``h_i = s_i h``, ``h_a = s_a h`` (linear in the FMISO fraction ``h`` before the fraction, slopes
-from :func:`rtopt.surrogate.clonogen_hypoxic_shares`),
+from :func:`rtopt.model.surrogate.clonogen_hypoxic_shares`),
 ``ln S_j >= -A_ox + ln(1 - h_i - h_a + h_i exp(A_ox - A_int) + h_a exp(A_ox - A_an))`` with
 ``A_k = a_k + rho_j a'_k``: ``a_k`` the per-level tables of
-:func:`rtopt.radiobiology.neg_log_survival` at ``d``, ``d / oer_intermediate`` and ``d / oer``,
+:func:`rtopt.model.radiobiology.neg_log_survival` at ``d``, ``d / oer_intermediate`` and ``d / oer``,
 ``a'_k`` their increase at the fully radiosensitised alpha ``alpha (1 + s)``, and
 ``rho_j = Ed_{j-1} / (E50 + Ed_{j-1})`` the radiosensitisation by the activity over the day
 before the fraction (``Ed`` over one day is its mean).  This is exact for LQ and LQ-L (affine
 in alpha) and a linear interpolation in alpha for USC with a derived transition dose.  NK
 killing (``-c sum_j Ed_j``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and the
 per-patient Poisson TCP ``exp(-N0 S)`` at the nominal alpha are those of
-:func:`rtopt.simulator._assemble`.
+:func:`rtopt.model.simulator._assemble`.
 
 *Monotone relaxation.*  At a given trafficking rate every objective improves with more NK
 cells (``B`` only feeds ``T``, ``T`` only adds activity, activity only adds kill and
@@ -180,12 +180,12 @@ from typing import Any
 
 import numpy as np
 
-from rtopt import radiobiology as rb
-from rtopt import simulator as sim
-from rtopt import surrogate as sg
+from rtopt.model import radiobiology as rb
+from rtopt.model import simulator as sim
+from rtopt.model import surrogate as sg
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.errors import ProblemDeclined
-from rtopt.problem import Plan, Problem
+from rtopt.common.errors import ProblemDeclined
+from rtopt.problem.problem import Plan, Problem
 
 __all__ = ["PyomoMilpBackend", "PyomoMinlpBackend", "DailyModel"]
 
@@ -243,7 +243,7 @@ def _rel_gap(incumbent: float | None, bound: float | None) -> float | None:
 
 
 def _model_kw(problem: Problem) -> dict[str, Any]:
-    """Keyword arguments of :func:`rtopt.radiobiology.bed_per_fraction` for the tumour."""
+    """Keyword arguments of :func:`rtopt.model.radiobiology.bed_per_fraction` for the tumour."""
     b = problem.biology
     return dict(model=b.survival_model, transition_dose_gy=b.transition_dose_gy,
                 alpha=b.alpha_per_gy, d0_gy=b.usc_d0_gy, dq_gy=b.usc_dq_gy)
@@ -401,7 +401,7 @@ class PyomoMilpBackend(Backend):
             return BackendOutput((plan,), term, inc, bound, message=msg, solver_name=name,
                                  solver_version=version, extras=extras)
         except ProblemDeclined:
-            raise  # too large to build: rtopt.solve reports it as declined
+            raise  # too large to build: rtopt.planning.solve reports it as declined
         except ArithmeticError as e:
             return BackendOutput((), Termination.NUMERICAL, message=_one_line(e),
                                  solver_name=name, solver_version=version)
@@ -686,7 +686,7 @@ class DailyModel:
         n_inf = pr.nk.n_max if pr.nk is not None else 0
         c["nk_max"] = float(max(n_inf, 0))
         # trafficking rate: increasing in chemokine and perfusion (v <= 1), so its largest value
-        # is at (c_max, 1); rtopt.surrogate.nk_infiltration_rate states it for both forms
+        # is at (c_max, 1); rtopt.model.surrogate.nk_infiltration_rate states it for both forms
         c["kin_max"] = float(sg.nk_infiltration_rate(c["c_max"], 1.0, p)) * 1.0001
         # daily propagator factors of B, T as functions of the day's trafficking rate kin
         x_, w_ = np.polynomial.legendre.leggauss(quad_nodes)
@@ -709,7 +709,7 @@ class DailyModel:
             coef, err = _chebyshev_fit(lambda kk, key=key: factors(kk)[key], c["kin_max"])
             self.poly[key], self.fit_error[key] = coef, err
         # clonogen compartments: shares linear in the FMISO fraction h on [0, h_max] (checked;
-        # the back-end declines otherwise), slopes from rtopt.surrogate.clonogen_hypoxic_shares
+        # the back-end declines otherwise), slopes from rtopt.model.surrogate.clonogen_hypoxic_shares
         hh = np.linspace(0.0, c["hmax"], 11)
         si, sa = (np.asarray(x, dtype=float) for x in sg.clonogen_hypoxic_shares(hh, p))
         c["s_int"], c["s_an"] = float(si[-1] / hh[-1]), float(sa[-1] / hh[-1])
@@ -740,14 +740,14 @@ class DailyModel:
 
     def hyp(self, r: Any) -> Any:
         """FMISO hypoxic fraction ``h0 r^gamma`` from the (capped) ratio ``r = w / v``, the
-        uncapped branch of :func:`rtopt.surrogate.hypoxic_fraction` (the cap ``h_max`` is the
+        uncapped branch of :func:`rtopt.model.surrogate.hypoxic_fraction` (the cap ``h_max`` is the
         cap of ``r``, so this is the same function; a test holds them together)."""
         c = self.const
         return c["h0"] * (r if c["gamma"] == 1.0 else r ** c["gamma"])
 
     def kin(self, cm: Any, vm: Any) -> Any:
         """The day's trafficking rate at mid-day chemokine ``cm`` and perfusion ``vm``
-        (:func:`rtopt.surrogate.nk_infiltration_rate`; numpy or Pyomo)."""
+        (:func:`rtopt.model.surrogate.nk_infiltration_rate`; numpy or Pyomo)."""
         return sg.nk_infiltration_rate(cm, vm, self.problem.biology.params)
 
     def nk_bounds(self) -> dict[str, np.ndarray]:
@@ -786,7 +786,7 @@ class DailyModel:
     def log_survival(self, k: int, h: float, act: float) -> float:
         """ln S of one fraction at level ``k``, FMISO fraction ``h`` and previous-day activity
         ``act``, from the tables: the algebraic form the MINLP states (a test holds it to
-        :func:`rtopt.simulator.fraction_log_survival`)."""
+        :func:`rtopt.model.simulator.fraction_log_survival`)."""
         c, t = self.const, self.tab
         rho = act / (c["e50"] + act) if act > 0 else 0.0
         hi, ha = c["s_int"] * h, c["s_an"] * h
@@ -801,7 +801,7 @@ class DailyModel:
 
         ``levels`` are indices into :attr:`levels`, one per fraction day.  Returns the states
         (arrays over days ``0 .. days_needed``), per-day auxiliaries and the model's metrics
-        and objective (:meth:`rtopt.problem.Problem.objective_from_metrics`).
+        and objective (:meth:`rtopt.problem.problem.Problem.objective_from_metrics`).
         """
         H = self.days_needed
         c, t = self.const, self.tab
@@ -1001,7 +1001,7 @@ class PyomoMinlpBackend(Backend):
             return BackendOutput(tuple(plans), term, inc, bound, message=msg, solver_name=name,
                                  solver_version=version, extras=extras)
         except ProblemDeclined:
-            raise  # too large to build: rtopt.solve reports it as declined
+            raise  # too large to build: rtopt.planning.solve reports it as declined
         except ArithmeticError as e:
             return BackendOutput((), Termination.NUMERICAL, message=_one_line(e),
                                  solver_name=name, solver_version=version)
@@ -1284,7 +1284,7 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
         bio = problem.biology
         m.excess = pyo.Var(bounds=(0, big))
         m.rules.add(m.excess >= m.last - m.first - bio.repopulation_kickoff_days)
-        # slopes from rtopt.radiobiology (both linear in the overall time beyond T_k)
+        # slopes from rtopt.model.radiobiology (both linear in the overall time beyond T_k)
         tk = float(bio.repopulation_kickoff_days)
         slope_gain = float(rb.repopulation_log_gain(tk + 1.0, bio.potential_doubling_days, tk))
         slope_loss = float(_repop_loss(problem, tk + 1.0) - _repop_loss(problem, tk))
@@ -1385,7 +1385,7 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             m.I = pyo.Var(Jn, bounds=lambda m, j: (0.0, nb["I"][j] * tol))
             m.Ed = pyo.Var(Jn, bounds=lambda m, j: (0.0, nb["Ed"][j] * tol))
             # mid-day chemokine as a variable, and the day's trafficking rate from
-            # rtopt.surrogate.nk_infiltration_rate at mid-day chemokine and perfusion, so the
+            # rtopt.model.surrogate.nk_infiltration_rate at mid-day chemokine and perfusion, so the
             # factor polynomials are in one variable
             m.cm = pyo.Var(Jn, bounds=(0.0, c["c_max"]))
             m.kin = pyo.Var(Jn, bounds=(0.0, c["kin_max"]))

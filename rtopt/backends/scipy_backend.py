@@ -7,7 +7,7 @@ A heuristic for every objective, with or without NK infusions, uniform or per-fr
 grid or continuous doses.  Each DE individual (the *genotype*, a real vector with some integer
 coordinates handled by ``integrality=``) is decoded into a schedule (the *phenotype*: daily dose
 and infusion rows), and the whole population of a generation is scored by **one**
-:meth:`rtopt.problem.Problem.evaluate` call (``vectorized=True``, ``updating='deferred'``).
+:meth:`rtopt.problem.problem.Problem.evaluate` call (``vectorized=True``, ``updating='deferred'``).
 
 Genotype (a coordinate whose range is a single value is fixed and left out of the vector):
 
@@ -52,7 +52,7 @@ With per-fraction doses (and no ``init`` option) a third of the initial populati
 doses, so DE starts from uniform schedules as well as random ones.
 
 Energy (DE minimises): ``-objective`` for schedules that satisfy every constraint; for the others
-``c0 + violation`` where ``violation`` is :attr:`rtopt.problem.Evaluation.violation` and ``c0`` is
+``c0 + violation`` where ``violation`` is :attr:`rtopt.problem.problem.Evaluation.violation` and ``c0`` is
 a proved upper bound of ``-objective`` over feasible schedules (0 for NK favourability, TCP and
 tumour BED, which are non-negative on feasible schedules; the repopulation log gain for tumour
 log kill; option ``penalty_offset`` overrides it).  Hence any violation loses to any feasible
@@ -87,13 +87,13 @@ grid; uniform or per-fraction doses; an ``[nk]`` table is allowed (infusions do 
 tumour BED: they are placed with :meth:`Problem.first_valid_infusions`).
 
 Tumour BED is additive over fractions, ``sum_i b(d_i) - L(T)``, where ``b`` is the per-fraction
-BED (computed with :meth:`Problem.tumour_bed`, i.e. by :mod:`rtopt.radiobiology`, on
+BED (computed with :meth:`Problem.tumour_bed`, i.e. by :mod:`rtopt.model.radiobiology`, on
 one-fraction rows) and ``L(T)`` a loss depending only on the overall time ``T`` (zero: the
 prescription BED has no time factor, see :meth:`Problem.tumour_bed`; the formulation keeps the
-term so a time factor can come back without a new model).  OAR BEDs (:func:`rtopt.radiobiology.bed_per_fraction` of the spared dose) and dose per
+term so a time factor can come back without a new model).  OAR BEDs (:func:`rtopt.model.radiobiology.bed_per_fraction` of the spared dose) and dose per
 fraction limits are additive or per-fraction too.  For each fraction count ``n`` the calendar
 is the one with the shortest overall time (a greedy packing from every possible first day, which
-is exact by the exchange argument of :func:`rtopt.calendar.max_fractions_that_fit`), so
+is exact by the exchange argument of :func:`rtopt.problem.calendar.max_fractions_that_fit`), so
 ``L(T_n)`` is the smallest loss any calendar of ``n`` fractions can have; without repopulation
 the calendar does not matter.
 
@@ -133,9 +133,9 @@ from typing import Any
 
 import numpy as np
 
-from rtopt import radiobiology as rb
+from rtopt.model import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
+from rtopt.problem.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
 
 _CHUNK_SIM_DAYS = 131072
 """Schedule-days simulated between two deadline checks in differential evolution (~0.3 s, plus

@@ -1,6 +1,6 @@
 """Shared CLI plumbing: one-line error messages on stderr and exit codes, never a traceback.
 
-Library code raises typed exceptions (:mod:`rtopt.errors`); commands wrap their body in
+Library code raises typed exceptions (:mod:`rtopt.common.errors`); commands wrap their body in
 :func:`cli_errors` and the user sees one line per problem::
 
     from rtopt.cli._common import cli_errors, fail
@@ -23,8 +23,8 @@ from typing import Any, Iterable, Iterator, NoReturn
 import typer
 from rich.console import Console
 
-from rtopt.errors import InstanceError, RtoptError
-from rtopt.fileio import write_atomic
+from rtopt.common.errors import InstanceError, RtoptError
+from rtopt.common.fileio import write_atomic
 
 __all__ = ["ExitCode", "EXIT_CODES_HELP", "err_console", "out_console", "fail", "error_lines",
            "cli_errors", "write_atomic", "resolve_solver", "cli_profiles", "shipped_profile_dir",
@@ -147,11 +147,11 @@ def _is_path(name: str) -> bool:
 
 
 def resolve_solver(name: str) -> Any:
-    """A ``--solver`` value as a :class:`rtopt.profiles.Profile`: an explicit file path, a
-    profile found by :func:`rtopt.profiles.profile_dirs` (the shipped ones included, also in
-    an installed package), or a back-end name.  Raises :class:`rtopt.errors.RtoptError`."""
-    from rtopt.errors import RtoptError
-    from rtopt.profiles import ProfileError, resolve_profile
+    """A ``--solver`` value as a :class:`rtopt.planning.profiles.Profile`: an explicit file path, a
+    profile found by :func:`rtopt.planning.profiles.profile_dirs` (the shipped ones included, also in
+    an installed package), or a back-end name.  Raises :class:`rtopt.common.errors.RtoptError`."""
+    from rtopt.common.errors import RtoptError
+    from rtopt.planning.profiles import ProfileError, resolve_profile
 
     if _is_path(name):
         if len(name) > 200:
@@ -168,8 +168,8 @@ def resolve_solver(name: str) -> Any:
 
 
 def cli_profiles() -> list[Any]:
-    """Every profile :func:`rtopt.profiles.list_profiles` finds (invalid ones as their error)."""
-    from rtopt.profiles import list_profiles
+    """Every profile :func:`rtopt.planning.profiles.list_profiles` finds (invalid ones as their error)."""
+    from rtopt.planning.profiles import list_profiles
 
     return list_profiles()
 

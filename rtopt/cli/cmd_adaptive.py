@@ -1,6 +1,6 @@
 """Adapting mid-course: ``rtopt update INSTANCE COURSE`` and ``rtopt replan INSTANCE COURSE``.
 
-Each command is a few lines over :mod:`rtopt.adaptive`; errors are one line each
+Each command is a few lines over :mod:`rtopt.decisions.adaptive`; errors are one line each
 (:func:`rtopt.cli._common.cli_errors`), and files are written only once everything succeeded.
 """
 
@@ -38,9 +38,9 @@ def update_cmd(
 ) -> None:
     """Condition the patient's parameters on the course's observations (importance weighting
     of prior samples) and show what moved."""
-    from rtopt.adaptive import plot_update, update
-    from rtopt.course import load_course
-    from rtopt.problem import Problem
+    from rtopt.decisions.adaptive import plot_update, update
+    from rtopt.problem.course import load_course
+    from rtopt.problem.problem import Problem
 
     problem = Problem.from_path(file)
     c = load_course(course, problem)
@@ -126,7 +126,7 @@ def replan_cmd(
 
     Same exit codes as `rtopt solve`.
     """
-    from rtopt.adaptive import replan
+    from rtopt.decisions.adaptive import replan
 
     profile = resolve_solver(solver)
     res = replan(file, course, profile, robust=robust, samples=samples,

@@ -67,7 +67,7 @@ def compare_cmd(
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
-    from rtopt.compare import (CompareInterrupted, Stopped, _NothingToRun, compare,
+    from rtopt.outputs.compare import (CompareInterrupted, Stopped, _NothingToRun, compare,
                                handle_sigterm)
 
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -85,7 +85,7 @@ def compare_cmd(
         with handle_sigterm(), bar:
             # always in worker processes: a crashing or hanging back-end costs only its row
             if pareto is not None:
-                from rtopt.compare_pareto import compare_fronts
+                from rtopt.outputs.compare_pareto import compare_fronts
 
                 summary = compare_fronts(instances, pareto, outdir, _profiles(solvers or []),
                                          repeat=repeat, workers=workers,
@@ -107,7 +107,7 @@ def compare_cmd(
     for line in summary.report_errors:
         err_console.print(f"report: {line}")
     if pareto is not None:
-        from rtopt.compare_pareto import FRONT_STATUSES, summary_lines
+        from rtopt.outputs.compare_pareto import FRONT_STATUSES, summary_lines
 
         for line in summary_lines(summary.rows):
             typer.echo(line)
@@ -133,15 +133,15 @@ def report_cmd(
     ] = False,
 ) -> None:
     """Re-render report.html and report.md from results.csv and plans/*.json (no solving)."""
-    from rtopt.fileio import FolderLock
-    from rtopt.report import render, stale_report
+    from rtopt.common.fileio import FolderLock
+    from rtopt.outputs.report import render, stale_report
 
     if not outdir.is_dir():
         fail([f"{outdir}: not a folder"])
-    from rtopt.pareto_report import is_pareto_folder
+    from rtopt.outputs.pareto_report import is_pareto_folder
 
     if is_pareto_folder(outdir) and not (outdir / "results.csv").exists():
-        from rtopt.pareto_report import render as render_pareto
+        from rtopt.outputs.pareto_report import render as render_pareto
 
         for line in render_pareto(outdir):  # a folder written by 'rtopt pareto'
             err_console.print(f"report: {line}")

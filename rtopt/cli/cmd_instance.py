@@ -22,8 +22,8 @@ def validate(
     """Check instance files: 'FILE: OK' on stdout, one line per problem on stderr."""
     # FILE is a plain string, not a typer Path that must exist: a missing file is a problem to
     # report in rtopt's own one-line format, next to the other files' results.
-    from rtopt.errors import InstanceError
-    from rtopt.instance import load_instance
+    from rtopt.common.errors import InstanceError
+    from rtopt.problem.instance import load_instance
 
     bad = False
     for name in files:
@@ -50,7 +50,7 @@ def schema(
         help="Write the schema to FILE (atomically) instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of instance files (for editors and external checkers)."""
-    from rtopt.instance import instance_json_schema
+    from rtopt.problem.instance import instance_json_schema
 
     text = json.dumps(instance_json_schema(), indent=2, ensure_ascii=False) + "\n"
     if output is None:
@@ -71,7 +71,7 @@ def _search_space_warning(path: str) -> str | None:
     """A warning when the exhaustive search space of a valid instance is huge, else None."""
     try:
         from rtopt.backends.exhaustive import ExhaustiveBackend
-        from rtopt.problem import Problem
+        from rtopt.problem.problem import Problem
 
         est = ExhaustiveBackend.estimate(Problem.from_path(path))
     except Exception:  # noqa: BLE001 - a warning is optional; validation itself passed

@@ -40,12 +40,12 @@ def calibrate_cmd(
     write: Annotated[Optional[Path], typer.Option(
         "--write", metavar="PATH", show_default=False,
         help="Write the fitted values as a Python module to PATH (a folder gets calibrated.py). "
-             "In a source checkout, --write rtopt/data/calibrated.py updates the presets; an "
+             "In a source checkout, --write rtopt/model/data/calibrated.py updates the presets; an "
              "installed package is never written.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
     outcomes: Annotated[bool, typer.Option(
         "--outcomes", help="Also fit tumour control to the clinical outcome table "
-        "(rtopt/data/outcomes.toml: lung L1-L6) and print its residuals.")] = False,
+        "(rtopt/model/data/outcomes.toml: lung L1-L6) and print its residuals.")] = False,
 ) -> None:
     """Fit the hypoxia presets to the observation table and report fit and residuals.
 
@@ -54,7 +54,7 @@ def calibrate_cmd(
     fitted is printed)."""
     import json
 
-    from rtopt.calibrate import FIT_PLAN, calibrate, calibrate_outcomes, write_calibrated
+    from rtopt.model.calibrate import FIT_PLAN, calibrate, calibrate_outcomes, write_calibrated
 
     target = _calibrated_target(write) if write is not None else None
     with err_console.status("fitting the hypoxia presets to the imaging observations"):
@@ -155,9 +155,9 @@ def bench_cmd(
         "--patients", min=1, help="Virtual patients of the 6-arm trial.")] = 1000,
 ) -> None:
     """Measure simulator throughput (fast vs reference, side by side) and solver times."""
-    from rtopt.bench import (bench_scaling, bench_simulator, bench_solvers, bench_workloads,
+    from rtopt.outputs.bench import (bench_scaling, bench_simulator, bench_solvers, bench_workloads,
                              default_instances)
-    from rtopt.profiles import Profile
+    from rtopt.planning.profiles import Profile
 
     # Check the solver profiles and instances before any timing: a typo is an error, not an
     # empty table.

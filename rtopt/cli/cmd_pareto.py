@@ -42,10 +42,10 @@ def pareto_cmd(
     a pymoo heuristic compared with it (hypervolume, GD, IGD); every plan verified."""
     import json
 
-    from rtopt.errors import RtoptError
-    from rtopt.pareto import pareto
-    from rtopt.pareto_report import write
-    from rtopt.problem import Plan
+    from rtopt.common.errors import RtoptError
+    from rtopt.decisions.pareto import pareto
+    from rtopt.outputs.pareto_report import write
+    from rtopt.problem.problem import Plan
 
     ref = None
     if reference is not None:
@@ -68,6 +68,6 @@ def pareto_cmd(
 
 
 def _lines(res) -> list[str]:
-    from rtopt.pareto_report import _summary
+    from rtopt.outputs.pareto_report import _summary
 
     return _summary(res.to_dict())

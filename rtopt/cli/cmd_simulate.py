@@ -65,7 +65,7 @@ def _parse_doses(text: str) -> list[float]:
 
 
 def _plan_from_options(dose: str, days: str, nk_days: str | None) -> Any:
-    from rtopt.problem import Plan
+    from rtopt.problem.problem import Plan
 
     d = _parse_days(days, "--days")
     x = _parse_doses(dose)
@@ -95,7 +95,7 @@ def _plan_from_file(path: str) -> tuple[Any, str]:
 
     Returns the plan and the field prefix (``"schedule."`` for a result file) for messages.
     """
-    from rtopt.problem import Plan
+    from rtopt.problem.problem import Plan
 
     p = Path(path)
     if not p.exists():
@@ -184,7 +184,7 @@ def _check_output(path: Path | None, option: str) -> None:
     """Fail before any work if ``path`` cannot be written as an image."""
     if path is None:
         return
-    from rtopt.plots import figure_format
+    from rtopt.outputs.plots import figure_format
 
     if path.is_dir():
         fail([f"{path}: is a directory"])
@@ -214,8 +214,8 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
     """Verify and simulate ``plan``: everything the table and the JSON show."""
     import numpy as np
 
-    from rtopt.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
-    from rtopt.solve import Result
+    from rtopt.model.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
+    from rtopt.planning.solve import Result
 
     v = problem.verify(plan)
     D, U = plan.daily(problem.horizon_days)
@@ -264,7 +264,7 @@ def _status(check: Any) -> str:
 
 
 def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
-    from rtopt import radiobiology as rb
+    from rtopt.model import radiobiology as rb
 
     v = rep["verification"]
     m = v.metrics
@@ -363,7 +363,7 @@ def simulate_cmd(
     Exit code 0 when every constraint holds, 4 when the plan violates some (still simulated
     and reported), 1 on bad input.
     """
-    from rtopt.problem import Problem
+    from rtopt.problem.problem import Problem
 
     manual = dose is not None or days is not None or nk_days is not None
     if plan_file is not None and manual:
@@ -384,7 +384,7 @@ def simulate_cmd(
     rep = _report(problem, plan)
     v = rep["verification"]
     if plot is not None:
-        from rtopt.plots import describe_plan, plot_plan
+        from rtopt.outputs.plots import describe_plan, plot_plan
 
         title = f"{problem.name}: {describe_plan(plan)}"
         if not v.feasible:
@@ -439,8 +439,8 @@ def surrogate_cmd(
     """Dose responses of the TME surrogate to one fraction of 2, 4, ..., 24 Gy."""
     import numpy as np
 
-    from rtopt import plots
-    from rtopt.parameters import PRODUCTS, SITES
+    from rtopt.outputs import plots
+    from rtopt.model.parameters import PRODUCTS, SITES
 
     site = _choice(site, SITES, "site")
     product = _choice(product, PRODUCTS, "NK product")

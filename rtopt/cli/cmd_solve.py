@@ -50,13 +50,13 @@ def solve_cmd(
     Exit code 0 for a verified feasible plan, 3 for an infeasible instance, 4 when the solver's
     plan fails verification, 1 otherwise (see `rtopt --help`).
     """
-    from rtopt.solve import solve
+    from rtopt.planning.solve import solve
 
     profile = resolve_solver(solver)
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
     ref = None
     if reference is not None:
-        from rtopt.robust import load_plan
+        from rtopt.decisions.robust import load_plan
 
         ref = load_plan(reference)
     result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options,
@@ -73,7 +73,7 @@ def solve_cmd(
 
 
 def exit_code(result) -> ExitCode:
-    """The :class:`ExitCode` of a solve result (:attr:`rtopt.solve.Result.exit_code`)."""
+    """The :class:`ExitCode` of a solve result (:attr:`rtopt.planning.solve.Result.exit_code`)."""
     return ExitCode(result.exit_code)
 
 
@@ -145,7 +145,7 @@ def solvers_cmd(
     import json
 
     from rtopt.backends import BACKENDS
-    from rtopt.profiles import Profile, list_profiles, profile_origin, shadowed
+    from rtopt.planning.profiles import Profile, list_profiles, profile_origin, shadowed
 
     from rtopt.backends import get_backend
     from rtopt.backends.base import check_imports

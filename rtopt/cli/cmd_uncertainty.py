@@ -1,7 +1,7 @@
 """Decisions under uncertainty: ``rtopt model params``, ``rtopt sensitivity``, ``rtopt trial``.
 
-Each command is a few lines over :mod:`rtopt.uncertainty`, :mod:`rtopt.sensitivity` and
-:mod:`rtopt.trial`; errors are one line each (:func:`rtopt.cli._common.cli_errors`).
+Each command is a few lines over :mod:`rtopt.model.uncertainty`, :mod:`rtopt.decisions.sensitivity` and
+:mod:`rtopt.decisions.trial`; errors are one line each (:func:`rtopt.cli._common.cli_errors`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def params_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List every uncertain parameter: value, distribution, bounds and source."""
-    from rtopt.uncertainty import distributions_for, generic_distributions
+    from rtopt.model.uncertainty import distributions_for, generic_distributions
 
     if file is None:
         dists = generic_distributions()
         where = "generic preset, il15_expanded NK product, alpha 0.35 /Gy, alpha/beta 10 Gy"
     else:
-        from rtopt.instance import load_instance
+        from rtopt.problem.instance import load_instance
 
         dists = distributions_for(load_instance(file))
         where = file
@@ -67,7 +67,7 @@ _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://H
 
 def load_plan(path: str):
     """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors)."""
-    from rtopt.robust import load_plan as _load
+    from rtopt.decisions.robust import load_plan as _load
 
     return _load(path)
 
@@ -97,8 +97,8 @@ def sensitivity_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Rank the uncertain parameters that drive a plan's objective (SALib Morris or Sobol)."""
-    from rtopt.problem import Problem
-    from rtopt.sensitivity import plan_sensitivity, plot
+    from rtopt.problem.problem import Problem
+    from rtopt.decisions.sensitivity import plan_sensitivity, plot
 
     problem = Problem.from_path(file)
     a = load_plan(plan)
@@ -197,9 +197,9 @@ def trial_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Virtual-cohort trial: every patient a parameter sample, every arm a plan."""
-    from rtopt.errors import RtoptError
-    from rtopt.problem import Problem
-    from rtopt.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
+    from rtopt.common.errors import RtoptError
+    from rtopt.problem.problem import Problem
+    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
 
     problem = Problem.from_path(file)
     arms = {}
@@ -210,7 +210,7 @@ def trial_cmd(
         elif a in STANDARD_ARMS:
             arms[a] = standard_plan(problem, a)
         elif a in ("optimised", "optimized"):
-            from rtopt.solve import solve
+            from rtopt.planning.solve import solve
 
             res = solve(problem, solver)
             if not res.feasible or res.plan is None:

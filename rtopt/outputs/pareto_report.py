@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rtopt.fileio import write_atomic
+from rtopt.common.fileio import write_atomic
 
 __all__ = ["write", "render", "is_pareto_folder"]
 
@@ -24,7 +24,7 @@ def is_pareto_folder(outdir: str | os.PathLike) -> bool:
 
 
 def write(res: Any, outdir: str | os.PathLike) -> list[Path]:
-    """Write every file of a :class:`rtopt.pareto.ParetoResult` to ``outdir``."""
+    """Write every file of a :class:`rtopt.decisions.pareto.ParetoResult` to ``outdir``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     data = res.to_dict()

@@ -28,20 +28,20 @@ Conventions:
 * Delivered fractions and infusions lie on days before ``today``; the re-plan decides the days
   from ``today`` on.
 * An observation on day ``d`` is the state at the start of that day, before its fraction and
-  infusion (as in the calibration table, ``rtopt/data/observations.toml``); ``d <= today``.
+  infusion (as in the calibration table, ``rtopt/model/data/observations.toml``); ``d <= today``.
 * Quantities (:data:`QUANTITIES`): ``hypoxic_fraction`` (FMISO hypoxic fraction, in [0, 1]),
   ``hypoxic_volume_ratio`` (FMISO hypoxic volume over its baseline; tumour shrinkage ignored,
   as in the calibration), ``tumour_volume_ratio`` (volume over baseline; needs
-  ``clearance_half_life_days``, see :mod:`rtopt.adaptive`), ``nk_blood`` (NK cells in blood per
+  ``clearance_half_life_days``, see :mod:`rtopt.decisions.adaptive`), ``nk_blood`` (NK cells in blood per
   standard infusion, the model's unit) and ``chemokine`` (CXCL10 signal in the model's unit).
 
 :func:`load_course` validates a file against its instance and raises one
-:class:`CourseError` (an :class:`rtopt.errors.InstanceError`) listing every problem, one line
+:class:`CourseError` (an :class:`rtopt.common.errors.InstanceError`) listing every problem, one line
 each: ``FILE: field.path: message``.  A delivered course that breaks the instance's rules
 (dose range or grid, weekdays, intervals, OAR dose per fraction or BED already over its limit,
 NK rules) is an error; rules a course can still meet later (fraction and infusion minimum
 counts, the prescription) are not checked on the delivered part.  The checks are the
-instance's own constraint slacks (:meth:`rtopt.problem.Problem.evaluate`), not a second copy.
+instance's own constraint slacks (:meth:`rtopt.problem.problem.Problem.evaluate`), not a second copy.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from rtopt.errors import InstanceError
+from rtopt.common.errors import InstanceError
 
 __all__ = ["Course", "CourseError", "Observation", "QUANTITIES", "load_course",
            "course_from_dict", "SCHEMA_VERSION"]
@@ -145,7 +145,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class Course:
-    """A validated course: the delivered plan (a :class:`rtopt.problem.Plan`), ``today`` and
+    """A validated course: the delivered plan (a :class:`rtopt.problem.problem.Plan`), ``today`` and
     the observations."""
 
     instance: str
@@ -168,13 +168,13 @@ class Course:
 
 
 def _fmt(x: Any) -> str:
-    from rtopt.instance import _fmt as f
+    from rtopt.problem.instance import _fmt as f
 
     return f(x)
 
 
 def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
-    from rtopt.instance import _describe, _did_you_mean, _path
+    from rtopt.problem.instance import _describe, _did_you_mean, _path
 
     out: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
@@ -219,7 +219,7 @@ def load_course(path: str | Path, problem: Any) -> Course:
         raise CourseError(source, [("", "binary or non-UTF-8 file; TOML must be UTF-8 "
                                         "text")]) from None
     except tomllib.TOMLDecodeError as exc:
-        from rtopt.instance import _toml_message
+        from rtopt.problem.instance import _toml_message
 
         raise CourseError(source, [("", _toml_message(str(exc)))]) from None
     if not data:
@@ -229,7 +229,7 @@ def load_course(path: str | Path, problem: Any) -> Course:
 
 def course_from_dict(data: Any, problem: Any, source: str = "<dict>") -> Course:
     """Validate a course dict (the file layout) against ``problem``; see :func:`load_course`."""
-    from rtopt.problem import Plan
+    from rtopt.problem.problem import Plan
 
     if not isinstance(data, dict):
         raise CourseError(source, [("", f"expected a table, got {_fmt(data)}")])
@@ -274,7 +274,7 @@ def course_from_dict(data: Any, problem: Any, source: str = "<dict>") -> Course:
             probs.append((f"{at}.day", f"day {o.day} is after today ({c.today}): an observation "
                                        "cannot lie in the future"))
         if o.quantity not in QUANTITIES:
-            from rtopt.instance import _did_you_mean
+            from rtopt.problem.instance import _did_you_mean
 
             hint = _did_you_mean(o.quantity, list(QUANTITIES))
             probs.append((f"{at}.quantity", f"unknown quantity {o.quantity!r}" + (
@@ -315,7 +315,7 @@ def course_from_dict(data: Any, problem: Any, source: str = "<dict>") -> Course:
 
 def _violations(problem: Any, plan: Any, skip: tuple[str, ...] = _LATER) -> list[Any]:
     """Constraint checks of ``plan`` that fail (the instance's own slacks, no simulation)."""
-    from rtopt.problem import FEAS_TOL
+    from rtopt.problem.problem import FEAS_TOL
 
     ev = problem.evaluate_plans([plan], simulate_tme=False)
     out = []
@@ -333,7 +333,7 @@ def _rule_problems(problem: Any, plan: Any, c: _Course) -> list[tuple[str, str]]
     """The delivered course against the instance's rules, one problem per broken rule:
     per fraction first (dose range and grid, weekday, OAR dose per fraction), then the
     course as a whole (intervals, overall time, counts, OAR BED so far, NK rules)."""
-    from rtopt.problem import Plan
+    from rtopt.problem.problem import Plan
 
     probs: list[tuple[str, str]] = []
     per_fraction = set()

@@ -13,13 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rtopt.errors import RtoptError
-from rtopt.simulator import STEPS_PER_DAY, Biology, simulate, simulate_reference
+from rtopt.common.errors import RtoptError
+from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate, simulate_reference
 
 __all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling", "bench_workloads",
            "default_instances"]
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def random_schedules(n: int, horizon_days: int = 42, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -108,10 +108,10 @@ def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
                   time_limit_s: float, progress: Any = None) -> list[dict[str, Any]]:
     """Solve every instance with every profile and record status, objective and time.
 
-    Raises :class:`rtopt.errors.RtoptError` when there is nothing to run (no instances or no
+    Raises :class:`rtopt.common.errors.RtoptError` when there is nothing to run (no instances or no
     profiles), so a caller never shows an empty table as a result.
     """
-    from rtopt.solve import solve
+    from rtopt.planning.solve import solve
 
     instances = list(instances or default_instances())
     if not instances:
@@ -134,8 +134,8 @@ def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
 
 def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
     """Exhaustive solve time on the lung instance as horizon and fraction range grow."""
-    from rtopt.instance import instance_from_dict
-    from rtopt.solve import solve
+    from rtopt.problem.instance import instance_from_dict
+    from rtopt.planning.solve import solve
 
     lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
     if not lung.is_file():
@@ -175,9 +175,9 @@ def bench_workloads(samples: int = 256, patients: int = 1000,
     process after it.  Compilation is warmed up first (not timed)."""
     import tempfile
 
-    from rtopt.problem import Problem
-    from rtopt.solve import solve
-    from rtopt.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
+    from rtopt.problem.problem import Problem
+    from rtopt.planning.solve import solve
+    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
 
     lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
     if not lung.is_file():

@@ -2,11 +2,11 @@
 
 An instance states the tumour, the prescription, the organs at risk, the fractionation limits and
 calendar, the optional NK-cell therapy and the objective (docs/model.md section 6), and optionally
-the distributions of uncertain parameters (``[uncertainty]``, :mod:`rtopt.uncertainty`).  Every key
+the distributions of uncertain parameters (``[uncertainty]``, :mod:`rtopt.model.uncertainty`).  Every key
 carries its unit in its name; biology has no silent defaults.
 
 Use :func:`load_instance` for files and :func:`instance_from_dict` for dicts.  Both collect every
-problem they find and raise one :class:`rtopt.errors.InstanceError` whose ``problems`` are
+problem they find and raise one :class:`rtopt.common.errors.InstanceError` whose ``problems`` are
 ``(field_path, message)`` pairs such as ``("organ_at_risk[1].alpha_beta_gy", "must be > 0")``.
 :func:`instance_json_schema` exports a JSON Schema for editors.
 
@@ -52,11 +52,11 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
-from rtopt import calendar
-from rtopt.errors import InstanceError
-from rtopt.calendar import WEEKDAYS
-from rtopt.parameters import CYTOKINE_SUPPORT, PRODUCTS, SITES, SPECS, out_of_range, resolve
-from rtopt.radiobiology import SURVIVAL_MODELS
+from rtopt.problem import calendar
+from rtopt.common.errors import InstanceError
+from rtopt.problem.calendar import WEEKDAYS
+from rtopt.model.parameters import CYTOKINE_SUPPORT, PRODUCTS, SITES, SPECS, out_of_range, resolve
+from rtopt.model.radiobiology import SURVIVAL_MODELS
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -94,19 +94,19 @@ MAX_DAYS = 3650
 # --------------------------------------------------------------------------------------------
 
 
-# Choice enums are generated from the one list each choice has (rtopt.parameters and
-# rtopt.calendar), so a new site, product or weekday is added in one place.
+# Choice enums are generated from the one list each choice has (rtopt.model.parameters and
+# rtopt.problem.calendar), so a new site, product or weekday is added in one place.
 Site = enum.Enum("Site", {x: x for x in SITES}, type=str)
-Site.__doc__ = "Surrogate site preset (:data:`rtopt.parameters.SITES`)."
+Site.__doc__ = "Surrogate site preset (:data:`rtopt.model.parameters.SITES`)."
 SurvivalModel = enum.Enum("SurvivalModel", {x: x for x in SURVIVAL_MODELS}, type=str)
 SurvivalModel.__doc__ = "Cell-survival model of one fraction (docs/model.md section 2)."
 NKProduct = enum.Enum("NKProduct", {x: x for x in PRODUCTS}, type=str)
-NKProduct.__doc__ = "NK-cell product preset (:data:`rtopt.parameters.PRODUCTS`)."
+NKProduct.__doc__ = "NK-cell product preset (:data:`rtopt.model.parameters.PRODUCTS`)."
 CytokineSupport = enum.Enum("CytokineSupport", {x: x for x in CYTOKINE_SUPPORT}, type=str)
 CytokineSupport.__doc__ = ("Post-infusion cytokine support "
-                           "(:data:`rtopt.parameters.CYTOKINE_SUPPORT`).")
+                           "(:data:`rtopt.model.parameters.CYTOKINE_SUPPORT`).")
 Weekday = enum.Enum("Weekday", {x: x for x in WEEKDAYS}, type=str)
-Weekday.__doc__ = "Weekday names (:data:`rtopt.calendar.WEEKDAYS`)."
+Weekday.__doc__ = "Weekday names (:data:`rtopt.problem.calendar.WEEKDAYS`)."
 
 
 class ObjectiveTerm(str, enum.Enum):
@@ -303,7 +303,7 @@ def _surrogate_field(name: str) -> tuple[Any, Any]:
 SurrogateOverrides = create_model(  # type: ignore[call-overload]
     "SurrogateOverrides",
     __config__=_STRICT_MODEL,
-    __doc__="Overrides of TME-surrogate parameters by name (rtopt.parameters.SPECS); each must lie "
+    __doc__="Overrides of TME-surrogate parameters by name (rtopt.model.parameters.SPECS); each must lie "
             "in the parameter's plausible range.",
     **{name: _surrogate_field(name) for name in SPECS},
 )
@@ -363,7 +363,7 @@ class Tumour(BaseModel):
                 problems.append(("usc_d0_gy", "alpha_per_gy * usc_d0_gy must be < 1 to derive the "
                                               "transition dose; give transition_dose_gy"))
         if self.clonogens is None:
-            from rtopt.data.calibrated import OUTCOME
+            from rtopt.model.data.calibrated import OUTCOME
 
             if self.site.value not in OUTCOME:
                 problems.append(("clonogens", f"missing required key (site {self.site.value!r} "
@@ -640,14 +640,14 @@ class Instance(BaseModel):
     objective: Objective
     uncertainty: Optional[dict[str, Any]] = Field(
         None, description="Distributions of uncertain parameters by name, overriding the "
-                          "defaults (rtopt.uncertainty; `rtopt model params` lists them).")
+                          "defaults (rtopt.model.uncertainty; `rtopt model params` lists them).")
 
     @field_validator("uncertainty")
     @classmethod
     def _uncertainty_table(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return value
-        from rtopt.uncertainty import validate_table
+        from rtopt.model.uncertainty import validate_table
 
         problems = validate_table(value, info.data.get("tumour"))
         if problems:
@@ -692,7 +692,7 @@ class Instance(BaseModel):
 
         Returns
         -------
-        rtopt.parameters.SurrogateParameters
+        rtopt.model.parameters.SurrogateParameters
         """
         product = self.nk.product.value if self.nk is not None else None
         cytokine = self.nk.cytokine_support.value if self.nk is not None else "none"
@@ -790,7 +790,7 @@ def load_instance(path: str | Path) -> Instance:
 
     Raises
     ------
-    rtopt.errors.InstanceError
+    rtopt.common.errors.InstanceError
         With every problem found (file problems have the field path ``""``).
     """
     source = str(path)
@@ -854,7 +854,7 @@ def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
 
     Raises
     ------
-    rtopt.errors.InstanceError
+    rtopt.common.errors.InstanceError
         With every problem found, each as ``(field_path, message)``.
     """
     if not isinstance(data, dict):
@@ -1017,7 +1017,7 @@ def _describe(err: dict) -> list[tuple[str, str]]:
         if model is not None and model.__name__ == "SurrogateOverrides":
             msg = msg.replace("unknown key", "unknown surrogate parameter", 1)
             if not hint:
-                msg = f"unknown surrogate parameter {shown} (see rtopt.parameters.SPECS)"
+                msg = f"unknown surrogate parameter {shown} (see rtopt.model.parameters.SPECS)"
         return [(_join(parent, _path((key,))), msg)]
     if kind == "missing":
         if loc and isinstance(loc[-1], int) and len(loc) >= 2 and loc[-2] in _RANGE_KEYS:

@@ -1,6 +1,6 @@
 """The heuristic Pareto front: pymoo NSGA-II (two objectives) / NSGA-III (three) over scipy-de's
 genome (:class:`rtopt.backends.scipy_backend._Decoder`: fraction count, start day, spacing, dose,
-infusion count and days), the constraint slacks of :meth:`rtopt.problem.Problem.evaluate` as pymoo
+infusion count and days), the constraint slacks of :meth:`rtopt.problem.problem.Problem.evaluate` as pymoo
 inequality constraints (``g <= 0``).  pymoo is imported here only."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rtopt.problem import Plan, Problem
+from rtopt.problem.problem import Plan, Problem
 
 __all__ = ["heuristic_front"]
 
@@ -30,7 +30,7 @@ def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generat
     from pymoo.util.ref_dirs import get_reference_directions
 
     from rtopt.backends.scipy_backend import _Decoder
-    from rtopt.pareto import _values
+    from rtopt.decisions.pareto import _values
 
     dec = _Decoder(problem, calendar, start_window, extra_spacing, repair=True)
     g = dec.genome

@@ -1,7 +1,7 @@
 """Parameter distributions, instance overrides (``[uncertainty]``) and reproducible samples.
 
 Every uncertain model parameter gets a distribution derived from its documented plausible range
-(:data:`rtopt.parameters.SPECS`, docs/model.md section 12) and its resolved value (site, NK
+(:data:`rtopt.model.parameters.SPECS`, docs/model.md section 12) and its resolved value (site, NK
 product, cytokine support and ``[tumour.surrogate]`` applied):
 
 * **log-uniform** on ``[low, high]`` when the range spans more than one decade
@@ -47,8 +47,8 @@ problem as ``(field.path, message)`` for the instance loader's one-line errors.
 Samples are reproducible from a seed: Latin hypercube (``scipy.stats.qmc.LatinHypercube``) or
 plain Monte Carlo (``numpy.random.default_rng``) points in the unit cube, mapped through each
 distribution's quantile function.  :func:`sample_biology` returns a
-:class:`rtopt.simulator.Biology` whose parameters are arrays of length ``n``, so
-:func:`rtopt.simulator.simulate` evaluates one sample per row.
+:class:`rtopt.model.simulator.Biology` whose parameters are arrays of length ``n``, so
+:func:`rtopt.model.simulator.simulate` evaluates one sample per row.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.errors import RtoptError
-from rtopt.parameters import SPECS, SurrogateParameters
+from rtopt.common.errors import RtoptError
+from rtopt.model.parameters import SPECS, SurrogateParameters
 
 __all__ = ["Distribution", "TUMOUR_SPECS", "UNCERTAIN_NAMES", "DISTRIBUTIONS",
            "default_distribution", "distributions_for", "validate_table", "unit_sample",
@@ -240,7 +240,7 @@ def generic_distributions(site: str = "generic", product: str | None = "il15_exp
                           alpha_per_gy: float = 0.35,
                           alpha_beta_gy: float = 10.0) -> dict[str, Distribution]:
     """Default distributions around a site preset (no instance file; lung tumour values)."""
-    from rtopt.parameters import resolve
+    from rtopt.model.parameters import resolve
 
     vals = dict(resolve(site, product).values)
     vals.update(alpha_per_gy=alpha_per_gy, alpha_beta_gy=alpha_beta_gy)
@@ -252,7 +252,7 @@ def distributions_for(problem_or_instance: Any) -> dict[str, Distribution]:
 
     Parameters
     ----------
-    problem_or_instance : rtopt.problem.Problem or rtopt.instance.Instance
+    problem_or_instance : rtopt.problem.problem.Problem or rtopt.problem.instance.Instance
 
     Returns
     -------
@@ -292,7 +292,7 @@ def validate_table(table: Any, tumour: Any = None) -> list[tuple[str, str]]:
     ----------
     table : dict
         ``{parameter: {distribution, low, high, mode, mean, sd, value}}``.
-    tumour : rtopt.instance.Tumour, optional
+    tumour : rtopt.problem.instance.Tumour, optional
         For the relative ranges of ``alpha_per_gy`` and ``alpha_beta_gy`` (skipped without it).
     """
     if not isinstance(table, dict):
@@ -405,7 +405,7 @@ def values_from_unit(dists: Mapping[str, Distribution], names: Sequence[str],
 
 
 def biology_with(base: Any, values: Mapping[str, Any]) -> Any:
-    """A :class:`rtopt.simulator.Biology` with some parameters replaced by (array) values."""
+    """A :class:`rtopt.model.simulator.Biology` with some parameters replaced by (array) values."""
     tum = {k: values[k] for k in TUMOUR_SPECS if k in values}
     sur = {k: v for k, v in values.items() if k in SPECS}
     params = SurrogateParameters({**base.params.values, **sur},
@@ -415,7 +415,7 @@ def biology_with(base: Any, values: Mapping[str, Any]) -> Any:
 
 def sample_biology(problem_or_instance: Any, n: int, seed: int = 0, method: str = "lhs",
                    distributions: Mapping[str, Distribution] | None = None) -> Any:
-    """A :class:`rtopt.simulator.Biology` with ``n`` parameter samples (arrays of length ``n``).
+    """A :class:`rtopt.model.simulator.Biology` with ``n`` parameter samples (arrays of length ``n``).
 
     Parameters
     ----------
@@ -431,10 +431,10 @@ def sample_biology(problem_or_instance: Any, n: int, seed: int = 0, method: str 
 
     Returns
     -------
-    rtopt.simulator.Biology
+    rtopt.model.simulator.Biology
         Simulate it with ``n`` schedule rows: row ``i`` uses sample ``i``.
     """
-    from rtopt.simulator import Biology
+    from rtopt.model.simulator import Biology
 
     dists = distributions or distributions_for(problem_or_instance)
     inst = getattr(problem_or_instance, "instance", problem_or_instance)

@@ -8,7 +8,7 @@ format follows the file suffix (``.png``, ``.pdf``, ``.svg``, ...; PNG when ther
 
 In a notebook, show a returned figure with ``display(fig)``.
 
-Conventions of the time axes (as in :mod:`rtopt.problem`): day ``j`` is the interval
+Conventions of the time axes (as in :mod:`rtopt.problem.problem`): day ``j`` is the interval
 ``[j, j + 1)``; a fraction on day ``j`` is given at ``t = j`` (the left edge of its bar) and an
 infusion on day ``j`` right after it.  Weekends are shaded.
 """
@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.fileio import write_atomic
+from rtopt.common.fileio import write_atomic
 
 __all__ = ["plot_plan", "plot_plans", "plot_surrogate", "dose_response", "figure_format",
            "describe_plan",
@@ -80,7 +80,7 @@ def figure_format(path: str | os.PathLike) -> str:
 
 
 def _save(fig: Any, path: str | os.PathLike, dpi: int = 130) -> None:
-    """Save ``fig`` to ``path`` atomically (:func:`rtopt.fileio.write_atomic`)."""
+    """Save ``fig`` to ``path`` atomically (:func:`rtopt.common.fileio.write_atomic`)."""
     import io
 
     fmt = figure_format(Path(path))
@@ -129,7 +129,7 @@ def describe_plan(plan: Any, max_chars: int = 100) -> str:
 
 def _run(problem: Any, plan: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Simulate ``plan`` and the same infusions without RT (trajectories of both)."""
-    from rtopt.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
+    from rtopt.model.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
 
     D, U = plan.daily(problem.horizon_days)
     spd = max(getattr(problem, "steps_per_day", 1), TRAJECTORY_STEPS_PER_DAY)  # smooth curves
@@ -248,7 +248,7 @@ def _tumour_kill(problem: Any, plan: Any, sim: Any, D: np.ndarray,
     kill after each fraction, from simulating the plan's prefixes (fractions 1..k, one
     vectorised call) -- a step line.
     """
-    from rtopt.simulator import simulate
+    from rtopt.model.simulator import simulate
 
     traj = getattr(sim, "trajectory", None) or {}
     if "log10_survival" in traj:
@@ -301,13 +301,13 @@ def plot_plan(problem: Any, plan: Any, *, title: str | None = None,
     infusions); cumulative clonogen kill (log10) against log10 of the clonogen number; and the
     BED of each organ at risk accumulating against its limit (dashed), when there are OARs.
     Legends sit to the right of the panels.  The trajectories come from
-    :func:`rtopt.simulator.simulate` with ``trajectory=True``.
+    :func:`rtopt.model.simulator.simulate` with ``trajectory=True``.
 
     Parameters
     ----------
-    problem : rtopt.problem.Problem
+    problem : rtopt.problem.problem.Problem
         The problem (horizon, calendar, biology).
-    plan : rtopt.problem.Plan
+    plan : rtopt.problem.problem.Plan
         The plan to draw; its days must lie in the horizon.
     title : str, optional
         Figure title (default: instance name and the plan's description).
@@ -444,9 +444,9 @@ def plot_plans(problem: Any, plans: Mapping[str, Any], *,
 
     Parameters
     ----------
-    problem : rtopt.problem.Problem
+    problem : rtopt.problem.problem.Problem
         The problem all plans belong to.
-    plans : mapping of str to rtopt.problem.Plan
+    plans : mapping of str to rtopt.problem.problem.Plan
         Label -> plan (up to 10; labels appear in the legend in this order).
     path : str or path-like, optional
         Also save the figure there (atomically; format from the suffix).
@@ -567,21 +567,21 @@ def dose_response(site: str, doses_gy: Any, *, product: str = "il15_expanded",
                   cytokine_support: str = "none") -> dict[str, np.ndarray]:
     """Responses of the TME surrogate to one fraction, for every dose at once (vectorised).
 
-    Per-fraction responses come from :mod:`rtopt.surrogate`; the net effects from one call of
-    :func:`rtopt.simulator.simulate` on a ``(len(doses), horizon)`` matrix: a single fraction on
+    Per-fraction responses come from :mod:`rtopt.model.surrogate`; the net effects from one call of
+    :func:`rtopt.model.simulator.simulate` on a ``(len(doses), horizon)`` matrix: a single fraction on
     day 0, then one NK infusion on day :data:`DOSE_RESPONSE_INFUSION_DAY`, over
     :data:`DOSE_RESPONSE_HORIZON_DAYS` days.  The tumour is the site preset with the
-    :meth:`rtopt.simulator.Biology.simple` defaults (h0 0.21); ``h/h0`` does not depend on h0
+    :meth:`rtopt.model.simulator.Biology.simple` defaults (h0 0.21); ``h/h0`` does not depend on h0
     unless the cap ``hypoxic_fraction_max`` is reached.
 
     Parameters
     ----------
     site : str
-        Site preset (:data:`rtopt.parameters.SITES`).
+        Site preset (:data:`rtopt.model.parameters.SITES`).
     doses_gy : array_like
         Doses per fraction (Gy), > 0.
     product : str
-        NK product preset (:data:`rtopt.parameters.PRODUCTS`).
+        NK product preset (:data:`rtopt.model.parameters.PRODUCTS`).
     cytokine_support : str
         ``none``, ``il2`` or ``il15``.
 
@@ -598,8 +598,8 @@ def dose_response(site: str, doses_gy: Any, *, product: str = "il15_expanded",
     KeyError
         Unknown site, product or cytokine support.
     """
-    from rtopt import surrogate as sg
-    from rtopt.simulator import Biology, simulate
+    from rtopt.model import surrogate as sg
+    from rtopt.model.simulator import Biology, simulate
 
     d = np.atleast_1d(np.asarray(doses_gy, dtype=float))
     if d.ndim != 1 or np.any(~np.isfinite(d)) or np.any(d <= 0):
@@ -647,9 +647,9 @@ def plot_surrogate(site: str, *, product: str = "il15_expanded",
     Parameters
     ----------
     site : str
-        Site preset (:data:`rtopt.parameters.SITES`).
+        Site preset (:data:`rtopt.model.parameters.SITES`).
     product : str
-        NK product preset (:data:`rtopt.parameters.PRODUCTS`).
+        NK product preset (:data:`rtopt.model.parameters.PRODUCTS`).
     path : str or path-like, optional
         Also save the figure there (atomically; format from the suffix).
 
@@ -658,7 +658,7 @@ def plot_surrogate(site: str, *, product: str = "il15_expanded",
     fig : matplotlib.figure.Figure
     axes : numpy.ndarray of matplotlib.axes.Axes, shape (2, 2)
     """
-    from rtopt.parameters import resolve
+    from rtopt.model.parameters import resolve
 
     if path is not None:
         figure_format(path)

@@ -66,7 +66,7 @@ class FolderLock:
 
     Raises
     ------
-    rtopt.errors.FolderLocked
+    rtopt.common.errors.FolderLocked
         Another process holds the lock (the message names the folder and that pid).
     """
 
@@ -90,7 +90,7 @@ class FolderLock:
             except OSError:
                 holder = []
             os.close(fd)
-            from rtopt.errors import FolderLocked
+            from rtopt.common.errors import FolderLocked
 
             pid = holder[0] if holder else "unknown"
             who = " ".join(holder[1:]) or "rtopt"

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rtopt.backends import BACKENDS
 from rtopt.backends.base import SolverOptions
-from rtopt.errors import InstanceError, RtoptError
+from rtopt.common.errors import InstanceError, RtoptError
 
 __all__ = ["Profile", "load_profile", "list_profiles", "resolve_profile", "ProfileError",
            "profile_dirs", "file_options", "profile_origin", "shadowed"]
@@ -118,8 +118,8 @@ class Profile:
 def shipped_dir() -> Path | None:
     """The profiles shipped with rtopt: the checkout's ``solvers/`` folder, or, in an installed
     package, the package data folder ``rtopt/_solvers`` (pyproject maps one to the other)."""
-    for d in (Path(__file__).resolve().parents[1] / "solvers",
-              Path(__file__).resolve().parent / "_solvers"):
+    for d in (Path(__file__).resolve().parents[2] / "solvers",
+              Path(__file__).resolve().parents[1] / "_solvers"):
         if d.is_dir():
             return d
     return None

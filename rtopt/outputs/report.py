@@ -1,6 +1,6 @@
 """Comparison reports: tables, performance profiles and plan figures from a comparison folder.
 
-Everything here reads the files :func:`rtopt.compare.compare` writes (``results.csv``,
+Everything here reads the files :func:`rtopt.outputs.compare.compare` writes (``results.csv``,
 ``plans/*.json``, ``system.json``), never a solver, so a report can be re-rendered at any time
 with :func:`render` (``rtopt report OUTDIR``).  The plan figures re-simulate the stored plans
 on the instance file whose path the plan files record.
@@ -23,9 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.compare import FEASIBLE_STATUSES, _sha256, read_table, results_digest, write_manifest
-from rtopt.fileio import inside, write_atomic
-from rtopt.errors import InstanceError
+from rtopt.outputs.compare import FEASIBLE_STATUSES, _sha256, read_table, results_digest, write_manifest
+from rtopt.common.fileio import inside, write_atomic
+from rtopt.common.errors import InstanceError
 
 __all__ = ["render", "stale_report", "report_source", "performance_profile", "plot_performance_profiles", "PerformanceProfile",
            "METRICS", "AMBER_SLACK", "traffic_light"]
@@ -123,7 +123,7 @@ def performance_profile(table: Sequence[Mapping[str, Any]], metric: str) -> Perf
     Parameters
     ----------
     table : sequence of mapping
-        Rows of ``results.csv`` (:func:`rtopt.compare.read_table` or ``CompareSummary.rows``).
+        Rows of ``results.csv`` (:func:`rtopt.outputs.compare.read_table` or ``CompareSummary.rows``).
     metric : str
         ``wall_time`` (cost: wall time in s, floored at 1 ms) or ``objective_gap``
         (cost: ``1 + gap_to_best``, so the best verified plan has ratio 1).
@@ -313,7 +313,7 @@ def _constraint_value(c: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------- model
 def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     """Everything the templates show, the figures (name -> PNG bytes) and the problems."""
-    from rtopt.problem import Plan
+    from rtopt.problem.problem import Plan
 
     table = read_table(outdir / "results.csv")
     sysinfo = _load_json(outdir / "system.json") or {}
@@ -519,7 +519,7 @@ def _plan_figure(name: str, path: str | None, plan_json: Mapping[str, Any],
                  groups: list[dict[str, Any]], figures: dict[str, bytes],
                  problems: list[str]) -> tuple[str | None, str]:
     """Draw the plans of one instance (plot_plans, or plot_plan for a single plan)."""
-    from rtopt.problem import Problem
+    from rtopt.problem.problem import Problem
 
     if not path:
         return None, "no instance path recorded: plans not re-simulated"
@@ -538,7 +538,7 @@ def _plan_figure(name: str, path: str | None, plan_json: Mapping[str, Any],
         note = (note + " " if note else "") + f"only the first 10 of {len(groups)} distinct plans drawn."
     fname = f"plans-{_anchor(name)[5:]}.png"
     try:
-        from rtopt.plots import plot_plan, plot_plans
+        from rtopt.outputs.plots import plot_plan, plot_plans
 
         if len(labelled) == 1:
             label, plan = next(iter(labelled.items()))
@@ -636,8 +636,8 @@ def render(outdir: str | os.PathLike) -> list[str]:
     Parameters
     ----------
     outdir : str or Path
-        Folder written by :func:`rtopt.compare.compare` (or by
-        :func:`rtopt.compare_pareto.compare_fronts`, whose report it renders instead).
+        Folder written by :func:`rtopt.outputs.compare.compare` (or by
+        :func:`rtopt.outputs.compare_pareto.compare_fronts`, whose report it renders instead).
 
     Returns
     -------
@@ -646,14 +646,14 @@ def render(outdir: str | os.PathLike) -> list[str]:
 
     Raises
     ------
-    rtopt.errors.InstanceError
+    rtopt.common.errors.InstanceError
         ``results.csv`` is missing or unreadable.
     """
     out = Path(outdir)
-    from rtopt.compare_pareto import is_front_table
+    from rtopt.outputs.compare_pareto import is_front_table
 
     if is_front_table(out):  # written by 'rtopt compare --pareto': its own tables and figures
-        from rtopt.compare_pareto import render as render_fronts
+        from rtopt.outputs.compare_pareto import render as render_fronts
 
         return render_fronts(out)
     rows, sha = results_digest(out / "results.csv")  # the table the report is built from

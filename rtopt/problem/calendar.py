@@ -15,7 +15,7 @@ WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _name(weekday: Any) -> str:
-    # Accept plain strings and str-valued enums (rtopt.instance.Weekday) alike.
+    # Accept plain strings and str-valued enums (rtopt.problem.instance.Weekday) alike.
     return str(getattr(weekday, "value", weekday))
 
 
@@ -65,7 +65,7 @@ def allowed_fraction_days(fractionation: Any) -> np.ndarray:
 
     Parameters
     ----------
-    fractionation : rtopt.instance.Fractionation
+    fractionation : rtopt.problem.instance.Fractionation
         Any object with ``horizon_days``, ``treatment_weekdays`` and ``start_weekday``.
 
     Returns

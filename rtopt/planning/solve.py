@@ -1,7 +1,7 @@
-"""``rtopt.solve``: instance + solver profile -> verified :class:`Result`.
+"""``rtopt.planning.solve``: instance + solver profile -> verified :class:`Result`.
 
 Every plan a back-end returns is re-simulated and re-checked against every constraint by
-:meth:`rtopt.problem.Problem.verify`; the result reports the verified objective beside the
+:meth:`rtopt.problem.problem.Problem.verify`; the result reports the verified objective beside the
 back-end's claim.  A plan that violates a constraint is never reported as feasible.
 
 Status (how good the reported plan is), kept apart from ``termination`` (why the back-end
@@ -28,10 +28,10 @@ from typing import Any
 
 from rtopt.backends import get_backend
 from rtopt.backends.base import BackendOutput, Termination
-from rtopt.errors import ProblemDeclined, RtoptError
-from rtopt.problem import ConstraintCheck, Diagnosis, Plan, Problem
-from rtopt.profiles import Profile, resolve_profile
-from rtopt.simulator import compile_kernels
+from rtopt.common.errors import ProblemDeclined, RtoptError
+from rtopt.problem.problem import ConstraintCheck, Diagnosis, Plan, Problem
+from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.model.simulator import compile_kernels
 
 __all__ = ["Result", "solve", "FEASIBLE_STATUSES"]
 
@@ -190,20 +190,20 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Override the profile's values.
     options : dict, optional
         Extra back-end options merged over the profile's ``[options]``.
-    robust : str or rtopt.robust.RobustSpec, optional
+    robust : str or rtopt.decisions.robust.RobustSpec, optional
         ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json``: maximise that
         statistic over ``samples`` parameter samples (seeded by the profile's seed) instead of
-        the nominal objective (:mod:`rtopt.robust`; exhaustive and scipy_de back-ends).
+        the nominal objective (:mod:`rtopt.decisions.robust`; exhaustive and scipy_de back-ends).
     samples : int
         Parameter samples of a robust solve.
     scheduler : optional
-        Dask scheduler of a robust solve (:mod:`rtopt.distributed`).
+        Dask scheduler of a robust solve (:mod:`rtopt.decisions.distributed`).
     reference : Plan, optional
         A robust solve reports the probability of beating this plan.
 
     Raises
     ------
-    rtopt.errors.InstanceError
+    rtopt.common.errors.InstanceError
         The instance or profile file is invalid.
     """
     problem = Problem.coerce(instance_or_path)
@@ -224,7 +224,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                       message=message, **base, **kw)
 
     if robust is not None:
-        from rtopt.robust import solve_robust
+        from rtopt.decisions.robust import solve_robust
 
         return solve_robust(problem, profile, robust, samples, profile.options.seed, t0, base,
                             scheduler=scheduler, reference=reference)

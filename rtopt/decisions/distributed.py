@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from rtopt.errors import RtoptError
+from rtopt.common.errors import RtoptError
 
 __all__ = ["map_chunks", "SchedulerUnavailable", "CONNECT_TIMEOUT_S", "resolve_scheduler",
            "settings_key"]

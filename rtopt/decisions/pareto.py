@@ -5,14 +5,14 @@
 * **exact** over the exhaustive back-end's documented space (uniform doses on the grid, regular
   calendars, every infusion-day set; :mod:`rtopt.backends.exhaustive`): every schedule of that
   space that meets the limits in closed form is scored with every infusion set it allows (exact
-  superposition, :func:`rtopt.simulator.infusion_kernels`) and the non-dominated points are kept
+  superposition, :func:`rtopt.model.simulator.infusion_kernels`) and the non-dominated points are kept
   ("exact over the exhaustive space", not over the instance's full decision space);
 * optionally a **heuristic** front from pymoo (NSGA-II for two objectives, NSGA-III for three)
   over scipy-de's genome (:class:`rtopt.backends.scipy_backend._Decoder`), with the constraint
   slacks as pymoo inequality constraints, compared with the exact front by hypervolume (pymoo
   ``HV``) and by the generational / inverted generational distance (pymoo ``GD`` / ``IGD``).
 
-Every point of either front is re-verified by :meth:`rtopt.problem.Problem.verify`; a point that
+Every point of either front is re-verified by :meth:`rtopt.problem.problem.Problem.verify`; a point that
 fails verification is dropped (and counted).  Objectives are reported in their own sense
 (maximised ones as they are); internally everything is minimised.
 """
@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rtopt.errors import RtoptError
-from rtopt.problem import SIMULATION_METRICS, Plan, Problem
-from rtopt.simulator import STEPS_PER_DAY, compile_kernels
+from rtopt.common.errors import RtoptError
+from rtopt.problem.problem import SIMULATION_METRICS, Plan, Problem
+from rtopt.model.simulator import STEPS_PER_DAY, compile_kernels
 
 __all__ = ["Objective", "ParetoPoint", "ParetoResult", "parse_objectives", "pareto",
            "non_dominated", "hypervolume", "knee_index", "OBJECTIVE_NAMES"]
@@ -274,13 +274,13 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     from rtopt.backends.base import SolverOptions
     from rtopt.backends.exhaustive import ExhaustiveBackend as E
-    from rtopt.simulator import infusion_kernels
+    from rtopt.model.simulator import infusion_kernels
 
     sopts = SolverOptions(options=dict(options or {}))
     opts = E.options_of(sopts)
     est = E.estimate(problem, sopts)
     if not est.fits:
-        from rtopt.errors import ProblemDeclined
+        from rtopt.common.errors import ProblemDeclined
 
         raise ProblemDeclined(f"pareto: the exhaustive space is too large for the memory limit: "
                               f"{est.describe()}; use a coarser dose_step_gy, a narrower "
@@ -445,7 +445,7 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
 
     Parameters
     ----------
-    instance : path or rtopt.instance.Instance
+    instance : path or rtopt.problem.instance.Instance
     objectives : "a,b[,c]" or list
         From ``local_control``, ``tcp``, ``tumour_log_kill``, ``nk_gain``, ``nk_favourability``,
         ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``n_fractions``,
@@ -518,7 +518,7 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         res.standards = [(name, _point(objs, v)) for (name, _), v in zip(std, ver)]
     if heuristic:
         t1 = time.perf_counter()
-        from rtopt.pareto_moo import heuristic_front
+        from rtopt.decisions.pareto_moo import heuristic_front
 
         hplans, hinfo = heuristic_front(problem, objs, pop_size=pop_size,
                                         generations=generations, seed=seed)

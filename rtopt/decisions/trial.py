@@ -1,7 +1,7 @@
 """Virtual-cohort trials: every patient a parameter sample, every arm a plan.
 
 A cohort of ``N`` virtual patients is drawn from the instance's parameter distributions
-(:func:`rtopt.uncertainty.distributions_for`; independent draws from a seed, so the patients
+(:func:`rtopt.model.uncertainty.distributions_for`; independent draws from a seed, so the patients
 are i.i.d. and the confidence intervals below are valid).  On top of the drawn population-mean
 radiosensitivity, each patient has an own alpha, ``normal(alpha, alpha_sd_per_gy)`` truncated at
 0 (the spread behind population local control, docs/model.md section 9), so a patient's
@@ -30,10 +30,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt import radiobiology as rb
-from rtopt.errors import RtoptError
-from rtopt.problem import Plan, Problem
-from rtopt.uncertainty import biology_with, distributions_for, sample_values
+from rtopt.model import radiobiology as rb
+from rtopt.common.errors import RtoptError
+from rtopt.problem.problem import Plan, Problem
+from rtopt.model.uncertainty import biology_with, distributions_for, sample_values
 
 __all__ = ["STANDARD_ARMS", "standard_plan", "run_trial", "TrialResult", "write_outputs",
            "TrialError"]
@@ -99,7 +99,7 @@ def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np
     U = np.repeat(np.array([r[1] for r in rows]), m, axis=0)
     p = copy.copy(problem)
     p.biology = biology_with(problem.biology, {n: np.tile(v, k) for n, v in vals.items()})
-    from rtopt.simulator import simulate
+    from rtopt.model.simulator import simulate
 
     sim = simulate(p.biology, D, U, steps_per_day=problem.steps_per_day, population=False)
     n0 = np.asarray(p.biology.clonogens, dtype=float)
@@ -140,7 +140,7 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
     TrialError
         Fewer than 1 patient or no arm.
     """
-    from rtopt.distributed import map_chunks, settings_key
+    from rtopt.decisions.distributed import map_chunks, settings_key
 
     if patients < 1:
         raise TrialError(f"--patients must be >= 1, got {patients}")
@@ -303,7 +303,7 @@ def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
     images inlined) and ``report.md``."""
     import jinja2
 
-    from rtopt.fileio import write_atomic
+    from rtopt.common.fileio import write_atomic
 
     out = Path(outdir)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -20,19 +20,19 @@ Gy on day ``j`` (time ``t = j``, before any infusion that day) in-field NK cells
 Tumour control (:func:`_outcomes`, shared by every simulator and by :class:`InfusionKernels`):
 each fraction kills clonogens in three compartments, oxic, intermediately hypoxic (OER
 ``oer_intermediate``) and anoxic (OER ``oer``), whose shares follow from the FMISO fraction
-(:func:`rtopt.surrogate.clonogen_hypoxic_shares`); survivors redistribute between fractions.
+(:func:`rtopt.model.surrogate.clonogen_hypoxic_shares`); survivors redistribute between fractions.
 Alpha is raised by the NK activity present over the day before the fraction,
 ``alpha (1 + s E_prev / (E50 + E_prev))``.  NK cells kill clonogens by mass action
 (``dN/dt = -c E N``, so ``ln S -= c * integral(E dt)``); repopulation adds
 ``ln 2 / T_pot * max(0, T - T_k)``.  Per-patient Poisson TCP uses the nominal alpha; local
-control averages it over a normal spread of alpha (:func:`rtopt.radiobiology.population_tcp`).
+control averages it over a normal spread of alpha (:func:`rtopt.model.radiobiology.population_tcp`).
 The same plan without NK cells (no radiosensitisation, no NK kill; hypoxia does not depend on
 NK cells) gives the NK-attributable gains.
 
 :func:`simulate` evaluates many schedules at once (rows of a ``(N, days)`` dose matrix) and
 broadcasts array-valued parameters (parameter samples) along the same rows.  The jumps of every
 state at every fraction are computed first, for the whole dose matrix, by the numpy functions of
-:mod:`rtopt.surrogate` (through :func:`_apply_fraction`); one compiled kernel (numba, parallel
+:mod:`rtopt.model.surrogate` (through :func:`_apply_fraction`); one compiled kernel (numba, parallel
 over schedules) then runs the whole horizon of each schedule: the jumps on fraction days,
 infusions, and between them sub-steps exact for ``w, v, P, C``, with ``B, T`` exact for the
 trafficking rate frozen at the chemokine and perfusion of each sub-step's midpoint (second
@@ -58,9 +58,9 @@ from llvmlite import ir  # noqa: E402
 from numba import get_num_threads, njit, prange, types  # noqa: E402  (after the cache location is set)
 from numba.extending import intrinsic  # noqa: E402
 
-from rtopt import radiobiology as rb
-from rtopt import surrogate as sg
-from rtopt.parameters import SurrogateParameters, resolve
+from rtopt.model import radiobiology as rb
+from rtopt.model import surrogate as sg
+from rtopt.model.parameters import SurrogateParameters, resolve
 
 __all__ = ["Biology", "Simulation", "simulate", "simulate_reference", "STATE_NAMES",
            "fraction_log_survival",
@@ -107,20 +107,20 @@ class Biology:
 
     @property
     def survival_kw(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`rtopt.radiobiology.neg_log_survival` for this tumour."""
+        """Keyword arguments of :func:`rtopt.model.radiobiology.neg_log_survival` for this tumour."""
         return dict(model=self.survival_model, transition_dose_gy=self.transition_dose_gy,
                     d0_gy=self.usc_d0_gy, dq_gy=self.usc_dq_gy)
 
     @classmethod
     def from_instance(cls, inst: Any, **param_overrides: Any) -> "Biology":
-        """Build from a validated :class:`rtopt.instance.Instance` (optional parameter overrides)."""
+        """Build from a validated :class:`rtopt.problem.instance.Instance` (optional parameter overrides)."""
         t = inst.tumour
         params = inst.surrogate_parameters()
         if param_overrides:
             params = params.with_values(**param_overrides)
         clonogens = t.clonogens
         if clonogens is None:                       # the site's outcome-calibrated value
-            from rtopt.data.calibrated import OUTCOME
+            from rtopt.model.data.calibrated import OUTCOME
 
             clonogens = OUTCOME[str(getattr(t.site, "value", t.site))]["clonogens"]
         return cls(alpha_per_gy=t.alpha_per_gy, alpha_beta_gy=t.alpha_beta_gy,
@@ -416,7 +416,7 @@ def _ln_s_nodes(bio, p, fd, fh, fa, scale):
 
 
 def _population_tcp_py(ln_s, log_n0, lo, frac, w, out):  # pragma: no cover - compiled
-    """:func:`rtopt.radiobiology.population_tcp` fused into one pass per row (same grid, same
+    """:func:`rtopt.model.radiobiology.population_tcp` fused into one pass per row (same grid, same
     linear interpolation and clipping; a test holds the two together).  The per-patient TCP
     of all fine points is one branch-free loop with :func:`_exp` (vectorised); a per-patient
     TCP below the smallest normal double (1e-308) counts as 0."""
@@ -448,7 +448,7 @@ _FINE_LO, _FINE_FRAC = rb.fine_grid_interpolation()
 
 
 def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
-    """Compiled :func:`rtopt.radiobiology.population_tcp` for ``(N, Q)`` node values."""
+    """Compiled :func:`rtopt.model.radiobiology.population_tcp` for ``(N, Q)`` node values."""
     ln_s = np.ascontiguousarray(ln_s, dtype=float)
     with np.errstate(divide="ignore"):
         log_n0 = np.ascontiguousarray(np.atleast_1d(np.log(np.asarray(clonogens, dtype=float)))
@@ -497,7 +497,7 @@ def _outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarra
     ``counterfactual`` False skips the plan without NK cells (its outcomes and the
     NK-attributable gains are then NaN): for searches whose objective does not use them.
     ``overall`` is each row's overall time when the caller has it
-    (:func:`rtopt.radiobiology.overall_days` of ``D`` otherwise).
+    (:func:`rtopt.model.radiobiology.overall_days` of ``D`` otherwise).
     """
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
         # rows share one counterfactual only when nothing differs between them but the NK
@@ -697,7 +697,7 @@ def _at(a, i):  # pragma: no cover - compiled
 
 @njit(cache=True, inline="always")
 def _hypoxia(dw, dv, h0, g, hmx):  # pragma: no cover - compiled
-    """:func:`rtopt.surrogate.hypoxic_fraction` on the deficits ``dw = 1 - w``, ``dv = 1 - v``."""
+    """:func:`rtopt.model.surrogate.hypoxic_fraction` on the deficits ``dw = 1 - w``, ``dv = 1 - v``."""
     r = (1.0 - dw) / (1.0 - dv)
     h = h0 * r if g == 1.0 else h0 * r ** g
     return h if h < hmx else hmx
@@ -842,7 +842,7 @@ def _hyp_ratio(r, h0, q, l, mode):  # pragma: no cover - compiled
 @njit(cache=True, inline="always", error_model="numpy")
 def _start_day(s, q):  # pragma: no cover - compiled
     """The trafficking rate ``k0 v (1 + g C / (C50 + C))``
-    (:func:`rtopt.surrogate.nk_infiltration_rate`) at the start of a day, after its fraction."""
+    (:func:`rtopt.model.surrogate.nk_infiltration_rate`) at the start of a day, after its fraction."""
     for l in range(_LANES):
         C = s[_S_C * _LANES + l]
         s[_S_K * _LANES + l] = (q[_Q_K0 * _LANES + l] * (1.0 - s[_S_DV * _LANES + l])
@@ -1039,7 +1039,7 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e
     blood; then ``spd`` sub-steps (:func:`_sub_steps`): exact propagators for the demand and
     vascular deficits ``dw = 1 - w``, ``dv = 1 - v`` and the chemokine pair ``P, C`` to each
     sub-step's midpoint and end; ``B, T`` fourth order in the trafficking rate
-    ``k0 v (1 + g C / (C50 + C))`` (:func:`rtopt.surrogate.nk_infiltration_rate`) at the
+    ``k0 v (1 + g C / (C50 + C))`` (:func:`rtopt.model.surrogate.nk_infiltration_rate`) at the
     sub-step's start, midpoint and end; Simpson sums of the hypoxic fraction and of
     ``T (1 - eta h)`` (the activity without its constant factor).  ``out``
     (``(N, 9)``) receives ``1 - w, 1 - v, P, C, B, T, h``, the hypoxia integral and the
@@ -1209,7 +1209,7 @@ def _survival_trajectory(bio, p, D, t, ln_frac, activity) -> np.ndarray:
 def _fraction_scan_py(D, cnt, nu, span):  # pragma: no cover - compiled
     """Per row of ``D``: the number of fractions ``cnt``, of fractions whose dose differs from
     the row's previous fraction ``nu`` (the distinct doses whose jumps are computed), and the
-    days from the first to the last fraction ``span`` (:func:`rtopt.radiobiology.overall_days`;
+    days from the first to the last fraction ``span`` (:func:`rtopt.model.radiobiology.overall_days`;
     a test holds the two together)."""
     n, days = D.shape
     for i in prange(n):

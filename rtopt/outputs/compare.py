@@ -8,7 +8,7 @@ folder::
     system.json          versions, platform, CPU, git revision, date, and the run's settings
     manifest.json        how far the run got: rows and SHA-256 of results.csv, complete or not,
                          and which results the report was built from
-    report.html          one self-contained page (rtopt.report.render)
+    report.html          one self-contained page (rtopt.outputs.report.render)
     report.md            the same tables in Markdown, figures under figures/
     .rtopt.lock          held (fcntl.flock) by the run writing into the folder
 
@@ -21,7 +21,7 @@ then ``results.csv`` rewritten with every finished row), so Ctrl-C, SIGTERM or a
 the finished runs, and ``resume=True`` (``--resume``) skips them on the next call.  The report
 is written only once the table is final.  A folder that is not empty is refused unless
 ``resume`` or ``overwrite`` (which first removes rtopt's own files) is given; one folder is
-written by one process at a time (:class:`rtopt.fileio.FolderLock`).  Worker processes end
+written by one process at a time (:class:`rtopt.common.fileio.FolderLock`).  Worker processes end
 when this process ends, even on SIGKILL (``PR_SET_PDEATHSIG`` on Linux, plus a watchdog
 thread that polls the parent's pid).
 
@@ -54,9 +54,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from rtopt.fileio import LOCK_NAME, FolderLock, write_atomic
-from rtopt.errors import InstanceError, OutputFolderError, RtoptError
-from rtopt.profiles import Profile, resolve_profile
+from rtopt.common.fileio import LOCK_NAME, FolderLock, write_atomic
+from rtopt.common.errors import InstanceError, OutputFolderError, RtoptError
+from rtopt.planning.profiles import Profile, resolve_profile
 
 __all__ = ["compare", "CompareSummary", "Task", "COLUMNS", "expand_instances",
            "resolve_profiles", "read_table", "write_table", "system_info", "plan_file_name",
@@ -77,7 +77,7 @@ COLUMNS = (
 ``instance`` is the instance's ``name`` field (made unique), ``instance_path`` its file's
 absolute path; ``profile_file`` the solver profile file the run used (empty for a bare back-end
 name);
-``objective`` is the verified objective (re-simulated by :meth:`rtopt.problem.Problem.verify`),
+``objective`` is the verified objective (re-simulated by :meth:`rtopt.problem.problem.Problem.verify`),
 ``claimed_objective`` the back-end's own claim, ``gap`` the relative gap between the back-end's
 bound and the verified objective, ``gap_to_best`` the relative shortfall from the best verified
 objective any run reached on the same instance (0 for the best; every objective is maximised),
@@ -171,7 +171,7 @@ def expand_instances(args: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
     Returns the valid files (in argument order, folder contents sorted, duplicates dropped)
     and one line per problem with the others (``FILE: field.path: message``).
     """
-    from rtopt.instance import load_instance
+    from rtopt.problem.instance import load_instance
 
     files: list[Path] = []
     errors: list[str] = []
@@ -247,7 +247,7 @@ def _config_problems(prof: Profile) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------- running
 def _early_result(task: Task, status: str, message: str) -> dict[str, Any]:
     """Result JSON for a run that failed before a back-end could report (same format)."""
-    from rtopt.solve import Result
+    from rtopt.planning.solve import Result
 
     p = task.profile
     return Result(instance=task.instance, solver=p.name, backend=p.backend, status=status,
@@ -270,7 +270,7 @@ def run_task(task: Task) -> dict[str, Any]:
     module that cannot be imported is ``unavailable``, anything else unexpected is ``error``,
     each with a one-line reason.
     """
-    import rtopt  # through the package attribute, so tests can replace rtopt.solve
+    import rtopt  # through the package attribute, so tests can replace rtopt.planning.solve
 
     t0 = time.perf_counter()
     try:
@@ -546,7 +546,7 @@ def _row(task: Task, out: dict[str, Any]) -> dict[str, Any]:
     sol = d.get("solver") or {}
     plan = None
     if d.get("schedule"):
-        from rtopt.problem import Plan
+        from rtopt.problem.problem import Plan
 
         plan = Plan.from_dict(d["schedule"]).describe()
     msg = " ".join(str(d.get("message") or "").split())
@@ -611,7 +611,7 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     Raises
     ------
-    rtopt.errors.InstanceError
+    rtopt.common.errors.InstanceError
         The file is missing or is not a results table (one line per problem).
     """
     return read_typed_csv(path, COLUMNS, ("instance", "profile", "repeat", "status", "objective"),
@@ -699,7 +699,7 @@ def _cpu_model() -> str:
 
 
 def _git_revision() -> str:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return ""
     try:
@@ -728,7 +728,7 @@ def system_info() -> dict[str, Any]:
 
 
 def _profile_info(key: str, p: Profile, time_limit_s: float | None) -> dict[str, Any]:
-    from rtopt.profiles import profile_origin
+    from rtopt.planning.profiles import profile_origin
 
     o = p.options
     return {"name": key, "backend": p.backend, "description": p.description, "path": p.path,
@@ -894,7 +894,7 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     instances : sequence of str or Path
         Instance files, or folders (their ``*.toml``).
     profiles : sequence of str or Profile
-        Profile names, profile files or back-end names (see :func:`rtopt.profiles.resolve_profile`).
+        Profile names, profile files or back-end names (see :func:`rtopt.planning.profiles.resolve_profile`).
     outdir : str or Path
         Output folder (created if needed).  If it is not empty, ``resume`` or ``overwrite``
         must be given.
@@ -912,7 +912,7 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     progress : callable, optional
         Called as ``progress(done, total, label)`` after each run.
     report : bool
-        Render ``report.html`` and ``report.md`` (:func:`rtopt.report.render`) once every run
+        Render ``report.html`` and ``report.md`` (:func:`rtopt.outputs.report.render`) once every run
         has finished.
     resume : bool
         Keep the runs an earlier (interrupted) comparison finished in ``outdir`` (same instance
@@ -928,12 +928,12 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
 
     Raises
     ------
-    rtopt.errors.RtoptError
+    rtopt.common.errors.RtoptError
         Nothing valid to run (every instance or every profile is broken), or the output folder
         cannot be created.
-    rtopt.errors.OutputFolderError
+    rtopt.common.errors.OutputFolderError
         ``outdir`` is not empty and neither ``resume`` nor ``overwrite`` was given.
-    rtopt.errors.FolderLocked
+    rtopt.common.errors.FolderLocked
         Another process is writing to ``outdir``.
     CompareInterrupted
         Ctrl-C (or SIGTERM under :func:`handle_sigterm`): the finished runs are kept.
@@ -966,7 +966,7 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
 
 def _instance_names(files: list[Path]) -> list[str]:
     """The ``name`` field of each (validated) instance file (its stem if it has none)."""
-    from rtopt.instance import load_instance
+    from rtopt.problem.instance import load_instance
 
     names = []
     for f in files:
@@ -978,7 +978,7 @@ def _instance_names(files: list[Path]) -> list[str]:
 
 
 def _shadow_notes(profs: list[Profile], keys: list[str]) -> list[str]:
-    from rtopt.profiles import profile_origin, shadowed
+    from rtopt.planning.profiles import profile_origin, shadowed
 
     return [f"note: profile '{k}' is {p.path} ({profile_origin(p.path)}); {other} of the same "
             "name is not used (give its path to use it)"
@@ -1065,7 +1065,7 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
     write_manifest(out, interrupted=None)
     summary = CompareSummary(final, errors, out, notes=_shadow_notes(profs, prof_keys))
     if report:
-        from rtopt.report import render
+        from rtopt.outputs.report import render
 
         if progress is not None:
             progress(len(tasks), len(tasks), "writing the report")

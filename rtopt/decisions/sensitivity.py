@@ -1,8 +1,8 @@
 """Global sensitivity analysis of plans with SALib: Morris screening and Sobol indices.
 
-The uncertain parameters are those of :func:`rtopt.uncertainty.distributions_for` that are not
+The uncertain parameters are those of :func:`rtopt.model.uncertainty.distributions_for` that are not
 fixed.  SALib samples the unit hypercube (uniform margins); each margin is mapped through the
-parameter's quantile function (:meth:`rtopt.uncertainty.Distribution.ppf`), so the analysis is
+parameter's quantile function (:meth:`rtopt.model.uncertainty.Distribution.ppf`), so the analysis is
 under the documented distributions.  Sobol indices do not change under such per-parameter
 monotone maps (inputs stay independent); Morris elementary effects are then effects per
 quantile step (the same scale for every parameter, which is what a ranking needs).
@@ -14,7 +14,7 @@ Outputs analysed:
 ``plan_wins``     with ``versus``: 1 where the plan beats ``versus``, 0 otherwise (which
                   parameters decide the winner; its mean is the probability of winning)
 
-Model evaluations run in chunks through :func:`rtopt.distributed.map_chunks` (Dask).
+Model evaluations run in chunks through :func:`rtopt.decisions.distributed.map_chunks` (Dask).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.distributed import map_chunks, settings_key
-from rtopt.errors import RtoptError
-from rtopt.uncertainty import Distribution, biology_with, distributions_for, values_from_unit
+from rtopt.decisions.distributed import map_chunks, settings_key
+from rtopt.common.errors import RtoptError
+from rtopt.model.uncertainty import Distribution, biology_with, distributions_for, values_from_unit
 
 __all__ = ["SensitivityResult", "analyse", "plan_sensitivity", "plan_objectives", "METHODS"]
 
@@ -164,7 +164,7 @@ def plan_objectives(problem: Any, plans: Sequence[Any], values: Mapping[str, np.
     """Objective of each plan under each parameter sample: ``(m, len(plans))``.
 
     ``values`` maps parameter names to ``(m,)`` arrays (one sample per row); the objective is
-    the instance's (weighted terms minus costs), from :meth:`rtopt.problem.Problem.evaluate`;
+    the instance's (weighted terms minus costs), from :meth:`rtopt.problem.problem.Problem.evaluate`;
     ``metric`` (a key of its metrics, e.g. ``local_control``) replaces it.
     """
     m = len(next(iter(values.values())))
@@ -207,10 +207,10 @@ def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
 
     Parameters
     ----------
-    problem : rtopt.problem.Problem
-    plan, versus : rtopt.problem.Plan
+    problem : rtopt.problem.problem.Problem
+    plan, versus : rtopt.problem.problem.Plan
     method, samples, seed : see :func:`analyse`.
-    scheduler, cache_dir, progress : see :func:`rtopt.distributed.map_chunks`.
+    scheduler, cache_dir, progress : see :func:`rtopt.decisions.distributed.map_chunks`.
     metric : str, optional
         Analyse this metric of :meth:`Problem.evaluate` (e.g. ``local_control``,
         ``nk_gain_local_control``) instead of the objective (``objective`` outputs then hold it).

@@ -1,7 +1,7 @@
 """Solver comparison on Pareto fronts: ``rtopt compare INSTANCES --pareto A,B[,C] -o OUTDIR``.
 
 :func:`compare_fronts` runs every front method (:data:`METHODS`) on every instance and writes
-the same kind of folder as :func:`rtopt.compare.compare`, with the same machinery (folder lock,
+the same kind of folder as :func:`rtopt.outputs.compare.compare`, with the same machinery (folder lock,
 ``--resume`` / ``--overwrite``, ``manifest.json``, ``system.json``, worker processes, Ctrl-C and
 SIGTERM keep the finished runs, ``rtopt report OUTDIR`` re-renders, ``--check``)::
 
@@ -13,15 +13,15 @@ SIGTERM keep the finished runs, ``rtopt report OUTDIR`` re-renders, ``--check``)
 Methods
 -------
 ``exact``
-    The exact front over the exhaustive back-end's space (:func:`rtopt.pareto.exact_front`);
+    The exact front over the exhaustive back-end's space (:func:`rtopt.decisions.pareto.exact_front`);
     status ``exact``, or ``partial`` when the time limit stopped the scoring (then it is the
     front of the schedules scored so far, NOT exact).  Deterministic: run once (repeat 0).
 ``nsga``
     pymoo NSGA-II (two objectives) / NSGA-III (three) over scipy-de's genome
-    (:func:`rtopt.pareto_moo.heuristic_front`), seed = ``seed + repeat``; status ``heuristic``.
+    (:func:`rtopt.decisions.pareto_moo.heuristic_front`), seed = ``seed + repeat``; status ``heuristic``.
     The time limit also stops it (between generations; ``termination = time_limit``).
 
-Every point of every front is re-verified by :meth:`rtopt.problem.Problem.verify`; a point that
+Every point of every front is re-verified by :meth:`rtopt.problem.problem.Problem.verify`; a point that
 fails is dropped and counted (``dropped_points``), so ``all_verified`` is true for every front
 that has points.
 
@@ -58,7 +58,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rtopt.errors import InstanceError, RtoptError
+from rtopt.common.errors import InstanceError, RtoptError
 
 __all__ = ["compare_fronts", "FRONT_COLUMNS", "METHODS", "FRONT_STATUSES", "read_front_table",
            "is_front_table", "render", "front_indicators"]
@@ -80,7 +80,7 @@ FRONT_COLUMNS = (
     "knee_plan", "instance_path", "plan_file", "message",
 )
 """Columns of ``results.csv`` in a front comparison (``profile`` is the method).  The shared
-columns mean what they mean in :data:`rtopt.compare.COLUMNS`."""
+columns mean what they mean in :data:`rtopt.outputs.compare.COLUMNS`."""
 
 _FLOAT_COLS = ("time_limit_s", "hypervolume", "hv_ratio", "gd_mean", "gd_max", "igd",
                "wall_time_s")
@@ -108,7 +108,7 @@ class FrontTask:
 
     @property
     def plan_file(self) -> str:
-        from rtopt.compare import plan_file_name
+        from rtopt.outputs.compare import plan_file_name
 
         return f"plans/{plan_file_name(self.instance, self.profile_key, self.repeat)}"
 
@@ -136,10 +136,10 @@ def run_front(task: FrontTask) -> dict[str, Any]:
     ``objectives`` (name, sense, label), ``points`` (verified plans with their objective
     values), ``knee``, ``dropped_points``, ``counts``, ``label``, ``wall_time_s``.
     """
-    from rtopt.errors import ProblemDeclined
-    from rtopt.instance import load_instance
-    from rtopt.pareto import _verified_front, exact_front, knee_index, parse_objectives
-    from rtopt.problem import Problem
+    from rtopt.common.errors import ProblemDeclined
+    from rtopt.problem.instance import load_instance
+    from rtopt.decisions.pareto import _verified_front, exact_front, knee_index, parse_objectives
+    from rtopt.problem.problem import Problem
 
     t0 = time.perf_counter()
     lib = METHODS.get(task.profile_key, ("", ""))[0]
@@ -171,7 +171,7 @@ def run_front(task: FrontTask) -> dict[str, Any]:
                                   f"{counts.get('schedules_scored', 0)} of {counts['schedules']} "
                                   f"schedules" if partial else METHODS["exact"][1])
                 elif task.profile_key == "nsga":
-                    from rtopt.pareto_moo import heuristic_front
+                    from rtopt.decisions.pareto_moo import heuristic_front
 
                     plans, info = heuristic_front(problem, objs, pop_size=task.pop_size,
                                                   generations=task.generations, seed=task.seed,
@@ -225,7 +225,7 @@ def front_indicators(rows: list[dict[str, Any]], fronts: list[dict[str, Any] | N
                      ) -> list[dict[str, Any]]:
     """Fill ``hypervolume``, ``hv_ratio``, ``gd_mean``, ``gd_max`` and ``igd`` of every row from
     the fronts (plan-file dicts, same order), per instance (see the module docstring)."""
-    from rtopt.pareto import hypervolume
+    from rtopt.decisions.pareto import hypervolume
 
     for r in rows:
         for k in ("hypervolume", "hv_ratio", "gd_mean", "gd_max", "igd"):
@@ -278,7 +278,7 @@ def _row(task: FrontTask, d: dict[str, Any]) -> dict[str, Any]:
 
 def write_front_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write a front comparison's rows as CSV with :data:`FRONT_COLUMNS` (atomically)."""
-    from rtopt.compare import write_table
+    from rtopt.outputs.compare import write_table
 
     write_table(rows, path, FRONT_COLUMNS)
 
@@ -295,7 +295,7 @@ def is_front_table(outdir: str | os.PathLike) -> bool:
 
 def read_front_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a front comparison's ``results.csv`` back with typed values."""
-    from rtopt.compare import read_typed_csv
+    from rtopt.outputs.compare import read_typed_csv
 
     return read_typed_csv(path, FRONT_COLUMNS,
                           ("instance", "profile", "repeat", "status", "hypervolume"),
@@ -305,7 +305,7 @@ def read_front_table(path: str | os.PathLike) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------- compare
 @dataclass
 class FrontSummary:
-    """What :func:`compare_fronts` did (see :class:`rtopt.compare.CompareSummary`)."""
+    """What :func:`compare_fronts` did (see :class:`rtopt.outputs.compare.CompareSummary`)."""
 
     rows: list[dict[str, Any]]
     errors: list[str]
@@ -315,7 +315,7 @@ class FrontSummary:
 
 
 def _methods(names: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    from rtopt.pareto import _did_you_mean
+    from rtopt.decisions.pareto import _did_you_mean
 
     if not names:
         return list(METHODS), []
@@ -344,7 +344,7 @@ def compare_fronts(instances: Sequence[str | os.PathLike], objectives: str, outd
     ----------
     instances : instance files or folders (their ``*.toml``)
     objectives : str
-        Two or three objectives, ``"a,b[,c]"`` (:func:`rtopt.pareto.parse_objectives`).  An
+        Two or three objectives, ``"a,b[,c]"`` (:func:`rtopt.decisions.pareto.parse_objectives`).  An
         instance to which one does not apply (an ``oar:NAME`` it lacks, ``nk_gain`` without NK)
         gets rows with status ``not_applicable`` and a one-line message.
     methods : names from :data:`METHODS` (default: all)
@@ -358,12 +358,12 @@ def compare_fronts(instances: Sequence[str | os.PathLike], objectives: str, outd
     options : dict, optional
         Exhaustive-space options of the exact front (``nk_day_step``, ``continuous_step_gy``...).
 
-    The other parameters are those of :func:`rtopt.compare.compare`.
+    The other parameters are those of :func:`rtopt.outputs.compare.compare`.
     """
-    from rtopt.compare import (_NothingToRun, _sha256, _unique, _instance_names,
+    from rtopt.outputs.compare import (_NothingToRun, _sha256, _unique, _instance_names,
                                expand_instances)
-    from rtopt.fileio import FolderLock
-    from rtopt.pareto import parse_objectives  # noqa: F401 - import errors surface early
+    from rtopt.common.fileio import FolderLock
+    from rtopt.decisions.pareto import parse_objectives  # noqa: F401 - import errors surface early
 
     if repeat < 1:
         raise RtoptError(f"--repeat must be >= 1 (got {repeat})")
@@ -434,9 +434,9 @@ def _run_locked(tasks: list[FrontTask], keys: list[str], files: list[Path], erro
                 progress: Callable[[int, int, str], None] | None, report: bool,
                 isolate: bool | None, resume: bool, overwrite: bool,
                 digests: dict[str, str]) -> FrontSummary:
-    from rtopt.compare import (CompareInterrupted, Stopped, _prepare_folder, _run_all,
+    from rtopt.outputs.compare import (CompareInterrupted, Stopped, _prepare_folder, _run_all,
                                results_digest, system_info, write_manifest)
-    from rtopt.fileio import write_atomic
+    from rtopt.common.fileio import write_atomic
 
     for sub in ("plans", "figures"):
         if (out / sub).is_symlink() or ((out / sub).exists() and not (out / sub).is_dir()):
@@ -532,7 +532,7 @@ def _front_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]]) 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from rtopt.report import _png
+    from rtopt.outputs.report import _png
 
     objs = next(d["objectives"] for _, d in runs if d.get("objectives"))
     pairs = [(0, 1)] if len(objs) == 2 else [(0, 1), (0, 2), (1, 2)]
@@ -581,7 +581,7 @@ def _css() -> str:
     """The comparison report's stylesheet (from its template), so both reports look alike."""
     import re
 
-    from rtopt.report import _TEMPLATES
+    from rtopt.outputs.report import _TEMPLATES
 
     try:
         text = (_TEMPLATES / "report.html.j2").read_text(encoding="utf-8")
@@ -592,8 +592,8 @@ def _css() -> str:
 
 
 def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
-    from rtopt.fileio import inside
-    from rtopt.report import _anchor, _date, _fmt, _load_json, _time
+    from rtopt.common.fileio import inside
+    from rtopt.outputs.report import _anchor, _date, _fmt, _load_json, _time
 
     table = read_front_table(outdir / "results.csv")
     sysinfo = _load_json(outdir / "system.json") or {}
@@ -685,9 +685,9 @@ def render(outdir: str | os.PathLike) -> list[str]:
 
     from markupsafe import Markup
 
-    from rtopt.compare import results_digest, write_manifest
-    from rtopt.fileio import write_atomic
-    from rtopt.report import _MdSafe, _env
+    from rtopt.outputs.compare import results_digest, write_manifest
+    from rtopt.common.fileio import write_atomic
+    from rtopt.outputs.report import _MdSafe, _env
 
     out = Path(outdir)
     rows, sha = results_digest(out / "results.csv")
@@ -718,7 +718,7 @@ def render(outdir: str | os.PathLike) -> list[str]:
 
 def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The results table as aligned text lines (what ``rtopt compare --pareto`` prints)."""
-    from rtopt.report import _fmt
+    from rtopt.outputs.report import _fmt
 
     head = ("instance", "method", "status", "points", "hypervolume", "hv_ratio", "gd_mean",
             "gd_max", "igd", "verified", "time_s")

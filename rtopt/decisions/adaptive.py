@@ -4,8 +4,8 @@ Update (:func:`update`)
 -----------------------
 **Importance weighting over the virtual cohort's prior samples.**  ``S`` samples of every
 uncertain parameter are drawn from the instance's distributions
-(:func:`rtopt.uncertainty.sample_values`, Latin hypercube from a seed); the delivered course is
-simulated once for all of them (:func:`rtopt.simulator.simulate`, one sample per row) and each
+(:func:`rtopt.model.uncertainty.sample_values`, Latin hypercube from a seed); the delivered course is
+simulated once for all of them (:func:`rtopt.model.simulator.simulate`, one sample per row) and each
 sample is weighted by the likelihood of the observations,
 ``w_i ∝ prod_k N(y_k; m_k(theta_i), sd_k)``: a Gaussian on the scale the observation is stated,
 with the ``sd`` the course file gives (imaging and assay errors are quoted that way).  Why
@@ -48,7 +48,7 @@ course from day 0, delivered fractions and infusions included, so the prescripti
 limits count the dose already given (the instance's own :meth:`Problem.evaluate`), and the
 simulator runs the whole course.  Infusion sets are scored by the exhaustive back-end's exact
 superposition, with the delivered infusions in every set.  The returned full plan is verified
-by :meth:`rtopt.problem.Problem.verify` of the instance (:func:`rtopt.solve.finish`);
+by :meth:`rtopt.problem.problem.Problem.verify` of the instance (:func:`rtopt.planning.solve.finish`);
 ``delivered`` and ``remaining`` are reported beside it.
 """
 
@@ -63,10 +63,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rtopt.course import Course, Observation, load_course
-from rtopt.errors import RtoptError
-from rtopt.problem import Plan, Problem
-from rtopt.solve import Result
+from rtopt.problem.course import Course, Observation, load_course
+from rtopt.common.errors import RtoptError
+from rtopt.problem.problem import Plan, Problem
+from rtopt.planning.solve import Result
 
 __all__ = ["Posterior", "update", "replan", "ReplanResult", "predict_observations",
            "plot_update", "LOW_ESS", "MOVED_SHIFT", "MOVED_SD_RATIO", "PRIOR_SAMPLES",
@@ -92,7 +92,7 @@ class AdaptiveError(RtoptError):
 def _as_course(course: Any, problem: Problem) -> Course:
     if isinstance(course, Course):
         if course.instance != problem.name:
-            from rtopt.course import CourseError
+            from rtopt.problem.course import CourseError
 
             raise CourseError(course.source, [("instance", f"the course is for instance "
                                                            f"{course.instance!r}, not "
@@ -127,7 +127,7 @@ def _trajectories(problem: Problem, bio: Any, n: int, course: Course, days: int)
     U = np.zeros(width)
     m = min(width - 1, H)
     D[:m], U[:m] = D0[:m], U0[:m]
-    from rtopt.simulator import simulate
+    from rtopt.model.simulator import simulate
 
     sim = simulate(bio, np.broadcast_to(D, (n, width)), np.broadcast_to(U, (n, width)),
                    steps_per_day=problem.steps_per_day, trajectory=True, population=False,
@@ -285,7 +285,7 @@ class Posterior:
 
     def adapted_biology(self, problem: Problem) -> Any:
         """``problem.biology`` with the :meth:`adapted_values`."""
-        from rtopt.uncertainty import biology_with
+        from rtopt.model.uncertainty import biology_with
 
         return biology_with(problem.biology, self.adapted_values())
 
@@ -322,7 +322,7 @@ def update(instance: Any, course: Any, *, samples: int = PRIOR_SAMPLES, seed: in
     Parameters
     ----------
     instance : path, Instance or Problem
-    course : path or :class:`rtopt.course.Course`
+    course : path or :class:`rtopt.problem.course.Course`
     samples : int
         Prior samples (Latin hypercube from ``seed``).
 
@@ -331,7 +331,7 @@ def update(instance: Any, course: Any, *, samples: int = PRIOR_SAMPLES, seed: in
     Posterior
         With no observations: the prior (equal weights, ESS = ``samples``).
     """
-    from rtopt.uncertainty import biology_with, distributions_for, sample_values
+    from rtopt.model.uncertainty import biology_with, distributions_for, sample_values
 
     problem = Problem.coerce(instance)
     course = _as_course(course, problem)
@@ -368,8 +368,8 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rtopt.fileio import write_atomic
-    from rtopt.uncertainty import biology_with
+    from rtopt.common.fileio import write_atomic
+    from rtopt.model.uncertainty import biology_with
 
     problem = Problem.coerce(instance)
     course = _as_course(course, problem)
@@ -427,7 +427,7 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
 # ----------------------------------------------------------------------------- re-plan
 @dataclass(frozen=True)
 class ReplanResult(Result):
-    """A :class:`rtopt.solve.Result` of a re-plan: ``plan`` is the whole course (delivered +
+    """A :class:`rtopt.planning.solve.Result` of a re-plan: ``plan`` is the whole course (delivered +
     remaining), verified; ``delivered`` and ``remaining`` split it at ``today``."""
 
     delivered: Plan | None = None
@@ -559,7 +559,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
                              solver_version=version, extras=extras)
     nk_sim = problem.nk is not None and problem.needs_simulation
     if robust is not None:
-        from rtopt.robust import _score_block
+        from rtopt.decisions.robust import _score_block
 
         if problem.nk is not None:
             cand, M = _infusion_space(problem, course, opts["day_step"])
@@ -614,7 +614,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
     if problem.nk is not None:
         cand, M = _infusion_space(problem, course, opts["day_step"])
         sets = [tuple(int(x) for x in cand[row]) for row in M]
-    from rtopt.course import _violations
+    from rtopt.problem.course import _violations
 
     for i in np.argsort(-obj, kind="stable"):
         if not np.isfinite(obj[i]):
@@ -640,7 +640,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     ----------
     instance : path, Instance or Problem
         The course's instance (its rules and limits apply to the whole course).
-    course : path or :class:`rtopt.course.Course`
+    course : path or :class:`rtopt.problem.course.Course`
     solver : str or Profile
         A profile on the exhaustive back-end (others decline: their formulations have no fixed
         delivered prefix).
@@ -655,9 +655,9 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     ReplanResult
         The verified whole course, with ``delivered`` and ``remaining``.
     """
-    from rtopt.profiles import Profile, resolve_profile
-    from rtopt.simulator import compile_kernels
-    from rtopt.solve import finish
+    from rtopt.planning.profiles import Profile, resolve_profile
+    from rtopt.model.simulator import compile_kernels
+    from rtopt.planning.solve import finish
 
     compile_kernels()          # before the clock: a first compile is not search time
     t0 = time.perf_counter()
@@ -684,7 +684,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
                                                     "planning_value": r["adapted"]}
                                         for r in post.moved()}},
                    "planning_parameters": "robust over posterior samples" if robust is not None
-                   else "nominal shifted by the posterior (rtopt.adaptive)"}
+                   else "nominal shifted by the posterior (rtopt.decisions.adaptive)"}
 
     def wrap(res: Result) -> ReplanResult:
         d, r = _split(res.plan, course.today) if res.plan is not None else (course.delivered,
@@ -704,7 +704,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
                                    "fractions fixed", **base))
     spec = values = ref = None
     if robust is not None:
-        from rtopt.robust import parse_robust, sample_objectives
+        from rtopt.decisions.robust import parse_robust, sample_objectives
 
         spec = parse_robust(robust) if isinstance(robust, str) else robust
         if int(samples) < 1:
@@ -722,7 +722,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
         nominal = base_problem.verify(res.plan)
         extras = {**res.extras, "objective_at_nominal_parameters": nominal.objective}
         if spec is not None:
-            from rtopt.robust import _summary, sample_objectives, statistic
+            from rtopt.decisions.robust import _summary, sample_objectives, statistic
 
             ins = sample_objectives(problem, *(a[None] for a in res.plan.daily(
                 problem.horizon_days)), values)[0]
@@ -775,7 +775,7 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> StudyResult:
     """Simulated study of the value of adapting (the issue's point 4).
 
-    The nominal optimum (:func:`rtopt.solve.solve`, exhaustive) is started for every virtual
+    The nominal optimum (:func:`rtopt.planning.solve.solve`, exhaustive) is started for every virtual
     patient; each patient's true parameters are an independent draw from the instance's
     distributions.  After ``delivered_fractions`` fractions, on the day of the next one,
     ``quantity`` is observed with Gaussian noise ``sd``; the course is then either continued as
@@ -783,7 +783,7 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     Both whole courses are verified against the instance (:meth:`Problem.verify`, with the
     patient's true parameters) and scored by the instance's objective at those parameters;
     the gain is adaptive minus nominal, its 95 % interval a bootstrap (BCa,
-    :func:`rtopt.trial._ci`) over patients.  The *information gain* is adaptive minus the
+    :func:`rtopt.decisions.trial._ci`) over patients.  The *information gain* is adaptive minus the
     re-plan without the observation (the same remaining-course search at the nominal
     parameters): what the observation itself is worth, apart from re-optimising in the
     remaining-course space.
@@ -797,15 +797,15 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     AdaptiveError
         When a plan fails verification (never expected: both are verified plans).
     """
-    from rtopt.course import course_from_dict
-    from rtopt.solve import solve
-    from rtopt.trial import _ci
-    from rtopt.uncertainty import biology_rows, biology_with, distributions_for, sample_values
+    from rtopt.problem.course import course_from_dict
+    from rtopt.planning.solve import solve
+    from rtopt.decisions.trial import _ci
+    from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
 
     t0 = time.perf_counter()
     problem = Problem.coerce(instance)
     if overrides:
-        from rtopt.instance import instance_from_dict
+        from rtopt.problem.instance import instance_from_dict
 
         data = problem.instance.to_dict()
         for table, vals in overrides.items():

@@ -1,7 +1,7 @@
 """The tumour-microenvironment (TME) surrogate: dose responses of one fraction (docs/model.md s3-5).
 
 Pure, vectorised functions of the dose per fraction ``d`` (Gy) and of a
-:class:`rtopt.parameters.SurrogateParameters`.  The simulators (:mod:`rtopt.simulator`) apply them
+:class:`rtopt.model.parameters.SurrogateParameters`.  The simulators (:mod:`rtopt.model.simulator`) apply them
 at each fraction; plots, calibration and every solver back-end reach them only through the
 simulators.  Parameter values may be floats or arrays (parameter samples) that broadcast with ``d``.
 """

@@ -7,8 +7,8 @@ A :class:`Problem` is built from a validated instance.  Schedules are represente
   day): what :meth:`Problem.evaluate` takes to score many schedules at once.
 
 :meth:`Problem.evaluate` computes every metric and every constraint's slack for ``N`` schedules
-in one vectorised pass (radiobiology from :mod:`rtopt.radiobiology`, the TME from
-:func:`rtopt.simulator.simulate`).  :meth:`Problem.verify` is the same code on one plan; every
+in one vectorised pass (radiobiology from :mod:`rtopt.model.radiobiology`, the TME from
+:func:`rtopt.model.simulator.simulate`).  :meth:`Problem.verify` is the same code on one plan; every
 plan any back-end returns goes through it before it is reported.
 
 Calendar conventions: day 0 is the instance's ``start_weekday``; a fraction on day ``j`` is
@@ -24,9 +24,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from rtopt import radiobiology as rb
-from rtopt.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
-from rtopt.simulator import STEPS_PER_DAY, Biology, simulate
+from rtopt.model import radiobiology as rb
+from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
+from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate
 
 __all__ = ["Plan", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
            "OBJECTIVES"]
@@ -45,7 +45,7 @@ SIMULATION_METRICS = {
     "nk_gain_log10_kill": "nk_gain_log10_kill", "nk_gain_local_control": "nk_gain_local_control",
     "hypoxic_fraction_end": "hypoxic_fraction_end",
     "mean_hypoxic_fraction": "mean_hypoxic_fraction"}
-"""Metric name -> :class:`rtopt.simulator.Simulation` field, for every simulated metric."""
+"""Metric name -> :class:`rtopt.model.simulator.Simulation` field, for every simulated metric."""
 FEAS_TOL = 1e-6
 """Constraint tolerance, relative to max(1, |limit|): doses on a 0.5 Gy grid and BEDs of
 hundreds of Gy are computed to ~1e-12, so 1e-6 separates rounding from real violations."""
@@ -254,10 +254,10 @@ class Problem:
 
     Parameters
     ----------
-    instance : rtopt.instance.Instance
+    instance : rtopt.problem.instance.Instance
         A validated instance.
     steps_per_day : int
-        Simulator sub-steps per day (see :func:`rtopt.simulator.simulate`).
+        Simulator sub-steps per day (see :func:`rtopt.model.simulator.simulate`).
     """
 
     def __init__(self, instance: Any, steps_per_day: int = STEPS_PER_DAY,
@@ -317,7 +317,7 @@ class Problem:
     @classmethod
     def from_path(cls, path: Any, **kw: Any) -> "Problem":
         """Load and validate an instance file, then build the problem."""
-        from rtopt.instance import load_instance
+        from rtopt.problem.instance import load_instance
 
         return cls(load_instance(path), **kw)
 
@@ -379,8 +379,8 @@ class Problem:
         and no ``[tumour.surrogate]`` override of an outcome parameter).  The message says
         why not otherwise; the CLI prints it beside local control and TCP objectives.
         """
-        from rtopt.calibrate import load_outcomes
-        from rtopt.data.calibrated import OUTCOME
+        from rtopt.model.calibrate import load_outcomes
+        from rtopt.model.data.calibrated import OUTCOME
 
         t = self.instance.tumour
         site = str(getattr(t.site, "value", t.site))

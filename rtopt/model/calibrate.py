@@ -8,7 +8,7 @@ unidentified parameters at their docs/model.md prototype values.  Sites are fitt
 first (O1-O3), then prostate (O4) and head and neck (O5) starting from the lung result, each with
 its own free parameters.
 
-The observation data live in ``rtopt/data/observations.toml``.  Hypoxic *volume* ratios (O5) are
+The observation data live in ``rtopt/model/data/observations.toml``.  Hypoxic *volume* ratios (O5) are
 compared with hypoxic *fraction* ratios: tumour shrinkage is ignored, a documented simplification.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from rtopt.parameters import SPECS, resolve
-from rtopt.simulator import Biology, simulate
+from rtopt.model.parameters import SPECS, resolve
+from rtopt.model.simulator import Biology, simulate
 
 __all__ = ["Observation", "load_observations", "predict", "calibrate", "CalibrationResult",
            "FIT_PLAN", "write_calibrated", "OutcomeObservation", "OutcomeSite", "load_outcomes",
@@ -66,7 +66,7 @@ class Observation:
 def load_observations(path: str | Path | None = None) -> list[Observation]:
     """Read the observation table (the packaged one by default)."""
     if path is None:
-        text = resources.files("rtopt.data").joinpath("observations.toml").read_text()
+        text = resources.files("rtopt.model.data").joinpath("observations.toml").read_text()
     else:
         text = Path(path).read_text()
     data = tomllib.loads(text)
@@ -168,14 +168,14 @@ def calibrate(observations: list[Observation] | None = None) -> CalibrationResul
 
 def write_calibrated(result: CalibrationResult, path: str | Path | None = None,
                      outcomes: "OutcomeFit | None" = None) -> Path:
-    """Write the fitted values to ``rtopt/data/calibrated.py`` (the presets read it).
+    """Write the fitted values to ``rtopt/model/data/calibrated.py`` (the presets read it).
 
     ``outcomes`` (the result of :func:`calibrate_outcomes`) adds the outcome-fitted values of
     each site; without it the outcome values already in the file are kept.
     """
     target = Path(path) if path else Path(__file__).parent / "data" / "calibrated.py"
     if outcomes is None:
-        from rtopt.data.calibrated import OUTCOME as _old
+        from rtopt.model.data.calibrated import OUTCOME as _old
 
         outcome_vals = {k: dict(v) for k, v in _old.items()}
     else:
@@ -264,7 +264,7 @@ def load_outcomes(path: str | Path | None = None
                   ) -> tuple[dict[str, OutcomeSite], list[OutcomeObservation]]:
     """Read the clinical outcome table (the packaged one by default)."""
     if path is None:
-        text = resources.files("rtopt.data").joinpath("outcomes.toml").read_text()
+        text = resources.files("rtopt.model.data").joinpath("outcomes.toml").read_text()
     else:
         text = Path(path).read_text()
     data = tomllib.loads(text)
@@ -284,7 +284,7 @@ def load_outcomes(path: str | Path | None = None
 
 
 def _outcome_biology(site: OutcomeSite, values: dict[str, float]):
-    from rtopt.parameters import resolve as _resolve
+    from rtopt.model.parameters import resolve as _resolve
 
     surrogate = {k: v for k, v in values.items() if k in SPECS}
     params = _resolve(site.site).with_values(**surrogate)

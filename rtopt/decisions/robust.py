@@ -1,8 +1,8 @@
 """Robust plans: sample-average approximation (SAA) over parameter samples.
 
-A robust solve draws ``S`` parameter samples (:func:`rtopt.uncertainty.sample_values`, Latin
+A robust solve draws ``S`` parameter samples (:func:`rtopt.model.uncertainty.sample_values`, Latin
 hypercube from a seed), scores every candidate plan on every sample with the instance's own
-objective (:meth:`rtopt.problem.Problem.objective_from_metrics`: weighted terms minus costs) and
+objective (:meth:`rtopt.problem.problem.Problem.objective_from_metrics`: weighted terms minus costs) and
 maximises a statistic of the ``S`` objective values:
 
 ``expected``        the sample mean (SAA of the expected objective)
@@ -16,8 +16,8 @@ Constraints (prescription, OAR limits, calendar and NK rules) do not depend on t
 parameters: they are checked once, as in a nominal solve.
 
 Back-ends: ``exhaustive`` (every candidate of its structured space scored on all samples, NK
-infusion sets by exact superposition per sample row, :class:`rtopt.simulator.InfusionKernels`;
-blocks of schedules run as Dask chunks, :mod:`rtopt.distributed`) and ``scipy_de`` (differential
+infusion sets by exact superposition per sample row, :class:`rtopt.model.simulator.InfusionKernels`;
+blocks of schedules run as Dask chunks, :mod:`rtopt.decisions.distributed`) and ``scipy_de`` (differential
 evolution with the robust statistic as its fitness).  The chosen plan is verified nominally
 (:meth:`Problem.verify`) and re-evaluated **out of sample** on ``4 S`` fresh samples from another
 seed; ``Result.extras["robust"]`` reports both.
@@ -34,9 +34,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rtopt.errors import RtoptError
-from rtopt.problem import Evaluation, Plan, Problem, SIMULATION_METRICS
-from rtopt.uncertainty import (biology_rows, biology_with, distributions_for, sample_values)
+from rtopt.common.errors import RtoptError
+from rtopt.problem.problem import Evaluation, Plan, Problem, SIMULATION_METRICS
+from rtopt.model.uncertainty import (biology_rows, biology_with, distributions_for, sample_values)
 
 __all__ = ["RobustSpec", "parse_robust", "statistic", "search_fitness", "solve_robust", "sample_objectives",
            "OUT_OF_SAMPLE_FACTOR", "ROBUST_BACKENDS"]
@@ -214,7 +214,7 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
                  ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
                  sets: list, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Best infusion set and its statistic for each schedule of a block (all samples)."""
-    from rtopt.simulator import _outcomes, infusion_kernels
+    from rtopt.model.simulator import _outcomes, infusion_kernels
 
     S = len(next(iter(values.values())))
     bio_s = biology_with(problem.biology, values)
@@ -280,7 +280,7 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
 
 def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress):
     from rtopt.backends.base import BackendOutput, Termination, package_version
-    from rtopt.distributed import map_chunks
+    from rtopt.decisions.distributed import map_chunks
 
     name, version = "rtopt enumeration + SAA", package_version("numpy")
     D, plans_rt, bed, sets = _space(problem, options.options)
@@ -317,7 +317,7 @@ def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress)
 def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples: int,
                  seed: int, t0: float, base: dict[str, Any], *, scheduler: Any = None,
                  progress: str | None = "robust scoring", reference: Plan | None = None) -> Any:
-    """Robust solve (see the module docstring); returns a verified :class:`rtopt.solve.Result`.
+    """Robust solve (see the module docstring); returns a verified :class:`rtopt.planning.solve.Result`.
 
     ``reference``: a plan to report the probability of beating (in and out of sample) for any
     statistic; ``prob-better`` uses its own reference.
@@ -328,7 +328,7 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
         ``samples < 1``, an unknown statistic, or an objective that no parameter changes.
     """
     from rtopt.backends import get_backend
-    from rtopt.solve import Result, finish
+    from rtopt.planning.solve import Result, finish
 
     if isinstance(spec, str):
         spec = parse_robust(spec)

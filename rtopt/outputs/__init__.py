@@ -1,0 +1,1 @@
+"""What users read: solver comparisons, HTML/Markdown reports, plots and the benchmark."""
