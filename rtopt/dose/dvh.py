@@ -174,14 +174,15 @@ class DVH:
         return float(np.dot(self.centres_gy, self.volume_cc) / tot) if tot > 0 else 0.0
 
     def d_max(self) -> float:
-        """Maximum dose (Gy): the centre of the highest non-empty bin."""
+        """Maximum dose (Gy): the upper edge of the highest non-empty bin (where the cumulative
+        DVH reaches zero; at most one bin width above the largest sampled dose)."""
         occ = self._occupied()
-        return float(self.centres_gy[occ[-1]]) if occ.size else 0.0
+        return float(self.edges_gy[occ[-1] + 1]) if occ.size else 0.0
 
     def d_min(self) -> float:
-        """Minimum dose (Gy): the centre of the lowest non-empty bin."""
+        """Minimum dose (Gy): the lower edge of the lowest non-empty bin."""
         occ = self._occupied()
-        return float(self.centres_gy[occ[0]]) if occ.size else 0.0
+        return float(self.edges_gy[occ[0]]) if occ.size else 0.0
 
     def cumulative_cc(self) -> np.ndarray:
         """Cumulative volume (cm^3) receiving at least each edge dose, shape ``(k + 1,)``."""
@@ -212,9 +213,7 @@ class DVH:
         rc, re_ = cum[::-1], self.edges_gy[::-1]
         j = int(np.searchsorted(rc, volume_cc, side="left"))
         c0, c1, e0, e1 = rc[j - 1], rc[j], re_[j - 1], re_[j]
-        if c1 == c0:
-            return float(e1)
-        return float(e0 + (volume_cc - c0) * (e1 - e0) / (c1 - c0))
+        return float(e1) if c1 == c0 else float(e0 + (volume_cc - c0) * (e1 - e0) / (c1 - c0))
 
     def dose_at_percent(self, percent: float) -> float:
         """Minimum dose (Gy) to the hottest ``percent`` % of the volume inside the grid."""
