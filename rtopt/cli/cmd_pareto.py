@@ -40,7 +40,6 @@ def pareto_cmd(
 ) -> None:
     """Pareto front of two or three objectives: exact over the exhaustive back-end's space, and
     a pymoo heuristic compared with it (hypervolume, GD, IGD); every plan verified."""
-    import json
 
     from rtopt.common.errors import RtoptError
     from rtopt.decisions.pareto import pareto
@@ -49,11 +48,13 @@ def pareto_cmd(
 
     ref = None
     if reference is not None:
+        from rtopt.common.fileio import InputFileError, load_json
+
         try:
-            raw = json.loads(reference.read_text())
+            raw = load_json(reference, what="plan file")
             ref = Plan.from_dict(raw.get("plan", raw))
-        except OSError as exc:
-            fail([f"--reference: {reference}: {exc.strerror or exc}"])
+        except InputFileError as exc:
+            fail([f"--reference: {line}" for line in exc.lines()])
         except Exception as exc:
             fail([f"--reference: {reference}: not a plan file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"])
     try:

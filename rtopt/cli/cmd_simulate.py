@@ -97,19 +97,12 @@ def _plan_from_file(path: str) -> tuple[Any, str]:
     """
     from rtopt.problem.problem import Plan
 
-    p = Path(path)
-    if not p.exists():
-        fail([f"{path}: file not found"])
-    if p.is_dir():
-        fail([f"{path}: is a directory, not a plan file"])
+    from rtopt.common.fileio import InputFileError, load_json
+
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        fail([f"{path}: not UTF-8 text; a plan file is JSON"])
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail([f"{path}: invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})"])
+        data = load_json(path, what="plan file")
+    except InputFileError as e:
+        fail(e.lines())
     if not isinstance(data, dict):
         fail([f"{path}: expected a JSON object with 'fractions' (a plan) or 'schedule' "
               f"(an `rtopt solve -o` result)"])

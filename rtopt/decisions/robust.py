@@ -95,18 +95,19 @@ def parse_robust(text: str, reference: Plan | None = None) -> RobustSpec:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """A plan from the JSON of ``rtopt solve -o`` (typed errors)."""
-    import json
+    """A plan from the JSON of ``rtopt solve -o`` (typed errors; :func:`rtopt.common.fileio.load_json`
+    reads it: regular files only, size and nesting capped)."""
+    from rtopt.common.fileio import InputFileError, load_json
 
     try:
-        return Plan.from_dict(json.loads(Path(path).read_text()))
-    except FileNotFoundError:
-        raise RobustError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise RobustError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+        data = load_json(path, what="plan file")
+    except InputFileError as e:
+        raise RobustError("; ".join(e.lines())) from None
+    try:
+        return Plan.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RobustError(f"{path}: not a plan (expected the JSON of `rtopt solve -o`): "
-                          f"{type(e).__name__}: {e}") from None
+                          f"{type(e).__name__}: {str(e)[:200]}") from None
 
 
 def statistic(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
