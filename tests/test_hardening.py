@@ -98,3 +98,104 @@ def test_many_problems_print_a_bounded_number_of_lines(tmp_path):
     lines = r.output.splitlines()
     assert len(lines) <= MAX_ERROR_LINES + 1, len(lines)
     assert "more problems" in lines[-1]
+
+
+# ------------------------------------------------------------------ folder lock, resume keys
+@pytest.mark.parametrize("cmd", [
+    ["trial", PROSTATE, "-n", "4", "--arm", "54/3"],
+    ["sensitivity", PROSTATE, "-n", "2", "--plan", str(ROOT / "instances/plans/lung-sbrt-54-3.json"),
+     "--force"],
+])
+def test_second_run_into_a_folder_in_use_is_refused(tmp_path, cmd):
+    from rtopt.common.fileio import FolderLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with FolderLock(out, f"rtopt {cmd[0]}"):  # stands for the first run (flock is per open file)
+        r = _run(*cmd, "-o", out)
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.splitlines() == [
+        f"{out}: in use by another rtopt {cmd[0]} run (pid {os.getpid()}); wait for it to "
+        "finish or choose another folder"]
+
+
+def test_resumed_run_never_loads_chunks_of_another_configuration(tmp_path):
+    import numpy as np
+
+    from rtopt.decisions.distributed import map_chunks
+
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        return {"y": np.array([x * 10.0])}
+
+    cache = tmp_path / "chunks"
+    map_chunks(fn, [1, 2, 3], cache_dir=cache, key="seed-1")
+    # a concurrent run with other settings stamped the folder after our chunks were written
+    (cache / "key.txt").write_text("seed-2\n")
+    calls.clear()
+    out = map_chunks(lambda x: {"y": np.array([x * 20.0])}, [1, 2, 3], cache_dir=cache,
+                     key="seed-2")
+    assert [float(o["y"][0]) for o in out] == [20.0, 40.0, 60.0]   # nothing of seed-1 reused
+    # and a run of the first settings again recomputes the chunks seed-2 overwrote
+    out = map_chunks(fn, [1, 2, 3], cache_dir=cache, key="seed-1")
+    assert [float(o["y"][0]) for o in out] == [10.0, 20.0, 30.0] and calls == [1, 2, 3]
+    # the same settings resume: nothing recomputed
+    calls.clear()
+    map_chunks(fn, [1, 2, 3], cache_dir=cache, key="seed-1")
+    assert calls == []
+    assert not list(cache.glob("*.tmp*"))
+
+
+# ------------------------------------------------------------------ plans of another instance
+def _plan_json(tmp_path: Path, instance: str, days=(0, 2, 4), dose=7.0, nk=(6,)) -> Path:
+    from rtopt.problem.problem import Plan
+
+    path = tmp_path / f"plan-{instance}-{days[-1]}.json"
+    path.write_text(json.dumps({"instance": instance,
+                                "schedule": Plan.uniform(days, dose, nk).to_dict()}))
+    return path
+
+
+@pytest.mark.parametrize("cmd", [
+    ["simulate", LUNG, "--plan", "{p}"],
+    ["sensitivity", LUNG, "-n", "2", "--plan", "{p}"],
+    ["trial", LUNG, "-n", "3", "--arm", "a={p}", "-o", "{out}"],
+    ["solve", LUNG, "--robust", "expected", "--reference", "{p}"],
+    ["pareto", LUNG, "--objectives", "local_control,tumour_bed", "--reference", "{p}",
+     "-o", "{out}"],
+])
+def test_plan_of_another_instance_is_refused_in_one_line(tmp_path, cmd):
+    p = _plan_json(tmp_path, "prostate-sbrt")
+    args = [a.format(p=p, out=tmp_path / "out") for a in cmd]
+    r = _run(*args)
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"{p}: plan written for instance 'prostate-sbrt', not 'lung-sbrt-peripheral' "
+        "(--force to use it anyway)"), r.output
+
+
+def test_force_uses_a_plan_of_another_instance(tmp_path):
+    p = _plan_json(tmp_path, "prostate-sbrt", dose=18.0)
+    r = _run("simulate", LUNG, "--plan", p, "--force")
+    assert r.exit_code in (ExitCode.OK, ExitCode.VIOLATED) and "plan written for" not in r.output
+
+
+@pytest.mark.parametrize("cmd", [
+    ["sensitivity", PROSTATE, "-n", "2", "--plan", "{p}"],
+    ["solve", PROSTATE, "--robust", "expected", "--reference", "{p}"],
+    ["solve", PROSTATE, "--robust", "prob-better:{p}"],
+    ["pareto", PROSTATE, "--objectives", "local_control,tumour_bed", "--reference", "{p}",
+     "-o", "{out}"],
+    ["replan", LUNG, str(ROOT / "instances/courses/lung-sbrt-peripheral.toml"),
+     "--robust", "prob-better:{p}", "--prior-samples", "20", "--samples", "2"],
+])
+def test_plan_day_outside_the_horizon_is_one_line(tmp_path, cmd):
+    instance = "lung-sbrt-peripheral" if cmd[0] == "replan" else "prostate-sbrt"
+    p = _plan_json(tmp_path, instance, days=(0, 2, 400))
+    r = _run(*[a.format(p=p, out=tmp_path / "out") for a in cmd])
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and "fraction day 400 outside the horizon 0.." in lines[0], r.output
