@@ -198,7 +198,7 @@ def test_sensitivity_cli_bad_plan_is_one_line(tmp_path, repo_root):
     r = run_cli("sensitivity", "instances/lung-sbrt-peripheral.toml", "--plan", str(bad),
                 cwd=repo_root)
     assert r.returncode == 1
-    assert len(r.stderr.strip().splitlines()) == 1 and "not JSON" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "invalid JSON" in r.stderr
     assert "Traceback" not in r.stderr
 
 

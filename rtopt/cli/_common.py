@@ -84,10 +84,25 @@ def fail(lines: Iterable[str], code: int = ExitCode.ERROR) -> NoReturn:
     code : int
         Process exit code (default 1).
     """
+    shown = 0
     for line in lines:
         for part in str(line).splitlines() or [""]:
-            err_console.print(part)
+            if shown < MAX_ERROR_LINES:
+                err_console.print(part if len(part) <= MAX_LINE_CHARS
+                                  else part[:MAX_LINE_CHARS - 30] + f"...({len(part)} characters)")
+            shown += 1
+    if shown > MAX_ERROR_LINES:
+        err_console.print(f"... and {shown - MAX_ERROR_LINES} more problems (the first "
+                          f"{MAX_ERROR_LINES} are shown)")
     raise typer.Exit(code)
+
+
+MAX_ERROR_LINES = 50
+"""Most problem lines one command prints; the rest are counted (a plan with 200,000 bad
+fractions printed 29 MB of messages)."""
+
+MAX_LINE_CHARS = 1000
+"""Longest message line printed (a value echoed from a file is cut)."""
 
 
 def error_lines(exc: BaseException) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, fail
+from rtopt.cli._common import cli_errors, err_console
 
 
 @app.command("pareto")
@@ -37,27 +37,23 @@ def pareto_cmd(
     time_limit: Annotated[float, typer.Option(
         "--time-limit", min=1.0, help="Time limit of the exact front's scoring (s); past it the "
         "front is built from the schedules scored so far and labelled partial.")] = 600.0,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Pareto front of two or three objectives: exact over the exhaustive back-end's space, and
     a pymoo heuristic compared with it (hypervolume, GD, IGD); every plan verified."""
-    import json
 
     from rtopt.common.errors import RtoptError
     from rtopt.decisions.pareto import pareto
     from rtopt.outputs.pareto_report import write
-    from rtopt.problem.problem import Plan
+    from rtopt.problem.problem import Problem, load_plan_file
 
     ref = None
+    problem = Problem.from_path(instance)
     if reference is not None:
-        try:
-            raw = json.loads(reference.read_text())
-            ref = Plan.from_dict(raw.get("plan", raw))
-        except OSError as exc:
-            fail([f"--reference: {reference}: {exc.strerror or exc}"])
-        except Exception as exc:
-            fail([f"--reference: {reference}: not a plan file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"])
+        ref = load_plan_file(reference, problem, force=force, option="--reference")
     try:
-        res = pareto(instance, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
+        res = pareto(problem, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
                      generations=generations, seed=seed, time_limit_s=time_limit)
     except RtoptError:
         raise

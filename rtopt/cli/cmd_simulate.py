@@ -90,26 +90,24 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _plan_from_file(path: str) -> tuple[Any, str]:
+def _plan_from_file(path: str, instance: str | None = None, force: bool = False
+                    ) -> tuple[Any, str]:
     """Read a plan JSON (``Plan.to_dict()`` or a whole ``rtopt solve -o`` result).
 
     Returns the plan and the field prefix (``"schedule."`` for a result file) for messages.
     """
     from rtopt.problem.problem import Plan
 
-    p = Path(path)
-    if not p.exists():
-        fail([f"{path}: file not found"])
-    if p.is_dir():
-        fail([f"{path}: is a directory, not a plan file"])
+    from rtopt.common.fileio import InputFileError, load_json
+
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        fail([f"{path}: not UTF-8 text; a plan file is JSON"])
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail([f"{path}: invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})"])
+        data = load_json(path, what="plan file")
+    except InputFileError as e:
+        fail(e.lines())
+    named = data.get("instance") if isinstance(data, dict) else None
+    if instance is not None and isinstance(named, str) and named != instance and not force:
+        fail([f"{path}: plan written for instance {_short(named, 60)!r}, not {instance!r} "
+              "(--force to use it anyway)"])
     if not isinstance(data, dict):
         fail([f"{path}: expected a JSON object with 'fractions' (a plan) or 'schedule' "
               f"(an `rtopt solve -o` result)"])
@@ -357,6 +355,8 @@ def simulate_cmd(
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", metavar="OUT.png", show_default=False,
         help="Save a figure of the schedule and its TME trajectories (png, pdf, svg).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Simulate one plan: metrics, limits and TME trajectories.
 
@@ -375,7 +375,7 @@ def simulate_cmd(
     _check_output(plot, "--plot")
     problem = Problem.from_path(file)
     if plan_file is not None:
-        plan, base = _plan_from_file(plan_file)
+        plan, base = _plan_from_file(plan_file, problem.name, force)
     else:
         plan, base = _plan_from_options(dose, days, nk_days), ""
     _check_horizon(plan, problem.horizon_days, file, plan_file, base)

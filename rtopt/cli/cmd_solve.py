@@ -44,6 +44,8 @@ def solve_cmd(
     reference: Annotated[Optional[str], typer.Option(
         "--reference", metavar="PLAN.json",
         help="With --robust: also report the probability of beating this plan.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Optimise an instance and print the verified plan.
 
@@ -55,11 +57,17 @@ def solve_cmd(
     profile = resolve_solver(solver)
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
     ref = None
-    if reference is not None:
-        from rtopt.decisions.robust import load_plan
+    problem = file
+    if reference is not None or (robust or "").startswith("prob-better:"):
+        from rtopt.decisions.robust import load_plan, parse_robust
+        from rtopt.problem.problem import Problem
 
-        ref = load_plan(reference)
-    result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options,
+        problem = Problem.from_path(file)
+        if reference is not None:
+            ref = load_plan(reference, problem, force=force, option="--reference")
+        if robust is not None:
+            robust = parse_robust(robust, ref, problem, force=force)
+    result = solve(problem, profile, time_limit_s=time_limit, seed=seed, options=options,
                    robust=robust, samples=samples, scheduler=scheduler, reference=ref)
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")

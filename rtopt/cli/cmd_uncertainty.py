@@ -6,6 +6,7 @@ Each command is a few lines over :mod:`rtopt.model.uncertainty`, :mod:`rtopt.dec
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console, out_console
+from rtopt.common.fileio import FolderLock
 
 model_app = typer.Typer(name="model", help="The model: parameters and their distributions.",
                         no_args_is_help=True, add_completion=False)
@@ -65,11 +67,12 @@ _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://H
                    "(default: DASK_SCHEDULER_ADDRESS when set).")
 
 
-def load_plan(path: str):
-    """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors)."""
-    from rtopt.decisions.robust import load_plan as _load
+def load_plan(path: str, problem=None, force: bool = False, option: str = ""):
+    """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors), checked
+    against ``problem`` (:func:`rtopt.problem.problem.load_plan_file`)."""
+    from rtopt.problem.problem import load_plan_file
 
-    return _load(path)
+    return load_plan_file(path, problem, force=force, option=option)
 
 
 @app.command("sensitivity")
@@ -95,14 +98,27 @@ def sensitivity_cmd(
                          "nk_gain_local_control, nk_favourability).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows per table.")] = 12,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Rank the uncertain parameters that drive a plan's objective (SALib Morris or Sobol)."""
     from rtopt.problem.problem import Problem
-    from rtopt.decisions.sensitivity import plan_sensitivity, plot
 
     problem = Problem.from_path(file)
-    a = load_plan(plan)
-    b = load_plan(versus) if versus else None
+    a = load_plan(plan, problem, force, "--plan")
+    b = load_plan(versus, problem, force, "--versus") if versus else None
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(FolderLock(output, "rtopt sensitivity"))
+        _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric, top,
+                     json_out)
+
+
+def _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric, top,
+                 json_out) -> None:
+    from rtopt.decisions.sensitivity import plan_sensitivity, plot
+
     res = plan_sensitivity(problem, a, b, method=method, samples=samples, seed=seed,
                            scheduler=scheduler,
                            cache_dir=None if output is None else output / "chunks",
@@ -195,18 +211,27 @@ def trial_cmd(
                                         help="Solver of the 'optimised' arm.")] = "exhaustive",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Virtual-cohort trial: every patient a parameter sample, every arm a plan."""
-    from rtopt.common.errors import RtoptError
     from rtopt.problem.problem import Problem
-    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
 
     problem = Problem.from_path(file)
+    output.mkdir(parents=True, exist_ok=True)
+    with FolderLock(output, "rtopt trial"):   # before the arms: a second run fails at once
+        _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force)
+
+
+def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force) -> None:
+    from rtopt.common.errors import RtoptError
+    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
+
     arms = {}
     for a in arm:
         name, eq, path = a.partition("=")
         if eq:
-            arms[name] = load_plan(path)
+            arms[name] = load_plan(path, problem, force, f"--arm {name}")
         elif a in STANDARD_ARMS:
             arms[a] = standard_plan(problem, a)
         elif a in ("optimised", "optimized"):
@@ -218,7 +243,7 @@ def trial_cmd(
                                  f"({res.status}: {res.message})")
             arms["optimised"] = res.plan
         elif Path(a).suffix == ".json":
-            arms[Path(a).stem] = load_plan(a)
+            arms[Path(a).stem] = load_plan(a, problem, force, "--arm")
         else:
             raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard arm "
                              f"({', '.join(STANDARD_ARMS)}) or 'optimised'")

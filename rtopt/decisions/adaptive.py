@@ -706,7 +706,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     if robust is not None:
         from rtopt.decisions.robust import parse_robust, sample_objectives
 
-        spec = parse_robust(robust) if isinstance(robust, str) else robust
+        spec = parse_robust(robust, problem=problem) if isinstance(robust, str) else robust
         if int(samples) < 1:
             raise AdaptiveError(f"--samples must be >= 1 for a robust re-plan, got {samples}")
         if not problem.needs_simulation:

@@ -121,10 +121,31 @@ def _check_workers(client: Any, scheduler: Any) -> None:
             "environment (pip install .)")
 
 
-def _save(path: Path, result: dict[str, np.ndarray]) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **result)
-    os.replace(tmp, path)
+KEY_FIELD = "__rtopt_key__"
+"""Name of the array in each chunk file that holds the run's :func:`settings_key`."""
+
+
+def _save(path: Path, result: dict[str, np.ndarray], key: str) -> None:
+    """Write one chunk atomically, stamped with ``key``; on failure (a full disk) no partial
+    file is left and the error names ``path``."""
+    import io
+
+    from rtopt.common.fileio import write_atomic
+
+    buf = io.BytesIO()
+    np.savez(buf, **result, **{KEY_FIELD: np.array(key)})
+    write_atomic(path, buf.getvalue())
+
+
+def _load(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """A finished chunk of the run ``key``, or None (missing, unreadable, or another run's)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if KEY_FIELD not in z.files or str(z[KEY_FIELD]) != key:
+                return None
+            return {k: z[k] for k in z.files if k != KEY_FIELD}
+    except (OSError, ValueError, EOFError, KeyError):
+        return None
 
 
 def map_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any], *,
@@ -169,22 +190,28 @@ def _run_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any]
     if cache is not None:
         created = [d for d in (cache, *cache.parents) if not d.exists()]
         cache.mkdir(parents=True, exist_ok=True)
+        from rtopt.common.fileio import write_atomic
+
         stamp = cache / "key.txt"
-        if not stamp.exists() or stamp.read_text().strip() != key:
-            for old in cache.glob("chunk-*.npz"):
+        from rtopt.common.fileio import InputFileError, read_input
+
+        try:
+            same = read_input(stamp, limit=4096).decode("utf-8", "replace").strip() == key
+        except InputFileError:
+            same = False
+        if not same:
+            for old in (*cache.glob("chunk-*.npz"), *cache.glob("*.tmp")):
                 old.unlink()
-            stamp.write_text(key + "\n")
+            write_atomic(stamp, key + "\n")
         for i in range(len(items)):
-            p = cache / f"chunk-{i:05d}.npz"
-            if p.exists():
-                with np.load(p) as z:
-                    results[i] = {k: z[k] for k in z.files}
+            # each chunk carries its run's key: a chunk of another configuration is never mixed in
+            results[i] = _load(cache / f"chunk-{i:05d}.npz", key)
     todo = [i for i, r in enumerate(results) if r is None]
 
     def done(i: int, r: dict[str, np.ndarray]) -> None:
         results[i] = r
         if cache is not None:
-            _save(cache / f"chunk-{i:05d}.npz", r)
+            _save(cache / f"chunk-{i:05d}.npz", r, key)
 
     with _progress(progress, len(items), len(items) - len(todo)) as advance:
         if client is None:

@@ -68,8 +68,10 @@ class RobustSpec:
         return self.kind
 
 
-def parse_robust(text: str, reference: Plan | None = None) -> RobustSpec:
-    """Parse ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json``."""
+def parse_robust(text: str, reference: Plan | None = None, problem: Any = None, *,
+                 force: bool = False) -> RobustSpec:
+    """Parse ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json`` (the plan
+    checked against ``problem`` when given, see :func:`load_plan`)."""
     kind, _, arg = str(text).partition(":")
     if kind in ("expected", "worst"):
         if arg:
@@ -88,25 +90,19 @@ def parse_robust(text: str, reference: Plan | None = None) -> RobustSpec:
         if reference is None:
             if not arg:
                 raise RobustError(f"--robust {text}: expected prob-better:PLAN.json")
-            reference = load_plan(arg)
+            reference = load_plan(arg, problem, force=force, option="--robust prob-better")
         return RobustSpec("prob-better", reference=reference, reference_name=arg or "reference")
     raise RobustError(f"--robust {text}: unknown statistic {kind!r} (expected, cvar:ALPHA, "
                       "worst, prob-better:PLAN.json)")
 
 
-def load_plan(path: str | Path) -> Plan:
-    """A plan from the JSON of ``rtopt solve -o`` (typed errors)."""
-    import json
+def load_plan(path: str | Path, problem: Any = None, *, force: bool = False,
+              option: str = "") -> Plan:
+    """A plan from the JSON of ``rtopt solve -o``: :func:`rtopt.problem.problem.load_plan_file`
+    (checked against ``problem`` when given)."""
+    from rtopt.problem.problem import load_plan_file
 
-    try:
-        return Plan.from_dict(json.loads(Path(path).read_text()))
-    except FileNotFoundError:
-        raise RobustError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise RobustError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise RobustError(f"{path}: not a plan (expected the JSON of `rtopt solve -o`): "
-                          f"{type(e).__name__}: {e}") from None
+    return load_plan_file(path, problem, force=force, option=option)
 
 
 def statistic(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
@@ -331,7 +327,7 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     from rtopt.planning.solve import Result, finish
 
     if isinstance(spec, str):
-        spec = parse_robust(spec)
+        spec = parse_robust(spec, problem=problem)
     if spec.reference is None and reference is not None:
         from dataclasses import replace as _replace
 

@@ -54,7 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from rtopt.common.fileio import LOCK_NAME, FolderLock, write_atomic
+from rtopt.common.fileio import (LOCK_NAME, FolderLock, InputFileError, load_json, read_input,
+                                  read_text, write_atomic)
+
+RESULTS_MAX_BYTES = 256 * 1024 * 1024
+"""Largest results table or plan file read back from an output folder (bytes)."""
 from rtopt.common.errors import InstanceError, OutputFolderError, RtoptError
 from rtopt.planning.profiles import Profile, resolve_profile
 
@@ -627,11 +631,17 @@ def read_typed_csv(path: str | os.PathLike, columns: Sequence[str], required: Se
     src, p = str(path), Path(path)
     if not p.is_file():
         raise InstanceError(src, [("", "file not found (not a comparison output folder?)")])
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InstanceError(src, [("", f"cannot read: {e}")]) from None
+    text = read_text(p, limit=RESULTS_MAX_BYTES, what=what)
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _typed_rows(reader, src, columns, required, floats, ints, bools, what)
+    except csv.Error as e:  # e.g. a field larger than csv.field_size_limit()
+        raise InstanceError(src, [(f"line {reader.line_num}", f"not a {what}: {e}")]) from None
+
+
+def _typed_rows(reader: csv.DictReader, src: str, columns: Sequence[str],
+                required: Sequence[str], floats: Sequence[str], ints: Sequence[str],
+                bools: Sequence[str], what: str) -> list[dict[str, Any]]:
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
         raise InstanceError(src, [("", f"not a {what} (missing column(s) "
@@ -655,8 +665,8 @@ def read_typed_csv(path: str | os.PathLike, columns: Sequence[str], required: Se
 # ---------------------------------------------------------------------------------- files
 def _sha256(path: str | os.PathLike) -> str:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_input(path, limit=RESULTS_MAX_BYTES)).hexdigest()
+    except InputFileError:
         return ""
 
 
@@ -778,18 +788,21 @@ def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> None:
 def results_digest(path: str | os.PathLike) -> tuple[int, str]:
     """``(rows, sha256)`` of a ``results.csv`` (``(0, "")`` if it does not exist)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError:
+        data = read_input(path, limit=RESULTS_MAX_BYTES)
+    except InputFileError:
         return 0, ""
-    records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
+    try:
+        records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
+    except csv.Error:
+        records = 0
     return max(0, records - 1), hashlib.sha256(data).hexdigest()
 
 
 def read_manifest(outdir: str | os.PathLike) -> dict[str, Any]:
     """``manifest.json`` of a comparison folder (``{}`` if missing or unreadable)."""
     try:
-        d = json.loads((Path(outdir) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        d = load_json(Path(outdir) / "manifest.json")
+    except InputFileError:
         return {}
     return d if isinstance(d, dict) else {}
 
@@ -817,8 +830,8 @@ def _reusable(out: Path, tasks: list[Task], digests: dict[str, str]) -> dict[int
                 or r["plan_file"] != t.plan_file:
             continue
         try:
-            d = json.loads((out / t.plan_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            d = load_json(out / t.plan_file, limit=RESULTS_MAX_BYTES)
+        except InputFileError:
             continue
         c = d.get("compare") if isinstance(d, dict) else None
         if not isinstance(c, dict) or c.get("instance_sha256") != digests[t.instance_path] \

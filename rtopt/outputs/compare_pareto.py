@@ -59,6 +59,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rtopt.common.errors import InstanceError, RtoptError
+from rtopt.common.fileio import InputFileError, load_json
 
 __all__ = ["compare_fronts", "FRONT_COLUMNS", "METHODS", "FRONT_STATUSES", "read_front_table",
            "is_front_table", "render", "front_indicators"]
@@ -285,10 +286,13 @@ def write_front_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -
 
 def is_front_table(outdir: str | os.PathLike) -> bool:
     """True when ``OUTDIR/results.csv`` is a front comparison's table (its header)."""
+    path = Path(outdir) / "results.csv"
     try:
-        with open(Path(outdir) / "results.csv", encoding="utf-8") as fh:
+        if not path.is_file():  # a FIFO or device would block or never end
+            return False
+        with open(path, encoding="utf-8") as fh:
             head = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, csv.Error):
         return False
     return "hypervolume" in head and "n_points" in head
 
@@ -418,8 +422,8 @@ def _reusable(out: Path, tasks: list[FrontTask], digests: dict[str, str]) -> dic
         if r is None or r["instance_path"] != t.instance_path or r["plan_file"] != t.plan_file:
             continue
         try:
-            d = json.loads((out / t.plan_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            d = load_json(out / t.plan_file)
+        except InputFileError:
             continue
         c = d.get("compare") if isinstance(d, dict) else None
         if not isinstance(c, dict) or c.get("instance_sha256") != digests[t.instance_path] \

@@ -213,7 +213,9 @@ p.sub { color: #5d6875; }"""
 def render(outdir: str | os.PathLike) -> list[str]:
     """(Re)build ``front.png``, ``report.md`` and ``report.html`` from ``front.json``."""
     out = Path(outdir)
-    data = json.loads((out / "front.json").read_text())
+    from rtopt.common.fileio import load_json
+
+    data = load_json(out / "front.json", limit=256 * 1024 * 1024)
     problems: list[str] = []
     png = b""
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -300,8 +299,10 @@ def _anchor(name: str) -> str:
 
 def _load_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        from rtopt.common.fileio import load_json
+
+        return load_json(path, limit=256 * 1024 * 1024)
+    except InstanceError:
         return None
 
 
@@ -692,8 +693,10 @@ def report_source(path: str | os.PathLike) -> tuple[int, str] | None:
     import re
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        from rtopt.common.fileio import read_text
+
+        text = read_text(path, limit=256 * 1024 * 1024)
+    except InstanceError:
         return None
     m = re.search(_SOURCE_RE, text)
     return (int(m.group(1)), m.group(2)) if m else None

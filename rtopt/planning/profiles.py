@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -145,18 +144,14 @@ def profile_dirs() -> list[Path]:
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate one profile file (raises :class:`ProfileError`)."""
+    from rtopt.common.fileio import InputFileError, load_toml
+
     p = Path(path)
     src = str(path)
-    if not p.exists():
-        raise ProfileError(src, [("", "file not found")])
-    if p.is_dir():
-        raise ProfileError(src, [("", "is a directory, not a profile file")])
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ProfileError(src, [("", "not a text file")]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(src, [("", f"TOML syntax error: {e}")]) from None
+        data = load_toml(p, what="solver profile")
+    except InputFileError as exc:
+        raise ProfileError(exc.source, exc.problems) from None
     try:
         m = _ProfileModel.model_validate(data)
     except ValidationError as e:

@@ -46,7 +46,6 @@ instance's own constraint slacks (:meth:`rtopt.problem.problem.Problem.evaluate`
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -203,25 +202,13 @@ def load_course(path: str | Path, problem: Any) -> Course:
     CourseError
         Every problem found, one ``(field.path, message)`` each.
     """
-    source = str(path)
-    p = Path(path)
-    try:
-        if not p.exists():
-            raise CourseError(source, [("", "file not found")])
-        if p.is_dir():
-            raise CourseError(source, [("", "is a directory, not a course file")])
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise CourseError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise CourseError(source, [("", "binary or non-UTF-8 file; TOML must be UTF-8 "
-                                        "text")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        from rtopt.problem.instance import _toml_message
+    from rtopt.common.fileio import InputFileError, load_toml
 
-        raise CourseError(source, [("", _toml_message(str(exc)))]) from None
+    source = str(path)
+    try:
+        data = load_toml(path, what="course file")
+    except InputFileError as exc:
+        raise CourseError(exc.source, exc.problems) from None
     if not data:
         raise CourseError(source, [("", "empty file: no course record")])
     return course_from_dict(data, problem, source)

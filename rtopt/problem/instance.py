@@ -31,7 +31,6 @@ import enum
 import json
 import math
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args
 
@@ -54,6 +53,7 @@ from pydantic_core import PydanticCustomError
 
 from rtopt.problem import calendar
 from rtopt.common.errors import InstanceError
+from rtopt.common.fileio import load_toml, short, toml_message
 from rtopt.problem.calendar import WEEKDAYS
 from rtopt.model.parameters import CYTOKINE_SUPPORT, PRODUCTS, SITES, SPECS, out_of_range, resolve
 from rtopt.model.radiobiology import SURVIVAL_MODELS
@@ -772,10 +772,6 @@ def _cross_section_problems(fractionation: Fractionation | None, nk: NKTherapy |
 # Loading and error reporting
 # --------------------------------------------------------------------------------------------
 
-_TOML_ERROR = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$",
-                         re.S)
-
-
 def load_instance(path: str | Path) -> Instance:
     """Read and validate an instance file.
 
@@ -794,48 +790,15 @@ def load_instance(path: str | Path) -> Instance:
         With every problem found (file problems have the field path ``""``).
     """
     source = str(path)
-    p = Path(path)
-    try:
-        exists = p.exists()
-    except OSError as exc:  # e.g. a name longer than the file system allows: do not echo it all
-        shown = source if len(source) <= 200 else f"{source[:120]}...({len(source)} characters)"
-        raise InstanceError(shown, [("", f"cannot open: {exc.strerror or exc}")]) from None
-    if not exists:
-        raise InstanceError(source, [("", "file not found")])
-    if p.is_dir():
-        raise InstanceError(source, [("", "is a directory, not an instance file")])
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InstanceError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    if b"\x00" in raw:
-        raise InstanceError(source, [("", "binary file, not TOML text")])
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InstanceError(source, [("", f"binary or non-UTF-8 file (invalid byte at offset "
-                                          f"{exc.start}); TOML must be UTF-8 text")]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InstanceError(source, [("", _toml_message(str(exc)))]) from None
+    data = load_toml(path, what="instance file")
+    source = short(source, 200)
     if not data:
         raise InstanceError(source, [("", "empty file: no instance settings")])
     return instance_from_dict(data, source=source)
 
 
 def _toml_message(message: str) -> str:
-    m = _TOML_ERROR.match(message)
-    if m:
-        detail = m["msg"].strip()
-        detail = detail[:1].lower() + detail[1:]
-        return f"TOML syntax error at line {m['line']}, column {m['col']}: {detail}"
-    detail = message.strip()
-    if detail.endswith("(at end of document)"):
-        detail = detail[: -len("(at end of document)")].strip()
-        detail = detail[:1].lower() + detail[1:]
-        return f"TOML syntax error at end of file: {detail}"
-    return f"TOML syntax error: {detail}"
+    return toml_message(message)
 
 
 def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:

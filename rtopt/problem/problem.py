@@ -24,11 +24,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rtopt.common.errors import InstanceError
 from rtopt.model import radiobiology as rb
 from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
 from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate
 
-__all__ = ["Plan", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
+__all__ = ["Plan", "PlanFileError", "load_plan_file", "check_plan_fits", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
            "OBJECTIVES"]
 
 OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "local_control",
@@ -143,6 +144,74 @@ class Plan:
         if self.nk_days:
             s += f"; NK day{'s' if len(self.nk_days) > 1 else ''} {','.join(map(str, self.nk_days))}"
         return s
+
+
+class PlanFileError(InstanceError):
+    """A plan file cannot be used with an instance (one line per problem, naming the file)."""
+
+
+def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool = False,
+                   option: str = "") -> Plan:
+    """A plan from a JSON file: a :meth:`Plan.to_dict`, a result of ``rtopt solve -o`` /
+    ``rtopt replan -o`` (``schedule``) or a front point (``plan``).
+
+    The file is read by :func:`rtopt.common.fileio.load_json` (regular files only, size and
+    nesting capped).  With ``problem``, the plan must fit its horizon, and a file that names
+    another instance (its ``instance`` field) is refused unless ``force``.
+
+    Parameters
+    ----------
+    path : path-like
+    problem : Problem, optional
+    force : bool
+        Accept a plan written for another instance.
+    option : str
+        Command-line option the file came from, for messages (e.g. ``"--reference"``).
+
+    Raises
+    ------
+    PlanFileError
+        One line per problem, ``[OPTION: ]FILE: message``.
+    """
+    from rtopt.common.fileio import InputFileError, load_json, short
+
+    src = (f"{option}: " if option else "") + short(path, 200)
+    try:
+        data = load_json(path, what="plan file")
+    except InputFileError as e:
+        raise PlanFileError(src, [("", m) for _, m in e.problems]) from None
+    body = data
+    if isinstance(body, dict) and isinstance(body.get("schedule"), dict):
+        body = body["schedule"]
+    elif isinstance(body, dict) and isinstance(body.get("plan"), dict):
+        body = body["plan"]
+    try:
+        if not isinstance(body, dict) or not isinstance(body.get("fractions"), list):
+            raise ValueError("expected an object with 'fractions' (the JSON of "
+                             "`rtopt solve -o`)")
+        plan = Plan.from_dict(body)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise PlanFileError(src, [("", f"not a plan: {short(e, 200)}")]) from None
+    if problem is not None:
+        named = data.get("instance") if isinstance(data, dict) else None
+        if isinstance(named, str) and named != problem.name and not force:
+            raise PlanFileError(src, [("", f"plan written for instance {short(named, 60)!r}, "
+                                           f"not {problem.name!r} (--force to use it anyway)")])
+        check_plan_fits(plan, problem, src)
+    return plan
+
+
+def check_plan_fits(plan: Plan, problem: "Problem", source: str) -> None:
+    """Raise :class:`PlanFileError` (one line per day, at most a few) if a fraction or an
+    infusion of ``plan`` lies outside ``problem``'s horizon."""
+    h = problem.horizon_days
+    bad = [("fraction", d) for d in plan.fraction_days if not 0 <= d < h]
+    bad += [("NK infusion", d) for d in plan.nk_days if not 0 <= d < h]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise PlanFileError(source, [("", f"{what} day {d} outside the horizon 0..{h - 1} of "
+                                          f"{problem.name}" + (more if i == 2 else ""))
+                                     for i, (what, d) in enumerate(bad[:3])])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,201 @@
+"""Hostile and concurrent use (issue 20, item 8): every case is one line per problem, exit 1,
+within seconds, never a traceback.  These are regression tests of a fuzzing and crafted-file
+run; each names the case it stands for."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rtopt.cli import app
+from rtopt.cli._common import MAX_ERROR_LINES, ExitCode
+
+ROOT = Path(__file__).resolve().parents[1]
+PROSTATE = str(ROOT / "instances" / "prostate-sbrt.toml")
+LUNG = str(ROOT / "instances" / "lung-sbrt-peripheral.toml")
+runner = CliRunner()
+
+
+def _run(*args: str):
+    r = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in r.output, r.output[-2000:]
+    assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), \
+        repr(r.exception)
+    return r
+
+
+def _deep_toml(path: Path) -> Path:
+    path.write_text("a = " + "[" * 1000 + "]" * 1000 + "\n")
+    return path
+
+
+def _deep_json(path: Path) -> Path:
+    path.write_text("[" * 1000 + "]" * 1000)
+    return path
+
+
+# ------------------------------------------------------------------ safe reads
+def test_deeply_nested_instance_is_one_line(tmp_path):
+    r = _run("validate", _deep_toml(tmp_path / "deep.toml"))
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.strip() == f"{tmp_path / 'deep.toml'}: nested more than 64 levels deep"
+
+
+@pytest.mark.parametrize("cmd", [["simulate", PROSTATE, "--plan"],
+                                 ["sensitivity", PROSTATE, "-n", "2", "--plan"],
+                                 ["trial", PROSTATE, "-n", "2", "--arm"]])
+def test_deeply_nested_plan_is_one_line(tmp_path, cmd):
+    plan = _deep_json(tmp_path / "deep.json")
+    arg = f"a={plan}" if cmd[0] == "trial" else str(plan)
+    r = _run(*cmd, arg, *(["-o", tmp_path / "out"] if cmd[0] == "trial" else []))
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "nested more than 64 levels deep" in lines[0], r.output
+
+
+def test_deeply_nested_profile_in_the_working_folder_does_not_break_solvers(tmp_path,
+                                                                             monkeypatch):
+    (tmp_path / "solvers").mkdir()
+    _deep_toml(tmp_path / "solvers" / "deep.toml")
+    monkeypatch.chdir(tmp_path)
+    r = _run("solvers")
+    assert "nested more than 64 levels deep" in r.output
+    assert "RecursionError" not in r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_fifo_and_device_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    r = _run("validate", fifo, "/dev/zero")  # a blocking open / an endless read before
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.splitlines() == [
+        f"{fifo}: not a regular file (a FIFO, device or socket), not an instance file",
+        "/dev/zero: not a regular file (a FIFO, device or socket), not an instance file"]
+    r = _run("simulate", PROSTATE, "--plan", "/dev/zero")
+    assert r.exit_code == ExitCode.ERROR and "not a regular file" in r.output
+
+
+def test_oversized_instance_fails_at_once(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text(Path(PROSTATE).read_text() + "# " + "x" * (3 * 1024 * 1024) + "\n")
+    r = _run("validate", big)
+    assert r.exit_code == ExitCode.ERROR
+    assert "too large for an instance file" in r.output and len(r.output.splitlines()) == 1
+
+
+def test_many_problems_print_a_bounded_number_of_lines(tmp_path):
+    # 20,000 fractions on days past the horizon: one problem each, but a bounded output
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"fractions": [{"day": 10_000 + i, "dose_gy": 1.0}
+                                              for i in range(20_000)]}))
+    r = _run("simulate", PROSTATE, "--plan", plan)
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) <= MAX_ERROR_LINES + 1, len(lines)
+    assert "more problems" in lines[-1]
+
+
+# ------------------------------------------------------------------ folder lock, resume keys
+@pytest.mark.parametrize("cmd", [
+    ["trial", PROSTATE, "-n", "4", "--arm", "54/3"],
+    ["sensitivity", PROSTATE, "-n", "2", "--plan", str(ROOT / "instances/plans/lung-sbrt-54-3.json"),
+     "--force"],
+])
+def test_second_run_into_a_folder_in_use_is_refused(tmp_path, cmd):
+    from rtopt.common.fileio import FolderLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with FolderLock(out, f"rtopt {cmd[0]}"):  # stands for the first run (flock is per open file)
+        r = _run(*cmd, "-o", out)
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.splitlines() == [
+        f"{out}: in use by another rtopt {cmd[0]} run (pid {os.getpid()}); wait for it to "
+        "finish or choose another folder"]
+
+
+def test_resumed_run_never_loads_chunks_of_another_configuration(tmp_path):
+    import numpy as np
+
+    from rtopt.decisions.distributed import map_chunks
+
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        return {"y": np.array([x * 10.0])}
+
+    cache = tmp_path / "chunks"
+    map_chunks(fn, [1, 2, 3], cache_dir=cache, key="seed-1")
+    # a concurrent run with other settings stamped the folder after our chunks were written
+    (cache / "key.txt").write_text("seed-2\n")
+    calls.clear()
+    out = map_chunks(lambda x: {"y": np.array([x * 20.0])}, [1, 2, 3], cache_dir=cache,
+                     key="seed-2")
+    assert [float(o["y"][0]) for o in out] == [20.0, 40.0, 60.0]   # nothing of seed-1 reused
+    # and a run of the first settings again recomputes the chunks seed-2 overwrote
+    out = map_chunks(fn, [1, 2, 3], cache_dir=cache, key="seed-1")
+    assert [float(o["y"][0]) for o in out] == [10.0, 20.0, 30.0] and calls == [1, 2, 3]
+    # the same settings resume: nothing recomputed
+    calls.clear()
+    map_chunks(fn, [1, 2, 3], cache_dir=cache, key="seed-1")
+    assert calls == []
+    assert not list(cache.glob("*.tmp*"))
+
+
+# ------------------------------------------------------------------ plans of another instance
+def _plan_json(tmp_path: Path, instance: str, days=(0, 2, 4), dose=7.0, nk=(6,)) -> Path:
+    from rtopt.problem.problem import Plan
+
+    path = tmp_path / f"plan-{instance}-{days[-1]}.json"
+    path.write_text(json.dumps({"instance": instance,
+                                "schedule": Plan.uniform(days, dose, nk).to_dict()}))
+    return path
+
+
+@pytest.mark.parametrize("cmd", [
+    ["simulate", LUNG, "--plan", "{p}"],
+    ["sensitivity", LUNG, "-n", "2", "--plan", "{p}"],
+    ["trial", LUNG, "-n", "3", "--arm", "a={p}", "-o", "{out}"],
+    ["solve", LUNG, "--robust", "expected", "--reference", "{p}"],
+    ["pareto", LUNG, "--objectives", "local_control,tumour_bed", "--reference", "{p}",
+     "-o", "{out}"],
+])
+def test_plan_of_another_instance_is_refused_in_one_line(tmp_path, cmd):
+    p = _plan_json(tmp_path, "prostate-sbrt")
+    args = [a.format(p=p, out=tmp_path / "out") for a in cmd]
+    r = _run(*args)
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"{p}: plan written for instance 'prostate-sbrt', not 'lung-sbrt-peripheral' "
+        "(--force to use it anyway)"), r.output
+
+
+def test_force_uses_a_plan_of_another_instance(tmp_path):
+    p = _plan_json(tmp_path, "prostate-sbrt", dose=18.0)
+    r = _run("simulate", LUNG, "--plan", p, "--force")
+    assert r.exit_code in (ExitCode.OK, ExitCode.VIOLATED) and "plan written for" not in r.output
+
+
+@pytest.mark.parametrize("cmd", [
+    ["sensitivity", PROSTATE, "-n", "2", "--plan", "{p}"],
+    ["solve", PROSTATE, "--robust", "expected", "--reference", "{p}"],
+    ["solve", PROSTATE, "--robust", "prob-better:{p}"],
+    ["pareto", PROSTATE, "--objectives", "local_control,tumour_bed", "--reference", "{p}",
+     "-o", "{out}"],
+    ["replan", LUNG, str(ROOT / "instances/courses/lung-sbrt-peripheral.toml"),
+     "--robust", "prob-better:{p}", "--prior-samples", "20", "--samples", "2"],
+])
+def test_plan_day_outside_the_horizon_is_one_line(tmp_path, cmd):
+    instance = "lung-sbrt-peripheral" if cmd[0] == "replan" else "prostate-sbrt"
+    p = _plan_json(tmp_path, instance, days=(0, 2, 400))
+    r = _run(*[a.format(p=p, out=tmp_path / "out") for a in cmd])
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and "fraction day 400 outside the horizon 0.." in lines[0], r.output
