@@ -85,6 +85,11 @@ class Backend:
     supports_continuous_dose: ClassVar[bool] = False
     #: handles objective costs per fraction / per overall day
     supports_costs: ClassVar[bool] = False
+    #: honours ``[prescription] min_local_control`` / ``local_control_vs`` (local control from
+    #: the simulator, checked on every candidate)
+    supports_outcome_limits: ClassVar[bool] = False
+    #: simulates the tumour at ``tumour_dose_ratio`` x the prescribed dose
+    supports_tumour_dose_ratio: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
     #: modules needed at run time (found with importlib.util.find_spec, then imported once by
@@ -125,6 +130,13 @@ class Backend:
                            "cost_per_overall_day")
         if problem.continuous_dose and not self.supports_continuous_dose:
             return False, f"{self.name} needs a dose grid (instance has dose_step_gy = 0)"
+        if problem.has_outcome_limits and not self.supports_outcome_limits:
+            return False, (f"{self.name} does not model local-control limits "
+                           "(prescription.min_local_control / local_control_vs)")
+        if (problem.tumour_dose_ratio != 1.0 and problem.needs_simulation
+                and not self.supports_tumour_dose_ratio):
+            return False, (f"{self.name} does not model a tumour dose other than the prescribed "
+                           f"dose (prescription tumour_dose_ratio {problem.tumour_dose_ratio:g})")
         return True, ""
 
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:  # pragma: no cover
@@ -136,6 +148,8 @@ class Backend:
         return {"objectives": list(cls.objectives), "nk": cls.supports_nk,
                 "per_fraction_doses": cls.supports_per_fraction,
                 "continuous_dose": cls.supports_continuous_dose, "costs": cls.supports_costs,
+                "outcome_limits": cls.supports_outcome_limits,
+                "tumour_dose_ratio": cls.supports_tumour_dose_ratio,
                 "global_optimality": cls.global_optimality}
 
 

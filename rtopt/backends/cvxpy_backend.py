@@ -726,6 +726,8 @@ class CvxpyCcpBackend(_SolverName, Backend):
     supports_costs = True
     supports_nk = True
     supports_per_fraction = True
+    supports_outcome_limits = True
+    supports_tumour_dose_ratio = True
     supports_continuous_dose = True
     global_optimality = False
     requires = ("cvxpy",)

@@ -148,6 +148,8 @@ class ExhaustiveBackend(Backend):
     supports_costs = True
     supports_nk = True
     supports_per_fraction = True  # searches the uniform-dose subspace; says so in the result
+    supports_outcome_limits = True
+    supports_tumour_dose_ratio = True
     supports_continuous_dose = True
     global_optimality = True
     guarantee = ("exact optimum over the structured space (uniform doses on the grid, regular "
@@ -382,7 +384,9 @@ class ExhaustiveBackend(Backend):
                 if time.perf_counter() > deadline and a > 0:
                     timed_out = True
                     break
-                obj[a:a + step] = problem.evaluate(D[a:a + step]).objective
+                ev = problem.evaluate(D[a:a + step])
+                obj[a:a + step] = np.where(problem.outcome_limits_ok(ev.metrics), ev.objective,
+                                           -np.inf)
         else:
             obj = problem.objective_from_metrics(self._plan_metrics(plans_rt, bed), n_sched)
         term = Termination.TIME_LIMIT if timed_out else Termination.OPTIMAL
@@ -400,8 +404,17 @@ class ExhaustiveBackend(Backend):
             if time.perf_counter() > deadline + 1.0:
                 break  # the rule search is part of the budget too (1 s grace: it is cheap)
         return BackendOutput((), Termination.TIME_LIMIT if timed_out else Termination.INFEASIBLE,
-                             message="no infusion set obeys the NK rules with any schedule in "
-                             "the space", solver_name=name, solver_version=version, extras=extras)
+                             message=self._none_message(problem), solver_name=name,
+                             solver_version=version, extras=extras)
+
+    @staticmethod
+    def _none_message(problem: Problem) -> str:
+        """Why no plan was found once the closed-form limits left schedules to score."""
+        if problem.has_outcome_limits:
+            lims = ", ".join(f"{k} >= {v:.4g}" for k, v in problem.outcome_limits().items())
+            return (f"no schedule and infusion set in the space meets the local-control limits "
+                    f"({lims}) together with the NK rules")
+        return "no infusion set obeys the NK rules with any schedule in the space"
 
     @staticmethod
     def _limits_ok(problem: Problem, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -466,9 +479,11 @@ class ExhaustiveBackend(Backend):
                 term = Termination.TIME_LIMIT
                 break
             block = D[a:a + per]
-            ker = infusion_kernels(problem.biology, block, cand, steps_per_day=spd,
+            ker = infusion_kernels(problem.biology, problem.tumour_doses(block), cand,
+                                   steps_per_day=spd,
                                    population=problem.needs_population)
             n_sim += len(block) * (K + 1)
+            reox = problem.reoxygenation_metrics(block) if problem.needs_reoxygenation else None
             for i in range(len(block)):
                 if time.perf_counter() > deadline and best[1] is not None:
                     term = Termination.TIME_LIMIT
@@ -487,7 +502,10 @@ class ExhaustiveBackend(Backend):
                     mets = {k: np.broadcast_to(v[0], (nv,)) for k, v in self._plan_metrics(
                         [plans_rt[a + i]], bed[a + i:a + i + 1]).items()}
                     mets.update({k: getattr(sim, attr) for k, attr in SIMULATION_METRICS.items()})
+                    if reox is not None:  # radiotherapy alone: the same for every infusion set
+                        mets.update({k: np.broadcast_to(v[i], (nv,)) for k, v in reox.items()})
                     obj = problem.objective_from_metrics(mets, nv)
+                    obj = np.where(problem.outcome_limits_ok(mets), obj, -np.inf)
                     k = int(np.argmax(obj))
                     if obj[k] > best[0]:
                         best = (float(obj[k]), a + i, c0 + int(np.flatnonzero(valid)[k]))
@@ -506,9 +524,8 @@ class ExhaustiveBackend(Backend):
                                      "before any schedule and infusion set was scored",
                                      solver_name=name, solver_version=version,
                                      extras={**extras, "simulations": n_sim})
-            return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
-                                 "rules with any schedule in the space", solver_name=name,
-                                 solver_version=version, extras=extras)
+            return BackendOutput((), Termination.INFEASIBLE, message=self._none_message(problem),
+                                 solver_name=name, solver_version=version, extras=extras)
         days, d = plans_rt[best[1]]
         plan = Plan.uniform(days, d, tuple(int(x) for x in cand[M[best[2]]]))
         extras = {**extras, "simulations": n_sim, "schedules_scored": done,

@@ -401,6 +401,8 @@ class ScipyDEBackend(Backend):
                    "doses and infusion days; one vectorised evaluation per generation")
     objectives = OBJECTIVES
     supports_costs = True
+    supports_outcome_limits = True
+    supports_tumour_dose_ratio = True
     supports_nk = True
     supports_per_fraction = True
     supports_continuous_dose = True

@@ -219,8 +219,9 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
     D, U = plan.daily(problem.horizon_days)
     bio = problem.biology
     spd = max(problem.steps_per_day, TRAJECTORY_STEPS_PER_DAY)      # a grid for display
-    sim = simulate(bio, D, U, trajectory=True, steps_per_day=spd)
-    auc = float(simulate(bio, D, U, steps_per_day=problem.steps_per_day).nk_auc[0])
+    Dt = problem.tumour_doses(D)                                    # the dose the tumour receives
+    sim = simulate(bio, Dt, U, trajectory=True, steps_per_day=spd)
+    auc = float(simulate(bio, Dt, U, steps_per_day=problem.steps_per_day).nk_auc[0])
     auc0 = fold = None
     if bio.nk and U.any():
         auc0 = float(simulate(bio, np.zeros_like(D), U,
@@ -298,6 +299,8 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
               "", "")
     t.add_row("local control (population)", _fmt(m.get("local_control"), ".3g"), "", "")
     t.add_row("  NK-attributable gain", _fmt(m.get("nk_gain_local_control"), ".3g"), "", "")
+    t.add_row("  reoxygenation gain (RT alone)",
+              _fmt(m.get("reoxygenation_gain_local_control"), ".3g"), "", "")
     t.add_row("TCP (per patient, nominal alpha)", _fmt(m.get("tcp"), ".3g"), "", "")
     t.add_row(f"hypoxic fraction at end (%; baseline "
               f"{100 * problem.biology.hypoxic_fraction:.3g})",

@@ -114,6 +114,8 @@ def _print_result(r) -> None:
                            ("nk_gain_log10_kill", "  NK-attributable gain (vs same plan, no NK)"),
                            ("local_control", "local control (population)"),
                            ("nk_gain_local_control", "  NK-attributable gain"),
+                           ("reoxygenation_gain_local_control",
+                            "  reoxygenation gain (RT alone)"),
                            ("tcp", "TCP (per patient, nominal alpha)"),
                            ("hypoxic_fraction_end", "hypoxic fraction at end (%)"),
                            ("overall_days", "overall time (days)")):

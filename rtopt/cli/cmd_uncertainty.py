@@ -232,7 +232,7 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
         name, eq, path = a.partition("=")
         if eq:
             arms[name] = load_plan(path, problem, force, f"--arm {name}")
-        elif a in STANDARD_ARMS:
+        elif "/" in a and not a.endswith(".json"):
             arms[a] = standard_plan(problem, a)
         elif a in ("optimised", "optimized"):
             from rtopt.planning.solve import solve
@@ -245,8 +245,9 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
         elif Path(a).suffix == ".json":
             arms[Path(a).stem] = load_plan(a, problem, force, "--arm")
         else:
-            raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard arm "
-                             f"({', '.join(STANDARD_ARMS)}) or 'optimised'")
+            raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard schedule "
+                             f"(e.g. {', '.join(STANDARD_ARMS)}; rtopt model standards lists "
+                             "them) or 'optimised'")
     res = run_trial(problem, arms, patients, seed, scheduler=scheduler,
                     cache_dir=output / "chunks", progress=f"trial ({patients} patients)")
     write_outputs(res, output)

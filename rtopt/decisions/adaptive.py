@@ -129,7 +129,8 @@ def _trajectories(problem: Problem, bio: Any, n: int, course: Course, days: int)
     D[:m], U[:m] = D0[:m], U0[:m]
     from rtopt.model.simulator import simulate
 
-    sim = simulate(bio, np.broadcast_to(D, (n, width)), np.broadcast_to(U, (n, width)),
+    sim = simulate(bio, np.broadcast_to(problem.tumour_doses(D), (n, width)),
+                   np.broadcast_to(U, (n, width)),
                    steps_per_day=problem.steps_per_day, trajectory=True, population=False,
                    counterfactual=False)
     return sim.t_days, sim.trajectory

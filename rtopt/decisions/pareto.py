@@ -48,12 +48,6 @@ _MINIMISED = {
 OBJECTIVE_NAMES = (tuple(_MAXIMISED) + ("oar:NAME", "oar_eqd2:NAME") + tuple(_MINIMISED))
 """Objective names accepted by :func:`parse_objectives`."""
 
-STANDARD_SCHEDULES = ((1, 34.0), (3, 18.0), (4, 12.0), (5, 10.0), (5, 11.0), (8, 7.5),
-                      (15, 3.0), (20, 2.75), (25, 2.0), (30, 2.0))
-"""Standard (fractions, Gy per fraction) regimens placed on the front's axes when the instance
-allows them: NCCN lung SABR (34/1, 54/3, 48/4, 50-55/5, 60/8) and common conventional and
-moderately hypofractionated courses."""
-
 REFERENCE_DEFAULT = ((0, 2, 4), 18.0)
 """Default reference schedule: 18 Gy x 3 on days 0, 2, 4 (with its best infusions)."""
 
@@ -308,7 +302,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
             if deadline is not None and time.perf_counter() > deadline and scored:
                 counts["time_limit_reached"] = 1
                 break
-            ker = infusion_kernels(problem.biology, D[a:a + per], cand,
+            ker = infusion_kernels(problem.biology, problem.tumour_doses(D[a:a + per]), cand,
                                    steps_per_day=problem.steps_per_day, population=pop)
             for i in range(min(per, len(D) - a)):
                 s = a + i
@@ -377,18 +371,22 @@ def _verified_front(problem: Problem, objs: list[Objective], plans: list[Plan]
 
 
 def _best_infusions(problem: Problem, objs: list[Objective], days: tuple[int, ...], d: float,
-                    day_step: int = 1) -> Plan:
+                    day_step: int = 1, ratio: float | None = None) -> Plan:
     """The uniform schedule with its best infusion set: the set that is best on the first
-    objective that depends on the infusions (then the next ones), among those the rules allow."""
+    objective that depends on the infusions (then the next ones), among those the rules allow.
+    ``ratio``: the schedule's tumour dose ratio when it is not the instance's (a standard)."""
     from rtopt.backends.exhaustive import ExhaustiveBackend as E
 
+    if ratio is not None and abs(ratio - problem.tumour_dose_ratio) < 1e-12:
+        ratio = None
+    days = tuple(days)
     if problem.nk is None:
-        return Plan.uniform(days, d)
+        return Plan(days, (d,) * len(days), (), tumour_dose_ratio=ratio)
     sets = [s for s in E.infusion_sets(problem, day_step)
             if not s or E._rule_ok(problem, days, np.asarray(s)).all()]
     if not sets:
-        return Plan.uniform(days, d)
-    plans = [Plan.uniform(days, d, s) for s in sets]
+        return Plan(days, (d,) * len(days), (), tumour_dose_ratio=ratio)
+    plans = [Plan(days, (d,) * len(days), tuple(s), tumour_dose_ratio=ratio) for s in sets]
     ev = problem.evaluate_plans(plans, simulate_tme=True, all_metrics=True)
     F = _values(objs, ev.metrics)
     order = np.lexsort(np.round(F, 12).T[::-1])
@@ -396,26 +394,20 @@ def _best_infusions(problem: Problem, objs: list[Objective], days: tuple[int, ..
 
 
 def _standard_plans(problem: Problem, objs: list[Objective]) -> list[tuple[str, Plan]]:
+    """The named standard schedules (rtopt/model/data/standard_schedules.toml, each with its
+    source's calendar and prescription convention) that the instance's fraction and dose
+    ranges and horizon allow, each with its best infusions."""
+    from rtopt.model.standards import standard_schedules
+
     out = []
-    for n, d in STANDARD_SCHEDULES:
+    for name, st in standard_schedules().items():
+        n, d = len(st.days), st.dose_per_fraction_gy
         if not problem.n_min <= n <= problem.n_max or not problem.d_min <= d <= problem.d_max:
             continue
-        cal = None
-        if n <= 8:  # SBRT-like courses: alternate days when they fit
-            allowed = problem.allowed_days
-            days = [int(allowed[0])] if allowed.size else []
-            while days and len(days) < n:
-                nxt = allowed[allowed >= days[-1] + max(2, problem.min_interval)]
-                if nxt.size == 0:
-                    break
-                days.append(int(nxt[0]))
-            if len(days) == n and days[-1] - days[0] <= problem.max_overall:
-                cal = tuple(days)
-        if cal is None:
-            cal = problem.compact_calendar(n)
-        if cal is None:
+        if st.days[-1] >= problem.horizon_days:
             continue
-        out.append((f"{d:g} Gy x {n}", _best_infusions(problem, objs, cal, d)))
+        out.append((name, _best_infusions(problem, objs, st.days, d,
+                                          ratio=st.tumour_dose_ratio)))
     return out
 
 

@@ -231,7 +231,7 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
             M[r, pos[d]] += 1
     DD = np.repeat(Db, S, axis=0)                       # row i * S + j: schedule i, sample j
     bio_k = biology_rows(bio_s, np.tile(np.arange(S), b), S)     # one sample per row
-    ker = infusion_kernels(bio_k, DD, cand, steps_per_day=problem.steps_per_day, population=False)
+    ker = infusion_kernels(bio_k, problem.tumour_doses(DD), cand, steps_per_day=problem.steps_per_day, population=False)
     pop = problem.needs_population
     # objectives of NK favourability (and BED) need no tumour outcome: skip that arithmetic
     outcome = bool({problem.metric_of(k) for k in problem.weights}

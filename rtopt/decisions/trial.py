@@ -14,8 +14,10 @@ same patient and plan), NK favourability, OAR BED (plan-determined, the same for
 and, per pair of arms, the probability of superiority ``P(TCP_A > TCP_B) + P(tie) / 2`` over
 patients.
 
-Standard lung SBRT arms (:data:`STANDARD_ARMS`) are available by name (``54/3`` ...); with an
-NK instance they receive the earliest rule-abiding infusions (:meth:`Problem.first_valid_infusions`).
+Standard schedules are available by name (``54/3`` ...; the one table
+``rtopt/model/data/standard_schedules.toml`` with the calendar and prescription convention of each
+source, :meth:`Problem.standard_plan`); with an NK instance they receive the earliest
+rule-abiding infusions (:meth:`Problem.first_valid_infusions`).
 """
 
 from __future__ import annotations
@@ -38,15 +40,9 @@ from rtopt.model.uncertainty import biology_with, distributions_for, sample_valu
 __all__ = ["STANDARD_ARMS", "standard_plan", "run_trial", "TrialResult", "write_outputs",
            "TrialError"]
 
-STANDARD_ARMS: dict[str, tuple[tuple[int, ...], float, str]] = {
-    "54/3": ((0, 2, 4), 18.0, "RTOG 0236 (Timmerman et al. 2010): 18 Gy x 3, alternate days"),
-    "48/4": ((0, 1, 2, 3), 12.0, "RTOG 0915 arm (Videtic et al. 2015): 12 Gy x 4, consecutive days"),
-    "50/5": ((0, 1, 2, 3, 4), 10.0, "10 Gy x 5, daily (Onishi et al. 2004/2007 BED10 100 Gy)"),
-    "60/8": ((0, 1, 2, 3, 4, 7, 8, 9), 7.5, "central tumours (Haasbeek et al. 2011): 7.5 Gy x 8, "
-             "weekdays"),
-    "34/1": ((0,), 34.0, "RTOG 0915 arm (Videtic et al. 2015): 34 Gy single fraction"),
-}
-"""Standard lung SBRT arms: fraction days (from a Monday), dose per fraction, source."""
+STANDARD_ARMS: tuple[str, ...] = ("54/3", "48/4", "50/5", "60/8", "34/1")
+"""The standard lung SBRT arms of ``rtopt bench`` and the README; any name of
+:func:`rtopt.model.standards.standard_schedules` is an arm too."""
 
 
 class TrialError(RtoptError):
@@ -54,14 +50,14 @@ class TrialError(RtoptError):
 
 
 def standard_plan(problem: Problem, name: str) -> Plan:
-    """A standard arm by name, with the earliest rule-abiding NK infusions of the instance."""
-    if name not in STANDARD_ARMS:
-        raise TrialError(f"unknown standard arm {name!r} (one of {', '.join(STANDARD_ARMS)})")
-    days, dose, _ = STANDARD_ARMS[name]
-    if days[-1] >= problem.horizon_days:
-        raise TrialError(f"arm {name}: day {days[-1]} is beyond the horizon of {problem.name}")
-    nk = problem.first_valid_infusions(days) if problem.nk is not None else ()
-    return Plan.uniform(days, dose, nk or ())
+    """A standard schedule by name (rtopt/model/data/standard_schedules.toml: calendar and
+    prescription convention of its source), with the earliest rule-abiding NK infusions."""
+    try:
+        return problem.standard_plan(name)
+    except KeyError as e:
+        raise TrialError(f"--arm {e.args[0]}") from None
+    except ValueError as e:
+        raise TrialError(f"arm {name}: {e}") from None
 
 
 @dataclass
@@ -95,7 +91,8 @@ def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np
     alpha = np.maximum(values["alpha_per_gy"] + values["alpha_sd_per_gy"] * z, 1e-6)
     vals["alpha_per_gy"] = alpha
     rows = [p.daily(problem.horizon_days) for p in plans]
-    D = np.repeat(np.array([r[0] for r in rows]), m, axis=0)
+    D = np.repeat(np.array([problem.tumour_doses(r[0], problem.dose_ratio_of(pl))
+                            for r, pl in zip(rows, plans)]), m, axis=0)
     U = np.repeat(np.array([r[1] for r in rows]), m, axis=0)
     p = copy.copy(problem)
     p.biology = biology_with(problem.biology, {n: np.tile(v, k) for n, v in vals.items()})

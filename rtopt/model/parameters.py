@@ -88,9 +88,9 @@ SPECS: dict[str, ParameterSpec] = {
            "hypoxic NSCLC cells, fitted to 2,701 patients", "OER of intermediately hypoxic "
            "clonogens (glucose but no oxygen)"),
         _P("clonogen_hypoxia_ratio", 0.05, 0.0, 1.5, "1", "tumour",
-           ASSUMPTION + ": radiobiologically hypoxic clonogens are a small minority of the "
-           "FMISO-avid volume (Jeong et al. 2017; the lung outcome fit leaves room for almost "
-           "none); fitted for lung by rtopt calibrate --outcomes",
+           ASSUMPTION + ": radiobiologically hypoxic clonogens per unit FMISO hypoxic "
+           "fraction (Jeong et al. 2017); fitted for lung by rtopt calibrate --outcomes "
+           "(profile in docs/model.md section 9: >= 0.2)",
            "radiobiologically hypoxic share of clonogens per unit FMISO hypoxic fraction"),
         _P("anoxic_share", 0.0, 0.0, 0.01, "1", "tumour",
            "Jeong et al. 2017 (a small anoxic compartment); size fitted for lung by rtopt "

@@ -143,6 +143,9 @@ class Result:
                 "local_control_without_nk": _r(m.get("local_control_without_nk")),
                 "nk_gain_log10_kill": _r(m.get("nk_gain_log10_kill")),
                 "nk_gain_local_control": _r(m.get("nk_gain_local_control")),
+                "local_control_without_reoxygenation":
+                    _r(m.get("local_control_without_reoxygenation")),
+                "reoxygenation_gain_local_control": _r(m.get("reoxygenation_gain_local_control")),
                 "hypoxic_fraction_end": _r(m.get("hypoxic_fraction_end")),
                 "overall_days": _r(m.get("overall_days")),
             },

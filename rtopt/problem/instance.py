@@ -119,6 +119,7 @@ class ObjectiveTerm(str, enum.Enum):
     nk_gain_local_control = "nk_gain_local_control"
     nk_gain_log_kill = "nk_gain_log_kill"
     tumour_bed = "tumour_bed"
+    reoxygenation_gain_local_control = "reoxygenation_gain_local_control"
 
 
 NK_OBJECTIVES = frozenset({ObjectiveTerm.nk_favourability, ObjectiveTerm.nk_gain_local_control,
@@ -323,6 +324,11 @@ class Tumour(BaseModel):
                           "outcome-calibrated value (lung), required for other sites. Range "
                           "[1, 1e13]: 1e13 cells is about 10 kg of tumour, beyond any treatable "
                           "tumour.")
+    gtv_cc: Optional[Ranged(0, 2000, "cm3")] = Field(  # type: ignore[valid-type]
+        None, description="Gross tumour volume [cm3]; with clonogens omitted, the clonogen number "
+                          "is the site's outcome-calibrated number scaled by gtv_cc / the "
+                          "reference volume of the fit (docs/model.md section 9). Range (0, 2000] "
+                          "cm3: a 15 cm sphere; larger values are unit slips (mm3).")
     hypoxic_fraction: Annotated[Num, Field(ge=0, lt=1)] = Field(
         description="Hypoxic fraction h0 before treatment, in [0, 1).")
     survival_model: SurvivalModelField = Field(
@@ -362,13 +368,17 @@ class Tumour(BaseModel):
                     and self.alpha_per_gy * self.usc_d0_gy >= 1):
                 problems.append(("usc_d0_gy", "alpha_per_gy * usc_d0_gy must be < 1 to derive the "
                                               "transition dose; give transition_dose_gy"))
+        if self.clonogens is not None and self.gtv_cc is not None:
+            problems.append(("gtv_cc", "give clonogens or gtv_cc, not both (gtv_cc scales the "
+                                       "outcome-calibrated clonogen number)"))
         if self.clonogens is None:
             from rtopt.model.data.calibrated import OUTCOME
 
             if self.site.value not in OUTCOME:
-                problems.append(("clonogens", f"missing required key (site {self.site.value!r} "
-                                              "has no outcome-calibrated clonogen number; only "
-                                              f"{', '.join(sorted(OUTCOME)) or 'none'} has)"))
+                why = (f"site {self.site.value!r} has no outcome-calibrated clonogen number"
+                       f"{' to scale by gtv_cc' if self.gtv_cc is not None else ''}; only "
+                       f"{', '.join(sorted(OUTCOME)) or 'none'} has")
+                problems.append(("clonogens", f"missing required key ({why})"))
         kickoff, doubling = self.repopulation_kickoff_days, self.potential_doubling_days
         if (kickoff is None) != (doubling is None):
             missing = "potential_doubling_days" if doubling is None else "repopulation_kickoff_days"
@@ -390,7 +400,8 @@ class Tumour(BaseModel):
 
 
 class Prescription(BaseModel):
-    """Tumour prescription: minimum BED and/or EQD2 at the tumour's alpha/beta (no time factor)."""
+    """Tumour prescription: minimum BED and/or EQD2 at the tumour's alpha/beta (no time factor),
+    the prescription convention, and optional limits on local control."""
 
     model_config = _STRICT_MODEL
 
@@ -398,12 +409,54 @@ class Prescription(BaseModel):
         None, description="Minimum tumour BED, sum d (1 + d/rho) [Gy]." + _BED_WHY)
     min_eqd2_gy: Optional[Eqd2Gy] = Field(
         None, description="Minimum tumour EQD2, BED / (1 + 2/rho) [Gy]." + _EQD2_WHY)
+    tumour_dose_ratio: Optional[Ranged(0.5, 2.5)] = Field(  # type: ignore[valid-type]
+        None, description="Mean tumour dose / prescribed dose (default 1: an isocentre or ICRU "
+                          "point prescription). The tumour is killed by its own dose; the "
+                          "prescription and OAR limits stay on the prescribed dose. Range "
+                          "(0.5, 2.5]: 1.8 is a prescription to the 50 % isodose line. Give "
+                          "this or isodose_percent, not both.")
+    isodose_percent: Optional[Ranged(30, 100, "%")] = Field(  # type: ignore[valid-type]
+        None, description="The prescription covers the PTV at this isodose line (% of the "
+                          "maximum; 80 as in RTOG 0236). Mean tumour dose = 1 + 0.8 (100 / p - 1) "
+                          "times the prescription (rtopt.model.standards). Range (30, 100] %.")
+    min_local_control: Optional[Ranged(0, 1, hi_open=True)] = Field(  # type: ignore[valid-type]
+        None, description="Minimum local control (population tumour control, with NK cells "
+                          "when the plan has them) at nominal parameters, in (0, 1).")
+    local_control_vs: Optional[Text] = Field(
+        None, description="Name of a standard schedule (rtopt/model/data/standard_schedules.toml, "
+                          "e.g. '54/3'): the plan's local control must not fall below that "
+                          "schedule's (radiotherapy alone, with the source's prescription "
+                          "convention) by more than local_control_margin.")
+    local_control_margin: Optional[Ranged(0, 1, lo_open=False, hi_open=True)] = Field(  # type: ignore[valid-type]
+        None, description="Non-inferiority margin of local_control_vs, in [0, 1) (default 0).")
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Prescription":
+        problems: list[tuple[str, str]] = []
         if self.min_bed_gy is None and self.min_eqd2_gy is None:
             raise _problem("give min_bed_gy and/or min_eqd2_gy")
+        if self.tumour_dose_ratio is not None and self.isodose_percent is not None:
+            problems.append(("isodose_percent", "give tumour_dose_ratio or isodose_percent, not "
+                                                "both (isodose_percent sets the ratio)"))
+        if self.local_control_vs is not None:
+            from rtopt.model.standards import unknown_standard
+
+            msg = unknown_standard(self.local_control_vs)
+            if msg:
+                problems.append(("local_control_vs", msg))
+        elif self.local_control_margin is not None:
+            problems.append(("local_control_margin", "needs local_control_vs (the standard "
+                                                     "schedule the margin is measured from)"))
+        if problems:
+            raise _problems(problems)
         return self
+
+    @property
+    def dose_ratio(self) -> float:
+        """Mean tumour dose / prescribed dose of this prescription (1 by default)."""
+        from rtopt.model.standards import tumour_dose_ratio
+
+        return tumour_dose_ratio(self.isodose_percent, self.tumour_dose_ratio)
 
 
 class OrganAtRisk(BaseModel):

@@ -33,11 +33,13 @@ __all__ = ["Plan", "PlanFileError", "load_plan_file", "check_plan_fits", "Proble
            "OBJECTIVES"]
 
 OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "local_control",
-              "nk_gain_local_control", "nk_gain_log_kill", "tumour_bed")
+              "nk_gain_local_control", "nk_gain_log_kill", "tumour_bed",
+              "reoxygenation_gain_local_control")
 _METRIC_OF = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour_log10_kill",
               "tcp": "local_control", "local_control": "local_control",
               "nk_gain_local_control": "nk_gain_local_control",
-              "nk_gain_log_kill": "nk_gain_log10_kill", "tumour_bed": "tumour_bed_gy"}
+              "nk_gain_log_kill": "nk_gain_log10_kill", "tumour_bed": "tumour_bed_gy",
+              "reoxygenation_gain_local_control": "reoxygenation_gain_local_control"}
 SIMULATION_METRICS = {
     "nk_favourability": "nk_auc", "tumour_log10_kill": "log10_kill",
     "nk_log10_kill": "nk_log10_kill", "tcp": "tcp", "local_control": "local_control",
@@ -65,11 +67,16 @@ class Plan:
         Tumour dose of each fraction (Gy), same length as ``fraction_days``.
     nk_days : tuple of int
         Calendar days of the NK infusions (non-decreasing).
+    tumour_dose_ratio : float or None
+        Tumour dose / prescribed dose when the plan is delivered with another prescription
+        convention than the instance's (a named standard schedule, :meth:`Problem.standard_plan`);
+        None: the instance's.
     """
 
     fraction_days: tuple[int, ...]
     doses_gy: tuple[float, ...]
     nk_days: tuple[int, ...] = ()
+    tumour_dose_ratio: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "fraction_days", tuple(int(x) for x in self.fraction_days))
@@ -318,6 +325,26 @@ class Diagnosis:
                 "best_achievable": {k: _num(v) for k, v in self.best_achievable.items()}}
 
 
+def tumour_biology(instance: Any) -> Biology:
+    """The instance's :class:`Biology`, with the clonogen number scaled by ``[tumour] gtv_cc``.
+
+    Without ``clonogens`` and with ``gtv_cc``, the clonogen number is the site's
+    outcome-calibrated number times ``gtv_cc`` over the reference GTV volume of the outcome fit
+    (docs/model.md section 9).
+    """
+    bio = Biology.from_instance(instance)
+    t = instance.tumour
+    if t.clonogens is None and getattr(t, "gtv_cc", None) is not None:
+        from dataclasses import replace
+
+        from rtopt.model.calibrate import load_outcomes
+
+        site = str(getattr(t.site, "value", t.site))
+        ref = load_outcomes()[0][site].reference_gtv_cc
+        bio = replace(bio, clonogens=float(bio.clonogens) * float(t.gtv_cc) / ref)
+    return bio
+
+
 class Problem:
     """An instance turned into decisions, constraints and an objective.
 
@@ -346,9 +373,16 @@ class Problem:
         self.min_interval = int(fr.min_interval_days)
         self.max_overall = int(fr.max_overall_days)
         t = instance.tumour
-        self.biology = biology or Biology.from_instance(instance)
+        self.biology = biology or tumour_biology(instance)
         self.alpha_beta = float(t.alpha_beta_gy)
         rx = instance.prescription
+        self.tumour_dose_ratio = float(rx.dose_ratio)
+        self.min_local_control = (None if rx.min_local_control is None
+                                  else float(rx.min_local_control))
+        self.local_control_vs = rx.local_control_vs
+        self.local_control_margin = float(rx.local_control_margin or 0.0)
+        self._standard_lc: dict[tuple, float] = {}
+        self._nominal_biology = self.biology  # comparators stay at nominal parameters
         lims = []
         if rx.min_bed_gy is not None:
             lims.append(float(rx.min_bed_gy))
@@ -457,7 +491,7 @@ class Problem:
         if site not in OUTCOME or site not in sites:
             return False, (f"site {site!r} has no clinical outcome data: local control and TCP "
                            "are model predictions, not calibrated")
-        ids = [o.id for o in obs if o.site == site]
+        ids = [o.id for o in obs if o.site == site and o.role == "training"]
         label = f"{ids[0]}-{ids[-1]}" if ids else "none"
         fixed = sites[site].fixed()
         differ = []
@@ -478,10 +512,21 @@ class Problem:
         return True, f"calibrated to the {site} clinical outcomes {label}"
 
     @property
+    def has_outcome_limits(self) -> bool:
+        """True when the prescription limits local control (``min_local_control`` or
+        ``local_control_vs``)."""
+        return self.min_local_control is not None or self.local_control_vs is not None
+
+    @property
     def needs_population(self) -> bool:
-        """True when the objective needs local control (the population average)."""
-        return any(self.metric_of(k) in ("local_control", "nk_gain_local_control")
-                   for k in self.weights)
+        """True when the objective or a limit needs local control (the population average)."""
+        return self.has_outcome_limits or any(
+            self.metric_of(k) in ("local_control", "nk_gain_local_control") for k in self.weights)
+
+    @property
+    def needs_reoxygenation(self) -> bool:
+        """True when the objective needs the plan without reoxygenation."""
+        return "reoxygenation_gain_local_control" in self.weights
 
     @property
     def needs_counterfactual(self) -> bool:
@@ -491,8 +536,92 @@ class Problem:
 
     @property
     def needs_simulation(self) -> bool:
-        """False when the objective is tumour BED only (no TME simulation is needed)."""
-        return any(k != "tumour_bed" for k in self.weights)
+        """False when the objective is tumour BED only and no limit needs local control (no
+        TME simulation is needed)."""
+        return self.has_outcome_limits or any(k != "tumour_bed" for k in self.weights)
+
+    # ------------------------------------------------------------------ tumour dose
+    def tumour_doses(self, D: Any, ratio: Any = None) -> np.ndarray:
+        """The dose the tumour receives: prescribed daily doses ``D`` (Gy) times the
+        prescription's ``tumour_dose_ratio`` (or ``ratio``, a number or one per row of ``D``).
+        Every simulation of this problem's tumour takes these; prescription and OAR limits stay
+        on ``D``."""
+        D = np.asarray(D, dtype=float)
+        if ratio is None:
+            r = self.tumour_dose_ratio
+            return D if r == 1.0 else D * r
+        r = np.asarray(ratio, dtype=float)
+        return D * (r[:, None] if r.ndim == 1 and D.ndim == 2 else r)
+
+    def reoxygenation_metrics(self, D: Any, dose_ratio: Any = None) -> dict[str, np.ndarray]:
+        """Local control of radiotherapy alone with and without reoxygenation between
+        fractions, and the gain, for prescribed daily dose rows ``D``.
+
+        "Without reoxygenation" holds the FMISO hypoxic fraction at its pre-treatment value
+        (:data:`rtopt.model.calibrate.NO_REOXYGENATION`); both sides have no NK cells, so the
+        gain is the radiotherapy's own, whatever the infusions.
+        """
+        from dataclasses import replace
+
+        from rtopt.model.calibrate import NO_REOXYGENATION
+
+        Dt = self.tumour_doses(np.atleast_2d(D), dose_ratio)
+        rt = replace(self.biology, nk=False)
+        frozen = replace(rt, params=rt.params.with_values(**NO_REOXYGENATION))
+        with_r = simulate(rt, Dt, steps_per_day=self.steps_per_day).local_control
+        without = simulate(frozen, Dt, steps_per_day=self.steps_per_day).local_control
+        return {"local_control_rt_alone": with_r, "local_control_without_reoxygenation": without,
+                "reoxygenation_gain_local_control": with_r - without}
+
+    def standard_local_control(self, name: str, nk_days: Sequence[int] = ()) -> float:
+        """Local control (nominal parameters) of the standard schedule ``name`` on this
+        instance's tumour, with the source's prescription convention; radiotherapy alone
+        unless ``nk_days`` are given.
+
+        Raises
+        ------
+        KeyError
+            Unknown name (the message has did-you-mean).
+        """
+        from dataclasses import replace
+
+        from rtopt.model.standards import standard_schedule
+
+        key = (name, tuple(nk_days))
+        if key not in self._standard_lc:
+            st = standard_schedule(name)
+            H = max(self.horizon_days, st.days[-1] + 1)
+            d = np.zeros((1, H))
+            d[0, list(st.days)] = st.dose_per_fraction_gy
+            u = np.zeros((1, H))
+            for t in nk_days:
+                u[0, t] += 1
+            nominal = self._nominal_biology
+            bio = nominal if nk_days else replace(nominal, nk=False)
+            sim = simulate(bio, self.tumour_doses(d, st.tumour_dose_ratio), u,
+                           steps_per_day=self.steps_per_day)
+            self._standard_lc[key] = float(sim.local_control[0])
+        return self._standard_lc[key]
+
+    def outcome_limits(self) -> dict[str, float]:
+        """The local-control limits of the prescription: ``{constraint name: minimum}``."""
+        out: dict[str, float] = {}
+        if self.min_local_control is not None:
+            out["prescription.min_local_control"] = self.min_local_control
+        if self.local_control_vs is not None:
+            out["prescription.local_control_vs"] = (
+                self.standard_local_control(self.local_control_vs) - self.local_control_margin)
+        return out
+
+    def outcome_limits_ok(self, metrics: Mapping[str, Any]) -> np.ndarray | bool:
+        """Mask of schedules whose ``metrics["local_control"]`` meets every local-control limit
+        (True when the prescription has none); for back-ends that score schedules themselves."""
+        lims = self.outcome_limits()
+        if not lims:
+            return True
+        lc = np.asarray(metrics["local_control"], dtype=float)
+        lo = max(lims.values())
+        return lc >= lo - FEAS_TOL
 
     @property
     def continuous_dose(self) -> bool:
@@ -532,7 +661,7 @@ class Problem:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, D: Any, U: Any = None, *, simulate_tme: bool | None = None,
-                 all_metrics: bool = False) -> Evaluation:
+                 all_metrics: bool = False, dose_ratio: Any = None) -> Evaluation:
         """Metrics, objective and constraint slacks of many schedules at once.
 
         Parameters
@@ -545,6 +674,9 @@ class Problem:
             Run the TME simulator (default: when the objective needs it).
         all_metrics : bool
             Compute local control even when the objective does not need it (verification).
+        dose_ratio : float or array_like, optional
+            Tumour dose / prescribed dose per row (default the prescription's; named standard
+            schedules carry their source's, :meth:`standard_plan`).
         """
         D = np.atleast_2d(np.asarray(D, dtype=float))
         n, H = D.shape
@@ -571,11 +703,14 @@ class Problem:
             m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
         run = self.needs_simulation if simulate_tme is None else simulate_tme
         if run:
-            sim = simulate(self.biology, D, U, steps_per_day=self.steps_per_day,
+            sim = simulate(self.biology, self.tumour_doses(D, dose_ratio), U,
+                           steps_per_day=self.steps_per_day,
                            population=all_metrics or self.needs_population,
                            counterfactual=all_metrics or self.needs_counterfactual)
             for name, attr in SIMULATION_METRICS.items():
                 m[name] = getattr(sim, attr)
+            if all_metrics or self.needs_reoxygenation:
+                m.update(self.reoxygenation_metrics(D, dose_ratio))
         obj = self.objective_from_metrics(m, n)
 
         s: dict[str, tuple[np.ndarray, float, str, str]] = {}
@@ -598,6 +733,9 @@ class Problem:
         s["min_interval_days"] = (gaps, float(self.min_interval), ">=", "rule")
         s["max_overall_days"] = (m["overall_days"], float(self.max_overall), "<=", "rule")
         s["prescription.min_bed_gy"] = (m["tumour_bed_gy"], self.min_bed, ">=", "limit")
+        if "local_control" in m and not np.isnan(np.asarray(m["local_control"])).all():
+            for key, lim in self.outcome_limits().items():
+                s[key] = (m["local_control"], lim, ">=", "limit")
         for i, o in enumerate(self.oars):
             if o.max_bed_gy is not None:
                 s[f"oar.{o.name}.max_bed_gy"] = (oar_bed[:, i], o.max_bed_gy, "<=", "limit")
@@ -636,9 +774,40 @@ class Problem:
         return Evaluation(obj, m, s, viol)
 
     def evaluate_plans(self, plans: Sequence[Plan], **kw: Any) -> Evaluation:
-        """:meth:`evaluate` on a list of plans."""
+        """:meth:`evaluate` on a list of plans (each with its :meth:`dose_ratio_of`)."""
         rows = [p.daily(self.horizon_days) for p in plans]
+        if "dose_ratio" not in kw and any(self.dose_ratio_of(p) != self.tumour_dose_ratio
+                                          for p in plans):
+            kw["dose_ratio"] = np.array([self.dose_ratio_of(p) for p in plans])
         return self.evaluate(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), **kw)
+
+    def dose_ratio_of(self, plan: Plan) -> float:
+        """Tumour dose / prescribed dose of ``plan``: the source's for a plan made by
+        :meth:`standard_plan`, else the prescription's."""
+        r = getattr(plan, "tumour_dose_ratio", None)
+        return self.tumour_dose_ratio if r is None else float(r)
+
+    def standard_plan(self, name: str, nk_days: Sequence[int] | None = None) -> Plan:
+        """The named standard schedule as a plan (rtopt/model/data/standard_schedules.toml),
+        delivered with its source's prescription convention (the plan carries it as
+        ``tumour_dose_ratio``); ``nk_days`` default: the earliest rule-abiding infusions.
+
+        Raises
+        ------
+        KeyError
+            Unknown name (the message has did-you-mean).
+        ValueError
+            A fraction day beyond the horizon.
+        """
+        from rtopt.model.standards import standard_schedule
+
+        st = standard_schedule(name)
+        if st.days[-1] >= self.horizon_days:
+            raise ValueError(f"standard schedule {name}: day {st.days[-1]} is beyond the horizon "
+                             f"of {self.name} (last day {self.horizon_days - 1})")
+        if nk_days is None:
+            nk_days = (self.first_valid_infusions(st.days) or ()) if self.nk is not None else ()
+        return Plan(st.days, st.doses_gy, tuple(nk_days), tumour_dose_ratio=st.tumour_dose_ratio)
 
     def verify(self, plan: Plan) -> Verification:
         """Re-simulate one plan and re-check every constraint (the gate before any report)."""
@@ -720,6 +889,42 @@ class Problem:
         return tuple(days) if len(days) == r.n_min else None
 
     # ------------------------------------------------------------------ diagnosis
+    def _diagnose_local_control(self, n_lo: int, n_hi: int, conflicts: list[str],
+                                best: dict[str, float]) -> None:
+        """Best local control over uniform plans at the highest dose the limits allow for
+        each fraction count (compact calendars, earliest rule-abiding infusions); a conflict
+        when it stays below a local-control limit.  Local control rises with dose, so this is
+        the uniform-dose bound on the calendars tried."""
+        rows, plans = [], []
+        for n in range(n_lo, n_hi + 1):
+            d = self.max_uniform_dose(n)
+            if not self.continuous_dose:
+                g = self.dose_grid()
+                g = g[g <= d + 1e-9]
+                d = float(g.max()) if g.size else -np.inf
+            if d < self.d_min - 1e-9:
+                continue
+            for cal in self.compact_calendars(n)[:3]:
+                nk = self.first_valid_infusions(cal)
+                plans.append(Plan.uniform(cal, d, nk or ()))
+        if not plans:
+            return
+        ev = self.evaluate_plans(plans, simulate_tme=True, all_metrics=True)
+        lc = np.asarray(ev.metrics["local_control"])
+        ok = np.asarray(ev.metrics["tumour_bed_gy"]) >= self.min_bed - FEAS_TOL * max(1.0, self.min_bed)
+        if not ok.any():
+            return
+        i = int(np.argmax(np.where(ok, lc, -np.inf)))
+        best["local_control"] = float(lc[i])
+        for key, lim in self.outcome_limits().items():
+            if lc[i] < lim - FEAS_TOL:
+                what = (f"{key}={lim:.4g}" if key.endswith("min_local_control") else
+                        f"{key}='{self.local_control_vs}' (local control {lim + self.local_control_margin:.4g}"
+                        f" - margin {self.local_control_margin:g} = {lim:.4g})")
+                conflicts.append(
+                    f"{what} conflicts with the dose limits: the highest local control the "
+                    f"limits allow is {lc[i]:.4g} ({plans[i].describe()}; uniform doses at the "
+                    "largest dose the OAR and dose limits allow)")
     def max_uniform_dose(self, n: int) -> float:
         """Largest uniform dose per fraction (Gy) that every OAR limit and ``d_max`` allow for
         ``n`` fractions (ignoring the grid); may fall below ``d_min``."""
@@ -804,6 +1009,8 @@ class Problem:
                     f"prescription.min_bed_gy={self.min_bed:g} Gy conflicts with {lim}: the "
                     f"highest tumour BED the limits allow is {best_bed:.4g} Gy ({best_n} x "
                     f"{best_d:.4g} Gy)")
+        if self.has_outcome_limits and not conflicts and best_n is not None:
+            self._diagnose_local_control(n_lo, n_hi, conflicts, best)
         if self.nk is not None:
             r = self.nk
             window = max(0, r.latest_day - r.earliest_day)
