@@ -305,6 +305,10 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
     t.add_row(f"hypoxic fraction at end (%; baseline "
               f"{100 * problem.biology.hypoxic_fraction:.3g})",
               _fmt(100 * m["hypoxic_fraction_end"], ".3g"), "", "")
+    t.add_row("circulating NK nadir (of baseline)", _fmt(m.get("circulating_nk_nadir"), ".3g"),
+              "", "")
+    t.add_row(f"  circulating NK area (baseline-days of {problem.horizon_days})",
+              _fmt(m.get("circulating_nk_auc"), ".4g"), "", "")
     oc = checks.get("max_overall_days")
     t.add_row("overall time (days)", _fmt(m["overall_days"]), _limit_str(oc), _status(oc))
     c = out_console

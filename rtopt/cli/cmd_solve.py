@@ -118,6 +118,8 @@ def _print_result(r) -> None:
                             "  reoxygenation gain (RT alone)"),
                            ("tcp", "TCP (per patient, nominal alpha)"),
                            ("hypoxic_fraction_end", "hypoxic fraction at end (%)"),
+                           ("circulating_nk_nadir", "circulating NK nadir (of baseline)"),
+                           ("circulating_nk_auc", "  circulating NK area (baseline-days)"),
                            ("overall_days", "overall time (days)")):
             if key in m:
                 scale = 100.0 if key == "hypoxic_fraction_end" else 1.0

@@ -32,21 +32,37 @@ def params_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List every uncertain parameter: value, distribution, bounds and source."""
+    from rtopt.model.parameters import BASIS, SPECS, basis, basis_summary, resolve
     from rtopt.model.uncertainty import distributions_for, generic_distributions
 
     if file is None:
         dists = generic_distributions()
         where = "generic preset, il15_expanded NK product, alpha 0.35 /Gy, alpha/beta 10 Gy"
+        prov = dict(resolve("generic", "il15_expanded").provenance)
     else:
         from rtopt.problem.instance import load_instance
 
-        dists = distributions_for(load_instance(file))
+        inst = load_instance(file)
+        dists = distributions_for(inst)
         where = file
+        prov = dict(inst.surrogate_parameters().provenance)
+    summary = basis_summary(prov)
+    n_nk = len(BASIS)
+    share = summary["assumption"] / n_nk
     if json_out:
-        typer.echo(json.dumps([d.to_dict() for d in dists.values()], indent=2))
+        rows = []
+        for d in dists.values():
+            row = d.to_dict()
+            row["group"] = SPECS[d.name].group if d.name in SPECS else "tumour"
+            row["provenance"] = prov.get(d.name, d.source)
+            row["basis"] = basis(d.name, prov.get(d.name))
+            rows.append(row)
+        # one object per parameter (the list shape scripts rely on); the NK and chemokine
+        # parameters carry their basis, the others None
+        typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title=f"uncertain parameters ({where})")
-    for col in ("name", "value", "distribution", "bounds", "unit"):
+    for col in ("name", "value", "distribution", "bounds", "unit", "basis"):
         t.add_column(col, justify="right" if col == "value" else "left", no_wrap=True,
                      min_width=5 if col == "unit" else None)
     wide = out_console.width >= 120               # the source column needs room
@@ -56,8 +72,12 @@ def params_cmd(
         t.add_row(d.name, f"{d.value:.4g}",
                   "fixed" if d.fixed else d.kind + (f" sd {d.sd:.3g}" if d.sd else ""),
                   f"[{d.low:.3g}, {d.high:.3g}]",
-                  "" if d.unit == "1" else d.unit, *([d.source] if wide else []))
+                  "" if d.unit == "1" else d.unit, basis(d.name, prov.get(d.name)) or "",
+                  *([prov.get(d.name, d.source)] if wide else []))
     out_console.print(t)
+    out_console.print(f"NK and chemokine parameters ({n_nk}): " + ", ".join(
+        f"{v} {k}" for k, v in summary.items() if v) + f"; bare assumptions {share:.0%} "
+        "(basis: docs/model.md section 12)")
     out_console.print("triangular: mode at the value; loguniform: ranges over a decade; "
                       "override per instance in [uncertainty.NAME] (docs/model.md section 11)."
                       + ("" if wide else "  Sources: --json or a wider terminal."))

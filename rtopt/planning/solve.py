@@ -147,6 +147,8 @@ class Result:
                     _r(m.get("local_control_without_reoxygenation")),
                 "reoxygenation_gain_local_control": _r(m.get("reoxygenation_gain_local_control")),
                 "hypoxic_fraction_end": _r(m.get("hypoxic_fraction_end")),
+                "circulating_nk_nadir": _r(m.get("circulating_nk_nadir")),
+                "circulating_nk_auc": _r(m.get("circulating_nk_auc")),
                 "overall_days": _r(m.get("overall_days")),
             },
             "constraints": [c.to_dict() for c in self.constraints],

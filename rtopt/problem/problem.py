@@ -27,6 +27,7 @@ import numpy as np
 from rtopt.common.errors import InstanceError
 from rtopt.model import radiobiology as rb
 from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
+from rtopt.model.circulation import circulating_metrics
 from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate
 
 __all__ = ["Plan", "PlanFileError", "load_plan_file", "check_plan_fits", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
@@ -701,6 +702,8 @@ class Problem:
             m[f"oar.{o.name}.bed_gy"] = oar_bed[:, i]
             m[f"oar.{o.name}.eqd2_gy"] = rb.eqd2_from_bed(oar_bed[:, i], o.alpha_beta_gy)
             m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
+        # the immune cost of the fractions: endogenous circulating NK (closed form, no TME)
+        m.update(circulating_metrics(D, self.biology.params))
         run = self.needs_simulation if simulate_tme is None else simulate_tme
         if run:
             sim = simulate(self.biology, self.tumour_doses(D, dose_ratio), U,
