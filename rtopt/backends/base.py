@@ -17,6 +17,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
@@ -201,8 +202,6 @@ def module_import_error(name: str) -> str:
 def check_imports(names: Iterable[str]) -> None:
     """Try several imports at once (:func:`module_import_error`, cached), e.g. before a
     listing of every back-end, so that the checks overlap instead of adding up."""
-    from concurrent.futures import ThreadPoolExecutor
-
     todo = sorted({n for n in names if module_available(n)})
     if todo:
         with ThreadPoolExecutor(max_workers=len(todo)) as ex:

@@ -47,9 +47,9 @@ import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
 from rtopt.common.errors import ProblemDeclined, RtoptError
-from rtopt.problem.problem import OBJECTIVES, SIMULATION_METRICS, Plan, Problem
 from rtopt.model.radiobiology import POPULATION_Z
 from rtopt.model.simulator import infusion_kernels
+from rtopt.problem.problem import OBJECTIVES, SIMULATION_METRICS, Plan, Problem
 
 __all__ = ["ExhaustiveBackend", "DEFAULT_MEMORY_LIMIT_MB", "memory_budget_bytes", "SpaceEstimate"]
 
@@ -250,7 +250,7 @@ class ExhaustiveBackend(Backend):
         return sets
 
     @staticmethod
-    def _infusion_matrix(problem: Problem, day_step: int) -> tuple[np.ndarray, np.ndarray]:
+    def infusion_matrix(problem: Problem, day_step: int) -> tuple[np.ndarray, np.ndarray]:
         """(candidate days, incidence matrix) of :meth:`infusion_sets`, in the same order,
         built with numpy: row r marks the candidate days of set r."""
         r = problem.nk
@@ -336,7 +336,7 @@ class ExhaustiveBackend(Backend):
                     cols = np.array(chunk, dtype=int)[cal_of_row]          # (rows, n) days
                     D[np.arange(len(D))[:, None], cols] = np.tile(dd, len(chunk))[:, None]
                     seen += len(D)
-                    ok, bed = self._limits_ok(problem, D)
+                    ok, bed = self.limits_ok(problem, D)
                     if ok.any():
                         kept_D.append(D[ok])
                         kept_bed.append(bed[ok])
@@ -370,9 +370,9 @@ class ExhaustiveBackend(Backend):
         del kept_D
         bed = np.concatenate(kept_bed)
         if problem.nk is not None and problem.needs_simulation:
-            cand, M = self._infusion_matrix(problem, day_step)
+            cand, M = self.infusion_matrix(problem, day_step)
             extras["infusion_sets"] = len(M)
-            return self._superposition(problem, D, plans_rt, bed, cand, M, deadline, name,
+            return self.superposition(problem, D, plans_rt, bed, cand, M, deadline, name,
                                        version, extras, budget, timed_out)
         sets = self.infusion_sets(problem, day_step) if problem.nk is not None else [()]
         extras["infusion_sets"] = len(sets)
@@ -395,7 +395,7 @@ class ExhaustiveBackend(Backend):
                 break
             days, d = plans_rt[i]
             for s in sets:
-                if not s or self._rule_ok(problem, days, np.asarray(s)).all():
+                if not s or self.rule_ok(problem, days, np.asarray(s)).all():
                     return BackendOutput((Plan.uniform(days, d, s),), term,
                                          float(obj[i]),
                                          float(obj[i]) if term == Termination.OPTIMAL else None,
@@ -417,7 +417,7 @@ class ExhaustiveBackend(Backend):
         return "no infusion set obeys the NK rules with any schedule in the space"
 
     @staticmethod
-    def _limits_ok(problem: Problem, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def limits_ok(problem: Problem, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Closed-form prescription / OAR / calendar check of a block: (ok mask, tumour BED)."""
         ev = problem.evaluate(D, simulate_tme=False)
         ok = np.ones(len(D), dtype=bool)
@@ -437,12 +437,12 @@ class ExhaustiveBackend(Backend):
                 "overall_days": np.array([d[-1] - d[0] if d else 0 for d in days], dtype=float)}
 
     @staticmethod
-    def _rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
+    def rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
         """Per candidate infusion day: window and no fraction on the m days after it."""
         return np.array([problem.infusion_day_ok(days, int(t)) for t in inf_days], dtype=bool)
 
-    def _superposition(self, problem, D, plans_rt, bed, cand, M, deadline, name, version, extras,
-                       budget, timed_out=False):
+    def superposition(self, problem, D, plans_rt, bed, cand, M, deadline, name, version, extras,
+                      budget, timed_out=False):
         """Score every (schedule, infusion set) pair exactly from single-infusion kernels.
 
         ``M`` is the incidence matrix of the infusion sets over the candidate days ``cand``.
@@ -489,7 +489,7 @@ class ExhaustiveBackend(Backend):
                     term = Termination.TIME_LIMIT
                     break
                 days = plans_rt[a + i][0]
-                bad = ~self._rule_ok(problem, days, cand)
+                bad = ~self.rule_ok(problem, days, cand)
                 for c0 in range(0, n_sets, set_chunk):
                     Mc = M[c0:c0 + set_chunk]
                     valid = ~Mc[:, bad].any(axis=1) if bad.any() else np.ones(len(Mc), bool)

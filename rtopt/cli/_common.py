@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NoReturn
 
 import typer
-from rich.console import Console
 
+from rtopt.common.console import err_console, out_console
 from rtopt.common.errors import InstanceError, RtoptError
 from rtopt.common.fileio import write_atomic
 
@@ -57,16 +57,6 @@ EXIT_CODES_HELP = (
     "solver plan that failed verification); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
 """The exit-code table as one line, for ``rtopt --help``."""
-
-# soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
-# lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
-# off by itself when the stream is not a terminal.
-err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stderr for messages and progress."""
-
-out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
-
 
 EXIT_OK = ExitCode.OK
 EXIT_ERROR = ExitCode.ERROR
@@ -175,10 +165,10 @@ def resolve_solver(name: str) -> Any:
             except OSError:  # e.g. a name longer than the file system allows
                 found = False
             if not found:
-                raise ProfileError(_short(name), [("", "file not found")])
+                raise ProfileError(shorten(name), [("", "file not found")])
         return resolve_profile(name)
     if len(name) > 100:  # no profile or back-end name is that long: do not echo it whole
-        raise RtoptError(f"{_short(name)}: unknown solver profile or backend")
+        raise RtoptError(f"{shorten(name)}: unknown solver profile or backend")
     return resolve_profile(name)
 
 
@@ -189,7 +179,7 @@ def cli_profiles() -> list[Any]:
     return list_profiles()
 
 
-def _short(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters for echoing user input in messages."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"

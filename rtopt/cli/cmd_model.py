@@ -12,6 +12,9 @@ from rtopt.cli import app
 from rtopt.cli._common import (cli_errors, cli_profiles, err_console, fail, out_console,
                                resolve_solver)
 
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
+
 
 def _calibrated_target(write: Path, name: str = "calibrated.py") -> Path:
     """Where ``--write PATH`` writes, or a one-line refusal.

@@ -10,6 +10,9 @@ import typer
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console
 
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
+
 
 @app.command("pareto")
 @cli_errors()
@@ -64,6 +67,6 @@ def pareto_cmd(
 
 
 def _lines(res) -> list[str]:
-    from rtopt.outputs.pareto_report import _summary
+    from rtopt.outputs.pareto_report import summary_lines
 
-    return _summary(res.to_dict())
+    return summary_lines(res.to_dict())

@@ -17,7 +17,10 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import ExitCode, _short, cli_errors, err_console, fail, out_console
+from rtopt.cli._common import ExitCode, cli_errors, err_console, fail, out_console, shorten
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 EXIT_VIOLATED = ExitCode.VIOLATED
 """Exit code of ``rtopt simulate`` for a plan that violates constraints."""
@@ -32,7 +35,7 @@ SURROGATE_TABLE_DOSES = tuple(float(d) for d in range(2, 25, 2))
 def _items(text: str, option: str) -> list[str]:
     items = [s.strip() for s in text.split(",")]
     if not text.strip() or any(s == "" for s in items):
-        fail([f"rtopt: {option}: {_short(text)!r} is not a comma-separated list (e.g. 0,2,4,7)"])
+        fail([f"rtopt: {option}: {shorten(text)!r} is not a comma-separated list (e.g. 0,2,4,7)"])
     return items
 
 
@@ -43,7 +46,7 @@ def _parse_days(text: str, option: str) -> list[int]:
         try:
             day = int(s)
         except ValueError:
-            fail([f"rtopt: {option}: {_short(s)!r} in {_short(text)!r} is not a whole day number"])
+            fail([f"rtopt: {option}: {shorten(s)!r} in {shorten(text)!r} is not a whole day number"])
         if day < 0:
             fail([f"rtopt: {option}: day {day} is before day 0"])
         days.append(day)
@@ -57,7 +60,7 @@ def _parse_doses(text: str) -> list[float]:
         try:
             x = float(s)
         except ValueError:
-            fail([f"rtopt: --dose: {_short(s)!r} is not a number of Gy"])
+            fail([f"rtopt: --dose: {shorten(s)!r} is not a number of Gy"])
         if not math.isfinite(x) or x <= 0:
             fail([f"rtopt: --dose: {s} Gy: a dose per fraction must be a finite number > 0"])
         doses.append(x)
@@ -106,7 +109,7 @@ def _plan_from_file(path: str, instance: str | None = None, force: bool = False
         fail(e.lines())
     named = data.get("instance") if isinstance(data, dict) else None
     if instance is not None and isinstance(named, str) and named != instance and not force:
-        fail([f"{path}: plan written for instance {_short(named, 60)!r}, not {instance!r} "
+        fail([f"{path}: plan written for instance {shorten(named, 60)!r}, not {instance!r} "
               "(--force to use it anyway)"])
     if not isinstance(data, dict):
         fail([f"{path}: expected a JSON object with 'fractions' (a plan) or 'schedule' "
@@ -425,7 +428,7 @@ def _choice(value: str, choices: tuple[str, ...], kind: str) -> str:
     hint = [c for c in choices if c.startswith(norm)] if len(norm) >= 2 else []
     hint = hint if len(hint) == 1 else difflib.get_close_matches(norm, choices, n=1, cutoff=0.5)
     did = f"; did you mean {hint[0]!r}?" if hint else ""
-    fail([f"rtopt: unknown {kind} {_short(value)!r}{did} (one of {', '.join(choices)})"])
+    fail([f"rtopt: unknown {kind} {shorten(value)!r}{did} (one of {', '.join(choices)})"])
 
 
 @app.command("surrogate")
@@ -446,8 +449,8 @@ def surrogate_cmd(
     """Dose responses of the TME surrogate to one fraction of 2, 4, ..., 24 Gy."""
     import numpy as np
 
-    from rtopt.outputs import plots
     from rtopt.model.parameters import PRODUCTS, SITES
+    from rtopt.outputs import plots
 
     site = _choice(site, SITES, "site")
     product = _choice(product, PRODUCTS, "NK product")

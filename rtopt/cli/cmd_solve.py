@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console,
-                               resolve_solver, write_atomic)
+from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console, resolve_solver,
+                               write_atomic)
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 
 @app.command("solve")
@@ -52,7 +55,7 @@ def solve_cmd(
     Exit code 0 for a verified feasible plan, 3 for an infeasible instance, 4 when the solver's
     plan fails verification, 1 otherwise (see `rtopt --help`).
     """
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     profile = resolve_solver(solver)
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
@@ -74,7 +77,7 @@ def solve_cmd(
     if json_out:
         typer.echo(result.to_json())
     else:
-        _print_result(result)
+        print_result(result)
     if output is not None and not result.feasible:
         err_console.print(f"{output}: not written (no verified feasible plan)")
     raise typer.Exit(exit_code(result))
@@ -89,7 +92,8 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _print_result(r) -> None:
+def print_result(r) -> None:
+    """Print a :class:`rtopt.planning.solve.Result` for people (plan, metrics, constraints)."""
     c = out_console
     c.print(f"{r.instance}  [{r.solver} -> {r.backend}: {r.solver_name} {r.solver_version}]")
     c.print(f"status: {r.status}   termination: {r.termination}   verified: {r.verified}   "
@@ -156,11 +160,9 @@ def solvers_cmd(
     """List solver profiles and back-ends with their availability."""
     import json
 
-    from rtopt.backends import BACKENDS
-    from rtopt.planning.profiles import Profile, list_profiles, profile_origin, shadowed
-
-    from rtopt.backends import get_backend
+    from rtopt.backends import BACKENDS, get_backend
     from rtopt.backends.base import check_imports
+    from rtopt.planning.profiles import Profile, list_profiles, profile_origin, shadowed
 
     profiles = list_profiles()
     names = set()  # try every back-end's imports at once (each in a child process)

@@ -18,6 +18,9 @@ from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console, out_console
 from rtopt.common.fileio import FolderLock
 
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
+
 model_app = typer.Typer(name="model", help="The model: parameters and their distributions.",
                         no_args_is_help=True, add_completion=False)
 app.add_typer(model_app, name="model")

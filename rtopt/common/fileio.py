@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from rtopt.common.errors import InstanceError
+from rtopt.common.errors import FolderLocked, InstanceError
 
 __all__ = ["write_atomic", "FolderLock", "LOCK_NAME", "inside", "read_input", "read_text",
            "load_toml", "load_json", "parse_toml", "parse_json", "toml_message",
@@ -271,7 +271,7 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         try:
-            import fcntl
+            import fcntl  # POSIX only: without it the lock is a no-op
         except ImportError:  # pragma: no cover - not POSIX
             return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -283,8 +283,6 @@ class FolderLock:
             except OSError:
                 holder = []
             os.close(fd)
-            from rtopt.common.errors import FolderLocked
-
             pid = holder[0] if holder else "unknown"
             who = " ".join(holder[1:]) or "rtopt"
             raise FolderLocked(f"{self.folder}: in use by another {who} run (pid {pid}); "
@@ -297,7 +295,7 @@ class FolderLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        import fcntl
+        import fcntl  # POSIX only (acquire returns early without it)
 
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)

@@ -55,6 +55,7 @@ by :meth:`rtopt.problem.problem.Problem.verify` of the instance (:func:`rtopt.pl
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -63,10 +64,23 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rtopt.problem.course import Course, Observation, load_course
+from rtopt.backends.base import BackendOutput, Termination, package_version
+from rtopt.backends.exhaustive import ExhaustiveBackend, memory_budget_bytes
 from rtopt.common.errors import RtoptError
+from rtopt.common.fileio import write_atomic
+from rtopt.decisions.robust import (parse_robust, sample_objectives, score_block, statistic,
+                                    summary_stats)
+from rtopt.decisions.trial import bootstrap_ci
+from rtopt.model.simulator import compile_kernels, simulate
+from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
+from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.planning.solve import Result, finish, solve
+from rtopt.problem.course import (Course, CourseError, Observation, course_from_dict, load_course,
+                                  violations)
+from rtopt.problem.instance import instance_from_dict
 from rtopt.problem.problem import Plan, Problem
-from rtopt.planning.solve import Result
+
+# matplotlib is imported inside the figure functions (import time).
 
 __all__ = ["Posterior", "update", "replan", "ReplanResult", "predict_observations",
            "plot_update", "LOW_ESS", "MOVED_SHIFT", "MOVED_SD_RATIO", "PRIOR_SAMPLES",
@@ -92,8 +106,6 @@ class AdaptiveError(RtoptError):
 def _as_course(course: Any, problem: Problem) -> Course:
     if isinstance(course, Course):
         if course.instance != problem.name:
-            from rtopt.problem.course import CourseError
-
             raise CourseError(course.source, [("instance", f"the course is for instance "
                                                            f"{course.instance!r}, not "
                                                            f"{problem.name!r}")])
@@ -127,7 +139,6 @@ def _trajectories(problem: Problem, bio: Any, n: int, course: Course, days: int)
     U = np.zeros(width)
     m = min(width - 1, H)
     D[:m], U[:m] = D0[:m], U0[:m]
-    from rtopt.model.simulator import simulate
 
     sim = simulate(bio, np.broadcast_to(problem.tumour_doses(D), (n, width)),
                    np.broadcast_to(U, (n, width)),
@@ -286,8 +297,6 @@ class Posterior:
 
     def adapted_biology(self, problem: Problem) -> Any:
         """``problem.biology`` with the :meth:`adapted_values`."""
-        from rtopt.model.uncertainty import biology_with
-
         return biology_with(problem.biology, self.adapted_values())
 
     def resample(self, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -332,8 +341,6 @@ def update(instance: Any, course: Any, *, samples: int = PRIOR_SAMPLES, seed: in
     Posterior
         With no observations: the prior (equal weights, ESS = ``samples``).
     """
-    from rtopt.model.uncertainty import biology_with, distributions_for, sample_values
-
     problem = Problem.coerce(instance)
     course = _as_course(course, problem)
     if int(samples) < 2:
@@ -368,9 +375,6 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from rtopt.common.fileio import write_atomic
-    from rtopt.model.uncertainty import biology_with
 
     problem = Problem.coerce(instance)
     course = _as_course(course, problem)
@@ -417,7 +421,6 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
     fig.suptitle(f"{problem.name}: update from {len(post.observations)} observation(s), "
                  f"ESS {post.ess:.0f} of {post.n}", fontsize=10)
     fig.tight_layout()
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -457,8 +460,6 @@ def _remaining_rules(problem: Problem, course: Course) -> tuple[int, int, int]:
 def _space(problem: Problem, course: Course, opts: dict[str, Any]):
     """Whole-course dose rows of the remaining space that meet every dose, calendar,
     prescription and OAR rule (delivered dose counted); ``(D, plans_rt, bed)``."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X
-
     H = problem.horizon_days
     dv = course.delivered
     D0, _ = dv.daily(H)
@@ -493,15 +494,13 @@ def _space(problem: Problem, course: Course, opts: dict[str, Any]):
     if not rows:
         return np.zeros((0, H)), [], np.zeros(0)
     D = np.array(rows)
-    ok, bed = X._limits_ok(problem, D)
+    ok, bed = ExhaustiveBackend.limits_ok(problem, D)
     return D[ok], [p for p, k in zip(plans_rt, ok) if k], bed[ok]
 
 
 def _infusion_space(problem: Problem, course: Course, day_step: int):
     """(candidate days, incidence matrix): the given infusions in every set, then every set of
     further days from today that obeys count, window and spacing."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X
-
     r = problem.nk
     given = list(course.delivered.nk_days)
     j = len(given)
@@ -514,7 +513,7 @@ def _infusion_space(problem: Problem, course: Course, day_step: int):
     if earliest > r.latest_day or r.n_max - j <= 0:
         cand, M = np.zeros(0, dtype=int), np.zeros((1 if r.n_min <= j else 0, 0), dtype=bool)
     else:
-        cand, M = X._infusion_matrix(rest, day_step)
+        cand, M = ExhaustiveBackend.infusion_matrix(rest, day_step)
     cand = np.concatenate([np.asarray(given, dtype=int), cand])
     M = np.hstack([np.ones((len(M), j), dtype=bool), M])
     return cand, M
@@ -540,11 +539,8 @@ def _full_plan(course: Course, days: tuple[int, ...], dose: float, nk: tuple[int
 def _search(problem: Problem, course: Course, options: Any, robust: Any, values: Any,
             ref: Any):
     """The remaining-course search on ``problem`` (planning biology); a BackendOutput."""
-    from rtopt.backends.base import BackendOutput, Termination, package_version
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X, memory_budget_bytes
-
     t0 = time.perf_counter()
-    opts = X.options_of(options)
+    opts = ExhaustiveBackend.options_of(options)
     D, plans_rt, bed = _space(problem, course, opts)
     name, version = "rtopt remaining-course enumeration + numpy", package_version("numpy")
     space = {"start_window_days": opts["start_window"],
@@ -560,8 +556,6 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
                              solver_version=version, extras=extras)
     nk_sim = problem.nk is not None and problem.needs_simulation
     if robust is not None:
-        from rtopt.decisions.robust import _score_block
-
         if problem.nk is not None:
             cand, M = _infusion_space(problem, course, opts["day_step"])
             sets = [tuple(int(x) for x in cand[row]) for row in M]
@@ -575,7 +569,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
         block = max(1, 4096 // max(1, S))
         fit, stat, st = [], [], []
         for a in range(0, len(D), block):
-            part = _score_block(problem, robust, values, ref, D, plans_rt, bed, sets,
+            part = score_block(problem, robust, values, ref, D, plans_rt, bed, sets,
                                 np.arange(a, min(a + block, len(D))))
             fit.append(part["fitness"])
             stat.append(part["stat"])
@@ -600,8 +594,8 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
                                  "the NK rules after the given infusions", solver_name=name,
                                  solver_version=version, extras=extras)
         deadline = t0 + options.time_limit_s
-        out = X()._superposition(problem, D, plans_rt, bed, cand, M, deadline, name, version,
-                                 extras, memory_budget_bytes(options))
+        out = ExhaustiveBackend().superposition(problem, D, plans_rt, bed, cand, M, deadline, name,
+                                                version, extras, memory_budget_bytes(options))
         if not out.plans:
             return out
         p = out.plans[0]
@@ -615,7 +609,6 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
     if problem.nk is not None:
         cand, M = _infusion_space(problem, course, opts["day_step"])
         sets = [tuple(int(x) for x in cand[row]) for row in M]
-    from rtopt.problem.course import _violations
 
     for i in np.argsort(-obj, kind="stable"):
         if not np.isfinite(obj[i]):
@@ -623,7 +616,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
         days, d = plans_rt[i]
         for s in (sets if sets is not None else [course.delivered.nk_days]):
             plan = _full_plan(course, days, d, s)
-            if not _violations(problem, plan, ()):
+            if not violations(problem, plan, ()):
                 return BackendOutput((plan,), Termination.OPTIMAL, float(obj[i]), None,
                                      solver_name=name, solver_version=version, extras=extras)
     return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
@@ -656,10 +649,6 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     ReplanResult
         The verified whole course, with ``delivered`` and ``remaining``.
     """
-    from rtopt.planning.profiles import Profile, resolve_profile
-    from rtopt.model.simulator import compile_kernels
-    from rtopt.planning.solve import finish
-
     compile_kernels()          # before the clock: a first compile is not search time
     t0 = time.perf_counter()
     base_problem = Problem.coerce(instance)
@@ -705,8 +694,6 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
                                    "fractions fixed", **base))
     spec = values = ref = None
     if robust is not None:
-        from rtopt.decisions.robust import parse_robust, sample_objectives
-
         spec = parse_robust(robust, problem=problem) if isinstance(robust, str) else robust
         if int(samples) < 1:
             raise AdaptiveError(f"--samples must be >= 1 for a robust re-plan, got {samples}")
@@ -723,15 +710,13 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
         nominal = base_problem.verify(res.plan)
         extras = {**res.extras, "objective_at_nominal_parameters": nominal.objective}
         if spec is not None:
-            from rtopt.decisions.robust import _summary, sample_objectives, statistic
-
             ins = sample_objectives(problem, *(a[None] for a in res.plan.daily(
                 problem.horizon_days)), values)[0]
             extras["robust"] = {"statistic": spec.label, "samples": int(samples),
                                 "seed": seed, "sampling": "systematic resampling of the "
                                 "importance-weighted pool",
                                 "in_sample": {"statistic": float(statistic(spec, ins, ref)),
-                                              **_summary(ins)}}
+                                              **summary_stats(ins)}}
         res = replace(res, extras=extras, wall_time_s=time.perf_counter() - t0)
     return wrap(res)
 
@@ -798,16 +783,9 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     AdaptiveError
         When a plan fails verification (never expected: both are verified plans).
     """
-    from rtopt.problem.course import course_from_dict
-    from rtopt.planning.solve import solve
-    from rtopt.decisions.trial import _ci
-    from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
-
     t0 = time.perf_counter()
     problem = Problem.coerce(instance)
     if overrides:
-        from rtopt.problem.instance import instance_from_dict
-
         data = problem.instance.to_dict()
         for table, vals in overrides.items():
             if table == "objective":
@@ -875,11 +853,11 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
         if progress is not None:
             progress(i + 1, patients)
     g = np.array(gains)
-    ci = _ci(g, seed)
+    ci = bootstrap_ci(g, seed)
     meta = {"instance": problem.name, "objective": problem.objective_name,
             "observation": f"{quantity} on day {today} (+- {sd:g}), after {k} fraction(s)",
             "prior_samples": prior_samples, "seed": seed,
             "wall_time_s": time.perf_counter() - t0}
     gi = np.array(info)
     return StudyResult(P, g, np.array(adapt), np.array(nom), np.array(changed, dtype=bool),
-                       ci, meta, blind.plan, np.array(blind_obj), gi, _ci(gi, seed))
+                       ci, meta, blind.plan, np.array(blind_obj), gi, bootstrap_ci(gi, seed))

@@ -31,7 +31,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from rtopt import __version__
+from rtopt.common.console import err_console
 from rtopt.common.errors import RtoptError
+
+# dask and rich.progress are imported inside the functions that use them (dask takes ~1 s to
+# import; serial runs never need it).
 
 __all__ = ["map_chunks", "SchedulerUnavailable", "CONNECT_TIMEOUT_S", "resolve_scheduler",
            "settings_key"]
@@ -91,8 +96,6 @@ def _check_workers(client: Any, scheduler: Any) -> None:
     A scheduler without workers would otherwise wait forever, and workers without rtopt (or
     with another version) fail each chunk with a deserialisation traceback.
     """
-    from rtopt import __version__ as here
-
     try:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError):
@@ -102,20 +105,20 @@ def _check_workers(client: Any, scheduler: Any) -> None:
 
     def probe() -> str:  # nested: pickled by value, runs even where rtopt is missing
         try:
-            import rtopt
+            from rtopt import __version__ as theirs
         except ImportError:
             return "not installed"
-        return str(getattr(rtopt, "__version__", "unknown"))
+        return str(theirs)
 
     try:
         versions = client.run(probe)
     except Exception as e:  # noqa: BLE001 - any failure here means the workers are unusable
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SchedulerUnavailable(f"the workers of {scheduler} cannot run tasks: {why}") from None
-    bad = sorted({v for v in versions.values() if v != here})
+    bad = sorted({v for v in versions.values() if v != __version__})
     if bad:
         have = ("do not have rtopt" if bad == ["not installed"]
-                else f"have rtopt {', '.join(bad)}, not {here}")
+                else f"have rtopt {', '.join(bad)}, not {__version__}")
         raise SchedulerUnavailable(
             f"the workers of {scheduler} {have}: install this repository in the workers' "
             "environment (pip install .)")
@@ -256,8 +259,6 @@ def _run_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any]
 
 @contextlib.contextmanager
 def _progress(label: str | None, total: int, completed: int) -> Iterator[Callable[[], None]]:
-    from rtopt.cli._common import err_console
-
     if label is None or total <= 1 or not err_console.is_terminal:
         yield lambda: None
         return

@@ -26,17 +26,24 @@ seed; ``Result.extras["robust"]`` reports both.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from rtopt.backends import get_backend
+from rtopt.backends.base import BackendOutput, Termination, package_version
+from rtopt.backends.exhaustive import ExhaustiveBackend
 from rtopt.common.errors import RtoptError
-from rtopt.problem.problem import Evaluation, Plan, Problem, SIMULATION_METRICS
-from rtopt.model.uncertainty import (biology_rows, biology_with, distributions_for, sample_values)
+from rtopt.decisions.distributed import map_chunks
+from rtopt.model.simulator import infusion_kernels, tumour_outcomes
+from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
+from rtopt.planning.solve import Result, finish
+from rtopt.problem.problem import SIMULATION_METRICS, Evaluation, Plan, Problem, load_plan_file
 
 __all__ = ["RobustSpec", "parse_robust", "statistic", "search_fitness", "solve_robust", "sample_objectives",
            "OUT_OF_SAMPLE_FACTOR", "ROBUST_BACKENDS"]
@@ -100,8 +107,6 @@ def load_plan(path: str | Path, problem: Any = None, *, force: bool = False,
               option: str = "") -> Plan:
     """A plan from the JSON of ``rtopt solve -o``: :func:`rtopt.problem.problem.load_plan_file`
     (checked against ``problem`` when given)."""
-    from rtopt.problem.problem import load_plan_file
-
     return load_plan_file(path, problem, force=force, option=option)
 
 
@@ -146,7 +151,8 @@ def sample_objectives(problem: Problem, D: np.ndarray, U: np.ndarray,
     return ev.objective.reshape(n, S)
 
 
-def _summary(obj: np.ndarray) -> dict[str, float]:
+def summary_stats(obj: np.ndarray) -> dict[str, float]:
+    """Mean, standard deviation and 5th/50th/95th percentiles of sampled objective values."""
     return {"mean": float(obj.mean()), "sd": float(obj.std()),
             **{f"p{q}": float(np.percentile(obj, q)) for q in (5, 50, 95)}}
 
@@ -174,8 +180,6 @@ class _RobustProblem(Problem):
 # ----------------------------------------------------------------------------- exhaustive
 def _space(problem: Problem, opt: dict[str, Any]):
     """The exhaustive back-end's structured space, closed-form limits applied."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X
-
     start_window = int(opt.get("start_window_days", 7))
     extra_spacing = int(opt.get("extra_spacing_days", 3))
     cont_step = float(opt.get("continuous_step_gy", 0.1))
@@ -184,8 +188,8 @@ def _space(problem: Problem, opt: dict[str, Any]):
     n_lo, n_hi = problem.fraction_count_range()
     rows, plans_rt = [], []
     for n in range(n_lo, n_hi + 1):
-        ds = X.doses(problem, n, cont_step)
-        for days in (X.calendars(problem, n, start_window, extra_spacing) if ds.size else []):
+        ds = ExhaustiveBackend.doses(problem, n, cont_step)
+        for days in (ExhaustiveBackend.calendars(problem, n, start_window, extra_spacing) if ds.size else []):
             for d in ds:
                 row = np.zeros(H)
                 row[list(days)] = d
@@ -201,17 +205,15 @@ def _space(problem: Problem, opt: dict[str, Any]):
             continue
         sl = (val - lim) if sense == ">=" else (lim - val)
         ok &= sl >= -1e-9 * max(1.0, abs(lim))
-    sets = X.infusion_sets(problem, day_step) if problem.nk is not None else [()]
+    sets = ExhaustiveBackend.infusion_sets(problem, day_step) if problem.nk is not None else [()]
     return (D[ok], [p for p, k in zip(plans_rt, ok) if k], ev.metrics["tumour_bed_gy"][ok],
             sets)
 
 
-def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
+def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
                  ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
                  sets: list, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Best infusion set and its statistic for each schedule of a block (all samples)."""
-    from rtopt.model.simulator import infusion_kernels, tumour_outcomes
-
     S = len(next(iter(values.values())))
     bio_s = biology_with(problem.biology, values)
     Db = D[idx]
@@ -275,9 +277,6 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
 
 
 def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress):
-    from rtopt.backends.base import BackendOutput, Termination, package_version
-    from rtopt.decisions.distributed import map_chunks
-
     name, version = "rtopt enumeration + SAA", package_version("numpy")
     D, plans_rt, bed, sets = _space(problem, options.options)
     if len(D) == 0:
@@ -288,7 +287,7 @@ def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress)
     items = [np.arange(a, min(a + block, len(D))) for a in range(0, len(D), block)]
 
     def run(idx):
-        return _score_block(problem, spec, values, ref, D, plans_rt, bed, sets, idx)
+        return score_block(problem, spec, values, ref, D, plans_rt, bed, sets, idx)
 
     parts = map_chunks(run, items, scheduler=scheduler, progress=progress)
     fit = np.concatenate([p["fitness"] for p in parts])
@@ -323,15 +322,10 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     RobustError
         ``samples < 1``, an unknown statistic, or an objective that no parameter changes.
     """
-    from rtopt.backends import get_backend
-    from rtopt.planning.solve import Result, finish
-
     if isinstance(spec, str):
         spec = parse_robust(spec, problem=problem)
     if spec.reference is None and reference is not None:
-        from dataclasses import replace as _replace
-
-        spec = _replace(spec, reference=reference, reference_name="reference")
+        spec = replace(spec, reference=reference, reference_name="reference")
     if int(samples) < 1:
         raise RobustError(f"--samples must be >= 1 for a robust solve, got {samples}")
     if profile.backend not in ROBUST_BACKENDS:
@@ -358,7 +352,6 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
         out = get_backend(profile.backend)().solve(_RobustProblem.wrap(problem, fitness),
                                                    profile.options)
         if out.plans:  # the back-end's claim is the robust statistic, not the nominal value
-            from dataclasses import replace
 
             # only the back-end's robust best: verification must not re-rank by the nominal
             out = replace(out, plans=out.plans[:1], claimed_objective=None,
@@ -376,7 +369,7 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     report: dict[str, Any] = {
         "statistic": spec.label, "samples": S, "seed": seed, "sampling": "latin hypercube",
         "nominal_objective": res.objective,
-        "in_sample": {"statistic": float(statistic(spec, ins, ref)), **_summary(ins)},
+        "in_sample": {"statistic": float(statistic(spec, ins, ref)), **summary_stats(ins)},
         "out_of_sample": {"samples": n_oos, "seed": oos_seed},
     }
     if spec.reference is not None:
@@ -388,14 +381,13 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     else:
         ref_oos = None
     report["out_of_sample"].update({"statistic": float(statistic(spec, oos, ref_oos)),
-                                    **_summary(oos)})
+                                    **summary_stats(oos)})
     extras = {**res.extras, "robust": report}
     extras.setdefault("robust_fitness", report["in_sample"]["statistic"])
     msg = (f"robust {spec.label} over {S} samples (seed {seed}); re-verified out of sample on "
            f"{n_oos} fresh samples (seed {oos_seed}): {spec.label} "
            f"{report['out_of_sample']['statistic']:.4g} (in sample "
            f"{report['in_sample']['statistic']:.4g})")
-    from dataclasses import replace
 
     return replace(res, extras=extras, message=(res.message + "; " if res.message else "") + msg,
                    wall_time_s=time.perf_counter() - t0)

@@ -29,6 +29,8 @@ from rtopt.decisions.distributed import map_chunks, settings_key
 from rtopt.common.errors import RtoptError
 from rtopt.model.uncertainty import Distribution, biology_with, distributions_for, values_from_unit
 
+# SALib and matplotlib are imported inside the functions that use them (import time).
+
 __all__ = ["SensitivityResult", "analyse", "plan_sensitivity", "plan_objectives", "METHODS"]
 
 METHODS = ("morris", "sobol")

@@ -32,10 +32,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.model import radiobiology as rb
 from rtopt.common.errors import RtoptError
-from rtopt.problem.problem import Plan, Problem
+from rtopt.common.fileio import write_atomic
+from rtopt.decisions.distributed import map_chunks, settings_key
+from rtopt.model import radiobiology as rb
+from rtopt.model.simulator import simulate
 from rtopt.model.uncertainty import biology_with, distributions_for, sample_values
+from rtopt.problem.problem import Plan, Problem
+
+# scipy.stats, jinja2 and matplotlib are imported inside the functions that use them (import
+# time).
 
 __all__ = ["STANDARD_ARMS", "standard_plan", "run_trial", "TrialResult", "write_outputs",
            "TrialError"]
@@ -96,7 +102,6 @@ def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np
     U = np.repeat(np.array([r[1] for r in rows]), m, axis=0)
     p = copy.copy(problem)
     p.biology = biology_with(problem.biology, {n: np.tile(v, k) for n, v in vals.items()})
-    from rtopt.model.simulator import simulate
 
     sim = simulate(p.biology, D, U, steps_per_day=problem.steps_per_day, population=False)
     n0 = np.asarray(p.biology.clonogens, dtype=float)
@@ -113,7 +118,7 @@ BCA_MAX_PATIENTS = 2000
 ``n^2`` (memory and time), and with thousands of patients the mean is close to normal anyway."""
 
 
-def _ci(x: np.ndarray, seed: int) -> tuple[float, float]:
+def bootstrap_ci(x: np.ndarray, seed: int) -> tuple[float, float]:
     """95 % bootstrap interval of the mean (scipy; BCa up to :data:`BCA_MAX_PATIENTS` patients,
     percentile above); a point when every value is equal."""
     from scipy import stats
@@ -137,8 +142,6 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
     TrialError
         Fewer than 1 patient or no arm.
     """
-    from rtopt.decisions.distributed import map_chunks, settings_key
-
     if patients < 1:
         raise TrialError(f"--patients must be >= 1, got {patients}")
     if not arms:
@@ -169,9 +172,9 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
     for a, (n, v) in enumerate(zip(names, ver)):
         patients_out[n] = {k: per[k][a] for k in per}
         tcp = per["tcp"][a]
-        lo, hi = _ci(tcp, seed)
+        lo, hi = bootstrap_ci(tcp, seed)
         gain = per["nk_gain_tcp"][a]
-        glo, ghi = _ci(gain, seed)
+        glo, ghi = bootstrap_ci(gain, seed)
         summary[n] = {
             "local_control": float(tcp.mean()), "local_control_ci95": [lo, hi],
             "nk_gain": float(gain.mean()), "nk_gain_ci95": [glo, ghi],
@@ -299,8 +302,6 @@ def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
     """Write ``results.csv``, ``summary.json``, ``figures/*.png``, ``report.html`` (self-contained,
     images inlined) and ``report.md``."""
     import jinja2
-
-    from rtopt.common.fileio import write_atomic
 
     out = Path(outdir)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from rtopt.model.parameters import SPECS, resolve
+from rtopt.model.data.calibrated import OUTCOME as _old
+from rtopt.model.parameters import SPECS
+from rtopt.model.parameters import resolve
+from rtopt.model.parameters import resolve as _resolve
 from rtopt.model.simulator import Biology, simulate
+
+# scipy.optimize is imported inside the fitting functions (import time: the calibrated values are
+# read without it).
 
 __all__ = ["Observation", "load_observations", "predict", "calibrate", "CalibrationResult",
            "FIT_PLAN", "write_calibrated", "OutcomeObservation", "OutcomeSite", "load_outcomes",
@@ -176,8 +182,6 @@ def write_calibrated(result: CalibrationResult, path: str | Path | None = None,
     """
     target = Path(path) if path else Path(__file__).parent / "data" / "calibrated.py"
     if outcomes is None:
-        from rtopt.model.data.calibrated import OUTCOME as _old
-
         outcome_vals = {k: dict(v) for k, v in _old.items()}
     else:
         outcome_vals = outcomes.values
@@ -339,8 +343,6 @@ def load_outcomes(path: str | Path | None = None
 
 def _outcome_biology(site: OutcomeSite, values: dict[str, float], clonogens: Any = None,
                      reoxygenation: bool = True):
-    from rtopt.model.parameters import resolve as _resolve
-
     surrogate = {k: v for k, v in values.items() if k in SPECS}
     surrogate.update({k: 0.0 for k in site.fixed_zero})
     params = _resolve(site.site).with_values(**surrogate)

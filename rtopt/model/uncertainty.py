@@ -61,7 +61,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rtopt.common.errors import RtoptError
-from rtopt.model.parameters import SPECS, SurrogateParameters
+from rtopt.model.parameters import SPECS, SurrogateParameters, resolve
+
+# scipy.stats and the simulator (numba) are imported inside the functions that use them: instance
+# validation reads this module and needs neither.
 
 __all__ = ["Distribution", "TUMOUR_SPECS", "UNCERTAIN_NAMES", "DISTRIBUTIONS",
            "default_distribution", "distributions_for", "validate_table", "unit_sample",
@@ -240,8 +243,6 @@ def generic_distributions(site: str = "generic", product: str | None = "il15_exp
                           alpha_per_gy: float = 0.35,
                           alpha_beta_gy: float = 10.0) -> dict[str, Distribution]:
     """Default distributions around a site preset (no instance file; lung tumour values)."""
-    from rtopt.model.parameters import resolve
-
     vals = dict(resolve(site, product).values)
     vals.update(alpha_per_gy=alpha_per_gy, alpha_beta_gy=alpha_beta_gy)
     return {n: default_distribution(n, vals[n]) for n in UNCERTAIN_NAMES}

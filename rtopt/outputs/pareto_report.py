@@ -16,6 +16,8 @@ from typing import Any
 
 from rtopt.common.fileio import write_atomic
 
+# matplotlib is imported inside the figure functions (import time).
+
 __all__ = ["write", "render", "is_pareto_folder"]
 
 
@@ -149,7 +151,8 @@ def _table(data: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _summary(data: dict) -> list[str]:
+def summary_lines(data: dict) -> list[str]:
+    """The few lines ``rtopt pareto`` prints about a front (objectives, sizes, knee, reference)."""
     ex = data["exact"]["points"]
     lines = ["Objectives: " + ", ".join(f"{o['name']} ({o['sense']})" for o in data["objectives"]),
              f"Exact front: {len(ex)} verified plans, {data['exact']['label']}; "
@@ -224,7 +227,7 @@ def render(outdir: str | os.PathLike) -> list[str]:
     except Exception as exc:  # pragma: no cover - a missing/broken matplotlib
         problems.append(f"figure not drawn: {exc}")
     title = f"Pareto front: {data['instance']}"
-    summary = _summary(data)
+    summary = summary_lines(data)
     th, tr = _table(data)
     sh, sr = _standards(data)
     md = [f"# {title}", "", *[f"- {s}" for s in summary], ""]

@@ -29,11 +29,11 @@ from typing import Any
 from rtopt.backends import get_backend
 from rtopt.backends.base import BackendOutput, Termination
 from rtopt.common.errors import ProblemDeclined, RtoptError
-from rtopt.problem.problem import ConstraintCheck, Diagnosis, Plan, Problem
-from rtopt.planning.profiles import Profile, resolve_profile
 from rtopt.model.simulator import compile_kernels
+from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.problem.problem import ConstraintCheck, Diagnosis, Plan, Problem
 
-__all__ = ["Result", "solve", "FEASIBLE_STATUSES"]
+__all__ = ["Result", "solve", "start_solve", "SolveStart", "finish", "FEASIBLE_STATUSES"]
 
 FEASIBLE_STATUSES = ("optimal", "feasible")
 
@@ -179,32 +179,25 @@ def _jsonable(x: Any) -> Any:
         return str(x)
 
 
-def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
-          time_limit_s: float | None = None, seed: int | None = None,
-          options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
-          scheduler: Any = None, reference: Plan | None = None) -> Result:
-    """Solve an instance with a solver profile and return a verified :class:`Result`.
+@dataclass(frozen=True)
+class SolveStart:
+    """What every solve (nominal or robust) starts from: the built problem, the resolved profile,
+    the start time ``t0`` (:func:`time.perf_counter`, after the kernels are compiled) and the
+    :class:`Result` fields known before solving (``base``)."""
 
-    Parameters
-    ----------
-    instance_or_path : str, Path, Instance or Problem
-        An instance file, a validated instance, or a built problem.
-    solver : str or Profile
-        Profile name (``solvers/NAME.toml``), profile file path, or back-end name.
-    time_limit_s, seed : optional
-        Override the profile's values.
-    options : dict, optional
-        Extra back-end options merged over the profile's ``[options]``.
-    robust : str or rtopt.decisions.robust.RobustSpec, optional
-        ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json``: maximise that
-        statistic over ``samples`` parameter samples (seeded by the profile's seed) instead of
-        the nominal objective (:mod:`rtopt.decisions.robust`; exhaustive and scipy_de back-ends).
-    samples : int
-        Parameter samples of a robust solve.
-    scheduler : optional
-        Dask scheduler of a robust solve (:mod:`rtopt.decisions.distributed`).
-    reference : Plan, optional
-        A robust solve reports the probability of beating this plan.
+    problem: Problem
+    profile: Profile
+    t0: float
+    base: dict[str, Any]
+
+
+def start_solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
+                time_limit_s: float | None = None, seed: int | None = None,
+                options: dict[str, Any] | None = None) -> SolveStart:
+    """Build the problem and profile of a solve, compile the kernels, then start its clock.
+
+    Shared by :func:`solve` and the robust solve (:func:`rtopt.decisions.robust.solve_robust`,
+    dispatched by :func:`rtopt.decisions.facade.solve`).
 
     Raises
     ------
@@ -221,6 +214,36 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                 time_limit_s=profile.options.time_limit_s,
                 oar_names=tuple(o.name for o in problem.oars),
                 outcome_calibration=problem.outcome_calibration()[1])
+    return SolveStart(problem, profile, t0, base)
+
+
+def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
+          time_limit_s: float | None = None, seed: int | None = None,
+          options: dict[str, Any] | None = None) -> Result:
+    """Solve an instance (nominal objective) with a solver profile; a verified :class:`Result`.
+
+    The public :func:`rtopt.solve` is :func:`rtopt.decisions.facade.solve`, which adds the
+    robust solve (``robust=...``) on top of this one.
+
+    Parameters
+    ----------
+    instance_or_path : str, Path, Instance or Problem
+        An instance file, a validated instance, or a built problem.
+    solver : str or Profile
+        Profile name (``solvers/NAME.toml``), profile file path, or back-end name.
+    time_limit_s, seed : optional
+        Override the profile's values.
+    options : dict, optional
+        Extra back-end options merged over the profile's ``[options]``.
+
+    Raises
+    ------
+    rtopt.common.errors.InstanceError
+        The instance or profile file is invalid.
+    """
+    st = start_solve(instance_or_path, solver, time_limit_s=time_limit_s, seed=seed,
+                     options=options)
+    problem, profile, t0, base = st.problem, st.profile, st.t0, st.base
 
     def early(status: str, message: str, termination: str = Termination.NOT_RUN, **kw) -> Result:
         return Result(status=status, termination=termination, solution_status="none",
@@ -228,11 +251,6 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                       constraints=(), verified=False, wall_time_s=time.perf_counter() - t0,
                       message=message, **base, **kw)
 
-    if robust is not None:
-        from rtopt.decisions.robust import solve_robust
-
-        return solve_robust(problem, profile, robust, samples, profile.options.seed, t0, base,
-                            scheduler=scheduler, reference=reference)
     try:
         cls = get_backend(profile.backend)
     except ImportError as e:  # the back-end's own module cannot be imported here

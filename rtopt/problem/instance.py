@@ -34,29 +34,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args
 
-from pydantic import (
-    AfterValidator,
-    AllowInfNan,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    ValidationError,
-    ValidationInfo,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field,
+                      Strict, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
-from rtopt.problem import calendar
 from rtopt.common.errors import InstanceError
 from rtopt.common.fileio import load_toml, short, toml_message
-from rtopt.problem.calendar import WEEKDAYS
+from rtopt.model.data.calibrated import OUTCOME
 from rtopt.model.parameters import CYTOKINE_SUPPORT, PRODUCTS, SITES, SPECS, out_of_range, resolve
 from rtopt.model.radiobiology import SURVIVAL_MODELS
+from rtopt.model.uncertainty import validate_table
+from rtopt.problem import calendar
+from rtopt.problem.calendar import WEEKDAYS
+
+# tomli_w is imported inside to_toml (import time: only writing TOML needs it).
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -145,7 +138,7 @@ def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
                                 "problems": [list(p) for p in problems]})
 
 
-def _fmt(x: Any) -> str:
+def toml_repr(x: Any) -> str:
     """Show a user value the way a TOML file spells it."""
     if isinstance(x, bool):
         return "true" if x else "false"
@@ -177,7 +170,8 @@ def _num(x: Any) -> str:
     return str(x)
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str | None:
+def closest_choice(word: str, choices: list[str]) -> str | None:
+    """The choice ``word`` most likely meant (difflib, or a unique prefix), or None."""
     if len(word) > 100:
         return None  # no choice is that long; difflib on a huge string is slow
     match = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)
@@ -195,10 +189,10 @@ def _choice(enum_cls: type[enum.Enum], kind: str):
         if isinstance(value, enum_cls):
             return value
         if not isinstance(value, str):
-            raise _problem(f"expected a string (one of {', '.join(values)}), got {_fmt(value)}")
+            raise _problem(f"expected a string (one of {', '.join(values)}), got {toml_repr(value)}")
         if value not in values:
-            hint = _did_you_mean(value, values)
-            msg = f"unknown {kind} {_fmt(value)}"
+            hint = closest_choice(value, values)
+            msg = f"unknown {kind} {toml_repr(value)}"
             if hint:
                 msg += f"; did you mean {hint!r}?"
             raise _problem(f"{msg} (one of {', '.join(values)})")
@@ -209,7 +203,7 @@ def _choice(enum_cls: type[enum.Enum], kind: str):
 
 def _ordered(value: tuple) -> tuple:
     if value[0] > value[1]:
-        raise _problem(f"range [{_fmt(value[0])}, {_fmt(value[1])}] has min > max")
+        raise _problem(f"range [{toml_repr(value[0])}, {toml_repr(value[1])}] has min > max")
     return value
 
 
@@ -245,7 +239,7 @@ def Ranged(lo: float, hi: float, unit: str = "", *, lo_open: bool = True, hi_ope
             return value
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
         if not ok:
-            raise _problem(f"must be in {where}, got {_fmt(value)}")
+            raise _problem(f"must be in {where}, got {toml_repr(value)}")
         return value
 
     bounds = {("gt" if lo_open else "ge"): lo, ("lt" if hi_open else "le"): hi}
@@ -372,8 +366,6 @@ class Tumour(BaseModel):
             problems.append(("gtv_cc", "give clonogens or gtv_cc, not both (gtv_cc scales the "
                                        "outcome-calibrated clonogen number)"))
         if self.clonogens is None:
-            from rtopt.model.data.calibrated import OUTCOME
-
             if self.site.value not in OUTCOME:
                 why = (f"site {self.site.value!r} has no outcome-calibrated clonogen number"
                        f"{' to scale by gtv_cc' if self.gtv_cc is not None else ''}; only "
@@ -535,7 +527,7 @@ class Fractionation(BaseModel):
         step = self.dose_step_gy
         if 0 < step < MIN_DOSE_STEP_GY:
             problems.append(("dose_step_gy", (
-                f"must be 0 (continuous) or in [{MIN_DOSE_STEP_GY:g}, 100] Gy, got {_fmt(step)}: "
+                f"must be 0 (continuous) or in [{MIN_DOSE_STEP_GY:g}, 100] Gy, got {toml_repr(step)}: "
                 "finer steps are far below delivery precision (~0.01 Gy)")))
         elif step > 0 and not _grid_point_in(lo, hi, step):
             problems.append(("dose_step_gy", f"no multiple of {_num(step)} Gy lies in "
@@ -700,7 +692,6 @@ class Instance(BaseModel):
     def _uncertainty_table(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return value
-        from rtopt.model.uncertainty import validate_table
 
         problems = validate_table(value, info.data.get("tumour"))
         if problems:
@@ -850,10 +841,6 @@ def load_instance(path: str | Path) -> Instance:
     return instance_from_dict(data, source=source)
 
 
-def _toml_message(message: str) -> str:
-    return toml_message(message)
-
-
 def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
     """Validate a dict (as read from TOML) into an :class:`Instance`.
 
@@ -875,7 +862,7 @@ def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
     """
     if not isinstance(data, dict):
         raise InstanceError(source, [("", f"expected a table of instance settings, got "
-                                          f"{_fmt(data)}")])
+                                          f"{toml_repr(data)}")])
     problems: list[tuple[str, str]] = []
     if "schema_version" not in data:
         problems.append(("", f"schema_version missing; add 'schema_version = {SCHEMA_VERSION}' "
@@ -884,7 +871,7 @@ def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
     else:
         version = data["schema_version"]
         if not (type(version) is int and version == SCHEMA_VERSION):
-            raise InstanceError(source, [("", f"unsupported schema_version {_fmt(version)}; this "
+            raise InstanceError(source, [("", f"unsupported schema_version {toml_repr(version)}; this "
                                               f"rtopt reads schema_version = {SCHEMA_VERSION}")])
     try:
         instance = Instance.model_validate(data)
@@ -930,7 +917,8 @@ def _partial_cross_problems(data: dict) -> list[tuple[str, str]]:
         return []
 
 
-def _path(loc: tuple) -> str:
+def field_path(loc: tuple) -> str:
+    """A pydantic error location as the field path of the file (``oars[1].max_bed_gy``)."""
     out = ""
     for part in loc:
         if part == "[key]":
@@ -992,7 +980,7 @@ def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
         if err["type"] == "extra_forbidden":
             model = _model_at(tuple(err["loc"][:-1]))
             if model is not None:
-                hint = _did_you_mean(str(err["loc"][-1]), list(model.model_fields))
+                hint = closest_choice(str(err["loc"][-1]), list(model.model_fields))
                 if hint:
                     suggested.add((*err["loc"][:-1], hint))
     for err in errors:
@@ -1000,30 +988,31 @@ def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
         if err["type"] == "missing" and loc in suggested:
             continue  # reported as "unknown key ...; did you mean ...?"
         try:
-            out.extend(_describe(err))
+            out.extend(describe_error(err))
         except Exception:  # pragma: no cover - a message is better than a crash
-            out.append((_path(loc), str(err.get("msg", "invalid value"))))
+            out.append((field_path(loc), str(err.get("msg", "invalid value"))))
     return out
 
 
-def _describe(err: dict) -> list[tuple[str, str]]:
+def describe_error(err: dict) -> list[tuple[str, str]]:
+    """One pydantic validation error as ``(field path, message)`` lines for people."""
     kind = err["type"]
     loc = tuple(err["loc"])
-    path = _path(loc)
+    path = field_path(loc)
     value = err.get("input")
     ctx = err.get("ctx") or {}
-    got = f", got {_fmt(value)}"
+    got = f", got {toml_repr(value)}"
     if kind == "rtopt_problems":
         return [(_join(path, p), m) for p, m in ctx["problems"]]
     if kind == "rtopt":
         return [(path, ctx.get("message", err["msg"]))]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        parent = _path(loc[:-1])
+        parent = field_path(loc[:-1])
         model = _model_at(loc[:-1])
         known = list(model.model_fields) if model is not None else []
-        hint = _did_you_mean(key, known)
-        shown = _fmt(key)
+        hint = closest_choice(key, known)
+        shown = toml_repr(key)
         if hint:
             msg = f"unknown key {shown}; did you mean {hint!r}?"
         elif known:
@@ -1034,11 +1023,11 @@ def _describe(err: dict) -> list[tuple[str, str]]:
             msg = msg.replace("unknown key", "unknown surrogate parameter", 1)
             if not hint:
                 msg = f"unknown surrogate parameter {shown} (see rtopt.model.parameters.SPECS)"
-        return [(_join(parent, _path((key,))), msg)]
+        return [(_join(parent, field_path((key,))), msg)]
     if kind == "missing":
         if loc and isinstance(loc[-1], int) and len(loc) >= 2 and loc[-2] in _RANGE_KEYS:
             n = len(value) if isinstance(value, (list, tuple)) else "fewer"
-            return [(_path(loc[:-1]), f"expected a range [min, max] of 2 values, got {n} "
+            return [(field_path(loc[:-1]), f"expected a range [min, max] of 2 values, got {n} "
                                       "value(s)")]
         if _model_at(loc) is not None:
             return [(path, "missing required table")]

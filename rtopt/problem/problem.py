@@ -26,9 +26,12 @@ import numpy as np
 
 from rtopt.common.errors import InstanceError
 from rtopt.model import radiobiology as rb
-from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
 from rtopt.model.circulation import circulating_metrics
+from rtopt.model.calibrate import load_outcomes
+from rtopt.model.data.calibrated import OUTCOME
 from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate
+from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
+from rtopt.problem.instance import load_instance
 
 __all__ = ["Plan", "PlanFileError", "load_plan_file", "check_plan_fits", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
            "OBJECTIVES"]
@@ -421,8 +424,6 @@ class Problem:
     @classmethod
     def from_path(cls, path: Any, **kw: Any) -> "Problem":
         """Load and validate an instance file, then build the problem."""
-        from rtopt.problem.instance import load_instance
-
         return cls(load_instance(path), **kw)
 
     @classmethod
@@ -483,9 +484,6 @@ class Problem:
         and no ``[tumour.surrogate]`` override of an outcome parameter).  The message says
         why not otherwise; the CLI prints it beside local control and TCP objectives.
         """
-        from rtopt.model.calibrate import load_outcomes
-        from rtopt.model.data.calibrated import OUTCOME
-
         t = self.instance.tumour
         site = str(getattr(t.site, "value", t.site))
         sites, obs = load_outcomes()
