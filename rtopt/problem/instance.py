@@ -461,6 +461,10 @@ class Fractionation(BaseModel):
         0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous. "
                          "0 or in [0.0001, 100] Gy: finer steps are far below delivery "
                          "precision (~0.01 Gy); 100 Gy is the largest dose per fraction.")
+    prescription_step_gy: Ranged(0, 1, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.01, description="With dose_step_gy = 0: the dose grid of the plans rtopt writes "
+                          "[Gy]; solver doses are rounded to it and the rounded plan is "
+                          "verified (0 = every digit kept, for analytic test instances).")
     uniform_dose: Bool = Field(True, description="All fractions get the same dose.")
     treatment_weekdays: Annotated[list[WeekdayField], Field(min_length=1),
                                   AfterValidator(_unique_weekdays)] = Field(
