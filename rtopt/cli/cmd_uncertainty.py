@@ -200,8 +200,8 @@ def trial_cmd(
     arm: Annotated[list[str], typer.Option(
         "--arm", metavar="NAME=PLAN.json|54/3|optimised",
         help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard lung "
-             "arm (54/3, 48/4, 50/5, 60/8, 34/1; with the instance's earliest rule-abiding NK "
-             "infusions), or 'optimised' (the instance solved with --solver).")],
+             "arm (54/3, 48/4, 50/5, 60/8, 34/1; NK infusions by --infusions), or 'optimised' "
+             "(the instance solved with --solver).")],
     patients: Annotated[int, typer.Option("--patients", "-n", help="Virtual patients.")] = 500,
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR",
                                          help="Folder for results.csv, plots and the report.")]
@@ -211,6 +211,14 @@ def trial_cmd(
                                         help="Solver of the 'optimised' arm.")] = "exhaustive",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    infusions: Annotated[str, typer.Option(
+        "--infusions", metavar="best|earliest",
+        help="NK infusion days of the standard arms (and, with earliest, of the optimised "
+             "arm): the best for each arm's fractions, as the optimiser would choose, or the "
+             "earliest allowed.")] = "best",
+    nk_days: Annotated[list[str], typer.Option(
+        "--nk-days", metavar="ARM=D,D",
+        help="Fix an arm's infusion days (repeatable; ARM= for none).")] = [],
     force: Annotated[bool, typer.Option(
         "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
@@ -220,35 +228,69 @@ def trial_cmd(
     problem = Problem.from_path(file)
     output.mkdir(parents=True, exist_ok=True)
     with FolderLock(output, "rtopt trial"):   # before the arms: a second run fails at once
-        _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force)
+        _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force,
+               infusions, nk_days)
 
 
-def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force) -> None:
+def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force,
+           infusions="best", nk_days=()) -> None:
     from rtopt.common.errors import RtoptError
-    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
+    from rtopt.decisions.trial import (STANDARD_ARMS, check_arm_name, run_trial, standard_plan,
+                                       with_infusions, write_outputs)
+    from rtopt.problem.problem import Plan, check_plan_fits
 
-    arms = {}
+    rule_note = {"best": "best for this arm (the optimiser's choice)",
+                 "earliest": "earliest allowed"}
+    if infusions not in rule_note:
+        raise RtoptError(f"--infusions {infusions!r}: expected best or earliest")
+    arms, notes = {}, {}
     for a in arm:
         name, eq, path = a.partition("=")
         if eq:
+            check_arm_name(name, list(arms))
             arms[name] = load_plan(path, problem, force, f"--arm {name}")
+            notes[name] = f"from {Path(path).name}"
         elif a in STANDARD_ARMS:
-            arms[a] = standard_plan(problem, a)
+            check_arm_name(a, list(arms))
+            arms[a] = standard_plan(problem, a, infusions)
+            notes[a] = rule_note[infusions]
         elif a in ("optimised", "optimized"):
             from rtopt.planning.solve import solve
 
+            check_arm_name("optimised", list(arms))
             res = solve(problem, solver)
             if not res.feasible or res.plan is None:
                 raise RtoptError(f"--arm optimised: the {solver} solve found no verified plan "
                                  f"({res.status}: {res.message})")
-            arms["optimised"] = res.plan
+            if infusions == "best":
+                arms["optimised"], notes["optimised"] = res.plan, "the optimiser's own (best)"
+            else:   # the same rule as the other arms, on the optimiser's fractions
+                arms["optimised"] = with_infusions(problem, res.plan, infusions)
+                notes["optimised"] = rule_note[infusions]
         elif Path(a).suffix == ".json":
+            check_arm_name(Path(a).stem, list(arms))
             arms[Path(a).stem] = load_plan(a, problem, force, "--arm")
+            notes[Path(a).stem] = f"from {Path(a).name}"
         else:
             raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard arm "
                              f"({', '.join(STANDARD_ARMS)}) or 'optimised'")
+    for spec in nk_days:
+        name, eq, days = spec.rpartition("=")
+        if not eq or name not in arms:
+            raise RtoptError(f"--nk-days {spec}: expected ARM=DAY,DAY,... with ARM one of "
+                             f"{', '.join(arms)}")
+        try:
+            fixed = tuple(sorted(int(d) for d in days.split(",") if d.strip()))
+        except ValueError:
+            raise RtoptError(f"--nk-days {spec}: days must be whole numbers, e.g. "
+                             f"{name}=5,12") from None
+        p = arms[name]
+        arms[name] = Plan(p.fraction_days, p.doses_gy, fixed)
+        check_plan_fits(arms[name], problem, f"--nk-days {name}")
+        notes[name] = "fixed by --nk-days"
     res = run_trial(problem, arms, patients, seed, scheduler=scheduler,
-                    cache_dir=output / "chunks", progress=f"trial ({patients} patients)")
+                    cache_dir=output / "chunks", progress=f"trial ({patients} patients)",
+                    infusions=notes)
     write_outputs(res, output)
     if json_out:
         typer.echo(json.dumps(res.to_dict(), indent=2))
@@ -256,7 +298,8 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
     oars = [o.name for o in problem.oars]
     t = Table(title=f"{problem.name}: virtual-cohort trial, {patients} patients (seed {seed})")
     for col in ["arm", "plan", "local control", "95 % CI", "NK gain"] + [f"{o} BED" for o in oars]:
-        t.add_column(col, justify="left" if col in ("arm", "plan") else "right")
+        t.add_column(col, justify="left" if col in ("arm", "plan") else "right",
+                     no_wrap=col != "plan")
     for n, s in res.summary.items():
         lo, hi = s["local_control_ci95"]
         t.add_row(n + (" (!)" if res.checks[n] else ""), res.arms[n].describe(),
@@ -269,7 +312,7 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
     names = list(res.arms)
     if len(names) > 1:
         t = Table(title="probability of superiority (row beats column, per patient)")
-        t.add_column("")
+        t.add_column("", no_wrap=True)
         for b in names:
             t.add_column(b, justify="right")
         for a in names:
