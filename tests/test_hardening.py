@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,77 @@ def test_plan_day_outside_the_horizon_is_one_line(tmp_path, cmd):
     assert r.exit_code == ExitCode.ERROR
     lines = r.output.splitlines()
     assert len(lines) == 1 and "fraction day 400 outside the horizon 0.." in lines[0], r.output
+
+
+# ------------------------------------------------------------------ trial arms
+PLAN_50_5 = str(ROOT / "instances" / "plans" / "lung-sbrt-50-5.json")
+
+
+def test_trial_arm_names_are_quoted_escaped_and_unique(tmp_path):
+    import csv
+
+    out = tmp_path / "t"
+    r = _run("trial", LUNG, "-n", "3", "-o", out, "--arm", f"x,y={PLAN_50_5}",
+             "--arm", f"<script>alert(1)</script>={PLAN_50_5}",
+             "--arm", f"[click](javascript:alert(1))={PLAN_50_5}")
+    assert r.exit_code == ExitCode.OK, r.output
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {row["arm"] for row in rows} == {"x,y", "<script>alert(1)</script>",
+                                            "[click](javascript:alert(1))"}
+    assert all(len(row) == 8 for row in rows)
+    md = (out / "report.md").read_text()
+    assert "<script>" not in md
+    assert not re.search(r"(?<!\\)\]\(javascript:", md)   # only escaped brackets: no link
+    assert "<script>" not in (out / "report.html").read_text()
+    assert len(list((out / "plans").glob("*.json"))) == 3
+
+
+@pytest.mark.parametrize("arms,message", [
+    (["54/3", "54/3"], "two arms named '54/3'"),
+    ([f"a={PLAN_50_5}", f"a={PLAN_50_5}"], "two arms named 'a'"),
+    ([f"a\nb={PLAN_50_5}"], "control characters"),
+    ([f"={PLAN_50_5}"], "empty arm name"),
+])
+def test_bad_arm_names_are_one_line_errors(tmp_path, arms, message):
+    args = [x for a in arms for x in ("--arm", a)]
+    r = _run("trial", LUNG, "-n", "3", "-o", tmp_path / "t", *args)
+    assert r.exit_code == ExitCode.ERROR
+    assert len(r.output.splitlines()) == 1 and message in r.output, r.output
+
+
+def test_standard_arms_get_the_same_infusion_rule_and_it_is_reported(tmp_path, load):
+    from rtopt.decisions.trial import best_infusions, standard_plan
+    from rtopt.problem.problem import Plan, Problem
+
+    problem = Problem(load("lung-sbrt-peripheral"))
+    arm = standard_plan(problem, "54/3")                       # default rule: best
+    assert arm.nk_days == best_infusions(problem, Plan.uniform((0, 2, 4), 18.0))
+    early = standard_plan(problem, "54/3", "earliest")
+    assert early.nk_days == problem.first_valid_infusions((0, 2, 4))
+    # the best set is at least as good as the earliest one for the instance's objective
+    ev = problem.evaluate_plans([arm, early], simulate_tme=True).objective
+    assert ev[0] >= ev[1]
+    out = tmp_path / "t"
+    r = _run("trial", LUNG, "-n", "3", "-o", out, "--arm", "54/3", "--arm", "48/4",
+             "--nk-days", "48/4=5")
+    assert r.exit_code == ExitCode.OK, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["infusions"] == {"54/3": "best for this arm (the optimiser's choice)",
+                                    "48/4": "fixed by --nk-days"}
+    assert summary["arms"]["48/4"]["schedule"]["nk_infusions"] == [{"day": 5}]
+    assert "NK infusions" in (out / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ piped output
+def test_piped_tables_keep_identifiers_whole():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-m", "rtopt", "solvers"], capture_output=True,
+                         text=True, env=env, timeout=120).stdout
+    assert "\u2026" not in out  # Rich's ellipsis: a cut cell
+    for p in (ROOT / "solvers").glob("*.toml"):
+        assert f"\u2502 {p.stem} " in out, p.stem  # a whole cell of the table

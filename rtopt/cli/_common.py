@@ -64,8 +64,21 @@ EXIT_CODES_HELP = (
 err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
 """Console on stderr for messages and progress."""
 
-out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
+def _pipe_width() -> int | None:
+    """Width of stdout's tables: the terminal's in a terminal (or ``COLUMNS`` when set), else
+    wide enough that no table cuts an identifier ("cvxpy..." at Rich's default 80 columns)."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return None
+    return PIPE_WIDTH
+
+
+PIPE_WIDTH = 1000
+"""Table width when stdout is not a terminal (a pipe or a file): rows stay whole, one line each."""
+
+out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False,
+                      width=_pipe_width())
+"""Console on stdout for results meant for humans (tables); use ``typer.echo`` for data.
+Piped, tables are not cut to 80 columns (:data:`PIPE_WIDTH`)."""
 
 
 EXIT_OK = ExitCode.OK
