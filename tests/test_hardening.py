@@ -274,3 +274,35 @@ def test_piped_tables_keep_identifiers_whole():
     assert "\u2026" not in out  # Rich's ellipsis: a cut cell
     for p in (ROOT / "solvers").glob("*.toml"):
         assert f"\u2502 {p.stem} " in out, p.stem  # a whole cell of the table
+
+
+# ------------------------------------------------------------------ schedulers that hung
+@pytest.mark.parametrize("scheduler", ["local:0", "local:-1", "local:abc", "bogus"])
+@pytest.mark.parametrize("cmd", [["trial", PROSTATE, "--arm", "54/3", "-n", "3", "-o", "{out}"],
+                                 ["solve", PROSTATE, "--robust", "expected"]])
+def test_bad_scheduler_is_one_line_at_once(tmp_path, cmd, scheduler):
+    r = _run(*[a.format(out=tmp_path / "o") for a in cmd], "--scheduler", scheduler)
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.splitlines() == [f"--scheduler {scheduler}: " + (
+        "expected sync, threads, local:N or an address such as tcp://HOST:PORT"
+        if scheduler == "bogus" else "local:N needs a whole number of workers N from 1 to 256")]
+
+
+def test_an_address_that_is_not_a_dask_scheduler_fails_within_seconds():
+    import http.server
+    import threading
+    import time
+
+    from rtopt.decisions.distributed import CONNECT_TIMEOUT_S, SchedulerUnavailable, map_chunks
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        t = time.monotonic()
+        with pytest.raises(SchedulerUnavailable, match="answers but is not a Dask scheduler"):
+            map_chunks(lambda x: {}, [1], scheduler=f"tcp://127.0.0.1:{srv.server_port}")
+        # the probe waits CONNECT_TIMEOUT_S for a handshake; the rest is set-up (a loaded
+        # machine can add seconds, not the > 300 s of the hang)
+        assert time.monotonic() - t < CONNECT_TIMEOUT_S + 30
+    finally:
+        srv.shutdown()

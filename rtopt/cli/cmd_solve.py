@@ -55,6 +55,10 @@ def solve_cmd(
     from rtopt.planning.solve import solve
 
     profile = resolve_solver(solver)
+    if robust is not None:
+        from rtopt.decisions.distributed import resolve_scheduler
+
+        resolve_scheduler(scheduler)      # a bad --scheduler fails before the search
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
     ref = None
     problem = file

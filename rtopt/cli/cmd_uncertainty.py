@@ -104,6 +104,9 @@ def sensitivity_cmd(
     """Rank the uncertain parameters that drive a plan's objective (SALib Morris or Sobol)."""
     from rtopt.problem.problem import Problem
 
+    from rtopt.decisions.distributed import resolve_scheduler
+
+    resolve_scheduler(scheduler)          # a bad --scheduler fails before any work
     problem = Problem.from_path(file)
     a = load_plan(plan, problem, force, "--plan")
     b = load_plan(versus, problem, force, "--versus") if versus else None
@@ -225,6 +228,9 @@ def trial_cmd(
     """Virtual-cohort trial: every patient a parameter sample, every arm a plan."""
     from rtopt.problem.problem import Problem
 
+    from rtopt.decisions.distributed import resolve_scheduler
+
+    resolve_scheduler(scheduler)          # a bad --scheduler fails before any work
     problem = Problem.from_path(file)
     output.mkdir(parents=True, exist_ok=True)
     with FolderLock(output, "rtopt trial"):   # before the arms: a second run fails at once
