@@ -306,3 +306,34 @@ def test_an_address_that_is_not_a_dask_scheduler_fails_within_seconds():
         assert time.monotonic() - t < CONNECT_TIMEOUT_S + 30
     finally:
         srv.shutdown()
+
+
+# ------------------------------------------------------------------ solver profiles
+@pytest.mark.parametrize("table,key", [
+    ('[options.scip]\n"concurrent/paramsetprefix" = "x"', "options.scip.concurrent/paramsetprefix"),
+    ('[options.scip]\n"misc/anything" = "/etc/passwd"', "options.scip.misc/anything"),
+    ('[options]\nsettings = ["~/x"]', "options.settings"),
+])
+def test_path_valued_options_are_refused(tmp_path, table, key):
+    from rtopt.planning.profiles import ProfileError, load_profile
+
+    p = tmp_path / "p.toml"
+    p.write_text(f'backend = "pyomo_minlp"\n{table}\n')
+    with pytest.raises(ProfileError) as e:
+        load_profile(p)
+    assert e.value.lines()[0].startswith(f"{p}: {key}: names a file or folder")
+
+
+def test_a_profile_found_by_name_cannot_allow_file_options_itself(tmp_path, monkeypatch):
+    (tmp_path / "solvers").mkdir()
+    p = tmp_path / "solvers" / "evil.toml"
+    p.write_text('backend = "pyomo_milp"\nallow_file_options = true\n'
+                 '[options.highs]\nlog_file = "/tmp/x.log"\n')
+    monkeypatch.chdir(tmp_path)
+    r = _run("solve", PROSTATE, "-s", "evil")
+    assert r.exit_code == ExitCode.ERROR
+    assert "allow_file_options: honoured only for shipped profiles" in r.output
+    assert len(r.output.splitlines()) == 1
+    from rtopt.planning.profiles import load_profile
+
+    assert load_profile(p).backend == "pyomo_milp"   # named by its path: the user trusts it

@@ -271,26 +271,59 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+FIGURE_SCALES = {"tcp": "logit", "nk_gain_tcp": "symlog", "nk_favourability": "linear"}
+"""y scale per figure: per-patient TCPs pile up within 1e-3 of 0 or 1 (a linear violin is a
+line there), so TCP is drawn on a logit axis (values clipped to [1e-6, 1 - 1e-6]); NK gains
+span decades from ~1e-6 upwards (symlog, linear below 1e-4); NK favourability is linear."""
+
+
 def _figures(res: TrialResult) -> dict[str, bytes]:
+    """Strip plots (every patient a jittered point) with 5-95 % boxes and the mean, one figure
+    per metric; arms that violate a limit are drawn in red and marked ``(!)``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(res.arms)
+    bad = [bool(res.checks.get(n)) for n in names]
+    labels = [n + (" (!)" if f else "") for n, f in zip(names, bad)]
     out = {}
     for key, label, fname in (("tcp", "per-patient tumour control probability", "tcp.png"),
                               ("nk_gain_tcp", "NK-attributable gain in TCP", "nk_gain.png"),
                               ("nk_favourability", "NK favourability (activity-days)",
                                "nk_favourability.png")):
-        fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
-        data = [res.patients[n][key] for n in names]
-        ax.violinplot(data, showmeans=True, showextrema=False)
-        ax.boxplot(data, widths=0.12, showfliers=False)
-        ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
-        ax.set_ylabel(label, fontsize=9)
+        scale = FIGURE_SCALES[key]
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2.5), 4.2))
+        rng = np.random.default_rng(0)       # the same jitter every time: identical files
+        data = []
+        for i, n in enumerate(names):
+            y = np.asarray(res.patients[n][key], dtype=float)
+            if scale == "logit":
+                y = np.clip(y, 1e-6, 1 - 1e-6)
+            data.append(y)
+            ax.scatter(i + 1 + rng.uniform(-0.2, 0.2, len(y)), y, s=7, lw=0, alpha=0.35,
+                       color="#c0392b" if bad[i] else "#264f80", zorder=2)
+            ax.plot([i + 0.7, i + 1.3], [y.mean()] * 2, color="#e69f00", lw=2, zorder=4)
+        ax.boxplot(data, widths=0.55, whis=(5, 95), showfliers=False, zorder=3,
+                   medianprops={"color": "k"}, boxprops={"color": "#333"})
+        if scale == "logit":
+            ax.set_yscale("logit")
+        elif scale == "symlog":
+            ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_xticks(range(1, len(names) + 1), labels, fontsize=8)
+        for t, f in zip(ax.get_xticklabels(), bad):
+            if f:
+                t.set_color("#c0392b")
+        ax.set_ylabel(label + {"logit": " (logit scale)", "symlog": " (symlog scale)"}.get(
+            scale, ""), fontsize=9)
         ax.set_title(f"{label}: {res.n_patients} virtual patients", fontsize=10)
-        fig.tight_layout()
+        ax.grid(axis="y", alpha=0.3)
+        note = "points: patients; box: quartiles, whiskers 5-95 %; orange: mean"
+        if any(bad):
+            note += "; (!) red: the arm violates a limit"
+        fig.text(0.01, 0.01, note, fontsize=7, color="#555")
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
         out[fname] = _png(fig)
         plt.close(fig)
     return out
@@ -406,9 +439,11 @@ def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
     figs = _figures(res)
     for f, data in figs.items():
         write_atomic(out / "figures" / f, data)
-    caps = [("tcp.png", "Per-patient tumour control probability by arm (violin: density; "
-                        "box: quartiles; line: mean)."),
-            ("nk_gain.png", "NK-attributable gain in per-patient TCP by arm."),
+    caps = [("tcp.png", "Per-patient tumour control probability by arm, logit scale (points: "
+                        "patients; box: quartiles; whiskers: 5-95 %; orange: mean; (!) red: "
+                        "the arm violates a limit)."),
+            ("nk_gain.png", "NK-attributable gain in per-patient TCP by arm, symlog scale (linear "
+                            "below 1e-4)."),
             ("nk_favourability.png", "NK favourability by arm.")]
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figs.items()}
