@@ -337,3 +337,34 @@ def test_a_profile_found_by_name_cannot_allow_file_options_itself(tmp_path, monk
     from rtopt.planning.profiles import load_profile
 
     assert load_profile(p).backend == "pyomo_milp"   # named by its path: the user trusts it
+
+
+# ------------------------------------------------------------------ sizes and full disks
+def test_many_organs_fail_in_one_line_at_once(tmp_path):
+    src = Path(PROSTATE).read_text()
+    organs = "".join(f'\n[[organ_at_risk]]\nname = "o{i}"\nalpha_beta_gy = 3.0\n'
+                     f'sparing_factor = 0.5\nmax_bed_gy = 134.2\n' for i in range(20_000))
+    i = src.index("[fractionation]")
+    f = tmp_path / "many.toml"
+    f.write_text(src[:i] + organs + "\n" + src[i:])
+    r = _run("validate", f)
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.splitlines() == [f"{f}: organ_at_risk: must have at most 100 items after "
+                                     "validation, not 20003"]
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_chunk(tmp_path, monkeypatch):
+    import errno
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)   # every atomic write fails as on a full disk
+    out = tmp_path / "t"
+    r = _run("trial", PROSTATE, "--arm", "54/3", "-n", "3", "-o", out)
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(": No space left on device"), r.output
+    assert str(out / "chunks") in lines[0]
+    left = [p.name for p in out.rglob("*") if p.is_file() and p.name != ".rtopt.lock"]
+    assert left == [], left    # no 0-byte key.txt or *.tmp.npz

@@ -621,6 +621,11 @@ def _unique_oar_names(oars: list[OrganAtRisk]) -> list[OrganAtRisk]:
 _SLUG = r"^[a-z0-9]+([-_][a-z0-9]+)*$"
 
 
+MAX_OARS = 100
+"""Most organs at risk an instance may list: clinical plans constrain a few dozen at most; an
+instance with 20,000 took 22 s to fail."""
+
+
 class Instance(BaseModel):
     """A complete rtopt problem instance (``schema_version = 1``)."""
 
@@ -637,8 +642,9 @@ class Instance(BaseModel):
         "", description="One-line human description (at most 2000 characters).")
     tumour: Tumour
     prescription: Prescription
-    organ_at_risk: Annotated[list[OrganAtRisk], AfterValidator(_unique_oar_names)] = Field(
-        default_factory=list, description="Organs at risk (names unique).")
+    organ_at_risk: Annotated[list[OrganAtRisk], Field(max_length=MAX_OARS),
+                             AfterValidator(_unique_oar_names)] = Field(
+        default_factory=list, description=f"Organs at risk (names unique; at most {MAX_OARS}).")
     fractionation: Fractionation
     nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
     objective: Objective
