@@ -368,3 +368,51 @@ def test_a_full_disk_names_the_file_and_leaves_no_partial_chunk(tmp_path, monkey
     assert str(out / "chunks") in lines[0]
     left = [p.name for p in out.rglob("*") if p.is_file() and p.name != ".rtopt.lock"]
     assert left == [], left    # no 0-byte key.txt or *.tmp.npz
+
+
+# ------------------------------------------------------------------ report on crafted folders
+def _results_folder(tmp_path: Path, instance_path: str, message: str = "") -> Path:
+    import csv
+
+    from rtopt.outputs.compare import COLUMNS
+
+    out = tmp_path / "cmp"
+    out.mkdir()
+    row = {c: "" for c in COLUMNS}
+    row.update(instance="x", profile="exhaustive", backend="exhaustive", repeat="0", seed="0",
+               status="feasible", objective="1.0", objective_name="nk_favourability",
+               instance_path=instance_path, message=message)
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        w.writeheader()
+        w.writerow(row)
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_report_does_not_hang_or_read_for_ever_on_a_crafted_instance_path(tmp_path, kind):
+    target = "/dev/zero"
+    if kind == "fifo":
+        target = str(tmp_path / "inst.toml")
+        os.mkfifo(target)
+    out = _results_folder(tmp_path, target)
+    r = _run("report", out)     # before: hung on the FIFO, read /dev/zero until ~3.5 GB
+    assert r.exit_code in (ExitCode.OK, ExitCode.ERROR), r.output
+    assert (out / "report.html").exists() or "not a regular file" in r.output
+
+
+def test_results_field_beyond_the_csv_limit_is_one_line(tmp_path):
+    out = _results_folder(tmp_path, "", message="m" * 200_000)
+    r = _run("report", out)
+    assert r.exit_code == ExitCode.ERROR
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and "results.csv" in lines[0] and "field larger than" in lines[0], \
+        r.output
+
+
+def test_trial_arm_from_a_device_is_refused(tmp_path):
+    r = _run("trial", PROSTATE, "-n", "3", "-o", tmp_path / "t", "--arm", "a=/dev/zero")
+    assert r.exit_code == ExitCode.ERROR
+    assert r.output.splitlines() == ["--arm a: /dev/zero: not a regular file (a FIFO, device or "
+                                     "socket), not a plan file"]
