@@ -416,3 +416,10 @@ def test_trial_arm_from_a_device_is_refused(tmp_path):
     assert r.exit_code == ExitCode.ERROR
     assert r.output.splitlines() == ["--arm a: /dev/zero: not a regular file (a FIFO, device or "
                                      "socket), not a plan file"]
+
+
+def test_a_run_refused_at_once_leaves_no_output_folder(tmp_path):
+    out = tmp_path / "new" / "t"
+    r = _run("trial", PROSTATE, "-n", "3", "-o", out, "--arm", "nonsense")
+    assert r.exit_code == ExitCode.ERROR
+    assert not (tmp_path / "new").exists()

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console, out_console
-from rtopt.common.fileio import FolderLock
+from rtopt.common.fileio import locked_output
 
 model_app = typer.Typer(name="model", help="The model: parameters and their distributions.",
                         no_args_is_help=True, add_completion=False)
@@ -112,8 +112,7 @@ def sensitivity_cmd(
     b = load_plan(versus, problem, force, "--versus") if versus else None
     with contextlib.ExitStack() as stack:
         if output is not None:
-            output.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(FolderLock(output, "rtopt sensitivity"))
+            stack.enter_context(locked_output(output, "rtopt sensitivity"))
         _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric, top,
                      json_out)
 
@@ -232,8 +231,7 @@ def trial_cmd(
 
     resolve_scheduler(scheduler)          # a bad --scheduler fails before any work
     problem = Problem.from_path(file)
-    output.mkdir(parents=True, exist_ok=True)
-    with FolderLock(output, "rtopt trial"):   # before the arms: a second run fails at once
+    with locked_output(output, "rtopt trial"):   # before the arms: a second run fails at once
         _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force,
                infusions, nk_days)
 

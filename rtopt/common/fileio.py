@@ -23,7 +23,7 @@ from rtopt.common.errors import InstanceError
 
 __all__ = ["write_atomic", "FolderLock", "LOCK_NAME", "inside", "read_input", "read_text",
            "load_toml", "load_json", "parse_toml", "parse_json", "toml_message",
-           "check_nesting", "check_input", "InputFileError", "MAX_INPUT_BYTES", "MAX_NESTING", "short"]
+           "check_nesting", "check_input", "InputFileError", "locked_output", "MAX_INPUT_BYTES", "MAX_NESTING", "short"]
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 """Largest input file rtopt reads (bytes): the shipped instances are ~2-6 kB and a plan of a
@@ -332,6 +332,37 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def locked_output(folder: str | os.PathLike, what: str):
+    """Create ``folder`` if needed and hold its :class:`FolderLock` for the block; if the
+    block fails and this call created the folder, remove it again when nothing but the lock
+    file (and empty sub-folders) is in it, so a run refused at once leaves no trace."""
+    folder = Path(folder)
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = False
+    try:
+        with FolderLock(folder, what):
+            yield folder
+            ok = True
+    finally:
+        if not ok and created:
+            _remove_if_empty(folder)
+            for d in created[1:]:            # parents this call made, deepest first
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        for d in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+            d.rmdir()                       # fails (and stops) on anything non-empty
+        lock = folder / LOCK_NAME
+        if lock.exists() and all(p == lock for p in folder.iterdir()):
+            lock.unlink()
+        folder.rmdir()
 
 
 def inside(folder: str | os.PathLike, relative: str) -> Path | None:
