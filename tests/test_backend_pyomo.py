@@ -53,6 +53,8 @@ def classic(sparing=0.2, step=0.5, doses=(0.5, 100.0), n=(1, 30), uniform=True, 
                                    "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": list(doses),
                           "dose_step_gy": step, "uniform_dose": uniform,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                           "max_overall_days": 35, "horizon_days": 42},
         "objective": {"maximise": objective},

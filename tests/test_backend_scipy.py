@@ -51,6 +51,8 @@ def classic(sparing=0.2, *, step=0.5, dose=(0.5, 100.0), uniform=True, n=(1, 30)
             {"name": "oar", "alpha_beta_gy": 3.0, "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": list(dose),
                           "dose_step_gy": step, "uniform_dose": uniform,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ALL_DAYS, "start_weekday": "mon",
                           "min_interval_days": 1, "max_overall_days": 35, "horizon_days": 42},
         "objective": {"maximise": "tumour_bed"},

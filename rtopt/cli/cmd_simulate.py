@@ -331,7 +331,8 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
         return
     t = Table(title=f"violated constraints ({len(bad)} of {len(v.checks)})", title_justify="left")
     for col in ("constraint", "achieved", "limit", "slack", "kind"):
-        t.add_column(col, justify="left" if col in ("constraint", "kind") else "right")
+        t.add_column(col, justify="left" if col in ("constraint", "kind") else "right",
+                     no_wrap=True)
     for ch in bad:
         t.add_row(ch.name, _fmt(ch.value), _limit_str(ch), _fmt(ch.slack), ch.kind)
     c.print(t)

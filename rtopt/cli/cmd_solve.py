@@ -58,6 +58,10 @@ def solve_cmd(
     from rtopt.decisions.facade import solve
 
     profile = resolve_solver(solver)
+    if robust is not None:
+        from rtopt.decisions.distributed import resolve_scheduler
+
+        resolve_scheduler(scheduler)      # a bad --scheduler fails before the search
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
     ref = None
     problem = file
@@ -135,7 +139,7 @@ def print_result(r) -> None:
     if r.constraints:
         t = Table(title="constraints")
         for col in ("constraint", "achieved", "limit", "slack", "ok"):
-            t.add_column(col, justify="left" if col == "constraint" else "right")
+            t.add_column(col, justify="left" if col == "constraint" else "right", no_wrap=True)
         for ch in r.constraints:
             if ch.kind != "limit" and ch.ok:
                 continue  # calendar and count rules are listed only when broken
@@ -188,16 +192,24 @@ def solvers_cmd(
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
+    # identifiers and yes/no in the table (fits 80 columns); the long text below it, per profile
     t = Table(title="solver profiles and back-ends")
-    for col in ("profile", "backend", "available", "objectives", "NK objectives",
-                "per-fraction", "continuous", "guarantee", "file"):
-        t.add_column(col)
+    for col in ("profile", "backend", "available", "NK", "per-fx", "continuous"):
+        t.add_column(col, no_wrap=True)
+    t.caption = ("NK: NK objectives; per-fx: per-fraction doses; continuous: continuous "
+                 "doses")
     for r in rows:
-        t.add_row(r["profile"], r["backend"], "yes" if r["available"] else f"no: {r['reason']}",
-                  ", ".join(r["objectives"]), _yn(r["nk"]), _yn(r["per_fraction_doses"]),
-                  _yn(r["continuous_dose"]), r["guarantee"],
-                  f"{r['file']} ({r['origin']})" if r["file"] else r["origin"])
+        t.add_row(r["profile"], r["backend"], "yes" if r["available"] else "no",
+                  _yn(r["nk"]), _yn(r["per_fraction_doses"]), _yn(r["continuous_dose"]))
     out_console.print(t)
+    for r in rows:
+        out_console.print(f"{r['profile']}: "
+                          + (f"{r['file']} ({r['origin']})" if r["file"] else r["origin"]))
+        if not r["available"]:
+            out_console.print(f"  unavailable: {r['reason']}")
+        out_console.print(f"  objectives: {', '.join(r['objectives']) or '-'}")
+        if r["guarantee"]:
+            out_console.print(f"  guarantee: {r['guarantee']}")
     for r in rows:
         for other in r["shadows"]:
             out_console.print(f"note: profile '{r['profile']}' is {r['file']} ({r['origin']}); "

@@ -23,7 +23,7 @@ from rtopt.common.errors import FolderLocked, InstanceError
 
 __all__ = ["write_atomic", "FolderLock", "LOCK_NAME", "inside", "read_input", "read_text",
            "load_toml", "load_json", "parse_toml", "parse_json", "toml_message",
-           "check_nesting", "InputFileError", "MAX_INPUT_BYTES", "MAX_NESTING", "short"]
+           "check_nesting", "check_input", "InputFileError", "locked_output", "MAX_INPUT_BYTES", "MAX_NESTING", "short"]
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 """Largest input file rtopt reads (bytes): the shipped instances are ~2-6 kB and a plan of a
@@ -48,6 +48,28 @@ def short(text: Any, limit: int = 80) -> str:
 
 def _a(what: str) -> str:
     return ("an " if what[:1].lower() in "aeiou" else "a ") + what
+
+
+def check_input(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES,
+                what: str = "file") -> None:
+    """The checks of :func:`read_input` without reading: for files a library reads itself
+    (DICOM).  Raises :class:`InputFileError`."""
+    source = short(path, 200)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputFileError(source, [("", "file not found")]) from None
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputFileError(source, [("", f"cannot open: {why}")]) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputFileError(source, [("", f"is a directory, not {_a(what)}")])
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(source, [("", f"not a regular file (a FIFO, device or socket), "
+                                           f"not {_a(what)}")])
+    if st.st_size > limit:
+        raise InputFileError(source, [("", f"too large for {_a(what)} ({st.st_size:,} bytes; "
+                                           f"at most {limit:,})")])
 
 
 def read_input(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES,
@@ -308,6 +330,37 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def locked_output(folder: str | os.PathLike, what: str):
+    """Create ``folder`` if needed and hold its :class:`FolderLock` for the block; if the
+    block fails and this call created the folder, remove it again when nothing but the lock
+    file (and empty sub-folders) is in it, so a run refused at once leaves no trace."""
+    folder = Path(folder)
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = False
+    try:
+        with FolderLock(folder, what):
+            yield folder
+            ok = True
+    finally:
+        if not ok and created:
+            _remove_if_empty(folder)
+            for d in created[1:]:            # parents this call made, deepest first
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        for d in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+            d.rmdir()                       # fails (and stops) on anything non-empty
+        lock = folder / LOCK_NAME
+        if lock.exists() and all(p == lock for p in folder.iterdir()):
+            lock.unlink()
+        folder.rmdir()
 
 
 def inside(folder: str | os.PathLike, relative: str) -> Path | None:

@@ -383,6 +383,8 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
                             course, last)
     quantities = list(dict.fromkeys(o.quantity for o in post.observations)) or [
         "hypoxic_fraction"]
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(len(quantities), 1, figsize=(7.5, 3.0 * len(quantities) + 0.6),
                              squeeze=False)
     u = np.full(post.n, 1.0 / post.n)
@@ -413,6 +415,7 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
             ax.axvline(d, color="0.3", lw=0.6, ls=":")
         ax.axvline(course.today, color="C2", lw=1.0, ls="--", label="today")
         ax.set_ylabel(labels.get(q, q), fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole days
         handles, names = ax.get_legend_handles_labels()
         keep = dict(zip(names, handles))
         ax.legend(keep.values(), keep.keys(), fontsize=7, loc="best")

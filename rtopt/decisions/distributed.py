@@ -49,11 +49,73 @@ class SchedulerUnavailable(RtoptError):
     """The Dask scheduler cannot be reached or started (the message says which and why)."""
 
 
+MAX_LOCAL_WORKERS = 256
+"""Most workers ``local:N`` starts (threads in this process)."""
+
+
 def resolve_scheduler(scheduler: Any) -> Any:
-    """The scheduler to use: the argument, else ``DASK_SCHEDULER_ADDRESS``, else ``"sync"``."""
+    """The scheduler to use: the argument, else ``DASK_SCHEDULER_ADDRESS``, else ``"sync"``.
+
+    Raises
+    ------
+    SchedulerUnavailable
+        A string that is none of the forms of the module docstring (``local:0``, ``local:-1``
+        and ``local:abc`` started no worker and waited for ever; an unknown word reached Dask).
+    """
     if scheduler is None:
-        return os.environ.get("DASK_SCHEDULER_ADDRESS") or "sync"
-    return scheduler
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or "sync"
+    if not isinstance(scheduler, str):
+        return scheduler          # a Client the caller owns
+    s = scheduler.strip()
+    if s in ("sync", "threads", "local"):
+        return s
+    if s.startswith("local:"):
+        n = s.partition(":")[2]
+        if not (n.isdigit() and 1 <= int(n) <= MAX_LOCAL_WORKERS):
+            raise SchedulerUnavailable(
+                f"--scheduler {_shown(s)}: local:N needs a whole number of workers N from 1 to "
+                f"{MAX_LOCAL_WORKERS}")
+        return s
+    if "://" in s and len(s) <= 300:
+        return s
+    raise SchedulerUnavailable(f"--scheduler {_shown(s)}: expected sync, threads, local:N or "
+                               "an address such as tcp://HOST:PORT")
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 80 else text[:60] + f"...({len(text)} characters)"
+
+
+def _probe_dask(address: str) -> None:
+    """Fail within :data:`CONNECT_TIMEOUT_S` unless a ``tcp://`` address answers like a Dask
+    scheduler (it sends its handshake on connect; an HTTP server, say, sends nothing and
+    Dask's client would wait on it for minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    try:
+        u = urlsplit(address)
+        host, port = u.hostname, u.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise SchedulerUnavailable(f"--scheduler {_shown(address)}: expected tcp://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as so:
+            so.settimeout(CONNECT_TIMEOUT_S)
+            head = so.recv(256)
+    except socket.timeout:
+        raise SchedulerUnavailable(
+            f"{address} answers but is not a Dask scheduler (no Dask handshake within "
+            f"{CONNECT_TIMEOUT_S:g} s)") from None
+    except OSError as e:
+        raise SchedulerUnavailable(f"cannot reach the Dask scheduler {address}: "
+                                   f"{e.strerror or e}") from None
+    if b"compression" not in head:
+        raise SchedulerUnavailable(f"{address} answers but is not a Dask scheduler (its first "
+                                   "bytes are not a Dask handshake)")
 
 
 def settings_key(**settings: Any) -> str:
@@ -73,11 +135,13 @@ def _client(scheduler: Any) -> Iterator[Any]:
     except ImportError as e:  # pragma: no cover - dask[distributed] is a dependency
         raise SchedulerUnavailable(f"dask.distributed is not installed: {e}") from None
     if isinstance(scheduler, str) and scheduler.startswith("local"):
-        n = int(scheduler.partition(":")[2] or os.cpu_count() or 1)
+        n = int(scheduler.partition(":")[2] or os.cpu_count() or 1)   # checked by resolve_scheduler
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=False,
                           dashboard_address=None) as cluster, Client(cluster) as c:
             yield c
         return
+    if isinstance(scheduler, str):
+        _probe_dask(scheduler)
     try:
         c = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as e:

@@ -350,7 +350,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
 def verified_front(problem: Problem, objs: list[Objective], plans: list[Plan]
                     ) -> tuple[list[ParetoPoint], int]:
     """Verify plans, drop infeasible ones and any point the verified values show dominated."""
-    ver = problem.verify_all(plans) if plans else []
+    ver = problem.verify_prescribable(plans) if plans else []
     pts = [_point(objs, v) for v in ver]
     bad = sum(not p.feasible for p in pts)
     pts = [p for p in pts if p.feasible]

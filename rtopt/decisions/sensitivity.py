@@ -264,7 +264,9 @@ def plot(result: SensitivityResult, path: Any, output: str = "objective", top: i
     ax.set_yticks(y, names, fontsize=8)
     title = {"objective": "objective", "difference": "objective difference (plan - versus)",
              "plan_wins": "which plan wins"}.get(output, output)
-    ax.set_title(f"{result.method.capitalize()}: {title}", fontsize=10)
+    plan, versus = result.meta.get("plan"), result.meta.get("versus")
+    which = (f"\nplan: {plan}" if plan else "") + (f"\nversus: {versus}" if versus else "")
+    ax.set_title(f"{result.method.capitalize()}: {title}{which}", fontsize=9, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,14 +16,19 @@ patients.
 
 Standard schedules are available by name (``54/3`` ...; the one table
 ``rtopt/model/data/standard_schedules.toml`` with the calendar and prescription convention of each
-source, :meth:`Problem.standard_plan`); with an NK instance they receive the earliest
-rule-abiding infusions (:meth:`Problem.first_valid_infusions`).
+source, :meth:`Problem.standard_plan`).  With an NK instance every arm gets its infusions by the
+same rule (:data:`INFUSION_RULES`): by default the best infusion days for that arm's own
+fractions and doses (:func:`best_infusions`, the choice the optimiser makes), or the earliest
+rule-abiding ones; the user may fix them per arm.  The rule each arm followed is recorded
+(``meta["infusions"]``) and shown in the reports.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -32,8 +37,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from rtopt.backends.exhaustive import ExhaustiveBackend
 from rtopt.common.errors import RtoptError
 from rtopt.common.fileio import write_atomic
+from rtopt.common.text import md_text, slug
 from rtopt.decisions.distributed import map_chunks, settings_key
 from rtopt.model import radiobiology as rb
 from rtopt.model.simulator import simulate
@@ -44,7 +51,14 @@ from rtopt.problem.problem import Plan, Problem
 # time).
 
 __all__ = ["STANDARD_ARMS", "standard_plan", "run_trial", "TrialResult", "write_outputs",
-           "TrialError"]
+           "TrialError", "INFUSION_RULES", "best_infusions", "with_infusions", "check_arm_name"]
+
+INFUSION_RULES = ("best", "earliest")
+"""How arms get their NK infusion days: ``best`` for the arm's fractions (the optimiser's
+choice, :func:`best_infusions`) or ``earliest`` (:meth:`Problem.first_valid_infusions`)."""
+
+MAX_ARM_NAME = 60
+"""Longest arm name (characters): names head table columns and file names."""
 
 STANDARD_ARMS: tuple[str, ...] = ("54/3", "48/4", "50/5", "60/8", "34/1")
 """The standard lung SBRT arms of ``rtopt bench`` and the README; any name of
@@ -55,15 +69,67 @@ class TrialError(RtoptError):
     """Invalid trial settings (the message says which)."""
 
 
-def standard_plan(problem: Problem, name: str) -> Plan:
+def check_arm_name(name: str, taken: Sequence[str] = ()) -> str:
+    """``name`` if it can name an arm: not empty, at most :data:`MAX_ARM_NAME` characters, no
+    control characters (a newline would split table rows), not already in ``taken``."""
+    shown = name if len(name) <= MAX_ARM_NAME else name[:MAX_ARM_NAME - 20] + "..."
+    if not name.strip():
+        raise TrialError("--arm: empty arm name (use NAME=PLAN.json)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise TrialError(f"--arm {shown!r}: control characters (e.g. a newline) in the arm name")
+    if len(name) > MAX_ARM_NAME:
+        raise TrialError(f"--arm {shown!r}: arm name longer than {MAX_ARM_NAME} characters")
+    if name in taken:
+        raise TrialError(f"--arm {shown}: two arms named {shown!r}; give each arm its own name "
+                         "(NAME=PLAN.json)")
+    return name
+
+
+def best_infusions(problem: Problem, plan: Plan, block: int = 2048) -> tuple[int, ...] | None:
+    """The infusion days the optimiser would give ``plan``'s fractions: of every infusion set
+    the instance's rules allow (count, window, spacing, no fraction just after), the one with
+    the best objective for this plan (ties: the earliest).  ``()`` without NK; None if no set
+    obeys the rules.  Evaluated in blocks of ``block`` plans (memory)."""
+    if problem.nk is None:
+        return ()
+    days = plan.fraction_days
+    sets = [s for s in ExhaustiveBackend.infusion_sets(problem, 1)
+            if all(problem.infusion_day_ok(days, d) for d in s)]
+    if not sets:
+        return None
+    best, best_val = None, -np.inf
+    for a in range(0, len(sets), block):
+        cand = [dataclasses.replace(plan, nk_days=tuple(s)) for s in sets[a:a + block]]
+        obj = problem.evaluate_plans(cand, simulate_tme=True).objective
+        k = int(np.argmax(obj))
+        if obj[k] > best_val + 1e-12 * max(1.0, abs(best_val) if np.isfinite(best_val) else 1):
+            best, best_val = sets[a + k], float(obj[k])
+    return tuple(best) if best is not None else None
+
+
+def with_infusions(problem: Problem, plan: Plan, rule: str) -> Plan:
+    """``plan`` with its infusion days set by ``rule`` (:data:`INFUSION_RULES`); unchanged
+    without NK; without infusions when no set obeys the rules (the trial flags the arm)."""
+    if rule not in INFUSION_RULES:
+        raise TrialError(f"--infusions {rule!r}: expected one of {', '.join(INFUSION_RULES)}")
+    if problem.nk is None:
+        return plan
+    nk = (best_infusions(problem, plan) if rule == "best"
+          else problem.first_valid_infusions(plan.fraction_days))
+    return dataclasses.replace(plan, nk_days=tuple(nk or ()))
+
+
+def standard_plan(problem: Problem, name: str, infusions: str = "best") -> Plan:
     """A standard schedule by name (rtopt/model/data/standard_schedules.toml: calendar and
-    prescription convention of its source), with the earliest rule-abiding NK infusions."""
+    prescription convention of its source, :meth:`Problem.standard_plan`), with NK infusions by
+    ``infusions`` (:data:`INFUSION_RULES`)."""
     try:
-        return problem.standard_plan(name)
+        plan = problem.standard_plan(name)
     except KeyError as e:
         raise TrialError(f"--arm {e.args[0]}") from None
     except ValueError as e:
         raise TrialError(f"arm {name}: {e}") from None
+    return with_infusions(problem, plan, infusions)
 
 
 @dataclass
@@ -134,8 +200,10 @@ def bootstrap_ci(x: np.ndarray, seed: int) -> tuple[float, float]:
 
 def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: int = 0, *,
               scheduler: Any = None, cache_dir: Any = None, progress: str | None = None,
-              chunk: int = 256) -> TrialResult:
+              chunk: int = 256, infusions: Mapping[str, str] | None = None) -> TrialResult:
     """Run a virtual-cohort trial (see the module docstring).
+
+    ``infusions`` maps arm names to where their infusion days came from (shown in the reports).
 
     Raises
     ------
@@ -195,6 +263,8 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
     return TrialResult(problem.name, seed, patients, dict(zip(names, plans)), patients_out,
                        summary, sup, checks,
                        meta={"objective_name": problem.objective_name,
+                             "infusions": {n: (infusions or {}).get(n, "as given")
+                                           for n in names} if problem.nk is not None else {},
                              "sampling": "independent draws (numpy default_rng)",
                              "distributions": {k: d.describe() for k, d in dists.items()}})
 
@@ -206,26 +276,59 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+FIGURE_SCALES = {"tcp": "logit", "nk_gain_tcp": "symlog", "nk_favourability": "linear"}
+"""y scale per figure: per-patient TCPs pile up within 1e-3 of 0 or 1 (a linear violin is a
+line there), so TCP is drawn on a logit axis (values clipped to [1e-6, 1 - 1e-6]); NK gains
+span decades from ~1e-6 upwards (symlog, linear below 1e-4); NK favourability is linear."""
+
+
 def _figures(res: TrialResult) -> dict[str, bytes]:
+    """Strip plots (every patient a jittered point) with 5-95 % boxes and the mean, one figure
+    per metric; arms that violate a limit are drawn in red and marked ``(!)``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(res.arms)
+    bad = [bool(res.checks.get(n)) for n in names]
+    labels = [n + (" (!)" if f else "") for n, f in zip(names, bad)]
     out = {}
     for key, label, fname in (("tcp", "per-patient tumour control probability", "tcp.png"),
                               ("nk_gain_tcp", "NK-attributable gain in TCP", "nk_gain.png"),
                               ("nk_favourability", "NK favourability (activity-days)",
                                "nk_favourability.png")):
-        fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
-        data = [res.patients[n][key] for n in names]
-        ax.violinplot(data, showmeans=True, showextrema=False)
-        ax.boxplot(data, widths=0.12, showfliers=False)
-        ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
-        ax.set_ylabel(label, fontsize=9)
+        scale = FIGURE_SCALES[key]
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2.5), 4.2))
+        rng = np.random.default_rng(0)       # the same jitter every time: identical files
+        data = []
+        for i, n in enumerate(names):
+            y = np.asarray(res.patients[n][key], dtype=float)
+            if scale == "logit":
+                y = np.clip(y, 1e-6, 1 - 1e-6)
+            data.append(y)
+            ax.scatter(i + 1 + rng.uniform(-0.2, 0.2, len(y)), y, s=7, lw=0, alpha=0.35,
+                       color="#c0392b" if bad[i] else "#264f80", zorder=2)
+            ax.plot([i + 0.7, i + 1.3], [y.mean()] * 2, color="#e69f00", lw=2, zorder=4)
+        ax.boxplot(data, widths=0.55, whis=(5, 95), showfliers=False, zorder=3,
+                   medianprops={"color": "k"}, boxprops={"color": "#333"})
+        if scale == "logit":
+            ax.set_yscale("logit")
+        elif scale == "symlog":
+            ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_xticks(range(1, len(names) + 1), labels, fontsize=8)
+        for t, f in zip(ax.get_xticklabels(), bad):
+            if f:
+                t.set_color("#c0392b")
+        ax.set_ylabel(label + {"logit": " (logit scale)", "symlog": " (symlog scale)"}.get(
+            scale, ""), fontsize=9)
         ax.set_title(f"{label}: {res.n_patients} virtual patients", fontsize=10)
-        fig.tight_layout()
+        ax.grid(axis="y", alpha=0.3)
+        note = "points: patients; box: quartiles, whiskers 5-95 %; orange: mean"
+        if any(bad):
+            note += "; (!) red: the arm violates a limit"
+        fig.text(0.01, 0.01, note, fontsize=7, color="#555")
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
         out[fname] = _png(fig)
         plt.close(fig)
     return out
@@ -255,12 +358,15 @@ each patient receives every arm (paired in-silico comparison).</p>
 <div class="note">Each patient is one draw of every uncertain parameter (<code>rtopt model params</code>)
 plus an own radiosensitivity, normal(alpha, alpha_sd_per_gy). Local control is the mean per-patient
 tumour control probability with a 95&nbsp;% bootstrap (BCa) interval; the NK-attributable gain is the
-same patient and plan with minus without NK cells; P(superior) counts ties as half.</div>
+same patient and plan with minus without NK cells; P(superior) counts ties as half.
+{% if inf %}<br>NK infusions: every arm's infusion days and the rule that chose them are in the
+<em>NK infusions</em> column (the same rule for every standard arm; the optimised arm's are the
+optimiser's own).{% endif %}</div>
 <h2>Arms</h2>
-<table><tr><th>arm</th><th>plan</th><th>local control</th><th>95 % CI</th><th>NK gain</th>
+<table><tr><th>arm</th><th>plan</th>{% if inf %}<th>NK infusions</th>{% endif %}<th>local control</th><th>95 % CI</th><th>NK gain</th>
 <th>NK favourability</th><th>tumour BED (Gy)</th>{% for o in oars %}<th>{{ o }} BED (Gy)</th>{% endfor %}<th>limits</th></tr>
 {% for a in arms %}{% set s = r.summary[a] %}<tr><td>{{ a }}</td><td>{{ r.arms[a].describe() }}</td>
-<td class="num">{{ "%.3f"|format(s.local_control) }}</td>
+{% if inf %}<td>{{ inf[a] }}</td>{% endif %}<td class="num">{{ "%.3f"|format(s.local_control) }}</td>
 <td class="num">{{ "%.3f"|format(s.local_control_ci95[0]) }}&ndash;{{ "%.3f"|format(s.local_control_ci95[1]) }}</td>
 <td class="num">{{ "%.4f"|format(s.nk_gain) }}</td><td class="num">{{ "%.3g"|format(s.nk_favourability_mean) }}</td>
 <td class="num">{{ "%.1f"|format(s.tumour_bed_gy) }}</td>
@@ -281,10 +387,11 @@ _MD = """# Virtual-cohort trial: {{ r.instance }}
 
 {{ r.n_patients }} virtual patients, {{ arms|length }} arms, seed {{ r.seed }}; each patient receives every arm.
 Local control = mean per-patient TCP (95 % bootstrap BCa interval); NK gain = with minus without NK cells.
-
-| arm | plan | local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %} limits |
-|---|---|---|---|---|---|---|{% for o in oars %}---|{% endfor %}---|
-{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} | {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
+{% if inf %}NK infusions: the rule that chose each arm's infusion days is in the NK infusions column.
+{% endif %}
+| arm | plan |{% if inf %} NK infusions |{% endif %} local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %} limits |
+|---|---|{% if inf %}---|{% endif %}---|---|---|---|---|{% for o in oars %}---|{% endfor %}---|
+{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} |{% if inf %} {{ inf[a] }} |{% endif %} {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
 {% endfor %}
 ## Probability of superiority (row beats column)
 
@@ -305,29 +412,47 @@ def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
 
     out = Path(outdir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "plans").mkdir(exist_ok=True)
     names = list(res.arms)
     cols = ["tcp", "tcp_without_nk", "nk_gain_tcp", "nk_favourability", "log10_kill",
             "alpha_per_gy"]
-    lines = ["patient,arm," + ",".join(cols)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")   # quotes arm names with commas or quotes
+    w.writerow(["patient", "arm", *cols])
     for i in range(res.n_patients):
         for n in names:
-            lines.append(f"{i},{n}," + ",".join(f"{res.patients[n][c][i]:.8g}" for c in cols))
-    write_atomic(out / "results.csv", "\n".join(lines) + "\n")
+            w.writerow([i, n, *(f"{res.patients[n][c][i]:.8g}" for c in cols)])
+    write_atomic(out / "results.csv", buf.getvalue())
     write_atomic(out / "summary.json", json.dumps(res.to_dict(), indent=2) + "\n")
+    # one replayable plan file per arm (`rtopt simulate INSTANCE --plan plans/ARM.json`)
+    used: set[str] = set()
+    for n in names:
+        base = stem = slug(n)
+        k = 2
+        while stem.lower() in used:
+            stem, k = f"{base}-{k}", k + 1
+        used.add(stem.lower())
+        write_atomic(out / "plans" / f"{stem}.json", json.dumps(
+            {"instance": res.instance, "arm": n, "schedule": res.arms[n].to_dict(),
+             "infusions": res.meta.get("infusions", {}).get(n)}, indent=2) + "\n")
     figs = _figures(res)
     for f, data in figs.items():
         write_atomic(out / "figures" / f, data)
-    caps = [("tcp.png", "Per-patient tumour control probability by arm (violin: density; "
-                        "box: quartiles; line: mean)."),
-            ("nk_gain.png", "NK-attributable gain in per-patient TCP by arm."),
+    caps = [("tcp.png", "Per-patient tumour control probability by arm, logit scale (points: "
+                        "patients; box: quartiles; whiskers: 5-95 %; orange: mean; (!) red: "
+                        "the arm violates a limit)."),
+            ("nk_gain.png", "NK-attributable gain in per-patient TCP by arm, symlog scale (linear "
+                            "below 1e-4)."),
             ("nk_favourability.png", "NK favourability by arm.")]
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figs.items()}
-    ctx = dict(r=res, arms=names, oars=[o for o in (next(iter(res.summary.values()))
-                                                      ["oar_bed_gy"])], figs=caps)
+    ctx = dict(r=res, arms=names, inf=res.meta.get("infusions") or {},
+               oars=list(next(iter(res.summary.values()))["oar_bed_gy"]), figs=caps)
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     md_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
-                                keep_trailing_newline=True)
+                                keep_trailing_newline=True,
+                                # every value from the user (arm names, plans) made inert
+                                finalize=lambda x: md_text(x) if isinstance(x, str) else x)
     write_atomic(out / "report.html", html_env.from_string(_HTML).render(
         **ctx, img=lambda f: uris[f]))
     write_atomic(out / "report.md", md_env.from_string(_MD).render(**ctx) + "\n")

@@ -3,8 +3,8 @@
 Regularised, bounded least squares (``scipy.optimize.least_squares``): residuals are
 ``(model - target) / sigma`` for observations with a target value (sigma = half the band width),
 hinge residuals ``distance outside band / sigma`` for every band (direction-only observations
-have only these), and weak prior residuals ``(theta - prototype) / range`` that keep
-unidentified parameters at their docs/model.md prototype values.  Sites are fitted in order: lung
+have only these), and weak prior residuals ``(theta - start) / range`` that keep
+unidentified parameters at their starting values (docs/model.md section 3).  Sites are fitted in order: lung
 first (O1-O3), then prostate (O4) and head and neck (O5) starting from the lung result, each with
 its own free parameters.
 

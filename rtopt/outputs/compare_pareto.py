@@ -528,9 +528,10 @@ def _front_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]]) 
 
     objs = next(d["objectives"] for _, d in runs if d.get("objectives"))
     pairs = [(0, 1)] if len(objs) == 2 else [(0, 1), (0, 2), (1, 2)]
-    fig = Figure(figsize=(6.0 * len(pairs), 4.8), layout="constrained")
+    # one panel per row (see rtopt.outputs.pareto_report._figure): readable inside the HTML
+    fig = Figure(figsize=(8.0, 5.2 * len(pairs)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    axes = fig.subplots(len(pairs), 1, squeeze=False)[:, 0]
     extra = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     for ax, (a, b) in zip(axes, pairs):
         for k, (r, d) in enumerate(runs):
@@ -561,6 +562,11 @@ def _front_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]]) 
                         "*", ms=15, color=colour, mec="k", zorder=10)
         ax.set_xlabel(objs[a]["label"] + (" (max)" if objs[a]["sense"] == "max" else " (min)"))
         ax.set_ylabel(objs[b]["label"] + (" (max)" if objs[b]["sense"] == "max" else " (min)"))
+        from matplotlib.ticker import MaxNLocator
+
+        for axis, k in ((ax.xaxis, a), (ax.yaxis, b)):   # counts and days: whole-number ticks
+            if objs[k]["name"] in ("n_fractions", "overall_days"):
+                axis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
     axes[0].plot([], [], "*", ms=12, color="#999999", mec="k", label="knee of each front")

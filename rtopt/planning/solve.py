@@ -285,13 +285,18 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
     best = None
     first_bad = None
     wellformed, verifications = [], []
+    first_ok = None          # the back-end's first well-formed plan, as verified
     for plan in out.plans:
         try:
             plan.daily(problem.horizon_days)
             wellformed.append(plan)
         except ValueError as e:  # e.g. a day outside the horizon
             first_bad = first_bad or (plan, None, str(e))
-    verifications = problem.verify_all(wellformed)
+    # on the prescription grid (0.01 Gy unless the instance has a dose grid), verified as they
+    # will be written: a file written from the result replays with `rtopt simulate --plan`
+    verifications = problem.verify_prescribable(wellformed)
+    if wellformed and wellformed[0] == out.plans[0]:
+        first_ok = verifications[0].plan
     feasible = [v for v in verifications if v.feasible]
     if feasible:
         # the back-end's order decides between plans equal to round-off
@@ -307,9 +312,18 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
                   bound=out.bound, solver_name=out.solver_name,
                   solver_version=out.solver_version, extras=extras, **base)
     if best is not None:
-        # optimal only if the back-end's own best plan is the one that verified
+        # optimal only if the back-end's own best plan is the one that verified; if putting it
+        # on the prescription grid changed it, only while the bound still proves it within the
+        # profile's rel_gap (the meaning of "optimal" for a MIP solver)
         proved = (out.termination == Termination.OPTIMAL and extras.get("exact_for_instance", False)
-                  and best.plan == out.plans[0])
+                  and best.plan == first_ok)
+        if best.plan != out.plans[0] and out.plans and best.plan.fraction_days == \
+                out.plans[0].fraction_days and best.plan.nk_days == out.plans[0].nk_days:
+            extras["prescription_step_gy"] = problem.prescription_step
+            if proved and out.bound is not None:
+                rel_gap = getattr(getattr(profile, "options", None), "rel_gap", 0.0)
+                proved = (abs(out.bound - best.objective)
+                          <= rel_gap * max(abs(best.objective), 1e-9) + 1e-12)
         return Result(status="optimal" if proved else "feasible",
                       solution_status="optimal" if proved else "feasible",
                       objective=best.objective, plan=best.plan, metrics=best.metrics,

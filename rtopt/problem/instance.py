@@ -506,6 +506,10 @@ class Fractionation(BaseModel):
         0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous. "
                          "0 or in [0.0001, 100] Gy: finer steps are far below delivery "
                          "precision (~0.01 Gy); 100 Gy is the largest dose per fraction.")
+    prescription_step_gy: Ranged(0, 1, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.01, description="With dose_step_gy = 0: the dose grid of the plans rtopt writes "
+                          "[Gy]; solver doses are rounded to it and the rounded plan is "
+                          "verified (0 = every digit kept, for analytic test instances).")
     uniform_dose: Bool = Field(True, description="All fractions get the same dose.")
     treatment_weekdays: Annotated[list[WeekdayField], Field(min_length=1),
                                   AfterValidator(_unique_weekdays)] = Field(
@@ -662,6 +666,11 @@ def _unique_oar_names(oars: list[OrganAtRisk]) -> list[OrganAtRisk]:
 _SLUG = r"^[a-z0-9]+([-_][a-z0-9]+)*$"
 
 
+MAX_OARS = 100
+"""Most organs at risk an instance may list: clinical plans constrain a few dozen at most; an
+instance with 20,000 took 22 s to fail."""
+
+
 class Instance(BaseModel):
     """A complete rtopt problem instance (``schema_version = 1``)."""
 
@@ -678,8 +687,9 @@ class Instance(BaseModel):
         "", description="One-line human description (at most 2000 characters).")
     tumour: Tumour
     prescription: Prescription
-    organ_at_risk: Annotated[list[OrganAtRisk], AfterValidator(_unique_oar_names)] = Field(
-        default_factory=list, description="Organs at risk (names unique).")
+    organ_at_risk: Annotated[list[OrganAtRisk], Field(max_length=MAX_OARS),
+                             AfterValidator(_unique_oar_names)] = Field(
+        default_factory=list, description=f"Organs at risk (names unique; at most {MAX_OARS}).")
     fractionation: Fractionation
     nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
     objective: Objective

@@ -18,6 +18,7 @@ given at the start of the day, an infusion on day ``j`` after that day's fractio
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -57,6 +58,11 @@ FEAS_TOL = 1e-6
 """Constraint tolerance, relative to max(1, |limit|): doses on a 0.5 Gy grid and BEDs of
 hundreds of Gy are computed to ~1e-12, so 1e-6 separates rounding from real violations."""
 _BIG = 10 ** 6
+
+PRESCRIPTION_STEP_GY = 0.01
+"""Dose grid of written plans for continuous-dose instances (Gy): doses are prescribed to
+0.01 Gy ("7 x 5.35 Gy", not "7 x 5.35218 Gy"); an instance's ``prescription_step_gy`` sets
+another grid (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +137,14 @@ class Plan:
         return float(sum(self.doses_gy))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``fractions`` [{day, dose_gy}] and ``nk_infusions`` [{day}]."""
-        return {"fractions": [{"day": d, "dose_gy": round(x, 6)}
+        """JSON-ready form: ``fractions`` [{day, dose_gy}] and ``nk_infusions`` [{day}].
+
+        Doses are written as they are (JSON floats round-trip exactly), so
+        ``Plan.from_dict(p.to_dict()) == p``: the plan a file holds is the plan that was
+        verified.  Plans from solvers are on the prescription grid already
+        (:meth:`Problem.verify_prescribable`), e.g. ``5.35``.
+        """
+        return {"fractions": [{"day": d, "dose_gy": float(x)}
                               for d, x in zip(self.fraction_days, self.doses_gy)],
                 "nk_infusions": [{"day": d} for d in self.nk_days]}
 
@@ -144,6 +156,22 @@ class Plan:
         fr = sorted(data.get("fractions", []), key=lambda f: f["day"])
         return cls(tuple(int(f["day"]) for f in fr), tuple(float(f["dose_gy"]) for f in fr),
                    tuple(sorted(int(i["day"]) for i in data.get("nk_infusions", []))))
+
+    def rounded(self, step_gy: float, mode: str = "nearest", low: float = 0.0,
+                high: float = float("inf")) -> "Plan":
+        """The plan with every dose on the grid of ``step_gy`` (Gy), clipped to the grid points
+        in ``[low, high]``; ``mode`` ``nearest``, ``down`` or ``up``.  Doses come out as the
+        shortest decimals (``5.35``, not ``5.3500000000000005``)."""
+        f = {"nearest": np.round, "down": np.floor, "up": np.ceil}[mode]
+        k_lo = np.ceil(low / step_gy - 1e-9)
+        k_hi = np.floor(high / step_gy + 1e-9) if math.isfinite(high) else np.inf
+        out = []
+        for x in self.doses_gy:
+            k = float(np.clip(f(x / step_gy + (0.0 if mode == "nearest" else
+                                               (1e-9 if mode == "down" else -1e-9))),
+                              k_lo, k_hi))
+            out.append(round(k * step_gy, 10))
+        return Plan(self.fraction_days, tuple(out), self.nk_days)
 
     def describe(self) -> str:
         """Short human description, e.g. ``4 x 12.5 Gy on days 0,1,2,3; NK day 5``."""
@@ -373,6 +401,7 @@ class Problem:
         self.n_min, self.n_max = (int(x) for x in fr.n_fractions)
         self.d_min, self.d_max = (float(x) for x in fr.dose_per_fraction_gy)
         self.dose_step = float(fr.dose_step_gy)
+        self._prescription_step = float(getattr(fr, "prescription_step_gy", PRESCRIPTION_STEP_GY))
         self.uniform = bool(fr.uniform_dose)
         self.min_interval = int(fr.min_interval_days)
         self.max_overall = int(fr.max_overall_days)
@@ -813,6 +842,40 @@ class Problem:
     def verify(self, plan: Plan) -> Verification:
         """Re-simulate one plan and re-check every constraint (the gate before any report)."""
         return self.verify_all([plan])[0]
+
+    @property
+    def prescription_step(self) -> float:
+        """Dose grid of written plans (Gy): ``dose_step_gy``, or the instance's
+        ``prescription_step_gy`` (default :data:`PRESCRIPTION_STEP_GY`) for a continuous-dose
+        instance; 0 means no rounding."""
+        return self.dose_step if self.dose_step > 0 else self._prescription_step
+
+    def verify_prescribable(self, plans: Sequence[Plan]) -> list[Verification]:
+        """:meth:`verify_all` of ``plans`` put on the prescription grid (:attr:`prescription_step`).
+
+        Each plan is rounded to the nearest grid doses; if that violates a limit, the doses
+        rounded down, then up, are tried; if none verifies, the plan is kept unrounded when it
+        verifies as it is (written with every digit), else the nearest rounding is returned
+        with its violations.  The returned verification is of the plan to write, so a file
+        written from it passes ``rtopt simulate --plan`` unchanged.
+        """
+        if not plans:
+            return []
+        step = self.prescription_step
+        if step <= 0:
+            return self.verify_all(plans)
+        lo, hi = self.d_min, self.d_max
+        out = self.verify_all([p.rounded(step, "nearest", lo, hi) for p in plans])
+        retry = [i for i, v in enumerate(out) if not v.feasible]
+        if retry:
+            alts = [(i, c) for i in retry for c in (plans[i].rounded(step, "down", lo, hi),
+                                                    plans[i].rounded(step, "up", lo, hi),
+                                                    plans[i])]
+            ver = self.verify_all([c for _, c in alts])
+            for (i, _), v in zip(alts, ver):
+                if v.feasible and not out[i].feasible:
+                    out[i] = v
+        return out
 
     def verify_all(self, plans: Sequence[Plan]) -> list[Verification]:
         """:meth:`verify` for several plans in one vectorised simulation."""
