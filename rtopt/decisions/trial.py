@@ -55,7 +55,7 @@ def standard_plan(problem: Problem, name: str) -> Plan:
     try:
         return problem.standard_plan(name)
     except KeyError as e:
-        raise TrialError(f"--arm {e.args[0]}") from None
+        raise TrialError(f"--arm {name}: {e.args[0]}") from None
     except ValueError as e:
         raise TrialError(f"arm {name}: {e}") from None
 
@@ -100,9 +100,11 @@ def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np
 
     sim = simulate(p.biology, D, U, steps_per_day=problem.steps_per_day, population=False)
     n0 = np.asarray(p.biology.clonogens, dtype=float)
+    # both from log10 kill by the same formula, so a plan without infusions gains exactly 0
+    tcp = rb.poisson_tcp(n0, -np.log(10.0) * sim.log10_kill)
     tcp0 = rb.poisson_tcp(n0, -np.log(10.0) * sim.log10_kill_without_nk)
-    return {"tcp": sim.tcp.reshape(k, m), "tcp_without_nk": tcp0.reshape(k, m),
-            "nk_gain_tcp": (sim.tcp - tcp0).reshape(k, m),
+    return {"tcp": tcp.reshape(k, m), "tcp_without_nk": tcp0.reshape(k, m),
+            "nk_gain_tcp": (tcp - tcp0).reshape(k, m),
             "nk_favourability": sim.nk_auc.reshape(k, m),
             "log10_kill": sim.log10_kill.reshape(k, m),
             "alpha_per_gy": np.tile(alpha, (k, 1))}
