@@ -182,6 +182,7 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
             "oar_bed_gy": {o.name: float(v.metrics[f"oar.{o.name}.bed_gy"]) for o in problem.oars},
             "tumour_bed_gy": float(v.metrics["tumour_bed_gy"]),
             "nominal_local_control": float(v.metrics["local_control"]),
+            "nominal_reoxygenation_gain": float(v.metrics["reoxygenation_gain_local_control"]),
         }
         checks[n] = [f"{c.name} ({c.value:.4g} vs {c.sense} {c.limit:.4g})" for c in v.violated]
     sup: dict[str, dict[str, float]] = {}
