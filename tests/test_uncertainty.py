@@ -464,7 +464,7 @@ def test_trial_cli_writes_csv_plots_and_self_contained_report(tmp_path, repo_roo
 
 
 def test_trial_cli_errors_are_one_line(repo_root):
-    for args, text in ((("--arm", "55/5"), "--arm 55/5: expected NAME=PLAN.json"),
+    for args, text in ((("--arm", "55/5"), "--arm 55/5: unknown standard schedule '55/5'; did you mean"),
                        (("--arm", "54/3", "--patients", "0"), "--patients must be >= 1")):
         r = run_cli("trial", "instances/lung-sbrt-peripheral.toml", *args, cwd=repo_root)
         assert r.returncode == 1

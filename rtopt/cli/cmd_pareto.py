@@ -29,7 +29,8 @@ def pareto_cmd(
         help="Folder for front.csv, front.json, front.png, report.html and report.md.")],
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", metavar="PLAN.json", show_default=False,
-        help="Reference plan (default: 18 Gy x 3 on days 0,2,4 with its best infusions).")] = None,
+        help="Reference plan (default: the standard 54/3, 18 Gy x 3 on days 0,4,8 at the 80 % "
+             "isodose, with its best infusions).")] = None,
     heuristic: Annotated[bool, typer.Option(
         "--heuristic/--no-heuristic", help="Also run pymoo (NSGA-II / NSGA-III) and compare.")
     ] = True,

@@ -87,6 +87,40 @@ def params_cmd(
                       + ("" if wide else "  Sources: --json or a wider terminal."))
 
 
+@model_app.command("standards")
+@cli_errors()
+def standards_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the named standard schedules: dose, calendar, prescription convention, source."""
+    from rtopt.model.standards import standard_schedules
+
+    table = standard_schedules()
+    if json_out:
+        typer.echo(json.dumps([{"name": s.name, "dose_per_fraction_gy": s.dose_per_fraction_gy,
+                                "days": list(s.days), "prescription": s.prescription,
+                                "isodose_percent": s.isodose_percent,
+                                "tumour_dose_ratio": s.tumour_dose_ratio,
+                                "calendar": s.calendar, "source": s.source}
+                               for s in table.values()], indent=2))
+        return
+    t = Table(title="standard schedules (rtopt/model/data/standard_schedules.toml)")
+    for col in ("name", "Gy x n", "days", "prescription", "x Rx"):
+        t.add_column(col, justify="right" if col == "x Rx" else "left")
+    wide = out_console.width >= 120
+    if wide:
+        t.add_column("source", overflow="ellipsis", no_wrap=True, max_width=60)
+    for s in table.values():
+        days = ",".join(map(str, s.days)) if len(s.days) <= 8 else \
+            f"{len(s.days)} weekdays from 0"
+        t.add_row(s.name, f"{s.dose_per_fraction_gy:g} x {len(s.days)}", days, s.convention,
+                  f"{s.tumour_dose_ratio:.3g}", *([s.source] if wide else []))
+    out_console.print(t)
+    out_console.print("Used by trial --arm NAME, pareto reference marks, the outcome tables and "
+                      "[prescription] local_control_vs; each is delivered with its source's "
+                      "prescription convention (x Rx = tumour dose / prescribed dose).")
+
+
 _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://HOST:PORT "
                    "(default: DASK_SCHEDULER_ADDRESS when set).")
 
@@ -225,9 +259,9 @@ def trial_cmd(
     file: Annotated[str, typer.Argument(metavar="INSTANCE", help="Instance file (TOML).")],
     arm: Annotated[list[str], typer.Option(
         "--arm", metavar="NAME=PLAN.json|54/3|optimised",
-        help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard lung "
-             "arm (54/3, 48/4, 50/5, 60/8, 34/1; NK infusions by --infusions), or 'optimised' "
-             "(the instance solved with --solver).")],
+        help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard "
+             "schedule by name (54/3, 48/4, 50/5, 60/8, 34/1, ...: `rtopt model standards`; its "
+             "source's calendar and prescription convention, NK infusions by --infusions), or 'optimised' (the instance solved with --solver).")],
     patients: Annotated[int, typer.Option("--patients", "-n", help="Virtual patients.")] = 500,
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR",
                                          help="Folder for results.csv, plots and the report.")]

@@ -54,8 +54,9 @@ _MINIMISED = {
 OBJECTIVE_NAMES = (tuple(_MAXIMISED) + ("oar:NAME", "oar_eqd2:NAME") + tuple(_MINIMISED))
 """Objective names accepted by :func:`parse_objectives`."""
 
-REFERENCE_DEFAULT = ((0, 2, 4), 18.0)
-"""Default reference schedule: 18 Gy x 3 on days 0, 2, 4 (with its best infusions)."""
+REFERENCE_DEFAULT = "54/3"
+"""Default reference: the standard schedule 54/3 (rtopt/model/data/standard_schedules.toml:
+18 Gy x 3 on days 0, 4, 8 at the 80 % isodose), with its best infusions."""
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,8 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``n_fractions``,
         ``overall_days`` (minimised).
     reference : Plan, optional
-        Reference schedule (default 18 Gy x 3 on days 0, 2, 4 with its best infusions).
+        Reference schedule (default the standard 54/3, :data:`REFERENCE_DEFAULT`, with its
+        best infusions).
     heuristic : bool
         Also run pymoo (NSGA-II / NSGA-III) and compare it with the exact front.
     options : dict, optional
@@ -463,9 +465,12 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         res.knee = knee_index(res.minimised(exact))
     # reference and standard schedules
     if reference is None:
-        days, d = REFERENCE_DEFAULT
-        if all(0 <= x < problem.horizon_days for x in days):
-            reference = _best_infusions(problem, objs, days, d)
+        from rtopt.model.standards import standard_schedule
+
+        st = standard_schedule(REFERENCE_DEFAULT)
+        if all(0 <= x < problem.horizon_days for x in st.days):
+            reference = _best_infusions(problem, objs, st.days, st.dose_per_fraction_gy,
+                                        ratio=st.tumour_dose_ratio)
     if reference is not None:
         res.reference = _point(objs, problem.verify(reference))
         Fr = res.minimised([res.reference])[0]

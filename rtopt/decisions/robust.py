@@ -13,7 +13,10 @@ maximises a statistic of the ``S`` objective values:
                     (ties between plans broken by the expected objective)
 
 Constraints (prescription, OAR limits, calendar and NK rules) do not depend on the uncertain
-parameters: they are checked once, as in a nominal solve.
+parameters: they are checked once, as in a nominal solve.  Local-control limits
+(``min_local_control``, ``local_control_vs``) are checked at nominal parameters like every
+limit; the report adds the probability that they hold over the samples
+(:func:`local_control_limit_probability`).
 
 Back-ends: ``exhaustive`` (every candidate of its structured space scored on all samples, NK
 infusion sets by exact superposition per sample row, :class:`rtopt.model.simulator.InfusionKernels`;
@@ -40,12 +43,14 @@ from rtopt.backends.base import BackendOutput, Termination, package_version
 from rtopt.backends.exhaustive import ExhaustiveBackend
 from rtopt.common.errors import RtoptError
 from rtopt.decisions.distributed import map_chunks
-from rtopt.model.simulator import infusion_kernels, tumour_outcomes
+from rtopt.model.simulator import infusion_kernels, simulate, tumour_outcomes
+from rtopt.model.standards import standard_schedule
 from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
 from rtopt.planning.solve import Result, finish
 from rtopt.problem.problem import SIMULATION_METRICS, Evaluation, Plan, Problem, load_plan_file
 
 __all__ = ["RobustSpec", "parse_robust", "statistic", "search_fitness", "solve_robust", "sample_objectives",
+           "local_control_limit_probability",
            "OUT_OF_SAMPLE_FACTOR", "ROBUST_BACKENDS"]
 
 OUT_OF_SAMPLE_FACTOR = 4
@@ -151,6 +156,35 @@ def sample_objectives(problem: Problem, D: np.ndarray, U: np.ndarray,
     return ev.objective.reshape(n, S)
 
 
+def local_control_limit_probability(problem: Problem, plan: Plan,
+                                    values: dict[str, np.ndarray]) -> float:
+    """Share of the parameter samples ``values`` in which ``plan`` meets the prescription's
+    local-control limits *in that sample*: ``min_local_control``, and local control at least the
+    named standard's (radiotherapy alone, its source's convention, the same sample) minus
+    ``local_control_margin``.  The nominal limits are what :meth:`Problem.verify` checks; this
+    is their probabilistic counterpart, reported by robust solves."""
+    S = len(next(iter(values.values())))
+    p = copy.copy(problem)
+    p.biology = biology_with(problem.biology, values)
+    D, U = plan.daily(problem.horizon_days)
+    ev = Problem.evaluate(p, np.repeat(D[None], S, axis=0), np.repeat(U[None], S, axis=0),
+                          simulate_tme=True, all_metrics=True,
+                          dose_ratio=problem.dose_ratio_of(plan))
+    lc = np.asarray(ev.metrics["local_control"], dtype=float)
+    ok = np.ones(S, dtype=bool)
+    if problem.min_local_control is not None:
+        ok &= lc >= problem.min_local_control - 1e-9
+    if problem.local_control_vs is not None:
+        st = standard_schedule(problem.local_control_vs)
+        width = max(problem.horizon_days, st.days[-1] + 1)
+        d = np.zeros((S, width))
+        d[:, list(st.days)] = st.dose_per_fraction_gy
+        std = simulate(replace(p.biology, nk=False), p.tumour_doses(d, st.tumour_dose_ratio),
+                       steps_per_day=problem.steps_per_day).local_control
+        ok &= lc >= np.asarray(std) - problem.local_control_margin - 1e-9
+    return float(ok.mean())
+
+
 def summary_stats(obj: np.ndarray) -> dict[str, float]:
     """Mean, standard deviation and 5th/50th/95th percentiles of sampled objective values."""
     return {"mean": float(obj.mean()), "sd": float(obj.std()),
@@ -223,7 +257,10 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
     best_set = np.full(b, -1)
     if problem.nk is None or not any(sets):
         obj = sample_objectives(problem, Db, np.zeros_like(Db), values)
-        return {"fitness": search_fitness(spec, obj, ref), "stat": statistic(spec, obj, ref),
+        fit = search_fitness(spec, obj, ref)
+        if problem.has_outcome_limits:  # the nominal local-control limits, as verify checks
+            fit = np.where(problem.outcome_limits_ok(problem.evaluate(Db).metrics), fit, -np.inf)
+        return {"fitness": fit, "stat": statistic(spec, obj, ref),
                 "set": np.zeros(b, dtype=int)}
     cand = np.array(sorted({d for s in sets for d in s}), dtype=int)
     pos = {d: i for i, d in enumerate(cand)}
@@ -235,6 +272,9 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
     bio_k = biology_rows(bio_s, np.tile(np.arange(S), b), S)     # one sample per row
     ker = infusion_kernels(bio_k, problem.tumour_doses(DD), cand, steps_per_day=problem.steps_per_day, population=False)
     pop = problem.needs_population
+    nominal = (infusion_kernels(problem.biology, problem.tumour_doses(Db), cand,
+                                steps_per_day=problem.steps_per_day, population=True)
+               if problem.has_outcome_limits else None)
     # objectives of NK favourability (and BED) need no tumour outcome: skip that arithmetic
     outcome = bool({problem.metric_of(k) for k in problem.weights}
                    - {"nk_favourability", "tumour_bed_gy"})
@@ -254,7 +294,7 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
             fd = np.tile(ker.frac_dose[r], (nv, 1))
             fh = np.tile(ker.frac_h[r], (nv, 1))
             bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
-            Dr = np.broadcast_to(Db[i], (nv * S, Db.shape[1]))
+            Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (nv * S, Db.shape[1]))
             out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
@@ -270,6 +310,9 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
         mets["overall_days"] = np.full(N, float(days[-1] - days[0]) if days else 0.0)
         obj = problem.objective_from_metrics(mets, N).reshape(nv, S)
         fit = search_fitness(spec, obj, ref)
+        if nominal is not None:  # the nominal local-control limits, as verify checks
+            lc = nominal.combine(i, Mv.astype(float), population=True).local_control
+            fit = np.where(problem.outcome_limits_ok({"local_control": lc}), fit, -np.inf)
         k = int(np.argmax(fit))
         best_fit[i], best_set[i] = fit[k], valid[k]
         best_stat[i] = statistic(spec, obj[k], ref)
@@ -382,12 +425,20 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
         ref_oos = None
     report["out_of_sample"].update({"statistic": float(statistic(spec, oos, ref_oos)),
                                     **summary_stats(oos)})
+    lc_msg = ""
+    if problem.has_outcome_limits:
+        p_in = local_control_limit_probability(problem, res.plan, values)
+        p_out = local_control_limit_probability(problem, res.plan, v_oos)
+        report["in_sample"]["prob_local_control_limits"] = p_in
+        report["out_of_sample"]["prob_local_control_limits"] = p_out
+        lc_msg = (f"; local-control limits hold in {100 * p_out:.1f} % of the out-of-sample "
+                  f"draws ({100 * p_in:.1f} % in sample; at nominal parameters they hold)")
     extras = {**res.extras, "robust": report}
     extras.setdefault("robust_fitness", report["in_sample"]["statistic"])
     msg = (f"robust {spec.label} over {S} samples (seed {seed}); re-verified out of sample on "
            f"{n_oos} fresh samples (seed {oos_seed}): {spec.label} "
            f"{report['out_of_sample']['statistic']:.4g} (in sample "
-           f"{report['in_sample']['statistic']:.4g})")
+           f"{report['in_sample']['statistic']:.4g})" + lc_msg)
 
     return replace(res, extras=extras, message=(res.message + "; " if res.message else "") + msg,
                    wall_time_s=time.perf_counter() - t0)

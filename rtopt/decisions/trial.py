@@ -126,7 +126,7 @@ def standard_plan(problem: Problem, name: str, infusions: str = "best") -> Plan:
     try:
         plan = problem.standard_plan(name)
     except KeyError as e:
-        raise TrialError(f"--arm {e.args[0]}") from None
+        raise TrialError(f"--arm {name}: {e.args[0]}") from None
     except ValueError as e:
         raise TrialError(f"arm {name}: {e}") from None
     return with_infusions(problem, plan, infusions)
@@ -171,9 +171,11 @@ def _patient_chunk(problem: Problem, plans: Sequence[Plan], values: dict[str, np
 
     sim = simulate(p.biology, D, U, steps_per_day=problem.steps_per_day, population=False)
     n0 = np.asarray(p.biology.clonogens, dtype=float)
+    # both from log10 kill by the same formula, so a plan without infusions gains exactly 0
+    tcp = rb.poisson_tcp(n0, -np.log(10.0) * sim.log10_kill)
     tcp0 = rb.poisson_tcp(n0, -np.log(10.0) * sim.log10_kill_without_nk)
-    return {"tcp": sim.tcp.reshape(k, m), "tcp_without_nk": tcp0.reshape(k, m),
-            "nk_gain_tcp": (sim.tcp - tcp0).reshape(k, m),
+    return {"tcp": tcp.reshape(k, m), "tcp_without_nk": tcp0.reshape(k, m),
+            "nk_gain_tcp": (tcp - tcp0).reshape(k, m),
             "nk_favourability": sim.nk_auc.reshape(k, m),
             "log10_kill": sim.log10_kill.reshape(k, m),
             "alpha_per_gy": np.tile(alpha, (k, 1))}
@@ -251,6 +253,7 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
             "oar_bed_gy": {o.name: float(v.metrics[f"oar.{o.name}.bed_gy"]) for o in problem.oars},
             "tumour_bed_gy": float(v.metrics["tumour_bed_gy"]),
             "nominal_local_control": float(v.metrics["local_control"]),
+            "nominal_reoxygenation_gain": float(v.metrics["reoxygenation_gain_local_control"]),
         }
         checks[n] = [f"{c.name} ({c.value:.4g} vs {c.sense} {c.limit:.4g})" for c in v.violated]
     sup: dict[str, dict[str, float]] = {}
