@@ -291,6 +291,9 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
                   _fmt(m[f"oar.{o.name}.max_dose_per_fraction_gy"]), _limit_str(dpf_c),
                   _status(dpf_c))
     t.add_row("NK favourability (activity-days)", _fmt(m.get("nk_favourability")), "", "")
+    t.add_row("  of which infused NK cells", _fmt(m.get("nk_favourability_infused")), "", "")
+    t.add_row("  of which the patient's own NK", _fmt(m.get("nk_favourability_endogenous")),
+              "", "")
     fold = rep["fold"]
     t.add_row("  fold vs same infusions without RT",
               "-" if fold is None else f"x{fold:.3g}", "", "")
