@@ -213,12 +213,14 @@ def test_cost_per_fraction_changes_the_optimum():
 
     data = load_instance(LUNG).model_dump(mode="json", exclude_none=True)
     free = solve(instance_from_dict(data), "exhaustive")
-    data["objective"]["cost_per_fraction"] = 0.5
+    # the shipped instance charges nothing per fraction (the biology does); 2 activity-days a
+    # fraction, ~14 % of the optimum, buys one fraction less (0.5 and 1 leave 5 x 10 Gy)
+    data["objective"]["cost_per_fraction"] = 2.0
     costly = solve(instance_from_dict(data), "exhaustive")
     assert free.feasible and costly.feasible
     assert costly.plan.n_fractions < free.plan.n_fractions
     m = costly.metrics
-    assert costly.objective == pytest.approx(m["nk_favourability"] - 0.5 * m["n_fractions"])
+    assert costly.objective == pytest.approx(m["nk_favourability"] - 2.0 * m["n_fractions"])
 
 
 def test_backends_that_cannot_charge_costs_decline():

@@ -926,6 +926,11 @@ class PyomoMinlpBackend(Backend):
         if not ok:
             return ok, why
         p = problem.biology.params
+        if "nk_favourability" in problem.weights and sim.endogenous_active(problem.biology):
+            return False, (f"{self.name} does not model the patient's own NK cells (the "
+                           "endogenous pool of docs/model.md section 13), which NK "
+                           "favourability counts; set nk_endogenous_cytotoxicity = 0 in "
+                           "[tumour.surrogate] to leave them out")
         hc = np.asarray(sg.clonogen_hypoxic_shares(p.hypoxic_fraction_max, p), dtype=float)
         if float(np.sum(hc)) >= 1.0 and {"tumour_log_kill", "tcp"} & set(problem.weights):
             return False, (f"{self.name} needs clonogen hypoxic shares linear in the FMISO "

@@ -224,11 +224,16 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
     spd = max(problem.steps_per_day, TRAJECTORY_STEPS_PER_DAY)      # a grid for display
     Dt = problem.tumour_doses(D)                                    # the dose the tumour receives
     sim = simulate(bio, Dt, U, trajectory=True, steps_per_day=spd)
-    auc = float(simulate(bio, Dt, U, steps_per_day=problem.steps_per_day).nk_auc[0])
+
+    def infused(sim_: Any) -> float:
+        # the infused cells' favourability (the fold compares infusions, not the patient's
+        # own NK cells, whom RT also recruits and kills)
+        return float(sim_.nk_auc[0] - sim_.nk_auc_endogenous[0])
+
+    auc = infused(simulate(bio, Dt, U, steps_per_day=problem.steps_per_day))
     auc0 = fold = None
     if bio.nk and U.any():
-        auc0 = float(simulate(bio, np.zeros_like(D), U,
-                              steps_per_day=problem.steps_per_day).nk_auc[0])
+        auc0 = infused(simulate(bio, np.zeros_like(D), U, steps_per_day=problem.steps_per_day))
         fold = auc / auc0 if auc0 > 0 else None
     # The metric names and rounding of `rtopt solve --json`, from the same code.
     res = Result(instance=problem.name, solver="simulate", backend="simulator",
@@ -293,8 +298,11 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
                   _fmt(m[f"oar.{o.name}.max_dose_per_fraction_gy"]), _limit_str(dpf_c),
                   _status(dpf_c))
     t.add_row("NK favourability (activity-days)", _fmt(m.get("nk_favourability")), "", "")
+    t.add_row("  of which infused NK cells", _fmt(m.get("nk_favourability_infused")), "", "")
+    t.add_row("  of which the patient's own NK", _fmt(m.get("nk_favourability_endogenous")),
+              "", "")
     fold = rep["fold"]
-    t.add_row("  fold vs same infusions without RT",
+    t.add_row("  infused: fold vs same infusions without RT",
               "-" if fold is None else f"x{fold:.3g}", "", "")
     t.add_row("tumour log10 kill", _fmt(m.get("tumour_log10_kill")), "", "")
     t.add_row("  of which NK killing", _fmt(m.get("nk_log10_kill")), "", "")

@@ -117,6 +117,8 @@ def print_result(r) -> None:
         m = r.metrics
         for key, label in (("tumour_bed_gy", "tumour BED (Gy)"), ("tumour_eqd2_gy", "tumour EQD2 (Gy)"),
                            ("nk_favourability", "NK favourability (activity-days)"),
+                           ("nk_favourability_infused", "  of which infused NK cells"),
+                           ("nk_favourability_endogenous", "  of which the patient's own NK"),
                            ("tumour_log10_kill", "tumour log10 kill"),
                            ("nk_log10_kill", "  of which NK killing"),
                            ("nk_gain_log10_kill", "  NK-attributable gain (vs same plan, no NK)"),

@@ -287,7 +287,10 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
         Mv = M[valid]
         nv = len(valid)
         r = i * S + np.arange(S)
-        auc = (Mv @ ker.auc[r].T).reshape(-1)                       # (nv * S,) set-major
+        auc_inf = (Mv @ ker.auc[r].T).reshape(-1)                   # (nv * S,) set-major
+        # the endogenous NK activity does not depend on the infusions (the base schedule's)
+        auc_e = np.tile(ker.base.nk_auc_endogenous[r], nv)
+        auc = auc_inf + auc_e
         out: dict[str, np.ndarray] = {}
         if outcome:
             act = np.einsum("mk,skf->msf", Mv, ker.activity[r]).reshape(nv * S, -1)
@@ -295,11 +298,14 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
             fh = np.tile(ker.frac_h[r], (nv, 1))
             bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
             Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (nv * S, Db.shape[1]))
-            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
+            # NK kill from the infused cells (docs/model.md section 13)
+            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc_inf, pop)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
             if attr == "nk_auc":
                 mets[name] = auc
+            elif attr == "nk_auc_endogenous":
+                mets[name] = auc_e
             elif attr in out:
                 mets[name] = out[attr]
             elif attr in ("hypoxic_fraction_end", "mean_hypoxic_fraction"):

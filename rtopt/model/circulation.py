@@ -36,10 +36,21 @@ from typing import Any
 import numpy as np
 
 __all__ = ["blood_survival", "circulating_nk", "CirculatingNK", "blood_dose_fraction_from_volume",
-           "BLOOD_VOLUME_ML", "circulating_metrics", "CIRCULATING_METRICS"]
+           "BLOOD_VOLUME_ML", "circulating_metrics", "CIRCULATING_METRICS",
+           "STANDARD_INFUSION_CELLS", "endogenous_level"]
 
 BLOOD_VOLUME_ML = 5000.0
 """Adult blood volume (mL): about 70 mL/kg for a 70 kg adult (textbook physiology)."""
+
+STANDARD_INFUSION_CELLS = 2.0e9
+"""NK cells in one standard infusion, the model's NK unit: the median 29e6 NK/kg of Rubnitz et
+al. 2010 (J Clin Oncol 28:955-959) for a 70 kg adult."""
+
+
+def endogenous_level(params: Any) -> Any:
+    """Endogenous circulating NK cells in standard-infusion units:
+    ``nk_endogenous_count_per_ul x blood volume / STANDARD_INFUSION_CELLS`` (about 1)."""
+    return params.nk_endogenous_count_per_ul * (BLOOD_VOLUME_ML * 1e3) / STANDARD_INFUSION_CELLS
 
 
 def blood_dose_fraction_from_volume(blood_in_field_ml: Any,

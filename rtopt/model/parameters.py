@@ -196,6 +196,12 @@ SPECS: dict[str, ParameterSpec] = {
            "healthy adults 472 +- 247 /uL (men), 375 +- 224 /uL (women), reference range "
            "96-1103 /uL: Clin Diagn Lab Immunol 2004;11:168-173, Table 3 (NK table N8)",
            "baseline count of endogenous circulating NK cells"),
+        _P("nk_endogenous_cytotoxicity", 0.3, 0.0, 1.0, "1", "nk",
+           ASSUMPTION + ": activity per tumour NK unit of the patient's own resting NK cells, "
+           "relative to the generic activated product (1); resting blood NK lyse tumour "
+           "targets less than IL-2/IL-15-activated cells, by a factor no human tumour study "
+           "measures; 0 leaves the endogenous pool out", "activity per tumour NK unit of the "
+           "endogenous NK cells (kappa_e)"),
     ]
 }
 
@@ -218,6 +224,7 @@ BASIS: dict[str, str] = {
     "nk_radiosensitisation_e50": "assumption", "nk_log_kill_per_activity_day": "assumption",
     "nk_treg_penalty": "direction", "nk_endogenous_turnover_per_day": "fitted",
     "nk_endogenous_d0_gy": "measured", "nk_endogenous_count_per_ul": "measured",
+    "nk_endogenous_cytotoxicity": "assumption",
 }
 """Basis (:data:`BASIS_KINDS`) of every NK and chemokine parameter's generic value; ``rtopt model
 params`` prints it and tests hold that none is missing."""

@@ -135,6 +135,8 @@ class Result:
                 "tumour_eqd2_gy": _r(m.get("tumour_eqd2_gy")),
                 "oar": oar,
                 "nk_favourability": _r(m.get("nk_favourability")),
+                "nk_favourability_infused": _r(m.get("nk_favourability_infused")),
+                "nk_favourability_endogenous": _r(m.get("nk_favourability_endogenous")),
                 "tumour_log10_kill": _r(m.get("tumour_log10_kill")),
                 "nk_log10_kill": _r(m.get("nk_log10_kill")),
                 "tcp": _r(m.get("tcp")),

@@ -46,7 +46,8 @@ _METRIC_OF = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour
               "nk_gain_log_kill": "nk_gain_log10_kill", "tumour_bed": "tumour_bed_gy",
               "reoxygenation_gain_local_control": "reoxygenation_gain_local_control"}
 SIMULATION_METRICS = {
-    "nk_favourability": "nk_auc", "tumour_log10_kill": "log10_kill",
+    "nk_favourability": "nk_auc", "nk_favourability_endogenous": "nk_auc_endogenous",
+    "tumour_log10_kill": "log10_kill",
     "nk_log10_kill": "nk_log10_kill", "tcp": "tcp", "local_control": "local_control",
     "log10_kill_without_nk": "log10_kill_without_nk",
     "local_control_without_nk": "local_control_without_nk",
@@ -741,6 +742,8 @@ class Problem:
                 m[name] = getattr(sim, attr)
             if all_metrics or self.needs_reoxygenation:
                 m.update(self.reoxygenation_metrics(D, dose_ratio))
+            # NK favourability counts the patient's own NK cells too; the infused cells' part
+            m["nk_favourability_infused"] = m["nk_favourability"] - m["nk_favourability_endogenous"]
         obj = self.objective_from_metrics(m, n)
 
         s: dict[str, tuple[np.ndarray, float, str, str]] = {}
