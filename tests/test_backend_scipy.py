@@ -9,13 +9,13 @@ enough never to bind.  Tolerances are stated where they are used.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rtopt
+from _timing import GENEROUS_OVERSHOOT_S
 from rtopt.model import radiobiology as rb
 from rtopt.backends import get_backend
 from rtopt.backends.base import SolverOptions
@@ -363,13 +363,10 @@ def test_de_on_lung_example_matches_exhaustive():
     DE searches a superset of that space (irregular gaps), so it may exceed it; 1 % allows for
     a heuristic's early stop (measured: equal, 5.9632, on seeds 0-2)."""
     ex = rtopt.solve(LUNG, "exhaustive")
-    t = time.perf_counter()
     r = rtopt.solve(LUNG, profile("scipy_de", time_limit_s=60))
-    elapsed = time.perf_counter() - t
     assert_verified(r)
     assert r.objective >= ex.objective * (1 - 0.01)
     assert r.objective == pytest.approx(r.claimed_objective, rel=1e-9)
-    assert elapsed < 60
 
 
 def test_de_reproducible_with_seed():
@@ -384,7 +381,7 @@ def test_de_time_limit_stops_the_run():
     p = Problem.from_path(LUNG)
     r = rtopt.solve(p, profile("scipy_de", time_limit_s=0.5, maxiter=10_000, tol=0.0))
     assert r.termination == "time_limit"
-    assert r.wall_time_s < 10
+    assert r.wall_time_s < 0.5 + GENEROUS_OVERSHOOT_S
     if r.plan is not None:
         assert r.verified or r.status in ("no_solution", "infeasible")
 
