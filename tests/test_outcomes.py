@@ -253,7 +253,7 @@ def test_model_doc_lists_every_parameter_with_its_range():
 @pytest.mark.parametrize("model", ["lq", "lq_l"])
 def test_compiled_population_expansion_matches_the_numpy_path(model):
     # same equations, two evaluation orders: agreement to round-off (1e-9)
-    from rtopt.model.simulator import _compact_fractions, _outcomes
+    from rtopt.model.simulator import compact_fractions, tumour_outcomes
 
     bio = Biology.simple("lung", clonogens=3e9, survival_model=model, transition_dose_gy=6.2,
                          overrides={"clonogen_hypoxia_ratio": 0.5, "anoxic_share": 0.01})
@@ -265,10 +265,10 @@ def test_compiled_population_expansion_matches_the_numpy_path(model):
         D[i, days] = rng.uniform(2, 25)
         fh[i, days] = rng.uniform(0, 0.6, days.size)
         fa[i, days] = rng.uniform(0, 0.5, days.size)
-    fd, fh2, fa2 = _compact_fractions(D, fh, fa)
+    fd, fh2, fa2 = compact_fractions(D, fh, fa)
     auc = rng.uniform(0, 3, 50)
-    a = _outcomes(bio, bio.params, D, fd, fh2, fa2, auc)
-    b = _outcomes(bio, bio.params, D, fd, fh2, fa2, auc, general=True)
+    a = tumour_outcomes(bio, bio.params, D, fd, fh2, fa2, auc)
+    b = tumour_outcomes(bio, bio.params, D, fd, fh2, fa2, auc, general=True)
     for k in a:
         assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
 

@@ -153,7 +153,7 @@ def test_vectorisable_exponentials_match_libm():
     # the kernels' arithmetic exp and expm1 (so loops over schedules vectorise) against numpy
     from numba import njit
 
-    from rtopt.model.simulator import _exp, _expm1
+    from rtopt.model.simulator.kernels import _exp, _expm1
 
     @njit
     def both(y, a, b):
@@ -174,12 +174,12 @@ def test_fraction_index_matches_the_dose_matrix():
     # the compiled fraction scan: each row's fractions in day order, a jump table over each
     # row's runs of equal doses, and the overall time of rtopt.model.radiobiology.overall_days
     from rtopt.model import radiobiology as rb
-    from rtopt.model.simulator import _fraction_index
+    from rtopt.model.simulator.kernels import fraction_index
 
     D, _ = random_schedules(700, seed=4)
     D[5] = 0.0                                    # a row without fractions
     D[6, [3, 4, 9]] = [8.0, 8.0, 6.0]             # a row with two distinct doses
-    rowptr, jidx, tdose, trow, span, fmax = _fraction_index(np.ascontiguousarray(D))
+    rowptr, jidx, tdose, trow, span, fmax = fraction_index(np.ascontiguousarray(D))
     np.testing.assert_array_equal(span, rb.overall_days(D))
     assert fmax == (D > 0).sum(axis=1).max()
     for i in range(len(D)):

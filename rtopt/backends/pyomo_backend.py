@@ -63,8 +63,8 @@ or TCP when the clonogen hypoxic shares are not linear in the FMISO fraction
 
 *One statement of the model.*  The algebraic form reads the simulator's definitions instead of
 restating them: the jumps of one fraction (demand drop, vascular loss, chemokine pulse, NK kill
-in tumour and blood) are tables from :func:`rtopt.model.simulator._apply_fraction` evaluated on unit
-states; the activity constants from :func:`rtopt.model.simulator._activity`; the trafficking rate is
+in tumour and blood) are tables from :func:`rtopt.model.simulator.apply_fraction` evaluated on unit
+states; the activity constants from :func:`rtopt.model.simulator.nk_activity`; the trafficking rate is
 :func:`rtopt.model.surrogate.nk_infiltration_rate` itself, called on numbers by :meth:`DailyModel
 .forward` and on Pyomo expressions by the model; survival tables are
 :func:`rtopt.model.radiobiology.neg_log_survival` and the compartment shares
@@ -128,7 +128,7 @@ before the fraction (``Ed`` over one day is its mean).  This is exact for LQ and
 in alpha) and a linear interpolation in alpha for USC with a derived transition dose.  NK
 killing (``-c sum_j Ed_j``), repopulation (``ln 2 / T_pot max(0, T - T_k)``) and the
 per-patient Poisson TCP ``exp(-N0 S)`` at the nominal alpha are those of
-:func:`rtopt.model.simulator._assemble`.
+:func:`rtopt.model.simulator.tumour_outcomes`.
 
 *Monotone relaxation.*  At a given trafficking rate every objective improves with more NK
 cells (``B`` only feeds ``T``, ``T`` only adds activity, activity only adds kill and
@@ -647,7 +647,7 @@ class DailyModel:
         # the jumps of one fraction, read from the simulators' own jump function on unit states
         ka, ke, norm = (float(x) for x in sg.chemokine_rates(p))
         one, zero = np.ones_like(d), np.zeros_like(d)
-        w1, v1, P1, _, B1, T1 = (np.asarray(x, dtype=float) for x in sim._apply_fraction(
+        w1, v1, P1, _, B1, T1 = (np.asarray(x, dtype=float) for x in sim.apply_fraction(
             d, (one, one, zero, zero, one, one), bio, p, norm))
         t["m"], t["V"], t["A"] = 1.0 - w1, 1.0 - v1, P1      # demand drop, vascular loss, pulse
         t["fT"], t["fB"] = 1.0 - T1, 1.0 - B1                 # tumour / blood NK killed
@@ -661,8 +661,8 @@ class DailyModel:
         c["c_pch"] = ka / (ke - ka) * (math.exp(-ka / 2) - math.exp(-ke / 2))  # P -> C, 1/2 day
         kcl, kout = float(p.nk_blood_clearance_per_day), float(p.nk_tumour_loss_per_day)
         # activity E = kappa T (1 - eta h), read from the simulators' activity function
-        kappa = float(sim._activity(1.0, 0.0, p))
-        eta = (kappa - float(sim._activity(1.0, 1.0, p))) / kappa if kappa > 0 else 0.0
+        kappa = float(sim.nk_activity(1.0, 0.0, p))
+        eta = (kappa - float(sim.nk_activity(1.0, 1.0, p))) / kappa if kappa > 0 else 0.0
         c.update(kcl=kcl, kout=kout, e_out=math.exp(-kout), t_int=-math.expm1(-kout) / kout,
                  kappa=kappa, eta=eta, h0=float(bio.hypoxic_fraction),
                  hmax=float(p.hypoxic_fraction_max), gamma=float(p.hypoxia_gamma),

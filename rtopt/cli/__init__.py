@@ -62,6 +62,7 @@ _PANELS = [
     ("report", "Trade-offs and comparisons"),
     ("sensitivity", "Uncertainty"), ("trial", "Uncertainty"),
     ("update", "Adapting mid-course"), ("replan", "Adapting mid-course"),
+    ("dvh", "Dose and DVHs"), ("ntcp", "Dose and DVHs"), ("phantom", "Dose and DVHs"),
     ("solvers", "Model and tools"), ("surrogate", "Model and tools"),
     ("calibrate", "Model and tools"), ("bench", "Model and tools"), ("schema", "Model and tools"),
 ]

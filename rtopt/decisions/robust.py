@@ -214,7 +214,7 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
                  ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
                  sets: list, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Best infusion set and its statistic for each schedule of a block (all samples)."""
-    from rtopt.model.simulator import _outcomes, infusion_kernels
+    from rtopt.model.simulator import infusion_kernels, tumour_outcomes
 
     S = len(next(iter(values.values())))
     bio_s = biology_with(problem.biology, values)
@@ -257,7 +257,7 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
             fh = np.tile(ker.frac_h[r], (nv, 1))
             bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
             Dr = np.broadcast_to(Db[i], (nv * S, Db.shape[1]))
-            out = _outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
+            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
             if attr == "nk_auc":
