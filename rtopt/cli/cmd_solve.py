@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console,
+from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, err_console, out_console,
                                resolve_solver, write_atomic)
 
 
@@ -60,7 +60,8 @@ def solve_cmd(
 
         ref = load_plan(reference)
     result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options,
-                   robust=robust, samples=samples, scheduler=scheduler, reference=ref)
+                   robust=robust, samples=samples, scheduler=scheduler, reference=ref,
+                   compile_progress=CompileNotice())
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")
     if json_out:
@@ -77,6 +78,11 @@ def exit_code(result) -> ExitCode:
     return ExitCode(result.exit_code)
 
 
+def _compiled(seconds: float) -> str:
+    """What a first compile of the simulator cost, beside the solve's own time."""
+    return f" (+ {seconds:.0f} s compiling the simulator, once)" if seconds >= 1.0 else ""
+
+
 def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -85,7 +91,7 @@ def _print_result(r) -> None:
     c = out_console
     c.print(f"{r.instance}  [{r.solver} -> {r.backend}: {r.solver_name} {r.solver_version}]")
     c.print(f"status: {r.status}   termination: {r.termination}   verified: {r.verified}   "
-            f"wall time: {r.wall_time_s:.2f} s")
+            f"wall time: {r.wall_time_s:.2f} s{_compiled(r.compile_time_s)}")
     if r.message:
         c.print(f"message: {r.message}")
     if r.plan is not None:

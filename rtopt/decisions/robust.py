@@ -257,7 +257,8 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
             fh = np.tile(ker.frac_h[r], (nv, 1))
             bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
             Dr = np.broadcast_to(Db[i], (nv * S, Db.shape[1]))
-            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop)
+            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop,
+                                  counterfactual=problem.needs_counterfactual)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
             if attr == "nk_auc":

@@ -66,6 +66,9 @@ class Result:
     extras: dict[str, Any] = field(default_factory=dict)
     outcome_calibration: str = ""
     oar_names: tuple[str, ...] = ()
+    compile_time_s: float = 0.0
+    """Seconds spent before the clock compiling the simulator kernels (a first run only; the
+    compiled code is cached per user and rtopt version), not part of ``wall_time_s``."""
 
     @property
     def feasible(self) -> bool:
@@ -150,6 +153,7 @@ class Result:
             "outcome_calibration": self.outcome_calibration,
             "verified": self.verified,
             "wall_time_s": round(self.wall_time_s, 4),
+            "compile_time_s": round(self.compile_time_s, 4),
             "message": self.message,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "extras": _jsonable(self.extras),
@@ -177,7 +181,8 @@ def _jsonable(x: Any) -> Any:
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
           options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
-          scheduler: Any = None, reference: Plan | None = None) -> Result:
+          scheduler: Any = None, reference: Plan | None = None,
+          compile_progress: Any = None) -> Result:
     """Solve an instance with a solver profile and return a verified :class:`Result`.
 
     Parameters
@@ -200,6 +205,9 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Dask scheduler of a robust solve (:mod:`rtopt.decisions.distributed`).
     reference : Plan, optional
         A robust solve reports the probability of beating this plan.
+    compile_progress : callable, optional
+        Told of each step of a first compile of the simulator kernels
+        (:func:`rtopt.model.simulator.compile_kernels`' ``progress``), e.g. for a notice.
 
     Raises
     ------
@@ -209,13 +217,16 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     problem = Problem.coerce(instance_or_path)
     profile = solver if isinstance(solver, Profile) else resolve_profile(solver)
     profile = profile.with_overrides(time_limit_s, seed, options)
-    compile_kernels()          # before the clock: a first compile is not search time
+    # before the clock: a first compile is not search time (reported apart)
+    compile_s = compile_kernels(kernel_groups(problem, profile.backend, robust is not None),
+                                threaded=problem.needs_simulation or robust is not None,
+                                progress=compile_progress)
     t0 = time.perf_counter()
     base = dict(instance=problem.name, solver=profile.name, backend=profile.backend,
                 objective_name=problem.objective_name, seed=profile.options.seed,
                 time_limit_s=profile.options.time_limit_s,
                 oar_names=tuple(o.name for o in problem.oars),
-                outcome_calibration=problem.outcome_calibration()[1])
+                outcome_calibration=problem.outcome_calibration()[1], compile_time_s=compile_s)
 
     def early(status: str, message: str, termination: str = Termination.NOT_RUN, **kw) -> Result:
         return Result(status=status, termination=termination, solution_status="none",
@@ -254,6 +265,18 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                                                                         ArithmeticError))
                      else Termination.ERROR)
     return finish(problem, profile, out, t0, base)
+
+
+def kernel_groups(problem: Problem, backend: str, robust: bool = False) -> tuple[str, ...]:
+    """The simulator kernels a solve of ``problem`` by ``backend`` runs
+    (:data:`rtopt.model.simulator.batch.KERNEL_GROUPS`): the horizon and population kernels
+    always (verification reports local control), the single-infusion kernels when the search
+    scores infusion sets by superposition (exhaustive and robust solves of an instance with NK
+    therapy whose objective is simulated)."""
+    groups = ["horizon", "population"]
+    if problem.nk is not None and problem.needs_simulation and (robust or backend == "exhaustive"):
+        groups.append("infusion")
+    return tuple(groups)
 
 
 def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
