@@ -26,6 +26,7 @@ from rtopt.problem.instance import instance_from_dict
 from rtopt.problem.problem import Plan, Problem
 from rtopt.planning.profiles import Profile, resolve_profile
 from rtopt.planning.solve import solve
+from _timing import GENEROUS_OVERSHOOT_S
 
 HAVE_PYOMO = module_available("pyomo")
 needs_highs = pytest.mark.skipif(not (HAVE_PYOMO and module_available("highspy")),
@@ -435,7 +436,7 @@ def test_minlp_lung_example_against_exhaustive():
     ex = solve(lung, "exhaustive")
     assert r.feasible and r.verified and all(c.ok for c in r.constraints)
     assert r.termination in (Termination.TIME_LIMIT, Termination.OPTIMAL)
-    assert r.wall_time_s < 45
+    assert r.wall_time_s < 30 + GENEROUS_OVERSHOOT_S
     assert r.objective >= ex.objective * (1 - 0.02)
     assert r.claimed_objective == pytest.approx(r.objective, rel=0.02)
     assert r.bound >= r.claimed_objective - 1e-6

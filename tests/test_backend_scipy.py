@@ -9,13 +9,13 @@ enough never to bind.  Tolerances are stated where they are used.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rtopt
+from _timing import GENEROUS_OVERSHOOT_S
 from rtopt.model import radiobiology as rb
 from rtopt.backends import get_backend
 from rtopt.backends.base import SolverOptions
@@ -368,13 +368,10 @@ def test_de_on_lung_example_matches_exhaustive():
     away, 4.4 % below the exhaustive 5 x 10 Gy (measured 13.611 vs 14.243 on seeds 0-2):
     5 % allows for that gap."""
     ex = rtopt.solve(LUNG, "exhaustive")
-    t = time.perf_counter()
     r = rtopt.solve(LUNG, profile("scipy_de", time_limit_s=60))
-    elapsed = time.perf_counter() - t
     assert_verified(r)
     assert r.objective >= ex.objective * (1 - 0.05)
     assert r.objective == pytest.approx(r.claimed_objective, rel=1e-9)
-    assert elapsed < 60
 
 
 def test_de_reproducible_with_seed():
@@ -389,7 +386,7 @@ def test_de_time_limit_stops_the_run():
     p = Problem.from_path(LUNG)
     r = rtopt.solve(p, profile("scipy_de", time_limit_s=0.5, maxiter=10_000, tol=0.0))
     assert r.termination == "time_limit"
-    assert r.wall_time_s < 10
+    assert r.wall_time_s < 0.5 + GENEROUS_OVERSHOOT_S
     if r.plan is not None:
         assert r.verified or r.status in ("no_solution", "infeasible")
 

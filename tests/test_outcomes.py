@@ -329,3 +329,29 @@ def test_compiled_population_control_matches_radiobiology():
     for n0 in (1e8, 5.3e9, np.full(700, 2e9)):
         ref = rb.population_tcp(n0, ln_s)
         assert fast(n0, ln_s) == pytest.approx(ref, abs=1e-12)
+
+
+def test_compiled_population_control_skips_only_exact_zeros_and_ones():
+    """The compiled population TCP evaluates only the node intervals where the per-patient TCP
+    is neither exactly 1.0 nor below the smallest normal double (0): the same value as the plain
+    computation over all 401 fine points, to round-off (1e-12: the summation order differs).
+    Cases: clinical spreads (steep and shallow), an alpha spread truncated at 0, no spread
+    (every node equal), curves that are not monotone (noise), and rows whose TCP crosses the
+    skip thresholds inside one interval."""
+    from rtopt.model.simulator import population_tcp as fast
+
+    rng = np.random.default_rng(5)
+    z = rb.POPULATION_Z
+    cases = [
+        -rb.population_alphas(0.35, 0.1)[None, :] * rng.uniform(20, 120, (300, 1)),  # clinical
+        -rb.population_alphas(0.3, 0.25)[None, :] * rng.uniform(20, 120, (300, 1)),  # truncated
+        np.full((50, z.size), -1.0) * rng.uniform(10, 40, (50, 1)),                 # no spread
+        -rb.population_alphas(0.35, 0.1)[None, :] * 60 + rng.normal(0, 3, (300, z.size)),
+        -20.0 - 0.5 * (z[None, :] + 5) * rng.uniform(0.5, 20, (300, 1)),           # shallow
+    ]
+    for ln_s in cases:
+        for n0 in (1e8, 5.3e9, np.full(len(ln_s), 2e9)):
+            ref = rb.population_tcp(n0, ln_s)
+            got = fast(n0, ln_s)
+            assert got == pytest.approx(ref, abs=1e-12)
+            assert 0.0 < ref.mean() < 1.0 or ln_s is cases[2]  # the cases cross the sigmoid

@@ -12,6 +12,7 @@ from rtopt.problem.instance import instance_from_dict
 from rtopt.model.parameters import SPECS
 from rtopt.problem.problem import Plan, Problem
 from rtopt.model.simulator import simulate
+from _timing import GENEROUS_OVERSHOOT_S
 from rtopt.model.uncertainty import (UNCERTAIN_NAMES, biology_rows, default_distribution,
                                distributions_for, sample_biology, sample_values)
 
@@ -263,6 +264,8 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
 def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
     import time
 
+    from rtopt.decisions.distributed import CONNECT_TIMEOUT_S
+
     plan = tmp_path / "a.json"
     plan.write_text(json.dumps({"schedule": Plan.uniform([0, 2, 4], 18.0, [5]).to_dict()}))
     t0 = time.perf_counter()
@@ -275,8 +278,8 @@ def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Dask scheduler tcp://127.0.0.1:9" in lines[0]
     # the 3 s connect timeout (rtopt.decisions.distributed.CONNECT_TIMEOUT_S) plus Dask's own retry
-    # back-off; a hang would run into minutes
-    assert took < 15
+    # back-off, and the CLI's work around it on a machine of any load; a hang never returns
+    assert took < CONNECT_TIMEOUT_S + GENEROUS_OVERSHOOT_S
 
 
 def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
@@ -284,7 +287,7 @@ def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
 
     from dask.distributed import LocalCluster
 
-    from rtopt.decisions.distributed import SchedulerUnavailable, map_chunks
+    from rtopt.decisions.distributed import CONNECT_TIMEOUT_S, SchedulerUnavailable, map_chunks
 
     out = tmp_path / "run" / "chunks"
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
@@ -293,7 +296,7 @@ def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
             map_chunks(lambda i: {"x": np.array([i])}, [1, 2], scheduler=cluster.scheduler_address,
                        cache_dir=out)
         # waits CONNECT_TIMEOUT_S (3 s) for a worker, not forever
-        assert time.perf_counter() - t0 < 15
+        assert time.perf_counter() - t0 < CONNECT_TIMEOUT_S + GENEROUS_OVERSHOOT_S
     assert not (tmp_path / "run").exists()
 
 

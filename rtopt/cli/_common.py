@@ -17,6 +17,8 @@ import contextlib
 import enum
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NoReturn
 
@@ -28,7 +30,7 @@ from rtopt.common.fileio import write_atomic
 
 __all__ = ["ExitCode", "EXIT_CODES_HELP", "err_console", "out_console", "fail", "error_lines",
            "cli_errors", "write_atomic", "resolve_solver", "cli_profiles", "shipped_profile_dir",
-           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM"]
+           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM", "CompileNotice"]
 
 
 class ExitCode(enum.IntEnum):
@@ -183,3 +185,67 @@ def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters for echoing user input in messages."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"
+
+
+class CompileNotice:
+    """The notice and progress bar on stderr while the simulator kernels compile (a first run).
+
+    Pass an instance as the ``progress`` of :func:`rtopt.model.simulator.compile_kernels` (or
+    ``compile_progress`` of :func:`rtopt.planning.solve.solve`).  Loading compiled kernels from
+    the cache takes well under a second, so nothing is shown unless the work is still going
+    after ``delay_s``; then one line says what is happening and where the result is kept, and
+    on a terminal a bar shows the steps and the elapsed time.
+    """
+
+    def __init__(self, console: Any = None, delay_s: float = 0.5):
+        self.console = console or err_console
+        self.delay_s = delay_s
+        self._timer: Any = None
+        self._bar: Any = None
+        self._task: Any = None
+        self._shown = False
+        self._step = ("", 0, 1)
+        self._lock = threading.Lock()
+        self._t0 = 0.0
+
+    def _show(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from rtopt import __version__
+        from rtopt.model.jitcache import kernel_cache_dir
+
+        with self._lock:
+            if self._shown or self._timer is None:
+                return
+            self._shown = True
+            self.console.print(f"rtopt: compiling the simulator kernels (first run of rtopt "
+                               f"{__version__} here; kept in {kernel_cache_dir()} for later runs)")
+            if self.console.is_terminal:
+                self._bar = Progress(TextColumn("  {task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=self.console, transient=True)
+                name, done, total = self._step
+                self._task = self._bar.add_task(name, total=total, completed=done)
+                self._bar.start()
+
+    def __call__(self, step: str | None, done: int, total: int) -> None:
+        if self._timer is None and step is not None:
+            self._t0 = time.perf_counter()
+            self._timer = threading.Timer(self.delay_s, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+        with self._lock:
+            self._step = (step or "done", done, total)
+            if self._bar is not None:
+                self._bar.update(self._task, description=step or "done", completed=done,
+                                 total=total)
+        if step is None:
+            if self._timer is not None:
+                self._timer.cancel()
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.stop()
+                if self._shown:
+                    self.console.print(f"rtopt: compiled in {time.perf_counter() - self._t0:.0f} s "
+                                       "(once per rtopt version)")
+                self._timer = None

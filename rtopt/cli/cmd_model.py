@@ -271,8 +271,9 @@ def bench_cmd(
                 "target", "met"):
         t.add_column(col, justify="left" if col == "simulator" else "right")
     for k, row in enumerate(r["rows"]):
-        target = "1,000,000/s" if k == 0 else "-"
-        met = ("yes" if row["per_second"] >= 1e6 else "NO") if k == 0 else "-"
+        targeted = k in (0, 3)  # the TME kernel and the population TCP
+        target = "1,000,000/s" if targeted else "-"
+        met = ("yes" if row["per_second"] >= 1e6 else "NO") if targeted else "-"
         t.add_row(row["name"], str(row["schedules"]), f"{row['seconds']:.3f}",
                   f"{row['per_second']:,.0f}",
                   f"{row['per_second_min']:,.0f}-{row['per_second_max']:,.0f}", target, met)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console, resolve_solver,
+from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, err_console, out_console, resolve_solver,
                                write_atomic)
 
 # rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
@@ -92,6 +92,11 @@ def exit_code(result) -> ExitCode:
     return ExitCode(result.exit_code)
 
 
+def _compiled(seconds: float) -> str:
+    """What a first compile of the simulator cost, beside the solve's own time."""
+    return f" (+ {seconds:.0f} s compiling the simulator, once)" if seconds >= 1.0 else ""
+
+
 def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -101,7 +106,7 @@ def print_result(r) -> None:
     c = out_console
     c.print(f"{r.instance}  [{r.solver} -> {r.backend}: {r.solver_name} {r.solver_version}]")
     c.print(f"status: {r.status}   termination: {r.termination}   verified: {r.verified}   "
-            f"wall time: {r.wall_time_s:.2f} s")
+            f"wall time: {r.wall_time_s:.2f} s{_compiled(r.compile_time_s)}")
     if r.message:
         c.print(f"message: {r.message}")
     if r.plan is not None:

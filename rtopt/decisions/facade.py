@@ -21,7 +21,8 @@ __all__ = ["solve", "Result"]
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
           options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
-          scheduler: Any = None, reference: Plan | None = None) -> Result:
+          scheduler: Any = None, reference: Plan | None = None,
+          compile_progress: Any = None) -> Result:
     """Solve an instance with a solver profile and return a verified :class:`Result`.
 
     Parameters
@@ -44,6 +45,9 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Dask scheduler of a robust solve (:mod:`rtopt.decisions.distributed`).
     reference : Plan, optional
         A robust solve reports the probability of beating this plan.
+    compile_progress : callable, optional
+        Told of each step of a first compile of the simulator kernels
+        (:func:`rtopt.model.simulator.compile_kernels`' ``progress``), e.g. for a notice.
 
     Raises
     ------
@@ -53,8 +57,8 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     if robust is None:
         # looked up on the module at call time, so a test can stand in for the nominal solve
         return nominal.solve(instance_or_path, solver, time_limit_s=time_limit_s, seed=seed,
-                             options=options)
+                             options=options, compile_progress=compile_progress)
     st = start_solve(instance_or_path, solver, time_limit_s=time_limit_s, seed=seed,
-                     options=options)
+                     options=options, robust=True, compile_progress=compile_progress)
     return solve_robust(st.problem, st.profile, robust, samples, st.profile.options.seed, st.t0,
                         st.base, scheduler=scheduler, reference=reference)

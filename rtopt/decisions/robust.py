@@ -299,7 +299,8 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
             bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
             Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (nv * S, Db.shape[1]))
             # NK kill from the infused cells (docs/model.md section 13)
-            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc_inf, pop)
+            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc_inf, pop,
+                                  counterfactual=problem.needs_counterfactual)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
             if attr == "nk_auc":

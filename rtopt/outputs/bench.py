@@ -84,11 +84,14 @@ def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
     step("fast simulator: with local control and the NK counterfactual")
     t_full, _ = timed(lambda: simulate(bio, D[:n_fast], U[:n_fast],
                                        steps_per_day=steps_per_day))
+    step("population local control from the fractions")
+    t_pop = _time_population(bio, D[:n_fast], U[:n_fast], steps_per_day, timed)
     step("reference (solve_ivp)")
     t_ref, ref = timed(lambda: simulate_reference(bio, D[:n_ref], U[:n_ref]))
     for name, n, times in (("fast: TME + nominal outcomes", n_fast, t_tme),
                            ("fast: + local control, NK gains", n_fast, t_full),
-                           ("reference (solve_ivp DOP853)", n_ref, t_ref)):
+                           ("reference (solve_ivp DOP853)", n_ref, t_ref),
+                           ("fast: population local control (from fractions)", n_fast, t_pop)):
         med = float(np.median(times))
         rows.append({"name": name, "schedules": n, "seconds": med,
                      "seconds_min": min(times), "seconds_max": max(times),
@@ -103,6 +106,26 @@ def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
             "max_rel_err_nk": rel(fast.nk_auc, ref.nk_auc), "peak_mib": _peak_rss_mib(),
             "chunk": min(n_fast, 65536),
             "max_rel_err_ln_s": rel(fast.ln_survival, ref.ln_survival)}
+
+
+def _time_population(bio: Biology, D: np.ndarray, U: np.ndarray, steps_per_day: int,
+                     timed: Any) -> list[float]:
+    """Times of the population local control alone (ln S at the 41 radiosensitivity nodes and
+    the population TCP) from each schedule's fractions, as robust and exhaustive searches
+    score infusion sets (:class:`rtopt.model.simulator.InfusionKernels`); the simulation that
+    gives the fractions is not timed."""
+    from rtopt.model.simulator import compact_fractions, tumour_outcomes
+
+    sim = simulate(bio, D, U, steps_per_day=steps_per_day, record_fractions=True,
+                   population=False, counterfactual=False)
+    fd, fh, fa = compact_fractions(D, sim.fraction_hypoxia, sim.fraction_activity)
+
+    def run():
+        return tumour_outcomes(bio, bio.params, D, fd, fh, fa, sim.nk_auc, True,
+                               counterfactual=False)
+
+    run()  # warm-up
+    return timed(run)[0]
 
 
 def default_instances() -> list[str]:

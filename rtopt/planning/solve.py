@@ -66,6 +66,9 @@ class Result:
     extras: dict[str, Any] = field(default_factory=dict)
     outcome_calibration: str = ""
     oar_names: tuple[str, ...] = ()
+    compile_time_s: float = 0.0
+    """Seconds spent before the clock compiling the simulator kernels (a first run only; the
+    compiled code is cached per user and rtopt version), not part of ``wall_time_s``."""
 
     @property
     def feasible(self) -> bool:
@@ -157,6 +160,7 @@ class Result:
             "outcome_calibration": self.outcome_calibration,
             "verified": self.verified,
             "wall_time_s": round(self.wall_time_s, 4),
+            "compile_time_s": round(self.compile_time_s, 4),
             "message": self.message,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "extras": _jsonable(self.extras),
@@ -195,11 +199,14 @@ class SolveStart:
 
 def start_solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                 time_limit_s: float | None = None, seed: int | None = None,
-                options: dict[str, Any] | None = None) -> SolveStart:
+                options: dict[str, Any] | None = None, robust: bool = False,
+                compile_progress: Any = None) -> SolveStart:
     """Build the problem and profile of a solve, compile the kernels, then start its clock.
 
     Shared by :func:`solve` and the robust solve (:func:`rtopt.decisions.robust.solve_robust`,
-    dispatched by :func:`rtopt.decisions.facade.solve`).
+    dispatched by :func:`rtopt.decisions.facade.solve`).  ``robust``: compile the kernels a
+    robust solve needs too; ``compile_progress`` is told of each step of a first compile of the
+    simulator kernels (:func:`rtopt.model.simulator.compile_kernels`' ``progress``).
 
     Raises
     ------
@@ -209,19 +216,22 @@ def start_solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
     problem = Problem.coerce(instance_or_path)
     profile = solver if isinstance(solver, Profile) else resolve_profile(solver)
     profile = profile.with_overrides(time_limit_s, seed, options)
-    compile_kernels()          # before the clock: a first compile is not search time
+    # before the clock: a first compile is not search time (reported apart)
+    compile_s = compile_kernels(kernel_groups(problem, profile.backend, robust),
+                                threaded=problem.needs_simulation or robust,
+                                progress=compile_progress)
     t0 = time.perf_counter()
     base = dict(instance=problem.name, solver=profile.name, backend=profile.backend,
                 objective_name=problem.objective_name, seed=profile.options.seed,
                 time_limit_s=profile.options.time_limit_s,
                 oar_names=tuple(o.name for o in problem.oars),
-                outcome_calibration=problem.outcome_calibration()[1])
+                outcome_calibration=problem.outcome_calibration()[1], compile_time_s=compile_s)
     return SolveStart(problem, profile, t0, base)
 
 
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
-          options: dict[str, Any] | None = None) -> Result:
+          options: dict[str, Any] | None = None, compile_progress: Any = None) -> Result:
     """Solve an instance (nominal objective) with a solver profile; a verified :class:`Result`.
 
     The public :func:`rtopt.solve` is :func:`rtopt.decisions.facade.solve`, which adds the
@@ -237,6 +247,8 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Override the profile's values.
     options : dict, optional
         Extra back-end options merged over the profile's ``[options]``.
+    compile_progress : callable, optional
+        Told of each step of a first compile of the simulator kernels, e.g. for a notice.
 
     Raises
     ------
@@ -244,7 +256,7 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         The instance or profile file is invalid.
     """
     st = start_solve(instance_or_path, solver, time_limit_s=time_limit_s, seed=seed,
-                     options=options)
+                     options=options, compile_progress=compile_progress)
     problem, profile, t0, base = st.problem, st.profile, st.t0, st.base
 
     def early(status: str, message: str, termination: str = Termination.NOT_RUN, **kw) -> Result:
@@ -279,6 +291,18 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                                                                         ArithmeticError))
                      else Termination.ERROR)
     return finish(problem, profile, out, t0, base)
+
+
+def kernel_groups(problem: Problem, backend: str, robust: bool = False) -> tuple[str, ...]:
+    """The simulator kernels a solve of ``problem`` by ``backend`` runs
+    (:data:`rtopt.model.simulator.batch.KERNEL_GROUPS`): the horizon and population kernels
+    always (verification reports local control), the single-infusion kernels when the search
+    scores infusion sets by superposition (exhaustive and robust solves of an instance with NK
+    therapy whose objective is simulated)."""
+    groups = ["horizon", "population"]
+    if problem.nk is not None and problem.needs_simulation and (robust or backend == "exhaustive"):
+        groups.append("infusion")
+    return tuple(groups)
 
 
 def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
