@@ -85,6 +85,9 @@ class Backend:
     supports_continuous_dose: ClassVar[bool] = False
     #: handles objective costs per fraction / per overall day
     supports_costs: ClassVar[bool] = False
+    #: handles DVH and NTCP limits of ``[dvh_plan]`` organs (it scores schedules with
+    #: :meth:`Problem.evaluate`, where they are computed); others decline such instances
+    supports_dvh: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
     #: modules needed at run time (found with importlib.util.find_spec, then imported once by
@@ -125,6 +128,9 @@ class Backend:
                            "cost_per_overall_day")
         if problem.continuous_dose and not self.supports_continuous_dose:
             return False, f"{self.name} needs a dose grid (instance has dose_step_gy = 0)"
+        if getattr(problem, "has_dvh_limits", False) and not self.supports_dvh:
+            return False, (f"{self.name} declines: DVH limits are not in the algebraic model "
+                           "(organs given by [dvh_plan] structures; use exhaustive or scipy_de)")
         return True, ""
 
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:  # pragma: no cover
@@ -136,6 +142,7 @@ class Backend:
         return {"objectives": list(cls.objectives), "nk": cls.supports_nk,
                 "per_fraction_doses": cls.supports_per_fraction,
                 "continuous_dose": cls.supports_continuous_dose, "costs": cls.supports_costs,
+                "dvh_limits": cls.supports_dvh,
                 "global_optimality": cls.global_optimality}
 
 

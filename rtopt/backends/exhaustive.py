@@ -148,6 +148,7 @@ class ExhaustiveBackend(Backend):
     supports_costs = True
     supports_nk = True
     supports_per_fraction = True  # searches the uniform-dose subspace; says so in the result
+    supports_dvh = True  # limits are checked by Problem.evaluate; max_uniform_dose includes them
     supports_continuous_dose = True
     global_optimality = True
     guarantee = ("exact optimum over the structured space (uniform doses on the grid, regular "

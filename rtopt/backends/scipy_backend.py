@@ -402,6 +402,7 @@ class ScipyDEBackend(Backend):
     objectives = OBJECTIVES
     supports_costs = True
     supports_nk = True
+    supports_dvh = True  # penalised through Problem.evaluate's violation; caps include them
     supports_per_fraction = True
     supports_continuous_dose = True
     global_optimality = False
