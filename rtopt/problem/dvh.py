@@ -6,7 +6,7 @@ Dose + RT Structure Set, or a text export; cached per process), wraps each named
 organ's alpha/beta) and evaluates, for ``N`` schedules at once from ``sum d`` and ``sum d^2``:
 
 * reported metrics ``oar.NAME.eqd2_dmax_gy``, ``oar.NAME.eqd2_d2cc_gy``, ``oar.NAME.eqd2_dmean_gy``,
-  ``oar.NAME.dvh.METRIC`` (each limited metric, in its own unit), ``ntcp.LABEL`` (0-1),
+  ``oar.NAME.dvh.METRIC`` (each limited metric, in its own unit), ``ntcp.ORGAN.LABEL`` (0-1),
   ``target.eqd2_d95%_gy``, ``target.eqd2_dmean_gy``, and, with ``[dvh_plan.blood]``,
   ``blood_dose_per_fraction_gy`` (the mean over the course's fractions);
 * constraints ``oar.NAME.dvh.METRIC[@Nfx]``, ``oar.NAME.ntcp.LABEL`` (percent) and
@@ -119,6 +119,11 @@ class NtcpTerm:
     parameter_set: str
     max_percent: float | None
 
+    @property
+    def metric_key(self) -> str:
+        """Metric name ``ntcp.ORGAN.LABEL`` (probability 0-1)."""
+        return f"ntcp.{self.organ}.{self.label}"
+
 
 class DvhModel:
     """The instance's DVH organs, target and NTCP terms (module docstring).
@@ -217,7 +222,7 @@ class DvhModel:
         for lim in self.limits:
             m[lim.metric_key] = lim.value(self.shapes[lim.structure], s1, s2)
         for t in self.ntcps:
-            m[f"ntcp.{t.label}"] = self.shapes[t.structure].ntcp(t.parameter_set, s1, s2)
+            m[t.metric_key] = self.shapes[t.structure].ntcp(t.parameter_set, s1, s2)
         return m
 
     def slacks(self, m: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float, str, str]]:
@@ -227,7 +232,7 @@ class DvhModel:
             s[lim.name] = (m[lim.metric_key], lim.limit, lim.sense, "limit")
         for t in self.ntcps:
             if t.max_percent is not None:
-                s[f"oar.{t.organ}.ntcp.{t.label}"] = (100.0 * m[f"ntcp.{t.label}"],
+                s[f"oar.{t.organ}.ntcp.{t.label}"] = (100.0 * m[t.metric_key],
                                                        float(t.max_percent), "<=", "limit")
         return s
 
@@ -285,3 +290,59 @@ class DvhModel:
                     > t.max_percent:
                 return f"oar.{t.organ}.ntcp.{t.label}"
         return None
+
+
+def dvh_summary(metrics: Any, checks: Any = ()) -> dict[str, Any] | None:
+    """Per-organ DVH metrics, NTCP and target metrics of one verified plan, for reports.
+
+    Parameters
+    ----------
+    metrics : mapping
+        Flat metrics of one plan (``Verification.metrics``).
+    checks : sequence of ConstraintCheck
+        The plan's checks (DVH and NTCP limits are picked by name).
+
+    Returns
+    -------
+    dict or None
+        ``{"organs": [{name, eqd2_dmax_gy, eqd2_d2cc_gy, eqd2_dmean_gy, ntcp: {label: p},
+        limits: [...]}], "target": {...} or None, "blood_dose_per_fraction_gy": x or None}``;
+        None when the instance has no ``[dvh_plan]``.
+    """
+    tail = ".eqd2_dmax_gy"
+    organs = [k[4:-len(tail)] for k in metrics if k.startswith("oar.") and k.endswith(tail)]
+    ntcp = {k[5:]: metrics[k] for k in metrics if k.startswith("ntcp.")}  # "organ.label"
+    has_target = "target.eqd2_dmean_gy" in metrics
+    if not organs and not has_target and not ntcp:
+        return None
+    by_organ = {}
+    for c in checks:
+        name = getattr(c, "name", "")
+        for o in organs:
+            if name.startswith(f"oar.{o}.dvh.") or name.startswith(f"oar.{o}.ntcp."):
+                by_organ.setdefault(o, []).append(c.to_dict())
+    out_organs = []
+    for o in organs:
+        row = {"name": o}
+        for spec in REPORTED:
+            row[_key(spec)] = _round(metrics.get(f"oar.{o}.{_key(spec)}"))
+        row["limits"] = by_organ.get(o, [])
+        row["ok"] = all(c["ok"] for c in row["limits"])
+        out_organs.append(row)
+    target = None
+    if has_target:
+        target = {_key(s): _round(metrics.get(f"target.{_key(s)}")) for s in TARGET_REPORTED}
+        target["limits"] = [c.to_dict() for c in checks
+                            if getattr(c, "name", "").startswith("target.dvh.")]
+    return {"organs": out_organs,
+            "ntcp": [{"name": k.rsplit(".", 1)[1], "organ": k.rsplit(".", 1)[0],
+                      "probability": _round(v)} for k, v in ntcp.items()],
+            "target": target,
+            "blood_dose_per_fraction_gy": _round(metrics.get("blood_dose_per_fraction_gy"))}
+
+
+def _round(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return round(x, 9) if math.isfinite(x) else None
