@@ -119,6 +119,9 @@ class Backend:
         if unsupported:
             return False, (f"{self.name} does not optimise {', '.join(unsupported)} "
                            f"(supports {', '.join(self.objectives) or 'nothing'})")
+        if getattr(problem, "has_dvh_limits", False) and not self.supports_dvh:
+            return False, (f"{self.name} declines: DVH limits are not in the algebraic model "
+                           "(organs given by [dvh_plan] structures; use exhaustive or scipy_de)")
         if problem.nk is not None and problem.needs_simulation and not self.supports_nk:
             return False, f"{self.name} does not model NK infusions"
         if not problem.uniform and not self.supports_per_fraction:
@@ -128,9 +131,6 @@ class Backend:
                            "cost_per_overall_day")
         if problem.continuous_dose and not self.supports_continuous_dose:
             return False, f"{self.name} needs a dose grid (instance has dose_step_gy = 0)"
-        if getattr(problem, "has_dvh_limits", False) and not self.supports_dvh:
-            return False, (f"{self.name} declines: DVH limits are not in the algebraic model "
-                           "(organs given by [dvh_plan] structures; use exhaustive or scipy_de)")
         return True, ""
 
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:  # pragma: no cover

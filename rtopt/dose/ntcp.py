@@ -102,8 +102,13 @@ def relative_seriality(doses_gy, volumes, d50_gy: float, gamma: float, s: float)
     v = np.asarray(volumes, dtype=float)
     v = v / v.sum()
     p = np.exp2(-np.exp(math.e * gamma * (1.0 - d / d50_gy)))
-    # log of prod (1 - P^s)^v, kept finite when P^s -> 1
-    log_prod = np.sum(v * np.log1p(-np.minimum(p ** s, 1.0 - 1e-300)))
+    # log of prod (1 - P^s)^v over the occupied bins; a bin with P^s = 1 (dose far above D50)
+    # makes the product 0 and NTCP 1 (1 - 1e-300 rounds to 1, so it cannot be clipped away)
+    occ = v > 0
+    ps = np.minimum(p[occ] ** s, 1.0)
+    if np.any(ps >= 1.0):
+        return 1.0
+    log_prod = np.sum(v[occ] * np.log1p(-ps))
     inner = -math.expm1(log_prod)
     return float(inner ** (1.0 / s))
 

@@ -32,6 +32,7 @@ import json
 import math
 import re
 import tomllib
+import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args
 
@@ -42,7 +43,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     Strict,
     ValidationError,
     ValidationInfo,
@@ -878,8 +878,6 @@ class Instance(BaseModel):
             raise _problems(problems)
         return value
 
-    _base_dir: Optional[Path] = PrivateAttr(None)
-
     @model_validator(mode="after")
     def _cross_sections(self) -> "Instance":
         problems = _cross_section_problems(self.fractionation, self.nk, self.objective,
@@ -895,11 +893,16 @@ class Instance(BaseModel):
     def base_dir(self) -> Path:
         """Folder that relative paths of the instance (``[dvh_plan]`` files) start from: the
         instance file's folder, or the working directory for instances built from dicts."""
-        return self._base_dir if self._base_dir is not None else Path(".")
+        return _BASE_DIRS.get(id(self), Path("."))
 
     def with_base_dir(self, folder: str | Path) -> "Instance":
-        """This instance with relative paths resolved from ``folder`` (returns self)."""
-        self._base_dir = Path(folder)
+        """Resolve this instance's relative paths from ``folder`` (returns self).
+
+        Kept outside the model's fields so that an instance equals its round trip through
+        :meth:`to_dict` (the folder is where the file was read, not part of its content)."""
+        if id(self) not in _BASE_DIRS:
+            weakref.finalize(self, _BASE_DIRS.pop, id(self), None)
+        _BASE_DIRS[id(self)] = Path(folder)
         return self
 
     @property
@@ -962,6 +965,10 @@ class Instance(BaseModel):
 
 
 _INLINE_ARRAY = re.compile(r"\[\n((?:    [^\[\]{}\n]+,\n)+)\]")
+
+
+_BASE_DIRS: dict[int, Path] = {}
+"""Folder of each loaded instance's file, by ``id`` (entries removed when the instance is)."""
 
 
 def _dvh_cross_problems(inst: "Instance") -> list[tuple[str, str]]:
