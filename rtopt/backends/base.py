@@ -120,7 +120,7 @@ class Backend:
             return False, (f"{self.name} does not optimise {', '.join(unsupported)} "
                            f"(supports {', '.join(self.objectives) or 'nothing'})")
         if getattr(problem, "has_dvh_limits", False) and not self.supports_dvh:
-            return False, (f"{self.name} declines: DVH limits are not in the algebraic model "
+            return False, (f"{self.name}: DVH limits are not in the algebraic model "
                            "(organs given by [dvh_plan] structures; use exhaustive or scipy_de)")
         if problem.nk is not None and problem.needs_simulation and not self.supports_nk:
             return False, f"{self.name} does not model NK infusions"

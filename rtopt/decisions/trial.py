@@ -183,6 +183,10 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
             "oar_bed_gy": {o.name: float(v.metrics[f"oar.{o.name}.bed_gy"]) for o in problem.oars},
             "tumour_bed_gy": float(v.metrics["tumour_bed_gy"]),
             "nominal_local_control": float(v.metrics["local_control"]),
+            # NTCP of [dvh_plan] organs ("organ.label": probability); the shipped NTCP sets carry
+            # no parameter uncertainty, so every patient has the plan's nominal NTCP
+            "ntcp_nominal": {k[5:]: float(x) for k, x in v.metrics.items()
+                             if k.startswith("ntcp.")},
         }
         checks[n] = [f"{c.name} ({c.value:.4g} vs {c.sense} {c.limit:.4g})" for c in v.violated]
     sup: dict[str, dict[str, float]] = {}
@@ -255,16 +259,19 @@ each patient receives every arm (paired in-silico comparison).</p>
 <div class="note">Each patient is one draw of every uncertain parameter (<code>rtopt model params</code>)
 plus an own radiosensitivity, normal(alpha, alpha_sd_per_gy). Local control is the mean per-patient
 tumour control probability with a 95&nbsp;% bootstrap (BCa) interval; the NK-attributable gain is the
-same patient and plan with minus without NK cells; P(superior) counts ties as half.</div>
+same patient and plan with minus without NK cells; P(superior) counts ties as half.{% if ntcps %} NTCP is
+nominal: the shipped NTCP parameter sets carry no parameter uncertainty, so it is the same for every
+patient of an arm.{% endif %}</div>
 <h2>Arms</h2>
 <table><tr><th>arm</th><th>plan</th><th>local control</th><th>95 % CI</th><th>NK gain</th>
-<th>NK favourability</th><th>tumour BED (Gy)</th>{% for o in oars %}<th>{{ o }} BED (Gy)</th>{% endfor %}<th>limits</th></tr>
+<th>NK favourability</th><th>tumour BED (Gy)</th>{% for o in oars %}<th>{{ o }} BED (Gy)</th>{% endfor %}{% for k in ntcps %}<th>NTCP {{ k }} (nominal)</th>{% endfor %}<th>limits</th></tr>
 {% for a in arms %}{% set s = r.summary[a] %}<tr><td>{{ a }}</td><td>{{ r.arms[a].describe() }}</td>
 <td class="num">{{ "%.3f"|format(s.local_control) }}</td>
 <td class="num">{{ "%.3f"|format(s.local_control_ci95[0]) }}&ndash;{{ "%.3f"|format(s.local_control_ci95[1]) }}</td>
 <td class="num">{{ "%.4f"|format(s.nk_gain) }}</td><td class="num">{{ "%.3g"|format(s.nk_favourability_mean) }}</td>
 <td class="num">{{ "%.1f"|format(s.tumour_bed_gy) }}</td>
 {% for o in oars %}<td class="num">{{ "%.1f"|format(s.oar_bed_gy[o]) }}</td>{% endfor %}
+{% for k in ntcps %}<td class="num">{{ "%.3f"|format(s.ntcp_nominal[k]) }}</td>{% endfor %}
 {% if r.checks[a] %}<td class="warn">violates {{ r.checks[a]|join("; ") }}</td>{% else %}<td>all met</td>{% endif %}</tr>
 {% endfor %}</table>
 <h2>Probability of superiority</h2>
@@ -282,9 +289,9 @@ _MD = """# Virtual-cohort trial: {{ r.instance }}
 {{ r.n_patients }} virtual patients, {{ arms|length }} arms, seed {{ r.seed }}; each patient receives every arm.
 Local control = mean per-patient TCP (95 % bootstrap BCa interval); NK gain = with minus without NK cells.
 
-| arm | plan | local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %} limits |
-|---|---|---|---|---|---|---|{% for o in oars %}---|{% endfor %}---|
-{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} | {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
+| arm | plan | local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %}{% for k in ntcps %} NTCP {{ k }} (nominal) |{% endfor %} limits |
+|---|---|---|---|---|---|---|{% for o in oars %}---|{% endfor %}{% for k in ntcps %}---|{% endfor %}---|
+{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} | {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %}{% for k in ntcps %} {{ "%.3f"|format(s.ntcp_nominal[k]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
 {% endfor %}
 ## Probability of superiority (row beats column)
 
@@ -325,8 +332,9 @@ def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
             ("nk_favourability.png", "NK favourability by arm.")]
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figs.items()}
-    ctx = dict(r=res, arms=names, oars=[o for o in (next(iter(res.summary.values()))
-                                                      ["oar_bed_gy"])], figs=caps)
+    first = next(iter(res.summary.values()))
+    ctx = dict(r=res, arms=names, oars=list(first["oar_bed_gy"]),
+               ntcps=list(first.get("ntcp_nominal", {})), figs=caps)
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     md_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                                 keep_trailing_newline=True)
