@@ -156,7 +156,7 @@ def _save_sf(folder: Path, data: dict) -> Path:
     return path
 
 
-def _lung_instance(tmp_path: Path, limit: dict) -> Problem:
+def _lung_instance(tmp_path: Path, limit: dict, min_bed_gy: float | None = None) -> Problem:
     h = _lungish()
     cum = h.cumulative_cc()
     _write_export(tmp_path, {"Lung": (list(h.edges_gy), list(cum)),
@@ -165,6 +165,8 @@ def _lung_instance(tmp_path: Path, limit: dict) -> Problem:
     data["organ_at_risk"] = [{"name": "lung", "alpha_beta_gy": 3.0, "dvh_structure": "Lung",
                               "dvh_limit": [limit]}]
     data["dvh_plan"] = _dvh_plan(target_structure="PTV")
+    if min_bed_gy is not None:
+        data["prescription"] = {"min_bed_gy": min_bed_gy}
     return Problem(load_instance(_save(tmp_path, data)))
 
 
@@ -332,3 +334,13 @@ def test_lung_phantom_instance_solves_and_verifies():
     pn = [x for x in summary["ntcp"] if x["name"] == "pneumonitis"][0]
     assert 0 < pn["probability"] <= 0.2 + 1e-9 and pn["organ"] == "lung"
     assert math.isfinite(summary["blood_dose_per_fraction_gy"])
+
+
+def test_infeasible_dvh_instance_names_the_dvh_limit(tmp_path):
+    # A lung V20Gy limit so tight that no schedule reaches BED10 100 Gy: the diagnosis names
+    # the DVH limit (uniform doses: a proved conflict).
+    p = _lung_instance(tmp_path, {"metric": "V20Gy", "fractions": 3, "max_cc": 1.0},
+                       min_bed_gy=100.0)
+    diag = p.diagnose()
+    assert diag.conflicts and any("oar.lung.dvh.V20Gy@3fx" in c for c in diag.conflicts), \
+        diag.conflicts
