@@ -252,6 +252,10 @@ def test_blood_dose_sets_the_model_parameter(tmp_path):
                                    region_blood_volume_l=0.4,
                                    flow_fraction_of_cardiac_output=1.0) / PRESCRIPTION
     assert p.biology.params.nk_blood_dose_fraction == pytest.approx(want, rel=1e-12)
+    from rtopt.model.uncertainty import distributions_for
+
+    dist = distributions_for(p)["nk_blood_dose_fraction"]  # draws centre on the plan's value
+    assert dist.value == pytest.approx(want, rel=1e-12) and dist.low < want < dist.high
     m = p.verify(Plan.uniform((0, 1, 2), 9.0)).metrics
     # the mean dose to blood per fraction scales with the dose per fraction (energy balance)
     assert m["blood_dose_per_fraction_gy"] == pytest.approx(want * 9.0, rel=1e-12)

@@ -334,6 +334,15 @@ class Problem:
         return Biology.from_instance(instance)
 
     @property
+    def patient_parameters(self) -> dict[str, float]:
+        """Model parameters this problem sets from the patient's own data (the plan's blood
+        dose sets ``nk_blood_dose_fraction``); uncertainty draws centre on them
+        (:func:`rtopt.model.uncertainty.distributions_for`)."""
+        if self.dvh is not None and self.dvh.blood_fraction is not None:
+            return {"nk_blood_dose_fraction": float(self.dvh.blood_fraction)}
+        return {}
+
+    @property
     def has_dvh_limits(self) -> bool:
         """True when DVH or NTCP limits constrain the plan (``[dvh_plan]`` organs)."""
         return self.dvh is not None and bool(self.dvh.limits or any(
