@@ -1009,7 +1009,7 @@ def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
         if not p.is_file():
             problems.append((f"dvh_plan.{k}", f"file not found: {p}"))
         paths[k] = p
-    if problems:
+    if not paths[keys[-1]].is_file():  # the file with the structure names
         return problems
     from rtopt.dose import DoseError
 
@@ -1025,7 +1025,7 @@ def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
             names = [h.name for h in read_dvh_export(paths["export"])]
             where = str(paths["export"])
     except DoseError as exc:
-        return [(f"dvh_plan.{keys[-1]}", str(exc))]
+        return problems + [(f"dvh_plan.{keys[-1]}", str(exc))]
     for field, name in plan.structures(list(inst.organ_at_risk)):
         if name not in names:
             hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5) or \
