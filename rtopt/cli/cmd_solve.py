@@ -116,7 +116,7 @@ def _print_result(r) -> None:
         c.print(t)
         if "local_control" in m and r.outcome_calibration:
             c.print(f"tumour control: {r.outcome_calibration}")
-        _print_dvh(r)
+        print_dvh(r.dvh)
     if r.constraints:
         t = Table(title="constraints")
         for col in ("constraint", "achieved", "limit", "slack", "ok"):
@@ -137,9 +137,9 @@ def _print_result(r) -> None:
             c.print(f"  - {line}")
 
 
-def _print_dvh(r) -> None:
-    """Per-organ EQD2 metrics and NTCP of a [dvh_plan] instance's plan."""
-    summary = r.dvh
+def print_dvh(summary) -> None:
+    """Print per-organ EQD2 metrics and NTCP of a [dvh_plan] instance's plan
+    (:func:`rtopt.problem.dvh.dvh_summary`; nothing when it is None)."""
     if not summary:
         return
     ntcp_of: dict[str, list[str]] = {}
