@@ -614,12 +614,14 @@ class DvhPlan(BaseModel):
                           "the tumour's alpha/beta and target_limit applies to it.")
     target_limit: list[DvhLimit] = Field(default_factory=list,
                                          description="Limits on the target's DVH metrics.")
-    sampling_mm: Ranged(0.1, 5, "mm") = Field(  # type: ignore[valid-type]
+    sampling_mm: Ranged(0.25, 5, "mm", lo_open=False) = Field(  # type: ignore[valid-type]
         1.0, description="In-plane sampling of DICOM structures [mm] (default 1 mm: volumes "
                          "within about 0.5 % for structures of a few cm^3 and more). Range "
-                         "(0.1, 5] mm.")
-    bin_width_gy: Ranged(0, 1, "Gy") = Field(  # type: ignore[valid-type]
-        0.01, description="DVH bin width of DICOM plans [Gy]. Range (0, 1] Gy.")
+                         "[0.25, 5] mm: finer sampling only costs time (a plane is capped at "
+                         "400 000 samples); coarser misses small structures.")
+    bin_width_gy: Ranged(0.001, 1, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.01, description="DVH bin width of DICOM plans [Gy]. Range [0.001, 1] Gy: finer bins "
+                          "than 1 mGy only cost memory; coarser than 1 Gy blur the metrics.")
     blood: Optional[BloodDose] = Field(None, description="Blood dose from the plan (sets "
                                                          "nk_blood_dose_fraction).")
 
@@ -994,6 +996,17 @@ def _dvh_cross_problems(inst: "Instance") -> list[tuple[str, str]]:
     return problems
 
 
+def _listed(names: list[str], limit: int = 200) -> str:
+    """Names joined by commas, cut to about ``limit`` characters ("... and N more")."""
+    out, used = [], 0
+    for i, n in enumerate(names):
+        if used + len(n) > limit and out:
+            return ", ".join(out) + f" and {len(names) - i} more"
+        out.append(n)
+        used += len(n) + 2
+    return ", ".join(out)
+
+
 def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
     """File-level checks of ``[dvh_plan]``: files exist (named with the path tried) and every
     named structure is in them (with "did you mean").  Reads the structure set or export."""
@@ -1007,7 +1020,8 @@ def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
     for k in keys:
         p = base / getattr(plan, k)
         if not p.is_file():
-            problems.append((f"dvh_plan.{k}", f"file not found: {p}"))
+            shown = str(p) if len(str(p)) <= 160 else f"...{str(p)[-150:]}"
+            problems.append((f"dvh_plan.{k}", f"file not found: {shown}"))
         paths[k] = p
     if not paths[keys[-1]].is_file():  # the file with the structure names
         return problems
@@ -1018,21 +1032,22 @@ def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
             from rtopt.dose.dicom import read_rtstruct
 
             names = list(read_rtstruct(paths["rtstruct"]).structures)
-            where = str(paths["rtstruct"])
+            where = paths["rtstruct"]
         else:
             from rtopt.dose.exports import read_dvh_export
 
             names = [h.name for h in read_dvh_export(paths["export"])]
-            where = str(paths["export"])
+            where = paths["export"]
     except DoseError as exc:
         return problems + [(f"dvh_plan.{keys[-1]}", str(exc))]
+    where = str(where) if len(str(where)) <= 160 else f"...{str(where)[-150:]}"
     for field, name in plan.structures(list(inst.organ_at_risk)):
         if name not in names:
             hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5) or \
                 [n for n in names if n.lower() == name.lower()]
-            problems.append((field, f"structure {name!r} is not in {where}"
+            problems.append((field, f"structure {_fmt(name)} is not in {where}"
                                     + (f"; did you mean {hint[0]!r}?" if hint else "")
-                                    + f" (it has {', '.join(names)})"))
+                                    + f" (it has {_listed(names)})"))
     return problems
 
 
