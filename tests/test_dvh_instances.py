@@ -348,3 +348,22 @@ def test_infeasible_dvh_instance_names_the_dvh_limit(tmp_path):
     diag = p.diagnose()
     assert diag.conflicts and any("oar.lung.dvh.V20Gy@3fx" in c for c in diag.conflicts), \
         diag.conflicts
+
+
+def test_wrong_dicom_file_is_one_problem_naming_the_key(tmp_path):
+    # rtdose pointing at a structure set: found when the DVHs are read (Problem), reported as
+    # an instance problem at dvh_plan.rtdose with the file's own message.
+    import shutil
+
+    shutil.copy(ROOT / "instances" / "patients" / "lung-phantom" / "RTSTRUCT.dcm", tmp_path)
+    data = _base_instance()
+    data["organ_at_risk"] = [{"name": "lung", "alpha_beta_gy": 3.0, "dvh_structure": "LUNG_R",
+                              "dvh_limit": [{"metric": "EQD2_Dmean", "max_gy": 20.0}]}]
+    data["dvh_plan"] = {"rtdose": "RTSTRUCT.dcm", "rtstruct": "RTSTRUCT.dcm",
+                        "prescription_dose_per_fraction_gy": 18.0, "fractions": 3}
+    path = _save(tmp_path, data)
+    with pytest.raises(InstanceError) as exc:
+        Problem(load_instance(path))
+    assert exc.value.source == str(path)
+    [(field, message)] = exc.value.problems
+    assert field == "dvh_plan.rtdose" and "Modality is RTSTRUCT, expected RTDOSE" in message

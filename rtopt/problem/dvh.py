@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rtopt.dose import DoseError
 from rtopt.dose.dvh import DVH, parse_metric
 from rtopt.dose.schedule import ScheduleDVH, dose_sums
 
@@ -82,6 +83,20 @@ def load_plan_dvhs(instance: Any, structures: list[str]) -> dict[str, DVH]:
     dvhs = _cached_dvhs(files, stamps, uniq, int(plan.fractions), float(plan.sampling_mm),
                         float(plan.bin_width_gy))
     return dict(zip(uniq, dvhs))
+
+
+def _dicom_field(message: str, instance: Any) -> str:
+    """Which ``[dvh_plan]`` key a DICOM reading error concerns (``rtdose`` or ``rtstruct``)."""
+    if "(the RT Dose)" in message:
+        return "rtdose"
+    if "(the RT Structure Set)" in message:
+        return "rtstruct"
+    plan = instance.dvh_plan
+    rtstruct = str((Path(instance.base_dir) / plan.rtstruct).resolve())
+    rtdose = str((Path(instance.base_dir) / plan.rtdose).resolve())
+    if message.startswith(rtstruct) and not message.startswith(rtdose):
+        return "rtstruct"
+    return "rtdose"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +163,14 @@ class DvhModel:
             wanted.append(plan.blood.structure)
         organs = [o for o in instance.organ_at_risk if o.uses_dvh]
         wanted += [o.dvh_structure for o in organs]
-        dvhs = load_plan_dvhs(instance, wanted)
+        try:
+            dvhs = load_plan_dvhs(instance, wanted)
+        except DoseError as exc:  # a file that exists but is not what [dvh_plan] says
+            from rtopt.common.errors import InstanceError
+
+            field = "export" if plan.export is not None else _dicom_field(str(exc), instance)
+            raise InstanceError(getattr(instance, "source", "<dict>"),
+                                [(f"dvh_plan.{field}", str(exc))]) from None
         self.structures: list[str] = list(dict.fromkeys(wanted))
         self.shapes: list[ScheduleDVH] = [ScheduleDVH(dvhs[s], self.prescription)
                                           for s in self.structures]

@@ -895,16 +895,22 @@ class Instance(BaseModel):
     def base_dir(self) -> Path:
         """Folder that relative paths of the instance (``[dvh_plan]`` files) start from: the
         instance file's folder, or the working directory for instances built from dicts."""
-        return _BASE_DIRS.get(id(self), Path("."))
+        return _BASE_DIRS.get(id(self), (Path("."), "<dict>"))[0]
 
-    def with_base_dir(self, folder: str | Path) -> "Instance":
-        """Resolve this instance's relative paths from ``folder`` (returns self).
+    @property
+    def source(self) -> str:
+        """The file the instance was read from (``"<dict>"`` otherwise), for messages."""
+        return _BASE_DIRS.get(id(self), (Path("."), "<dict>"))[1]
+
+    def with_base_dir(self, folder: str | Path, source: str | None = None) -> "Instance":
+        """Resolve this instance's relative paths from ``folder`` (returns self); ``source``
+        names the file in messages (default: the previous one).
 
         Kept outside the model's fields so that an instance equals its round trip through
         :meth:`to_dict` (the folder is where the file was read, not part of its content)."""
         if id(self) not in _BASE_DIRS:
             weakref.finalize(self, _BASE_DIRS.pop, id(self), None)
-        _BASE_DIRS[id(self)] = Path(folder)
+        _BASE_DIRS[id(self)] = (Path(folder), source or self.source)
         return self
 
     @property
@@ -969,8 +975,8 @@ class Instance(BaseModel):
 _INLINE_ARRAY = re.compile(r"\[\n((?:    [^\[\]{}\n]+,\n)+)\]")
 
 
-_BASE_DIRS: dict[int, Path] = {}
-"""Folder of each loaded instance's file, by ``id`` (entries removed when the instance is)."""
+_BASE_DIRS: dict[int, tuple[Path, str]] = {}
+"""Folder and name of each loaded instance's file, by ``id`` (removed with the instance)."""
 
 
 def _dvh_cross_problems(inst: "Instance") -> list[tuple[str, str]]:
@@ -1152,7 +1158,7 @@ def load_instance(path: str | Path) -> Instance:
     if not data:
         raise InstanceError(source, [("", "empty file: no instance settings")])
     inst = instance_from_dict(data, source=source)
-    inst.with_base_dir(p.parent)
+    inst.with_base_dir(p.parent, source)
     problems = check_dvh_files(inst)
     if problems:
         raise InstanceError(source, problems)
