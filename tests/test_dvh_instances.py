@@ -367,3 +367,28 @@ def test_wrong_dicom_file_is_one_problem_naming_the_key(tmp_path):
     assert exc.value.source == str(path)
     [(field, message)] = exc.value.problems
     assert field == "dvh_plan.rtdose" and "Modality is RTSTRUCT, expected RTDOSE" in message
+
+
+def test_pareto_front_on_ntcp(tmp_path):
+    # The exact front of tumour BED against pneumonitis NTCP: every point verified, and along
+    # the front more tumour BED costs more NTCP (a trade-off, not a single point).
+    from rtopt.decisions.pareto import pareto
+
+    h = _lungish()
+    _write_export(tmp_path, {"Lung": (list(h.edges_gy), list(h.cumulative_cc()))})
+    data = _base_instance()
+    data["organ_at_risk"] = [{"name": "lung", "alpha_beta_gy": 3.0, "dvh_structure": "Lung",
+                              "ntcp": [{"name": "pneumonitis",
+                                        "parameter_set": "pneumonitis_lkb_seppenwoolde",
+                                        "max_percent": 30.0}]}]
+    data["fractionation"].update(n_fractions=[1, 5], dose_step_gy=1.0,
+                                 dose_per_fraction_gy=[1.0, 30.0])
+    data["dvh_plan"] = _dvh_plan()
+    res = pareto(load_instance(_save(tmp_path, data)), "tumour_bed,ntcp:pneumonitis",
+                 heuristic=False)
+    pts = sorted(res.exact, key=lambda p: p.values["tumour_bed"])
+    assert len(pts) >= 5 and all(p.feasible for p in pts)
+    bed = [p.values["tumour_bed"] for p in pts]
+    risk = [p.values["ntcp:pneumonitis"] for p in pts]
+    assert all(np.diff(bed) > 0) and all(np.diff(risk) > 0)
+    assert max(risk) <= 0.30 + 1e-9

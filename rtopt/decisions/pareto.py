@@ -462,7 +462,8 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
     instance : path or rtopt.problem.instance.Instance
     objectives : "a,b[,c]" or list
         From ``local_control``, ``tcp``, ``tumour_log_kill``, ``nk_gain``, ``nk_favourability``,
-        ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``n_fractions``,
+        ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``ntcp:NAME`` (an
+        ``[[organ_at_risk.ntcp]]`` of a ``[dvh_plan]`` instance), ``n_fractions``,
         ``overall_days`` (minimised).
     reference : Plan, optional
         Reference schedule (default 18 Gy x 3 on days 0, 2, 4 with its best infusions).
