@@ -233,7 +233,8 @@ def _describe(profile: str, backend: str, description: str, time_limit: float | 
         return {"profile": profile, "backend": backend, "available": False,
                 "reason": f"cannot load: {e}", "objectives": [], "nk": False,
                 "per_fraction_doses": False, "continuous_dose": False,
-                "global_optimality": False, "guarantee": "", "description": description}
+                "dvh_limits": False, "global_optimality": False, "guarantee": "",
+                "description": description}
     ok, why = cls.available()
     return {"profile": profile, "backend": backend, "available": ok, "reason": why,
             **cls.capabilities(), "guarantee": cls.guarantee, "description": description,
