@@ -477,7 +477,7 @@ def test_all_problems_are_collected_in_one_error():
         "bad.toml: organ_at_risk[1].sparing_factor: must be in (0, 1.5], got 2.0",
         "bad.toml: fractionation.n_fractions: range [8, 1] has min > max",
         "bad.toml: extra: unknown key 'extra' (known keys: schema_version, name, description, "
-        "tumour, prescription, organ_at_risk, fractionation, nk, objective, uncertainty)",
+        "tumour, prescription, organ_at_risk, fractionation, nk, objective, dvh_plan, uncertainty)",
         "bad.toml: objective.maximise: 'nk_favourability' needs an [nk] table (no NK cells are "
         "modelled without it)",
     ])

@@ -91,6 +91,9 @@ class Backend:
     supports_outcome_limits: ClassVar[bool] = False
     #: simulates the tumour at ``tumour_dose_ratio`` x the prescribed dose
     supports_tumour_dose_ratio: ClassVar[bool] = False
+    #: handles DVH and NTCP limits of ``[dvh_plan]`` organs (it scores schedules with
+    #: :meth:`Problem.evaluate`, where they are computed); others decline such instances
+    supports_dvh: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
     #: modules needed at run time (found with importlib.util.find_spec, then imported once by
@@ -122,6 +125,9 @@ class Backend:
         if unsupported:
             return False, (f"{self.name} does not optimise {', '.join(unsupported)} "
                            f"(supports {', '.join(self.objectives) or 'nothing'})")
+        if getattr(problem, "has_dvh_limits", False) and not self.supports_dvh:
+            return False, (f"{self.name}: DVH limits are not in the algebraic model "
+                           "(organs given by [dvh_plan] structures; use exhaustive or scipy_de)")
         if problem.nk is not None and problem.needs_simulation and not self.supports_nk:
             return False, f"{self.name} does not model NK infusions"
         if not problem.uniform and not self.supports_per_fraction:
@@ -151,6 +157,7 @@ class Backend:
                 "continuous_dose": cls.supports_continuous_dose, "costs": cls.supports_costs,
                 "outcome_limits": cls.supports_outcome_limits,
                 "tumour_dose_ratio": cls.supports_tumour_dose_ratio,
+                "dvh_limits": cls.supports_dvh,
                 "global_optimality": cls.global_optimality}
 
 

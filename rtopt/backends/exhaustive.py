@@ -150,6 +150,7 @@ class ExhaustiveBackend(Backend):
     supports_per_fraction = True  # searches the uniform-dose subspace; says so in the result
     supports_outcome_limits = True
     supports_tumour_dose_ratio = True
+    supports_dvh = True  # limits are checked by Problem.evaluate; max_uniform_dose includes them
     supports_continuous_dose = True
     global_optimality = True
     guarantee = ("exact optimum over the structured space (uniform doses on the grid, regular "

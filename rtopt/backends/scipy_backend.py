@@ -407,6 +407,7 @@ class ScipyDEBackend(Backend):
     supports_outcome_limits = True
     supports_tumour_dose_ratio = True
     supports_nk = True
+    supports_dvh = True  # penalised through Problem.evaluate's violation; caps include them
     supports_per_fraction = True
     supports_continuous_dose = True
     global_optimality = False

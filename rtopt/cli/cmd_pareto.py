@@ -22,8 +22,8 @@ def pareto_cmd(
     objectives: Annotated[str, typer.Option(
         "--objectives", metavar="A,B[,C]", show_default=False,
         help="Two or three of: local_control, tcp, tumour_log_kill, nk_gain, nk_favourability, "
-             "tumour_bed (maximised); oar:NAME, oar_eqd2:NAME, n_fractions, overall_days "
-             "(minimised).")],
+             "tumour_bed (maximised); oar:NAME, oar_eqd2:NAME, ntcp:NAME (NTCP of a "
+             "[dvh_plan] organ), n_fractions, overall_days (minimised).")],
     outdir: Annotated[Path, typer.Option(
         "--output", "-o", metavar="DIR", show_default=False,
         help="Folder for front.csv, front.json, front.png, report.html and report.md.")],

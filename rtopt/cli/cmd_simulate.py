@@ -259,7 +259,7 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
         traj[k] = [_sig(x) for x in sim.trajectory[k][0, ::stride]]
     return {"verification": v, "metrics": metrics, "constraints": res["constraints"],
             "objective": {"name": problem.objective_name, "value": res["objective"]["value"]},
-            "trajectory": traj, "fold": fold, "auc0": auc0}
+            "trajectory": traj, "fold": fold, "auc0": auc0, "dvh": res["dvh"]}
 
 
 def _limit_str(check: Any) -> str:
@@ -326,11 +326,16 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
     c.print(t)
     c.print(f"objective {problem.objective_name}: {_fmt(v.objective)}")
     c.print(f"tumour control: {problem.outcome_calibration()[1]}")
+    from rtopt.cli.cmd_solve import print_dvh
+
+    print_dvh(rep["dvh"])
     bad = v.violated
     if not bad:
         shown = {"prescription.min_bed_gy", "max_overall_days"} | {
             f"oar.{o.name}.{k}" for o in problem.oars
             for k in ("max_bed_gy", "max_dose_per_fraction_gy")}
+        shown |= {ch.name for ch in v.checks if ch.kind == "limit"
+                  and (".dvh." in ch.name or ".ntcp." in ch.name)}  # the DVH table's limits
         n_shown = sum(1 for ch in v.checks if ch.name in shown)
         rest = len(v.checks) - n_shown
         c.print(f"constraints: the {n_shown} limits in the table hold"
@@ -413,7 +418,7 @@ def simulate_cmd(
         out = {"instance": problem.name, "instance_file": file, "plan": plan.describe(),
                "schedule": plan.to_dict(), "feasible": v.feasible,
                "violated": [c.name for c in v.violated], "objective": rep["objective"],
-               "metrics": rep["metrics"], "constraints": rep["constraints"],
+               "metrics": rep["metrics"], "constraints": rep["constraints"], "dvh": rep["dvh"],
                "outcome_calibration": problem.outcome_calibration()[1],
                "trajectory": rep["trajectory"]}
         typer.echo(json.dumps(out, indent=2))

@@ -143,6 +143,7 @@ def print_result(r) -> None:
         c.print(t)
         if "local_control" in m and r.outcome_calibration:
             c.print(f"tumour control: {r.outcome_calibration}")
+        print_dvh(r.dvh)
     if r.constraints:
         t = Table(title="constraints")
         for col in ("constraint", "achieved", "limit", "slack", "ok"):
@@ -161,6 +162,33 @@ def print_result(r) -> None:
         c.print("diagnosis:")
         for line in r.diagnosis.conflicts:
             c.print(f"  - {line}")
+
+
+def print_dvh(summary) -> None:
+    """Print per-organ EQD2 metrics and NTCP of a [dvh_plan] instance's plan
+    (:func:`rtopt.problem.dvh.dvh_summary`; nothing when it is None)."""
+    if not summary:
+        return
+    ntcp_of: dict[str, list[str]] = {}
+    for x in summary["ntcp"]:
+        ntcp_of.setdefault(x["organ"], []).append(
+            f"{x['name']} {_fmt(None if x['probability'] is None else 100 * x['probability'], '.3g')} %")
+    t = Table(title="organs at risk from the plan's DVHs (EQD2 at each organ's alpha/beta, Gy)")
+    for col in ("organ", "Dmax", "D2cc", "Dmean", "NTCP", "DVH limits"):
+        t.add_column(col, justify="left" if col in ("organ", "NTCP", "DVH limits") else "right")
+    for o in summary["organs"]:
+        t.add_row(o["name"], _fmt(o["eqd2_dmax_gy"]), _fmt(o["eqd2_d2cc_gy"]),
+                  _fmt(o["eqd2_dmean_gy"]), "; ".join(ntcp_of.get(o["name"], [])) or "-",
+                  "ok" if o["ok"] else "VIOLATED")
+    tg = summary["target"]
+    if tg is not None:
+        t.add_row("target (tumour alpha/beta)", "-", "-", _fmt(tg["eqd2_dmean_gy"]),
+                  f"D95% {_fmt(tg['eqd2_d95%_gy'])}", "ok" if all(c["ok"] for c in tg["limits"])
+                  else "VIOLATED")
+    out_console.print(t)
+    if summary["blood_dose_per_fraction_gy"] is not None:
+        out_console.print(f"circulating blood: {summary['blood_dose_per_fraction_gy']:.3g} Gy per "
+                          "fraction (pass model, rtopt.dose.blood; sets nk_blood_dose_fraction)")
 
 
 @app.command("solvers")
@@ -238,7 +266,8 @@ def _describe(profile: str, backend: str, description: str, time_limit: float | 
         return {"profile": profile, "backend": backend, "available": False,
                 "reason": f"cannot load: {e}", "objectives": [], "nk": False,
                 "per_fraction_doses": False, "continuous_dose": False,
-                "global_optimality": False, "guarantee": "", "description": description}
+                "dvh_limits": False, "global_optimality": False, "guarantee": "",
+                "description": description}
     ok, why = cls.available()
     return {"profile": profile, "backend": backend, "available": ok, "reason": why,
             **cls.capabilities(), "guarantee": cls.guarantee, "description": description,

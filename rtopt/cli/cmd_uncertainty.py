@@ -359,16 +359,22 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
         typer.echo(json.dumps(res.to_dict(), indent=2))
         return
     oars = [o.name for o in problem.oars]
+    ntcps = list(next(iter(res.summary.values())).get("ntcp_nominal", {}))
     t = Table(title=f"{problem.name}: virtual-cohort trial, {patients} patients (seed {seed})")
-    for col in ["arm", "plan", "local control", "95 % CI", "NK gain"] + [f"{o} BED" for o in oars]:
+    for col in (["arm", "plan", "local control", "95 % CI", "NK gain"] + [f"{o} BED" for o in oars]
+                + [f"NTCP {k}" for k in ntcps]):
         t.add_column(col, justify="left" if col in ("arm", "plan") else "right",
                      no_wrap=col != "plan")
     for n, s in res.summary.items():
         lo, hi = s["local_control_ci95"]
         t.add_row(n + (" (!)" if res.checks[n] else ""), res.arms[n].describe(),
                   f"{s['local_control']:.3f}", f"{lo:.3f}-{hi:.3f}", f"{s['nk_gain']:.4f}",
-                  *(f"{s['oar_bed_gy'][o]:.1f}" for o in oars))
+                  *(f"{s['oar_bed_gy'][o]:.1f}" for o in oars),
+                  *(f"{s['ntcp_nominal'][k]:.3f}" for k in ntcps))
     out_console.print(t)
+    if ntcps:
+        out_console.print("NTCP: nominal (the shipped NTCP parameter sets carry no parameter "
+                          "uncertainty; every patient of an arm has the plan's NTCP)")
     for n, c in res.checks.items():
         if c:
             out_console.print(f"(!) {n} violates {'; '.join(c)}")

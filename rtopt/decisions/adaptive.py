@@ -795,7 +795,9 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
                 data[table] = dict(vals)
             else:
                 data[table] = {**data.get(table, {}), **vals}
-        problem = Problem(instance_from_dict(data, f"{problem.name} (study overrides)"))
+        base = problem.instance.base_dir  # relative [dvh_plan] paths stay the file's
+        problem = Problem(instance_from_dict(data, f"{problem.name} (study overrides)")
+                          .with_base_dir(base, problem.instance.source))
     nominal = solve(problem, "exhaustive")
     if not nominal.feasible:
         raise AdaptiveError(f"the nominal solve found no plan ({nominal.status})")

@@ -51,7 +51,8 @@ _MINIMISED = {
     "n_fractions": ("n_fractions", "fractions"),
     "overall_days": ("overall_days", "overall time (days)"),
 }
-OBJECTIVE_NAMES = (tuple(_MAXIMISED) + ("oar:NAME", "oar_eqd2:NAME") + tuple(_MINIMISED))
+OBJECTIVE_NAMES = (tuple(_MAXIMISED) + ("oar:NAME", "oar_eqd2:NAME", "ntcp:NAME")
+                   + tuple(_MINIMISED))
 """Objective names accepted by :func:`parse_objectives`."""
 
 REFERENCE_DEFAULT = "54/3"
@@ -100,9 +101,22 @@ def parse_objectives(spec: str | Sequence[str], problem: Problem) -> list[Object
             what = "bed_gy" if kind == "oar" else "eqd2_gy"
             label = f"{oar} {'BED' if kind == 'oar' else 'EQD2'} (Gy)"
             out.append(Objective(name, f"oar.{oar}.{what}", False, label))
+        elif name.startswith("ntcp:"):
+            label = name.split(":", 1)[1]
+            terms = list(problem.dvh.ntcps) if getattr(problem, "dvh", None) is not None else []
+            match = [t for t in terms if t.label == label]
+            if not match:
+                labels = [t.label for t in terms]
+                raise RtoptError(f"--objectives: unknown NTCP {label!r} in {name!r}"
+                                 f"{did_you_mean_hint(label, labels, 'ntcp:')}; the instance has "
+                                 f"{', '.join('ntcp:' + x for x in labels) or 'no [[organ_at_risk.ntcp]]'}")
+            t = match[0]
+            out.append(Objective(name, t.metric_key, False, f"NTCP {label} ({t.organ})"))
         else:
+            ntcp_names = [f"ntcp:{t.label}" for t in
+                          (problem.dvh.ntcps if getattr(problem, "dvh", None) is not None else [])]
             known = [*_MAXIMISED, *_MINIMISED, *(f"oar:{o}" for o in oars),
-                     *(f"oar_eqd2:{o}" for o in oars)]
+                     *(f"oar_eqd2:{o}" for o in oars), *ntcp_names]
             raise RtoptError(f"--objectives: unknown objective {name!r}"
                              f"{did_you_mean_hint(name, known)}; choose from "
                              f"{', '.join(OBJECTIVE_NAMES)}")
@@ -431,7 +445,8 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
     instance : path or rtopt.problem.instance.Instance
     objectives : "a,b[,c]" or list
         From ``local_control``, ``tcp``, ``tumour_log_kill``, ``nk_gain``, ``nk_favourability``,
-        ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``n_fractions``,
+        ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``ntcp:NAME`` (an
+        ``[[organ_at_risk.ntcp]]`` of a ``[dvh_plan]`` instance), ``n_fractions``,
         ``overall_days`` (minimised).
     reference : Plan, optional
         Reference schedule (default the standard 54/3, :data:`REFERENCE_DEFAULT`, with its

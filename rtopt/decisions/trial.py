@@ -254,6 +254,10 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
             "tumour_bed_gy": float(v.metrics["tumour_bed_gy"]),
             "nominal_local_control": float(v.metrics["local_control"]),
             "nominal_reoxygenation_gain": float(v.metrics["reoxygenation_gain_local_control"]),
+            # NTCP of [dvh_plan] organs ("organ.label": probability); the shipped NTCP sets carry
+            # no parameter uncertainty, so every patient has the plan's nominal NTCP
+            "ntcp_nominal": {k[5:]: float(x) for k, x in v.metrics.items()
+                             if k.startswith("ntcp.")},
         }
         checks[n] = [f"{c.name} ({c.value:.4g} vs {c.sense} {c.limit:.4g})" for c in v.violated]
     sup: dict[str, dict[str, float]] = {}
@@ -361,19 +365,22 @@ each patient receives every arm (paired in-silico comparison).</p>
 <div class="note">Each patient is one draw of every uncertain parameter (<code>rtopt model params</code>)
 plus an own radiosensitivity, normal(alpha, alpha_sd_per_gy). Local control is the mean per-patient
 tumour control probability with a 95&nbsp;% bootstrap (BCa) interval; the NK-attributable gain is the
-same patient and plan with minus without NK cells; P(superior) counts ties as half.
+same patient and plan with minus without NK cells; P(superior) counts ties as half.{% if ntcps %} NTCP is
+nominal: the shipped NTCP parameter sets carry no parameter uncertainty, so it is the same for every
+patient of an arm.{% endif %}
 {% if inf %}<br>NK infusions: every arm's infusion days and the rule that chose them are in the
 <em>NK infusions</em> column (the same rule for every standard arm; the optimised arm's are the
 optimiser's own).{% endif %}</div>
 <h2>Arms</h2>
 <table><tr><th>arm</th><th>plan</th>{% if inf %}<th>NK infusions</th>{% endif %}<th>local control</th><th>95 % CI</th><th>NK gain</th>
-<th>NK favourability</th><th>tumour BED (Gy)</th>{% for o in oars %}<th>{{ o }} BED (Gy)</th>{% endfor %}<th>limits</th></tr>
+<th>NK favourability</th><th>tumour BED (Gy)</th>{% for o in oars %}<th>{{ o }} BED (Gy)</th>{% endfor %}{% for k in ntcps %}<th>NTCP {{ k }} (nominal)</th>{% endfor %}<th>limits</th></tr>
 {% for a in arms %}{% set s = r.summary[a] %}<tr><td>{{ a }}</td><td>{{ r.arms[a].describe() }}</td>
 {% if inf %}<td>{{ inf[a] }}</td>{% endif %}<td class="num">{{ "%.3f"|format(s.local_control) }}</td>
 <td class="num">{{ "%.3f"|format(s.local_control_ci95[0]) }}&ndash;{{ "%.3f"|format(s.local_control_ci95[1]) }}</td>
 <td class="num">{{ "%.4f"|format(s.nk_gain) }}</td><td class="num">{{ "%.3g"|format(s.nk_favourability_mean) }}</td>
 <td class="num">{{ "%.1f"|format(s.tumour_bed_gy) }}</td>
 {% for o in oars %}<td class="num">{{ "%.1f"|format(s.oar_bed_gy[o]) }}</td>{% endfor %}
+{% for k in ntcps %}<td class="num">{{ "%.3f"|format(s.ntcp_nominal[k]) }}</td>{% endfor %}
 {% if r.checks[a] %}<td class="warn">violates {{ r.checks[a]|join("; ") }}</td>{% else %}<td>all met</td>{% endif %}</tr>
 {% endfor %}</table>
 <h2>Probability of superiority</h2>
@@ -392,9 +399,9 @@ _MD = """# Virtual-cohort trial: {{ r.instance }}
 Local control = mean per-patient TCP (95 % bootstrap BCa interval); NK gain = with minus without NK cells.
 {% if inf %}NK infusions: the rule that chose each arm's infusion days is in the NK infusions column.
 {% endif %}
-| arm | plan |{% if inf %} NK infusions |{% endif %} local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %} limits |
-|---|---|{% if inf %}---|{% endif %}---|---|---|---|---|{% for o in oars %}---|{% endfor %}---|
-{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} |{% if inf %} {{ inf[a] }} |{% endif %} {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
+| arm | plan |{% if inf %} NK infusions |{% endif %} local control | 95 % CI | NK gain | NK favourability | tumour BED (Gy) |{% for o in oars %} {{ o }} BED (Gy) |{% endfor %}{% for k in ntcps %} NTCP {{ k }} (nominal) |{% endfor %} limits |
+|---|---|{% if inf %}---|{% endif %}---|---|---|---|---|{% for o in oars %}---|{% endfor %}{% for k in ntcps %}---|{% endfor %}---|
+{% for a in arms %}{% set s = r.summary[a] %}| {{ a }} | {{ r.arms[a].describe() }} |{% if inf %} {{ inf[a] }} |{% endif %} {{ "%.3f"|format(s.local_control) }} | {{ "%.3f"|format(s.local_control_ci95[0]) }}-{{ "%.3f"|format(s.local_control_ci95[1]) }} | {{ "%.4f"|format(s.nk_gain) }} | {{ "%.3g"|format(s.nk_favourability_mean) }} | {{ "%.1f"|format(s.tumour_bed_gy) }} |{% for o in oars %} {{ "%.1f"|format(s.oar_bed_gy[o]) }} |{% endfor %}{% for k in ntcps %} {{ "%.3f"|format(s.ntcp_nominal[k]) }} |{% endfor %} {{ ("violates " ~ r.checks[a]|join("; ")) if r.checks[a] else "all met" }} |
 {% endfor %}
 ## Probability of superiority (row beats column)
 
@@ -449,8 +456,10 @@ def write_outputs(res: TrialResult, outdir: str | Path) -> list[Path]:
             ("nk_favourability.png", "NK favourability by arm.")]
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figs.items()}
+    first = next(iter(res.summary.values()))
     ctx = dict(r=res, arms=names, inf=res.meta.get("infusions") or {},
-               oars=list(next(iter(res.summary.values()))["oar_bed_gy"]), figs=caps)
+               oars=list(first["oar_bed_gy"]), ntcps=list(first.get("ntcp_nominal", {})),
+               figs=caps)
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     md_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                                 keep_trailing_newline=True,

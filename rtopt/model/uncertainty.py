@@ -262,6 +262,17 @@ def distributions_for(problem_or_instance: Any) -> dict[str, Distribution]:
     """
     inst, vals, fitted = _nominal(problem_or_instance)
     out = {n: default_distribution(n, vals[n], n in fitted) for n in UNCERTAIN_NAMES}
+    # values a problem sets from the patient's own data (e.g. the blood dose of its plan):
+    # narrowed around that value like an outcome fit, not the population default
+    for name, value in (getattr(problem_or_instance, "patient_parameters", None) or {}).items():
+        if name in out:
+            lo, hi = plausible_range(name, value)
+            out[name] = replace(
+                out[name], kind="triangular", low=max(lo, (1 - FITTED_SPREAD) * value),
+                high=min(hi, (1 + FITTED_SPREAD) * value), value=float(value),
+                source="set from the patient's plan", reason=(
+                    "the patient's plan sets the value; +-25 % stands in for the "
+                    "uncertainty of its inputs (assumption)"))
     for name, spec in _table(inst).items():
         out[name] = _override(out[name], dict(spec))
     return out

@@ -29,6 +29,7 @@ from typing import Any
 from rtopt.backends import get_backend
 from rtopt.backends.base import BackendOutput, Termination
 from rtopt.common.errors import ProblemDeclined, RtoptError
+from rtopt.problem.dvh import dvh_summary
 from rtopt.model.simulator import compile_kernels
 from rtopt.planning.profiles import Profile, resolve_profile
 from rtopt.problem.problem import ConstraintCheck, Diagnosis, Plan, Problem
@@ -156,6 +157,7 @@ class Result:
                 "circulating_nk_auc": _r(m.get("circulating_nk_auc")),
                 "overall_days": _r(m.get("overall_days")),
             },
+            "dvh": dvh_summary(m, self.constraints),
             "constraints": [c.to_dict() for c in self.constraints],
             "outcome_calibration": self.outcome_calibration,
             "verified": self.verified,
@@ -165,6 +167,11 @@ class Result:
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "extras": _jsonable(self.extras),
         }
+
+    @property
+    def dvh(self) -> dict[str, Any] | None:
+        """DVH organs' EQD2 metrics, NTCP and target metrics (None without ``[dvh_plan]``)."""
+        return dvh_summary(self.metrics, self.constraints)
 
     def to_json(self, indent: int | None = 2) -> str:
         """:meth:`to_dict` as a JSON string."""

@@ -31,6 +31,7 @@ import enum
 import json
 import math
 import re
+import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args
 
@@ -63,6 +64,11 @@ __all__ = [
     "SurrogateOverrides",
     "Prescription",
     "OrganAtRisk",
+    "DvhLimit",
+    "NtcpSpec",
+    "DvhPlan",
+    "BloodDose",
+    "check_dvh_files",
     "Fractionation",
     "NKTherapy",
     "Objective",
@@ -451,28 +457,245 @@ class Prescription(BaseModel):
         return tumour_dose_ratio(self.isodose_percent, self.tumour_dose_ratio)
 
 
+class DvhLimit(BaseModel):
+    """A limit on one DVH metric of a structure (``[[organ_at_risk.dvh_limit]]``,
+    ``[[dvh_plan.target_limit]]``).
+
+    The bound's key carries the metric's unit: ``max_gy``/``min_gy`` for dose metrics (``Dmax``,
+    ``D0.1cc``, ``D2cc``, ``Dmean``, ``D95%``), ``max_cc``/``min_cc`` for ``V<x>Gy`` and
+    ``CV<x>Gy``, ``max_percent``/``min_percent`` for ``V<x>Gy%``.  A physical-dose metric needs
+    ``fractions`` (the fraction count the limit is stated for, as in TG-101's tables); it is
+    applied LQ-isoeffectively to schedules of other fraction counts (docs/dose.md).
+    """
+
+    model_config = _STRICT_MODEL
+
+    metric: Annotated[Text, Field(min_length=1, max_length=40)] = Field(
+        description="DVH metric (rtopt.dose.dvh syntax: Dmax, D0.1cc, D2cc, Dmean, D95%, V20Gy, "
+                    "V20Gy%, CV13.5Gy, optionally prefixed EQD2_ or BED_).")
+    fractions: Optional[Ranged(1, 100, lo_open=False, integer=True)] = Field(  # type: ignore[valid-type]
+        None, description="For a physical-dose metric: the number of fractions the limit is "
+                          "stated for (required then; not allowed with EQD2_/BED_). Range [1, 100].")
+    max_gy: Optional[Ranged(0, 5000, "Gy")] = Field(None, description="Upper limit [Gy].")  # type: ignore[valid-type]
+    min_gy: Optional[Ranged(0, 5000, "Gy")] = Field(None, description="Lower limit [Gy].")  # type: ignore[valid-type]
+    max_cc: Optional[Ranged(0, 1e5, "cm^3", lo_open=False)] = Field(None, description="Upper limit [cm^3].")  # type: ignore[valid-type]
+    min_cc: Optional[Ranged(0, 1e5, "cm^3", lo_open=False)] = Field(None, description="Lower limit [cm^3].")  # type: ignore[valid-type]
+    max_percent: Optional[Ranged(0, 100, "%", lo_open=False)] = Field(None, description="Upper limit [%].")  # type: ignore[valid-type]
+    min_percent: Optional[Ranged(0, 100, "%", lo_open=False)] = Field(None, description="Lower limit [%].")  # type: ignore[valid-type]
+    source: Annotated[Text, Field(max_length=300)] = Field(
+        "", description="Where the limit comes from (e.g. 'TG-101 table III, 3 fractions').")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DvhLimit":
+        from rtopt.dose import DoseError
+        from rtopt.dose.dvh import parse_metric
+
+        try:
+            m = parse_metric(self.metric)
+        except DoseError as exc:
+            raise _problems([("metric", str(exc).replace("metric ", "", 1))])
+        bounds = [k for k in ("max_gy", "min_gy", "max_cc", "min_cc", "max_percent", "min_percent")
+                  if getattr(self, k) is not None]
+        unit = {"Gy": "gy", "cc": "cc", "%": "percent"}[m.unit]
+        problems: list[tuple[str, str]] = []
+        if len(bounds) != 1:
+            problems.append(("", f"give exactly one bound: max_{unit} or min_{unit} "
+                                 f"(got {', '.join(bounds) or 'none'})"))
+        elif not bounds[0].endswith("_" + unit):
+            problems.append((bounds[0], f"metric {self.metric!r} is in {m.unit}; use "
+                                        f"{bounds[0].split('_')[0]}_{unit}"))
+        if m.quantity == "physical" and self.fractions is None:
+            problems.append(("fractions", f"required for the physical-dose metric "
+                                          f"{self.metric!r} (the fraction count the limit is "
+                                          "stated for), or prefix the metric EQD2_ or BED_"))
+        if m.quantity != "physical" and self.fractions is not None:
+            problems.append(("fractions", f"not allowed with the {m.quantity.upper()} metric "
+                                          f"{self.metric!r} (it holds for any fraction count)"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+    @property
+    def bound(self) -> tuple[str, float]:
+        """``("<=", limit)`` or ``(">=", limit)``."""
+        for k in ("max_gy", "max_cc", "max_percent"):
+            if getattr(self, k) is not None:
+                return "<=", float(getattr(self, k))
+        for k in ("min_gy", "min_cc", "min_percent"):
+            if getattr(self, k) is not None:
+                return ">=", float(getattr(self, k))
+        raise AssertionError("validated DvhLimit has a bound")
+
+
+class NtcpSpec(BaseModel):
+    """An NTCP model applied to the organ's fractionation-corrected DVH
+    (``[[organ_at_risk.ntcp]]``); ``ntcp:NAME`` in objectives and reports."""
+
+    model_config = _STRICT_MODEL
+
+    name: Annotated[Text, Field(pattern=r"^[a-z0-9]+([-_][a-z0-9]+)*$", max_length=60)] = Field(
+        description="Endpoint label (slug), e.g. 'pneumonitis': the metric ntcp.NAME and the "
+                    "Pareto objective ntcp:NAME.")
+    parameter_set: Annotated[Text, Field(min_length=1, max_length=100)] = Field(
+        description="Shipped NTCP parameter set (`rtopt ntcp --list`).")
+    max_percent: Optional[Ranged(0, 100, "%")] = Field(  # type: ignore[valid-type]
+        None, description="Upper limit on the NTCP [%], optional.")
+
+    @field_validator("parameter_set")
+    @classmethod
+    def _known_set(cls, value: str) -> str:
+        from rtopt.dose.ntcp import parameter_sets
+
+        sets = list(parameter_sets())
+        if value not in sets:
+            hint = _did_you_mean(value, sets)
+            raise _problem(f"unknown NTCP parameter set {_fmt(value)}"
+                           + (f"; did you mean {hint!r}?" if hint else "")
+                           + f" (one of {', '.join(sets)})")
+        return value
+
+
 class OrganAtRisk(BaseModel):
-    """An organ at risk: dose = sparing_factor x tumour dose per fraction, with hard limits."""
+    """An organ at risk: either a ``sparing_factor`` (dose = sparing_factor x tumour dose per
+    fraction) with hard limits, or a ``dvh_structure`` of the ``[dvh_plan]`` with DVH limits."""
 
     model_config = _STRICT_MODEL
 
     name: Annotated[Text, Field(min_length=1)] = Field(description="Unique OAR name.")
     alpha_beta_gy: AlphaBetaGy = Field(description="OAR alpha/beta ratio [Gy]." + _AB_WHY)
-    sparing_factor: Ranged(0, 1.5) = Field(  # type: ignore[valid-type]
-        description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5]: an OAR "
-                    "hot spot above 150 % of the prescription is not a deliverable plan.")
+    sparing_factor: Optional[Ranged(0, 1.5)] = Field(  # type: ignore[valid-type]
+        None, description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5]: an OAR "
+                          "hot spot above 150 % of the prescription is not a deliverable plan. "
+                          "Give it or dvh_structure.")
     max_bed_gy: Optional[BedGy] = Field(None, description="Maximum OAR BED [Gy]." + _BED_WHY)
     max_eqd2_gy: Optional[Eqd2Gy] = Field(None, description="Maximum OAR EQD2 [Gy]."
                                                             + _EQD2_WHY)
     max_dose_per_fraction_gy: Optional[DosePerFractionGy] = Field(
         None, description="Maximum OAR dose in any fraction [Gy]." + _DOSE_WHY)
+    dvh_structure: Optional[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(
+        None, description="Structure of the [dvh_plan] whose DVH this organ is (instead of a "
+                          "sparing factor).")
+    dvh_limit: list[DvhLimit] = Field(default_factory=list,
+                                      description="Limits on DVH metrics (with dvh_structure).")
+    ntcp: list[NtcpSpec] = Field(default_factory=list,
+                                 description="NTCP models of this organ (with dvh_structure).")
 
     @model_validator(mode="after")
     def _some_limit(self) -> "OrganAtRisk":
+        if self.dvh_structure is not None:
+            problems = []
+            if self.sparing_factor is not None:
+                problems.append(("sparing_factor", "give sparing_factor or dvh_structure, not "
+                                                   "both"))
+            for k in ("max_bed_gy", "max_eqd2_gy", "max_dose_per_fraction_gy"):
+                if getattr(self, k) is not None:
+                    problems.append((k, "not used with dvh_structure; state it as a "
+                                        "[[organ_at_risk.dvh_limit]] (e.g. metric = "
+                                        "'BED_Dmax', max_gy = ...)"))
+            if not self.dvh_limit and not self.ntcp:
+                problems.append(("dvh_limit", "give at least one [[organ_at_risk.dvh_limit]] "
+                                              "or [[organ_at_risk.ntcp]]"))
+            names = [x.name for x in self.ntcp]
+            for i, nm in enumerate(names):
+                if nm in names[:i]:
+                    problems.append((f"ntcp[{i}].name", f"duplicate NTCP name {nm!r}"))
+            if problems:
+                raise _problems(problems)
+            return self
+        if self.sparing_factor is None:
+            raise _problems([("sparing_factor", "missing required key (or give dvh_structure "
+                                                "with a [dvh_plan])")])
+        for k in ("dvh_limit", "ntcp"):
+            if getattr(self, k):
+                raise _problems([(k, "needs dvh_structure (a structure of the [dvh_plan])")])
         if self.max_bed_gy is None and self.max_eqd2_gy is None \
                 and self.max_dose_per_fraction_gy is None:
             raise _problem("give at least one of max_bed_gy, max_eqd2_gy, max_dose_per_fraction_gy")
         return self
+
+    @property
+    def uses_dvh(self) -> bool:
+        """Whether this organ is a DVH of the ``[dvh_plan]`` (no sparing factor)."""
+        return self.dvh_structure is not None
+
+
+class BloodDose(BaseModel):
+    """Dose to circulating blood from the plan (``[dvh_plan.blood]``; rtopt.dose.blood pass
+    model): sets the model parameter ``nk_blood_dose_fraction``."""
+
+    model_config = _STRICT_MODEL
+
+    structure: Annotated[Text, Field(min_length=1, max_length=200)] = Field(
+        description="Blood-containing region whose DVH is used (e.g. the body contour).")
+    region_blood_volume_l: Ranged(0, 10, "L") = Field(  # type: ignore[valid-type]
+        description="Blood in the region [L]. Range (0, 10] L: an adult has about 5 L.")
+    flow_fraction_of_cardiac_output: Ranged(0, 1, "") = Field(  # type: ignore[valid-type]
+        description="Fraction of the cardiac output crossing the region, in (0, 1].")
+    beam_on_time_s: Ranged(0, 7200, "s") = Field(  # type: ignore[valid-type]
+        description="Beam-on time of one fraction [s]. Range (0, 7200] s.")
+
+
+class DvhPlan(BaseModel):
+    """A treatment plan's dose distribution (``[dvh_plan]``): DICOM RT Dose + RT Structure Set
+    or a DVH text export, paths relative to the instance file.  Candidate schedules keep the
+    plan's shape: every voxel's dose per fraction scales with the tumour dose per fraction."""
+
+    model_config = _STRICT_MODEL
+
+    rtdose: Optional[Annotated[Text, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="DICOM RT Dose file (with rtstruct).")
+    rtstruct: Optional[Annotated[Text, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="DICOM RT Structure Set file (with rtdose).")
+    export: Optional[Annotated[Text, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="DVH text export (Eclipse, RayStation, CSV) instead of DICOM files.")
+    prescription_dose_per_fraction_gy: DosePerFractionGy = Field(
+        description="The plan's prescription (tumour) dose per fraction [Gy]: the dose the "
+                    "plan's shape is scaled from." + _DOSE_WHY)
+    fractions: Ranged(1, 100, lo_open=False, integer=True) = Field(  # type: ignore[valid-type]
+        description="The plan's number of fractions (its dose is the total over them). "
+                    "Range [1, 100].")
+    target_structure: Optional[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(
+        None, description="The tumour's structure (e.g. 'PTV'): its metrics are reported at "
+                          "the tumour's alpha/beta and target_limit applies to it.")
+    target_limit: list[DvhLimit] = Field(default_factory=list,
+                                         description="Limits on the target's DVH metrics.")
+    sampling_mm: Ranged(0.25, 5, "mm", lo_open=False) = Field(  # type: ignore[valid-type]
+        1.0, description="In-plane sampling of DICOM structures [mm] (default 1 mm: volumes "
+                         "within about 0.5 % for structures of a few cm^3 and more). Range "
+                         "[0.25, 5] mm: finer sampling only costs time (a plane is capped at "
+                         "400 000 samples); coarser misses small structures.")
+    bin_width_gy: Ranged(0.001, 1, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.01, description="DVH bin width of DICOM plans [Gy]. Range [0.001, 1] Gy: finer bins "
+                          "than 1 mGy only cost memory; coarser than 1 Gy blur the metrics.")
+    blood: Optional[BloodDose] = Field(None, description="Blood dose from the plan (sets "
+                                                         "nk_blood_dose_fraction).")
+
+    @model_validator(mode="after")
+    def _source(self) -> "DvhPlan":
+        dicom = self.rtdose is not None or self.rtstruct is not None
+        if dicom and self.export is not None:
+            raise _problems([("export", "give rtdose + rtstruct or export, not both")])
+        if not dicom and self.export is None:
+            raise _problem("give rtdose and rtstruct (DICOM) or export (DVH text export)")
+        if dicom and (self.rtdose is None or self.rtstruct is None):
+            missing = "rtstruct" if self.rtstruct is None else "rtdose"
+            raise _problems([(missing, "missing required key (DICOM needs rtdose and "
+                                       "rtstruct)")])
+        if self.target_limit and self.target_structure is None:
+            raise _problems([("target_structure", "required with target_limit")])
+        return self
+
+    def structures(self, organs: list["OrganAtRisk"]) -> list[tuple[str, str]]:
+        """``(field path, structure name)`` of every structure the instance names."""
+        out = []
+        if self.target_structure is not None:
+            out.append(("dvh_plan.target_structure", self.target_structure))
+        if self.blood is not None:
+            out.append(("dvh_plan.blood.structure", self.blood.structure))
+        for i, o in enumerate(organs):
+            if o.dvh_structure is not None:
+                out.append((f"organ_at_risk[{i}].dvh_structure", o.dvh_structure))
+        return out
 
 
 _Count1 = Ranged(1, MAX_DAYS, lo_open=False, integer=True)
@@ -693,6 +916,9 @@ class Instance(BaseModel):
     fractionation: Fractionation
     nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
     objective: Objective
+    dvh_plan: Optional[DvhPlan] = Field(
+        None, description="A plan's dose distribution: organs at risk may name its structures "
+                          "(dvh_structure) instead of a sparing factor (docs/dose.md).")
     uncertainty: Optional[dict[str, Any]] = Field(
         None, description="Distributions of uncertain parameters by name, overriding the "
                           "defaults (rtopt.model.uncertainty; `rtopt model params` lists them).")
@@ -712,11 +938,39 @@ class Instance(BaseModel):
     def _cross_sections(self) -> "Instance":
         problems = _cross_section_problems(self.fractionation, self.nk, self.objective,
                                            nk_given=self.nk is not None)
+        problems += _dvh_cross_problems(self)
         if problems:
             raise _problems(problems)
         return self
 
     # ---- helpers for the optimiser -----------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths of the instance (``[dvh_plan]`` files) start from: the
+        instance file's folder, or the working directory for instances built from dicts."""
+        return _BASE_DIRS.get(id(self), (Path("."), "<dict>"))[0]
+
+    @property
+    def source(self) -> str:
+        """The file the instance was read from (``"<dict>"`` otherwise), for messages."""
+        return _BASE_DIRS.get(id(self), (Path("."), "<dict>"))[1]
+
+    def with_base_dir(self, folder: str | Path, source: str | None = None) -> "Instance":
+        """Resolve this instance's relative paths from ``folder`` (returns self); ``source``
+        names the file in messages (default: the previous one).
+
+        Kept outside the model's fields so that an instance equals its round trip through
+        :meth:`to_dict` (the folder is where the file was read, not part of its content)."""
+        if id(self) not in _BASE_DIRS:
+            weakref.finalize(self, _BASE_DIRS.pop, id(self), None)
+        _BASE_DIRS[id(self)] = (Path(folder), source or self.source)
+        return self
+
+    @property
+    def uses_dvh(self) -> bool:
+        """Whether some organ at risk is a DVH of the ``[dvh_plan]``."""
+        return any(o.uses_dvh for o in self.organ_at_risk)
 
     @property
     def has_nk(self) -> bool:
@@ -773,6 +1027,88 @@ class Instance(BaseModel):
 
 
 _INLINE_ARRAY = re.compile(r"\[\n((?:    [^\[\]{}\n]+,\n)+)\]")
+
+
+_BASE_DIRS: dict[int, tuple[Path, str]] = {}
+"""Folder and name of each loaded instance's file, by ``id`` (removed with the instance)."""
+
+
+def _dvh_cross_problems(inst: "Instance") -> list[tuple[str, str]]:
+    """Rules between ``[dvh_plan]``, the organs and ``[tumour.surrogate]`` (no file access)."""
+    problems: list[tuple[str, str]] = []
+    for i, o in enumerate(inst.organ_at_risk):
+        if o.dvh_structure is not None and inst.dvh_plan is None:
+            problems.append((f"organ_at_risk[{i}].dvh_structure",
+                             "needs a [dvh_plan] table (the plan the structure belongs to)"))
+    seen: dict[str, str] = {}
+    for i, o in enumerate(inst.organ_at_risk):
+        for j, x in enumerate(o.ntcp):
+            if x.name in seen:
+                problems.append((f"organ_at_risk[{i}].ntcp[{j}].name",
+                                 f"duplicate NTCP name {x.name!r} (also {seen[x.name]})"))
+            else:
+                seen[x.name] = f"organ_at_risk[{i}].ntcp"
+    plan = inst.dvh_plan
+    if plan is not None and plan.blood is not None and \
+            inst.tumour.surrogate.nk_blood_dose_fraction is not None:
+        problems.append(("tumour.surrogate.nk_blood_dose_fraction",
+                         "set by [dvh_plan.blood] from the plan's blood dose; remove one"))
+    return problems
+
+
+def _listed(names: list[str], limit: int = 200) -> str:
+    """Names joined by commas, cut to about ``limit`` characters ("... and N more")."""
+    out, used = [], 0
+    for i, n in enumerate(names):
+        if used + len(n) > limit and out:
+            return ", ".join(out) + f" and {len(names) - i} more"
+        out.append(n)
+        used += len(n) + 2
+    return ", ".join(out)
+
+
+def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
+    """File-level checks of ``[dvh_plan]``: files exist (named with the path tried) and every
+    named structure is in them (with "did you mean").  Reads the structure set or export."""
+    plan = inst.dvh_plan
+    if plan is None:
+        return []
+    base = inst.base_dir
+    problems: list[tuple[str, str]] = []
+    keys = ("rtdose", "rtstruct") if plan.export is None else ("export",)
+    paths = {}
+    for k in keys:
+        p = base / getattr(plan, k)
+        if not p.is_file():
+            shown = str(p) if len(str(p)) <= 160 else f"...{str(p)[-150:]}"
+            problems.append((f"dvh_plan.{k}", f"file not found: {shown}"))
+        paths[k] = p
+    if not paths[keys[-1]].is_file():  # the file with the structure names
+        return problems
+    from rtopt.dose import DoseError
+
+    try:
+        if plan.export is None:
+            from rtopt.dose.dicom import read_rtstruct
+
+            names = list(read_rtstruct(paths["rtstruct"]).structures)
+            where = paths["rtstruct"]
+        else:
+            from rtopt.dose.exports import read_dvh_export
+
+            names = [h.name for h in read_dvh_export(paths["export"])]
+            where = paths["export"]
+    except DoseError as exc:
+        return problems + [(f"dvh_plan.{keys[-1]}", str(exc))]
+    where = str(where) if len(str(where)) <= 160 else f"...{str(where)[-150:]}"
+    for field, name in plan.structures(list(inst.organ_at_risk)):
+        if name not in names:
+            hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5) or \
+                [n for n in names if n.lower() == name.lower()]
+            problems.append((field, f"structure {_fmt(name)} is not in {where}"
+                                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                                    + f" (it has {_listed(names)})"))
+    return problems
 
 
 def _cross_section_problems(fractionation: Fractionation | None, nk: NKTherapy | None,
@@ -848,7 +1184,12 @@ def load_instance(path: str | Path) -> Instance:
     source = short(source, 200)
     if not data:
         raise InstanceError(source, [("", "empty file: no instance settings")])
-    return instance_from_dict(data, source=source)
+    inst = instance_from_dict(data, source=source)
+    inst.with_base_dir(p.parent, source)
+    problems = check_dvh_files(inst)
+    if problems:
+        raise InstanceError(source, problems)
+    return inst
 
 
 def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:

@@ -358,14 +358,15 @@ class Diagnosis:
                 "best_achievable": {k: _num(v) for k, v in self.best_achievable.items()}}
 
 
-def tumour_biology(instance: Any) -> Biology:
+def tumour_biology(instance: Any, **param_overrides: Any) -> Biology:
     """The instance's :class:`Biology`, with the clonogen number scaled by ``[tumour] gtv_cc``.
 
     Without ``clonogens`` and with ``gtv_cc``, the clonogen number is the site's
     outcome-calibrated number times ``gtv_cc`` over the reference GTV volume of the outcome fit
-    (docs/model.md section 9).
+    (docs/model.md section 9).  ``param_overrides``: surrogate parameters set from the patient's
+    own data (e.g. the plan's blood dose, ``nk_blood_dose_fraction``).
     """
-    bio = Biology.from_instance(instance)
+    bio = Biology.from_instance(instance, **param_overrides)
     t = instance.tumour
     if t.clonogens is None and getattr(t, "gtv_cc", None) is not None:
         from dataclasses import replace
@@ -407,7 +408,8 @@ class Problem:
         self.min_interval = int(fr.min_interval_days)
         self.max_overall = int(fr.max_overall_days)
         t = instance.tumour
-        self.biology = biology or tumour_biology(instance)
+        self.dvh = self._dvh_model(instance)
+        self.biology = biology or self._biology(instance)
         self.alpha_beta = float(t.alpha_beta_gy)
         rx = instance.prescription
         self.tumour_dose_ratio = float(rx.dose_ratio)
@@ -425,6 +427,8 @@ class Problem:
         self.min_bed = max(lims) if lims else 0.0
         oars = []
         for o in instance.organ_at_risk:
+            if getattr(o, "dvh_structure", None) is not None:
+                continue  # a DVH organ: its limits live in self.dvh
             b = []
             if o.max_bed_gy is not None:
                 b.append(float(o.max_bed_gy))
@@ -449,6 +453,37 @@ class Problem:
         self.cost_per_fraction = float(getattr(ob, "cost_per_fraction", 0.0) or 0.0)
         self.cost_per_overall_day = float(getattr(ob, "cost_per_overall_day", 0.0) or 0.0)
         self.steps_per_day = steps_per_day
+
+    @staticmethod
+    def _dvh_model(instance: Any) -> Any:
+        """The instance's :class:`rtopt.problem.dvh.DvhModel`, or None without ``[dvh_plan]``."""
+        if getattr(instance, "dvh_plan", None) is None:
+            return None
+        from rtopt.problem.dvh import DvhModel
+
+        return DvhModel(instance, float(instance.tumour.alpha_beta_gy))
+
+    def _biology(self, instance: Any) -> Biology:
+        """Biology of the instance; with ``[dvh_plan.blood]``, ``nk_blood_dose_fraction`` is the
+        plan's blood dose per fraction over its prescription dose per fraction."""
+        if self.dvh is not None and self.dvh.blood_fraction is not None:
+            return tumour_biology(instance, nk_blood_dose_fraction=self.dvh.blood_fraction)
+        return tumour_biology(instance)
+
+    @property
+    def patient_parameters(self) -> dict[str, float]:
+        """Model parameters this problem sets from the patient's own data (the plan's blood
+        dose sets ``nk_blood_dose_fraction``); uncertainty draws centre on them
+        (:func:`rtopt.model.uncertainty.distributions_for`)."""
+        if self.dvh is not None and self.dvh.blood_fraction is not None:
+            return {"nk_blood_dose_fraction": float(self.dvh.blood_fraction)}
+        return {}
+
+    @property
+    def has_dvh_limits(self) -> bool:
+        """True when DVH or NTCP limits constrain the plan (``[dvh_plan]`` organs)."""
+        return self.dvh is not None and bool(self.dvh.limits or any(
+            t.max_percent is not None for t in self.dvh.ntcps))
 
     # ------------------------------------------------------------------ descriptions
     @classmethod
@@ -732,6 +767,8 @@ class Problem:
             m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
         # the immune cost of the fractions: endogenous circulating NK (closed form, no TME)
         m.update(circulating_metrics(D, self.biology.params))
+        if self.dvh is not None:
+            m.update(self.dvh.metrics(D))
         run = self.needs_simulation if simulate_tme is None else simulate_tme
         if run:
             sim = simulate(self.biology, self.tumour_doses(D, dose_ratio), U,
@@ -776,6 +813,8 @@ class Problem:
                 s[f"oar.{o.name}.max_dose_per_fraction_gy"] = (
                     m[f"oar.{o.name}.max_dose_per_fraction_gy"], o.max_dose_per_fraction_gy, "<=",
                     "limit")
+        if self.dvh is not None:
+            s.update(self.dvh.slacks(m))
         if self.nk is not None:
             r = self.nk
             inf = U > 0
@@ -1002,6 +1041,8 @@ class Problem:
             if o.max_bed_gy is not None:
                 d = min(d, float(rb.max_oar_dose_for_bed(o.max_bed_gy, n, o.alpha_beta_gy))
                         / o.sparing_factor)
+        if self.dvh is not None and d > 0:
+            d = min(d, self.dvh.max_uniform_dose(n, d))
         return d
 
     def binding_oar(self, n: int) -> str | None:
@@ -1018,6 +1059,10 @@ class Problem:
             for d, nm in cands:
                 if d < best:
                     best, name = d, nm
+        if self.dvh is not None and best > 0:
+            d = self.dvh.max_uniform_dose(n, best)
+            if d < best:
+                name = self.dvh.binding_limit(n, d) or name
         return name
 
     def fraction_count_range(self) -> tuple[int, int]:
