@@ -548,8 +548,8 @@ class NtcpSpec(BaseModel):
 
         sets = list(parameter_sets())
         if value not in sets:
-            hint = _did_you_mean(value, sets)
-            raise _problem(f"unknown NTCP parameter set {_fmt(value)}"
+            hint = closest_choice(value, sets)
+            raise _problem(f"unknown NTCP parameter set {toml_repr(value)}"
                            + (f"; did you mean {hint!r}?" if hint else "")
                            + f" (one of {', '.join(sets)})")
         return value
@@ -1105,7 +1105,7 @@ def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
         if name not in names:
             hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5) or \
                 [n for n in names if n.lower() == name.lower()]
-            problems.append((field, f"structure {_fmt(name)} is not in {where}"
+            problems.append((field, f"structure {toml_repr(name)} is not in {where}"
                                     + (f"; did you mean {hint[0]!r}?" if hint else "")
                                     + f" (it has {_listed(names)})"))
     return problems
@@ -1185,7 +1185,7 @@ def load_instance(path: str | Path) -> Instance:
     if not data:
         raise InstanceError(source, [("", "empty file: no instance settings")])
     inst = instance_from_dict(data, source=source)
-    inst.with_base_dir(p.parent, source)
+    inst.with_base_dir(Path(path).parent, source)
     problems = check_dvh_files(inst)
     if problems:
         raise InstanceError(source, problems)
