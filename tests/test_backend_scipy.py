@@ -91,7 +91,8 @@ def test_capability_flags_and_availability(name):
     if name == "scipy_de":
         assert caps == {"objectives": list(OBJECTIVES),
                         "nk": True, "per_fraction_doses": True, "continuous_dose": True,
-                        "costs": True, "dvh_limits": True, "global_optimality": False}
+                        "costs": True, "dvh_limits": True, "outcome_limits": True,
+                        "tumour_dose_ratio": True, "global_optimality": False}
     else:
         assert caps["objectives"] == ["tumour_bed"] and not caps["continuous_dose"]
         assert caps["per_fraction_doses"] and caps["global_optimality"]

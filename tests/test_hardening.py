@@ -244,10 +244,11 @@ def test_standard_arms_get_the_same_infusion_rule_and_it_is_reported(tmp_path, l
     from rtopt.problem.problem import Plan, Problem
 
     problem = Problem(load("lung-sbrt-peripheral"))
+    std = problem.standard_plan("54/3")                        # the one table's 54/3
     arm = standard_plan(problem, "54/3")                       # default rule: best
-    assert arm.nk_days == best_infusions(problem, Plan.uniform((0, 2, 4), 18.0))
+    assert arm.nk_days == best_infusions(problem, std)
     early = standard_plan(problem, "54/3", "earliest")
-    assert early.nk_days == problem.first_valid_infusions((0, 2, 4))
+    assert early.nk_days == problem.first_valid_infusions(std.fraction_days)
     # the best set is at least as good as the earliest one for the instance's objective
     ev = problem.evaluate_plans([arm, early], simulate_tme=True).objective
     assert ev[0] >= ev[1]
