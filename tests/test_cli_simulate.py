@@ -96,9 +96,13 @@ def test_json_fold_matches_a_second_simulation(inst):
     data = json.loads(run("simulate", inst, *GOOD, "--json").stdout)
     problem = Problem.from_path(inst)
     D, U = Plan.uniform((0, 2, 4, 7), 12.5, (5,)).daily(problem.horizon_days)
-    with_rt = simulate(problem.biology, D, U).nk_auc[0]
-    without = simulate(problem.biology, np.zeros_like(D), U).nk_auc[0]
-    assert data["metrics"]["nk_favourability"] == pytest.approx(with_rt, rel=1e-8)
+    a = simulate(problem.biology, D, U)
+    b = simulate(problem.biology, np.zeros_like(D), U)
+    assert data["metrics"]["nk_favourability"] == pytest.approx(a.nk_auc[0], rel=1e-8)
+    # the fold compares the infused cells' favourability (the patient's own NK cells, which
+    # RT also recruits and kills, are reported apart)
+    with_rt = a.nk_auc[0] - a.nk_auc_endogenous[0]
+    without = b.nk_auc[0] - b.nk_auc_endogenous[0]
     assert data["metrics"]["nk_fold_vs_no_rt"] == pytest.approx(with_rt / without, rel=1e-8)
 
 
