@@ -1,44 +1,19 @@
-"""Time allowances for time-limit tests, calibrated on the machine while the test runs.
+"""Time bounds for tests of time limits, independent of the machine's load.
 
-A back-end checks its deadline between blocks of work, so it may overrun its limit by the block
-in progress, and the verification of its plans comes on top.  Both are simulator calls whose
-cost depends on the machine and its current load (the simulator's per-day overhead is 0.4 ms on
-an idle 2-core VM and ~14 ms under a load average of 5), so the allowance is measured, not fixed.
+A test of a time limit asserts that the limit stopped the search (``termination ==
+"time_limit"`` in the result, and that the search did not finish), not how fast the machine
+was: a measured allowance races the load of other processes (a test on an idle 2-core VM
+allowed 3.77 s of overshoot and took 5.75 s while the test suite ran beside another job).
+Promptness (the search stops at the first deadline check after the limit) is tested with a
+controlled clock (``test_bounded_search.py::test_search_stops_at_the_first_check_past_the_deadline``).
+Wall time is bounded only generously, against a search that ignores its limit.
 """
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
-MARGIN = 1.5
-"""Factor on the measured times: the load changes between the measurement and the solve."""
-FIXED_S = 0.5
-"""Set-up outside the simulator after the deadline (building the result, Python overhead)."""
-
-
-def _simulate_s(problem, rows: int) -> float:
-    from rtopt.model.simulator import simulate
-
-    # a fraction and an infusion on day 0: the simulator skips NK work while there are no NK
-    # cells, so empty schedules would measure less than a search block costs
-    D = np.zeros((rows, problem.horizon_days))
-    D[:, 0] = 2.0
-    U = np.zeros_like(D)
-    U[:, 0] = 1.0
-    simulate(problem.biology, D[:1], U[:1], steps_per_day=problem.steps_per_day)  # compiled
-    t = time.perf_counter()
-    simulate(problem.biology, D, U, steps_per_day=problem.steps_per_day)
-    return time.perf_counter() - t
-
-
-def overshoot_allowance(problem) -> float:
-    """Seconds a solve may run past its time limit on this machine now: one search block of
-    the exhaustive back-end (the largest block any back-end runs between deadline checks) plus
-    the verification (one whole-horizon call for the returned plans)."""
-    from rtopt.backends.exhaustive import _BLOCK_SIM_DAYS
-
-    block = _simulate_s(problem, max(1, _BLOCK_SIM_DAYS // problem.horizon_days))
-    verify = _simulate_s(problem, 5)
-    return FIXED_S + MARGIN * (block + verify)
+GENEROUS_OVERSHOOT_S = 60.0
+"""Seconds a solve may run past its time limit in a test.  One search block plus the
+verification takes ~1 s on an idle 2-core VM and ~3 s under a load average of 6 (measured);
+60 s leaves a twentyfold margin for a busier machine.  A search that ignores its limit runs
+for minutes on the instances these tests use (the head-and-neck 180-day case scores ~1 % of
+its schedules in 3 s), so the bound still fails such a search."""

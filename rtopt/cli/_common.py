@@ -17,18 +17,20 @@ import contextlib
 import enum
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NoReturn
 
 import typer
-from rich.console import Console
 
+from rtopt.common.console import err_console, out_console
 from rtopt.common.errors import InstanceError, RtoptError
 from rtopt.common.fileio import write_atomic
 
 __all__ = ["ExitCode", "EXIT_CODES_HELP", "err_console", "out_console", "fail", "error_lines",
            "cli_errors", "write_atomic", "resolve_solver", "cli_profiles", "shipped_profile_dir",
-           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM"]
+           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM", "CompileNotice"]
 
 
 class ExitCode(enum.IntEnum):
@@ -58,16 +60,6 @@ EXIT_CODES_HELP = (
 )
 """The exit-code table as one line, for ``rtopt --help``."""
 
-# soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
-# lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
-# off by itself when the stream is not a terminal.
-err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stderr for messages and progress."""
-
-out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
-
-
 EXIT_OK = ExitCode.OK
 EXIT_ERROR = ExitCode.ERROR
 EXIT_INTERRUPTED = ExitCode.INTERRUPTED
@@ -84,10 +76,25 @@ def fail(lines: Iterable[str], code: int = ExitCode.ERROR) -> NoReturn:
     code : int
         Process exit code (default 1).
     """
+    shown = 0
     for line in lines:
         for part in str(line).splitlines() or [""]:
-            err_console.print(part)
+            if shown < MAX_ERROR_LINES:
+                err_console.print(part if len(part) <= MAX_LINE_CHARS
+                                  else part[:MAX_LINE_CHARS - 30] + f"...({len(part)} characters)")
+            shown += 1
+    if shown > MAX_ERROR_LINES:
+        err_console.print(f"... and {shown - MAX_ERROR_LINES} more problems (the first "
+                          f"{MAX_ERROR_LINES} are shown)")
     raise typer.Exit(code)
+
+
+MAX_ERROR_LINES = 50
+"""Most problem lines one command prints; the rest are counted (a plan with 200,000 bad
+fractions printed 29 MB of messages)."""
+
+MAX_LINE_CHARS = 1000
+"""Longest message line printed (a value echoed from a file is cut)."""
 
 
 def error_lines(exc: BaseException) -> list[str]:
@@ -160,10 +167,10 @@ def resolve_solver(name: str) -> Any:
             except OSError:  # e.g. a name longer than the file system allows
                 found = False
             if not found:
-                raise ProfileError(_short(name), [("", "file not found")])
+                raise ProfileError(shorten(name), [("", "file not found")])
         return resolve_profile(name)
     if len(name) > 100:  # no profile or back-end name is that long: do not echo it whole
-        raise RtoptError(f"{_short(name)}: unknown solver profile or backend")
+        raise RtoptError(f"{shorten(name)}: unknown solver profile or backend")
     return resolve_profile(name)
 
 
@@ -174,7 +181,71 @@ def cli_profiles() -> list[Any]:
     return list_profiles()
 
 
-def _short(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters for echoing user input in messages."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"
+
+
+class CompileNotice:
+    """The notice and progress bar on stderr while the simulator kernels compile (a first run).
+
+    Pass an instance as the ``progress`` of :func:`rtopt.model.simulator.compile_kernels` (or
+    ``compile_progress`` of :func:`rtopt.planning.solve.solve`).  Loading compiled kernels from
+    the cache takes well under a second, so nothing is shown unless the work is still going
+    after ``delay_s``; then one line says what is happening and where the result is kept, and
+    on a terminal a bar shows the steps and the elapsed time.
+    """
+
+    def __init__(self, console: Any = None, delay_s: float = 0.5):
+        self.console = console or err_console
+        self.delay_s = delay_s
+        self._timer: Any = None
+        self._bar: Any = None
+        self._task: Any = None
+        self._shown = False
+        self._step = ("", 0, 1)
+        self._lock = threading.Lock()
+        self._t0 = 0.0
+
+    def _show(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from rtopt import __version__
+        from rtopt.model.jitcache import kernel_cache_dir
+
+        with self._lock:
+            if self._shown or self._timer is None:
+                return
+            self._shown = True
+            self.console.print(f"rtopt: compiling the simulator kernels (first run of rtopt "
+                               f"{__version__} here; kept in {kernel_cache_dir()} for later runs)")
+            if self.console.is_terminal:
+                self._bar = Progress(TextColumn("  {task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=self.console, transient=True)
+                name, done, total = self._step
+                self._task = self._bar.add_task(name, total=total, completed=done)
+                self._bar.start()
+
+    def __call__(self, step: str | None, done: int, total: int) -> None:
+        if self._timer is None and step is not None:
+            self._t0 = time.perf_counter()
+            self._timer = threading.Timer(self.delay_s, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+        with self._lock:
+            self._step = (step or "done", done, total)
+            if self._bar is not None:
+                self._bar.update(self._task, description=step or "done", completed=done,
+                                 total=total)
+        if step is None:
+            if self._timer is not None:
+                self._timer.cancel()
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.stop()
+                if self._shown:
+                    self.console.print(f"rtopt: compiled in {time.perf_counter() - self._t0:.0f} s "
+                                       "(once per rtopt version)")
+                self._timer = None

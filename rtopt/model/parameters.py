@@ -59,26 +59,26 @@ SPECS: dict[str, ParameterSpec] = {
     for s in [
         # --- hypoxia: oxygen demand w and vascular function v (docs/model.md section 3) ---
         _P("hypoxia_gamma", 1.0, 0.5, 3.0, "1", "hypoxia",
-           "docs/model.md s3 prototype; fitted per site by rtopt calibrate",
+           "docs/model.md section 3 starting value (assumption); fitted per site by rtopt calibrate",
            "exponent in h = h0 (w/v)^gamma"),
         _P("hypoxic_fraction_max", 0.9, 0.5, 1.0, "1", "hypoxia", ASSUMPTION + ": cap below 1 "
            "because perivascular rims stay oxic", "upper bound of the hypoxic fraction"),
-        _P("demand_drop_max", 0.2, 0.02, 0.5, "1", "hypoxia", "docs/model.md s3 prototype",
+        _P("demand_drop_max", 0.2, 0.02, 0.5, "1", "hypoxia", "docs/model.md section 3 starting value (assumption)",
            "largest fractional drop of oxygen demand per fraction (m_max)"),
-        _P("demand_drop_dose_gy", 4.0, 1.0, 15.0, "Gy", "hypoxia", "docs/model.md s3 prototype",
+        _P("demand_drop_dose_gy", 4.0, 1.0, 15.0, "Gy", "hypoxia", "docs/model.md section 3 starting value (assumption)",
            "dose scale of the demand drop m(d) = m_max (1 - exp(-d/d_m))"),
         _P("demand_recovery_days", 60.0, 7.0, 365.0, "d", "hypoxia",
-           "docs/model.md s3: regrowth is slow (weeks); " + ASSUMPTION,
+           "docs/model.md section 3: regrowth is slow (weeks); " + ASSUMPTION,
            "time constant of oxygen-demand recovery (tau_w)"),
-        _P("vascular_damage_max", 0.9, 0.3, 1.0, "1", "hypoxia", "docs/model.md s3 prototype",
+        _P("vascular_damage_max", 0.9, 0.3, 1.0, "1", "hypoxia", "docs/model.md section 3 starting value (assumption)",
            "largest fractional loss of vascular function per fraction (V_max)"),
         _P("vascular_d50_gy", 15.0, 8.0, 30.0, "Gy", "hypoxia",
            "Park, Griffin, Song et al. 2012 Radiat Res (severe damage above ~10 Gy); "
            "Garcia-Barros et al. 2003 Science (15-20 Gy)", "dose per fraction of half-maximal "
            "vascular damage (d_v50)"),
-        _P("vascular_slope_gy", 1.5, 0.5, 5.0, "Gy", "hypoxia", "docs/model.md s3 prototype",
+        _P("vascular_slope_gy", 1.5, 0.5, 5.0, "Gy", "hypoxia", "docs/model.md section 3 starting value (assumption)",
            "width of the logistic vascular-damage curve (s_v)"),
-        _P("vascular_recovery_days", 6.0, 1.0, 30.0, "d", "hypoxia", "docs/model.md s3 prototype",
+        _P("vascular_recovery_days", 6.0, 1.0, 30.0, "d", "hypoxia", "docs/model.md section 3 starting value (assumption)",
            "time constant of vascular recovery (tau_v)"),
         _P("oer", 2.8, 2.0, 3.5, "1", "tumour", "Rofstad 1992 (OER 2.8); ICRP X-ray range 2.5-3",
            "oxygen enhancement ratio of fully anoxic clonogens (dose-modifying)"),
@@ -88,9 +88,9 @@ SPECS: dict[str, ParameterSpec] = {
            "hypoxic NSCLC cells, fitted to 2,701 patients", "OER of intermediately hypoxic "
            "clonogens (glucose but no oxygen)"),
         _P("clonogen_hypoxia_ratio", 0.05, 0.0, 1.5, "1", "tumour",
-           ASSUMPTION + ": radiobiologically hypoxic clonogens are a small minority of the "
-           "FMISO-avid volume (Jeong et al. 2017; the lung outcome fit leaves room for almost "
-           "none); fitted for lung by rtopt calibrate --outcomes",
+           ASSUMPTION + ": radiobiologically hypoxic clonogens per unit FMISO hypoxic "
+           "fraction (Jeong et al. 2017); fitted for lung by rtopt calibrate --outcomes "
+           "(profile in docs/model.md section 9: >= 0.2)",
            "radiobiologically hypoxic share of clonogens per unit FMISO hypoxic fraction"),
         _P("anoxic_share", 0.0, 0.0, 0.01, "1", "tumour",
            "Jeong et al. 2017 (a small anoxic compartment); size fitted for lung by rtopt "
@@ -301,11 +301,11 @@ def _calibrated(site: str, obs: str) -> tuple[dict[str, float], dict[str, str]]:
 
 
 SITE_PRESETS: dict[str, Preset] = {
-    "generic": Preset({}, note="docs/model.md section 3 prototype values; all hypoxia values are "
-                      "the lung prototype (assumption for an unspecified site)"),
+    "generic": Preset({}, note="docs/model.md section 3 starting values; all hypoxia values are "
+                      "the lung starting values (assumption for an unspecified site)"),
     "lung": Preset(*_calibrated("lung", "O1-O3"),
                    note="NSCLC; O1 Kelada et al. 2018 IJROBP, O2 Inada et al. 2023 Radiother "
-                        "Oncol, O3 the review refs 119-120"),
+                        "Oncol, O3 refs 119-120 of Zheng et al. 2024"),
     "prostate": Preset(*_calibrated("prostate", "O4"),
                        note="O4 Supiot et al. 2019 Radiother Oncol: hypoxic volume fell after "
                             "20 Gy; vascular threshold higher than lung"),

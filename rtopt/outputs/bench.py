@@ -6,6 +6,8 @@ Speed is measured here, never asserted in tests: timings depend on the machine.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -14,7 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtopt.common.errors import RtoptError
+from rtopt.decisions.facade import solve
+from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
 from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate, simulate_reference
+from rtopt.problem.instance import instance_from_dict
+from rtopt.problem.problem import Problem
 
 __all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling", "bench_workloads",
            "default_instances"]
@@ -78,11 +84,14 @@ def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
     step("fast simulator: with local control and the NK counterfactual")
     t_full, _ = timed(lambda: simulate(bio, D[:n_fast], U[:n_fast],
                                        steps_per_day=steps_per_day))
+    step("population local control from the fractions")
+    t_pop = _time_population(bio, D[:n_fast], U[:n_fast], steps_per_day, timed)
     step("reference (solve_ivp)")
     t_ref, ref = timed(lambda: simulate_reference(bio, D[:n_ref], U[:n_ref]))
     for name, n, times in (("fast: TME + nominal outcomes", n_fast, t_tme),
                            ("fast: + local control, NK gains", n_fast, t_full),
-                           ("reference (solve_ivp DOP853)", n_ref, t_ref)):
+                           ("reference (solve_ivp DOP853)", n_ref, t_ref),
+                           ("fast: population local control (from fractions)", n_fast, t_pop)):
         med = float(np.median(times))
         rows.append({"name": name, "schedules": n, "seconds": med,
                      "seconds_min": min(times), "seconds_max": max(times),
@@ -99,6 +108,26 @@ def bench_simulator(n_fast: int = 65536, n_ref: int = 20, seed: int = 0,
             "max_rel_err_ln_s": rel(fast.ln_survival, ref.ln_survival)}
 
 
+def _time_population(bio: Biology, D: np.ndarray, U: np.ndarray, steps_per_day: int,
+                     timed: Any) -> list[float]:
+    """Times of the population local control alone (ln S at the 41 radiosensitivity nodes and
+    the population TCP) from each schedule's fractions, as robust and exhaustive searches
+    score infusion sets (:class:`rtopt.model.simulator.InfusionKernels`); the simulation that
+    gives the fractions is not timed."""
+    from rtopt.model.simulator import compact_fractions, tumour_outcomes
+
+    sim = simulate(bio, D, U, steps_per_day=steps_per_day, record_fractions=True,
+                   population=False, counterfactual=False)
+    fd, fh, fa = compact_fractions(D, sim.fraction_hypoxia, sim.fraction_activity)
+
+    def run():
+        return tumour_outcomes(bio, bio.params, D, fd, fh, fa, sim.nk_auc, True,
+                               counterfactual=False)
+
+    run()  # warm-up
+    return timed(run)[0]
+
+
 def default_instances() -> list[str]:
     """The shipped instances of a source checkout (``instances/*.toml``); empty when installed."""
     return sorted(str(p) for p in (_REPO / "instances").glob("*.toml"))
@@ -111,8 +140,6 @@ def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
     Raises :class:`rtopt.common.errors.RtoptError` when there is nothing to run (no instances or no
     profiles), so a caller never shows an empty table as a result.
     """
-    from rtopt.planning.solve import solve
-
     instances = list(instances or default_instances())
     if not instances:
         raise RtoptError("bench: no instances to solve (give instance files; instances/ is in "
@@ -134,9 +161,6 @@ def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
 
 def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
     """Exhaustive solve time on the lung instance as horizon and fraction range grow."""
-    from rtopt.problem.instance import instance_from_dict
-    from rtopt.planning.solve import solve
-
     lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
     if not lung.is_file():
         raise RtoptError("bench --scaling needs instances/lung-sbrt-peripheral.toml of the source "
@@ -160,8 +184,7 @@ def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
 
 def _peak_rss_mib() -> float:
     """Peak resident memory of this process so far (MiB; ``ru_maxrss`` is KiB on Linux)."""
-    import resource
-    import sys
+    import resource  # POSIX only
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
@@ -173,12 +196,6 @@ def bench_workloads(samples: int = 256, patients: int = 1000,
     and a ``patients``-patient, 6-arm virtual trial (the five standard lung arms and the
     exhaustively optimised plan; solve, cohort and outputs), each with the peak memory of the
     process after it.  Compilation is warmed up first (not timed)."""
-    import tempfile
-
-    from rtopt.problem.problem import Problem
-    from rtopt.planning.solve import solve
-    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
-
     lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
     if not lung.is_file():
         raise RtoptError("bench workloads need instances/lung-sbrt-peripheral.toml of the "

@@ -59,20 +59,11 @@ Where things live (one role per file; imports run down this list, never up):
 ==================  =========================================================================
 """
 
-import os
-
-# numba caches compiled kernels beside the source by default; inside site-packages those files
-# outlive `pip uninstall` and leave an `rtopt/` folder without a package that shadows a later
-# install.  A per-user cache avoids that (an explicit NUMBA_CACHE_DIR still wins).  Set here,
-# before any sub-module imports numba (numba reads it once, at import).
-os.environ.setdefault("NUMBA_CACHE_DIR",
-                      os.path.join(os.path.expanduser("~"), ".cache", "rtopt", "numba"))
-
-from rtopt.model.simulator.batch import (  # noqa: E402  (after the cache location is set)
+from rtopt.model.simulator.batch import (
     InfusionKernels, compile_kernels, infusion_kernels, simulate)
-from rtopt.model.simulator.biology import (  # noqa: E402
+from rtopt.model.simulator.biology import (
     STATE_NAMES, STEPS_PER_DAY, TRAJECTORY_STEPS_PER_DAY, Biology, Simulation)
-from rtopt.model.simulator.outcomes import (  # noqa: E402
+from rtopt.model.simulator.outcomes import (
     compact_fractions, fraction_log_survival, population_tcp, tumour_outcomes)
 from rtopt.model.simulator.reference import (  # noqa: E402
     apply_fraction, endogenous_active, endogenous_activity, endogenous_start, nk_activity,

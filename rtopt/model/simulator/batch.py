@@ -30,7 +30,7 @@ from rtopt.model.circulation import endogenous_level
 from rtopt.model.simulator.reference import (apply_fraction, endogenous_active,
                                              endogenous_start)
 
-__all__ = ["simulate", "InfusionKernels", "infusion_kernels", "compile_kernels"]
+__all__ = ["simulate", "InfusionKernels", "infusion_kernels", "compile_kernels", "KERNEL_GROUPS"]
 
 
 def simulate(bio: Biology, doses: Any, infusions: Any = None, *,
@@ -335,27 +335,70 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
     return InfusionKernels(bio, D, days, auc, activity, frac_dose, frac_h, base)
 
 
-_KERNELS_READY = False
+KERNEL_GROUPS = ("horizon", "population", "infusion")
+"""The compiled kernels by what needs them: ``horizon`` every simulation (the TME, NK cells and
+nominal outcomes), ``population`` local control (the population TCP over radiosensitivity
+nodes), ``infusion`` single-infusion responses (:func:`infusion_kernels`: the exhaustive
+search and Pareto fronts with NK infusions, robust solves)."""
+
+_READY: set[tuple[str, bool]] = set()
 
 
-def compile_kernels() -> None:
-    """Compile every simulator kernel variant (or load it from numba's on-disk cache), once per
-    process.
+def compile_kernels(groups: Any = KERNEL_GROUPS, *, threaded: bool = True,
+                    progress: Any = None) -> float:
+    """Compile the simulator kernels of ``groups`` (or load them from the on-disk cache), once
+    per process.
 
     Solves call this before they start their clock: in a fresh installation the first compile
     takes tens of seconds, and inside a time limit it would leave the search no time (the
-    bundled lung solve then stopped at its limit with a poor plan).  With a warm cache it costs
-    well under a second, and nothing after the first call.
+    bundled lung solve then stopped at its limit with a poor plan).  With a warm cache it
+    costs well under a second, and nothing after the first call.  The compiled code is kept
+    per user and rtopt version (:mod:`rtopt.model.jitcache`).
+
+    Parameters
+    ----------
+    groups : iterable of str
+        Names from :data:`KERNEL_GROUPS` (default: all).
+    threaded : bool
+        Also the threaded variants (batches of ``SERIAL_BELOW`` = 512 schedules or more run
+        them); the serial ones are always compiled.
+    progress : callable, optional
+        ``progress(step, done, total)`` before each step (``step`` names it; ``done`` steps of
+        ``total`` are finished) and ``progress(None, total, total)`` at the end: for a notice.
+
+    Returns
+    -------
+    float
+        Seconds this call spent compiling or loading kernels (0 when they were ready).
     """
-    global _KERNELS_READY
-    if _KERNELS_READY:
-        return
+    import time
+
+    asked = set(groups)
+    unknown = asked - set(KERNEL_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown kernel group(s) {sorted(unknown)}; one of {KERNEL_GROUPS}")
+    groups = [g for g in KERNEL_GROUPS if g in asked]
+    steps = [(g, t) for t in ((False, True) if threaded else (False,)) for g in groups
+             if (g, t) not in _READY]
+    if not steps:
+        return 0.0
+    t0 = time.perf_counter()
     bio = Biology.simple("lung", product="il15_expanded")
-    for n in (8, SERIAL_BELOW):                      # serial and threaded variants
+    for k, (g, t) in enumerate(steps):
+        if progress is not None:
+            progress(f"{g} kernel{' (threaded)' if t else ''}", k, len(steps))
+        n = SERIAL_BELOW if t else 8
         D = np.zeros((n, 21))
         D[:, [0, 1, 2]] = 10.0
         U = np.zeros_like(D)
         U[:, 3] = 1.0
-        simulate(bio, D, U, population=True)
-        infusion_kernels(bio, D, np.array([3, 10]))
-    _KERNELS_READY = True
+        if g == "horizon":
+            simulate(bio, D, U, population=False, counterfactual=False)
+        elif g == "population":
+            simulate(bio, D, U, population=True, counterfactual=False)
+        else:
+            infusion_kernels(bio, D, np.array([3, 10]), population=False)
+        _READY.add((g, t))
+    if progress is not None:
+        progress(None, len(steps), len(steps))
+    return time.perf_counter() - t0

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from rtopt.model.data.calibrated import OUTCOME
 from rtopt.model.parameters import SurrogateParameters, resolve
 
 __all__ = ["Biology", "Simulation", "STATE_NAMES", "STEPS_PER_DAY", "TRAJECTORY_STEPS_PER_DAY",
@@ -68,7 +69,6 @@ class Biology:
             params = params.with_values(**param_overrides)
         clonogens = t.clonogens
         if clonogens is None:                       # the site's outcome-calibrated value
-            from rtopt.model.data.calibrated import OUTCOME
 
             clonogens = OUTCOME[str(getattr(t.site, "value", t.site))]["clonogens"]
         return cls(alpha_per_gy=t.alpha_per_gy, alpha_beta_gy=t.alpha_beta_gy,

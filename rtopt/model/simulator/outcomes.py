@@ -85,6 +85,9 @@ def _ln_s_nodes(bio, p, fd, fh, fa, scale):
 
 
 _FINE_LO, _FINE_FRAC = rb.fine_grid_interpolation()
+# fine points between nodes q and q + 1: _FINE_START[q]:_FINE_START[q + 1], weight _FINE_WSUM[q]
+_FINE_START = np.searchsorted(_FINE_LO, np.arange(rb.POPULATION_Z.size), side="left").astype(np.int64)
+_FINE_WSUM = np.add.reduceat(rb.FINE_WEIGHTS, _FINE_START[:-1])
 
 
 def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
@@ -95,7 +98,7 @@ def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
                                       .ravel())
     out = np.empty(ln_s.shape[0])
     kernel = population_tcp_serial if ln_s.shape[0] < SERIAL_BELOW else population_tcp_parallel
-    kernel(ln_s, log_n0, _FINE_LO, _FINE_FRAC, rb.FINE_WEIGHTS, out)
+    kernel(ln_s, log_n0, _FINE_LO, _FINE_FRAC, rb.FINE_WEIGHTS, _FINE_START, _FINE_WSUM, out)
     return out
 
 

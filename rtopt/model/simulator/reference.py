@@ -19,6 +19,9 @@ from rtopt.model.parameters import SurrogateParameters
 from rtopt.model.simulator.biology import Biology, Simulation, as_matrix, param_rows
 from rtopt.model.simulator.outcomes import compact_fractions, tumour_outcomes
 
+# scipy.integrate is imported inside simulate_reference (import time: the fast simulator never
+# needs it).
+
 __all__ = ["apply_fraction", "nk_activity", "simulate_reference", "endogenous_active",
            "endogenous_start", "endogenous_activity"]
 
