@@ -101,7 +101,7 @@ def test_the_result_reports_compile_time_apart():
     fields = {f for f in Result.__dataclass_fields__}
     assert "compile_time_s" in fields and "wall_time_s" in fields
     assert _compiled(25.4) == " (+ 25 s compiling the simulator, once)"
-    assert _compiled(0.3) == ""  # loading from the cache is not worth a mention
+    assert _compiled(2.0) == ""  # loading from the cache is not worth a mention
 
 
 def test_solve_json_carries_compile_time(load):
