@@ -192,7 +192,7 @@ class CompileNotice:
     on a terminal a bar shows the steps and the elapsed time.
     """
 
-    def __init__(self, console: Console | None = None, delay_s: float = 0.5):
+    def __init__(self, console: Console | None = None, delay_s: float = 0.25):
         self.console = console or err_console
         self.delay_s = delay_s
         self._timer: Any = None

@@ -276,7 +276,7 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
     """Simulate every schedule with one infusion on each candidate day (see
     :class:`InfusionKernels`): the schedules once without infusions (:func:`simulate`), then
     the ``K`` single-infusion responses of each schedule in one compiled pass that shares the
-    TME between them (:func:`_infusion_block_py`), in chunks of rows that bound memory.
+    TME between them (:func:`infusion_block`), in chunks of rows that bound memory.
     Array-valued parameters of ``bio`` (samples) have one value per schedule row."""
     D = as_matrix(doses, "doses")
     days = np.asarray(days, dtype=int)
