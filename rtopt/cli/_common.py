@@ -192,12 +192,13 @@ class CompileNotice:
 
     Pass an instance as the ``progress`` of :func:`rtopt.model.simulator.compile_kernels` (or
     ``compile_progress`` of :func:`rtopt.planning.solve.solve`).  Loading compiled kernels from
-    the cache takes well under a second, so nothing is shown unless the work is still going
-    after ``delay_s``; then one line says what is happening and where the result is kept, and
-    on a terminal a bar shows the steps and the elapsed time.
+    the cache takes about a second, so nothing is shown unless a step compiles (its name starts
+    with ``compiling``) and the work is still going after ``delay_s``; then one line says what
+    is happening and where the result is kept, and on a terminal a bar shows the steps and the
+    elapsed time.
     """
 
-    def __init__(self, console: Any = None, delay_s: float = 0.5):
+    def __init__(self, console: Any = None, delay_s: float = 0.25):
         self.console = console or err_console
         self.delay_s = delay_s
         self._timer: Any = None
@@ -229,7 +230,7 @@ class CompileNotice:
                 self._bar.start()
 
     def __call__(self, step: str | None, done: int, total: int) -> None:
-        if self._timer is None and step is not None:
+        if self._timer is None and step is not None and step.startswith("compiling"):
             self._t0 = time.perf_counter()
             self._timer = threading.Timer(self.delay_s, self._show)
             self._timer.daemon = True

@@ -301,7 +301,7 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
     """Simulate every schedule with one infusion on each candidate day (see
     :class:`InfusionKernels`): the schedules once without infusions (:func:`simulate`), then
     the ``K`` single-infusion responses of each schedule in one compiled pass that shares the
-    TME between them (:func:`_infusion_block_py`), in chunks of rows that bound memory.
+    TME between them (:func:`infusion_block`), in chunks of rows that bound memory.
     Array-valued parameters of ``bio`` (samples) have one value per schedule row."""
     D = as_matrix(doses, "doses")
     days = np.asarray(days, dtype=int)
@@ -363,7 +363,8 @@ def compile_kernels(groups: Any = KERNEL_GROUPS, *, threaded: bool = True,
         Also the threaded variants (batches of ``SERIAL_BELOW`` = 512 schedules or more run
         them); the serial ones are always compiled.
     progress : callable, optional
-        ``progress(step, done, total)`` before each step (``step`` names it; ``done`` steps of
+        ``progress(step, done, total)`` before each step (``step`` names it and starts with
+        ``compiling`` or, when the on-disk cache has the kernel, ``loading``; ``done`` steps of
         ``total`` are finished) and ``progress(None, total, total)`` at the end: for a notice.
 
     Returns
@@ -386,7 +387,8 @@ def compile_kernels(groups: Any = KERNEL_GROUPS, *, threaded: bool = True,
     bio = Biology.simple("lung", product="il15_expanded")
     for k, (g, t) in enumerate(steps):
         if progress is not None:
-            progress(f"{g} kernel{' (threaded)' if t else ''}", k, len(steps))
+            verb = "loading" if kernels_cached(g) else "compiling"
+            progress(f"{verb} the {g} kernel{' (threaded)' if t else ''}", k, len(steps))
         n = SERIAL_BELOW if t else 8
         D = np.zeros((n, 21))
         D[:, [0, 1, 2]] = 10.0
@@ -402,3 +404,18 @@ def compile_kernels(groups: Any = KERNEL_GROUPS, *, threaded: bool = True,
     if progress is not None:
         progress(None, len(steps), len(steps))
     return time.perf_counter() - t0
+
+
+def kernels_cached(group: str) -> bool:
+    """True when numba's on-disk cache holds compiled code of this source for the kernels of
+    ``group`` (:data:`KERNEL_GROUPS`), so that :func:`compile_kernels` only loads it (best
+    effort: reads numba's cache index; False when it cannot tell)."""
+    from rtopt.model.simulator import kernels as K
+
+    funcs = {"horizon": (K._horizon_block_body,),
+             "population": (K.ln_s_nodes_serial, K.population_tcp_serial),
+             "infusion": (K._infusion_block_body,)}[group]
+    try:
+        return all(bool(f._cache._cache_file._load_index()) for f in funcs)
+    except (AttributeError, OSError, EOFError, ValueError):
+        return False

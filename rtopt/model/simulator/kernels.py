@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, njit, prange, types
+from numba import get_num_threads, njit, prange, types  # noqa: F401 (prange: serial loops)
 from numba.extending import intrinsic
 
 from rtopt.model import jitcache
@@ -26,7 +26,7 @@ jitcache.install()  # before any @njit(cache=True) below: numba picks the locati
 __all__ = ["SERIAL_BELOW", "LANES", "TRAJ_NAMES", "thread_parts", "row_array", "fraction_index",
            "horizon_block_parallel", "horizon_block_serial", "infusion_block_parallel",
            "infusion_block_serial", "ln_s_nodes_parallel", "ln_s_nodes_serial",
-           "population_tcp_parallel", "population_tcp_serial"]
+           "population_tcp_parallel", "population_tcp_serial", "POPULATION_TCP_ABS_ERROR"]
 
 
 SERIAL_BELOW = 512
@@ -42,22 +42,76 @@ def thread_parts(n: int) -> int:
     return 1 if n < SERIAL_BELOW else 4 * get_num_threads()
 
 
-def _jit_pair(fn: Any, **jit: Any) -> tuple[Any, Any]:
-    """Threaded and serial compiled variants of ``fn``.
+def _jit_pair(fn: Any, rows: tuple[int, ...], maybe_rows: tuple[int, ...] = (),
+              **jit: Any) -> tuple[Any, Any]:
+    """Threaded and serial variants of the row-wise kernel ``fn`` (its ``prange`` loops run
+    serially): the serial one compiled (``nogil``), the threaded one a Python function that
+    splits the rows into :func:`thread_parts` contiguous parts and runs the serial one on each
+    part in a thread (:func:`_run_parts`).
 
-    Each compiles a copy of ``fn`` under its own name: numba's on-disk cache is keyed by the
-    function's name and signature, not by ``parallel``, so two variants of one function would
-    share cache entries and one would load the other's machine code (the threaded variant
-    running the serial code, or the reverse)."""
-    out = []
-    for suffix, par in (("_parallel", True), ("_serial", False)):
-        f = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
-                            fn.__closure__)
-        f.__qualname__ = fn.__qualname__ + suffix
-        f.__doc__ = fn.__doc__
-        f.__module__ = fn.__module__
-        out.append(njit(parallel=par, **jit)(f))
-    return out[0], out[1]
+    ``rows`` are the positions of the arguments with one row per schedule (the first defines
+    ``n``), ``maybe_rows`` those with one row per schedule or a single shared row.  Numba's own
+    threaded variant (``parallel=True``) compiled the kernel a second time through its
+    parallel-loop passes: 16 of the 40 CPU-seconds of a first compile."""
+    f = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__.removesuffix("_py"),
+                             fn.__defaults__, fn.__closure__)
+    f.__qualname__ = f.__name__
+    f.__doc__ = fn.__doc__
+    f.__module__ = fn.__module__
+    serial = njit(nogil=True, **jit)(f)
+
+    def threaded(*args: Any) -> None:
+        n = args[rows[0]].shape[0]
+        k = thread_parts(n) // 4
+        if k <= 1 or n < SERIAL_BELOW:
+            serial(*args)
+            return
+        cuts = [t * n // k for t in range(k + 1)]
+
+        def part(t: int) -> None:
+            a, b = cuts[t], cuts[t + 1]
+            sliced = list(args)
+            for r in rows:
+                sliced[r] = args[r][a:b]
+            for r in maybe_rows:
+                if args[r].shape[0] == n:
+                    sliced[r] = args[r][a:b]
+            serial(*sliced)
+
+        _run_parts(part, k)
+
+    threaded.__doc__ = fn.__doc__
+    return threaded, serial
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _run_parts(part: Any, k: int) -> None:
+    """``part(t)`` for ``t < k`` on a pool of ``get_num_threads()`` threads (compiled kernels
+    release the GIL); the first part's exception, if any, is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = max(1, get_num_threads())
+    if w == 1 or k == 1:
+        for t in range(k):
+            part(t)
+        return
+    pool = _POOLS.get(w)
+    if pool is None:
+        pool = _POOLS[w] = ThreadPoolExecutor(max_workers=w, thread_name_prefix="rtopt-kernel")
+    for f in [pool.submit(part, t) for t in range(k)]:
+        f.result()
+
+
+def _run_blocks(body: Any, n: int, parts: int, args: tuple) -> None:
+    """``body(b0, b1, *args)`` over the ``LANES``-schedule blocks of ``n`` rows, in ``parts``
+    contiguous runs of blocks (one call each, so arrays are reference-counted per run), the
+    runs on threads (:func:`_run_parts`)."""
+    nblocks = (n + LANES - 1) // LANES
+    parts = max(1, min(nblocks, parts))
+    cut = [np.int64(t * nblocks // parts) for t in range(parts + 1)]
+    _run_parts(lambda t: body(cut[t], cut[t + 1], *args), parts)
 
 
 def row_array(x: Any) -> np.ndarray:
@@ -159,7 +213,7 @@ def _exp(y):  # pragma: no cover - compiled
 
 
 LANES = 64
-"""Schedules advanced together by :func:`_horizon_block_py` (structure-of-arrays lanes; small
+"""Schedules advanced together by :func:`horizon_block` (structure-of-arrays lanes; small
 enough for the block's state and parameters to stay in L1 cache)."""
 
 # rows of the block's state array ``s``, parameter array ``q`` and NK propagator array ``cf``
@@ -247,10 +301,10 @@ _MODE = 0
 
 
 def _sub_steps_py(s, q, cf, dt, h0):  # pragma: no cover - compiled
-    """One sub-step of every lane (see :func:`_horizon_block_py`): the TME to the sub-step's
+    """One sub-step of every lane (see :func:`horizon_block`): the TME to the sub-step's
     midpoint and end (exact), the hypoxic fraction there, and with ``nkw`` the NK pair and the
     Simpson sums of hypoxia and activity; ``store`` writes the NK propagator of the sub-step to
-    ``cf`` (for :func:`_infusion_block_py`).  ``nkw``, ``store`` and ``mode`` (the hypoxia
+    ``cf`` (for :func:`infusion_block`).  ``nkw``, ``store`` and ``mode`` (the hypoxia
     exponent: 1, 2, 3, or 0 for any) are the compile-time constants ``_NKW``, ``_STORE`` and
     ``_MODE`` of each compiled variant (:func:`_specialise`), and the lanes are a fixed count at
     fixed offsets of flat arrays, so every variant is one branch-free loop that LLVM vectorises
@@ -391,13 +445,13 @@ _steps_tme = _mode_variants(False, False, "tme")     # TME only (no NK cells yet
 _steps_store = _mode_variants(False, True, "store")  # TME, NK propagator to ``cf``
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe,
                         ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                       e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
                       fh_full, fa_full, fd_c, fh_c, fa_c, out):  # pragma: no cover - compiled
-    """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * LANES`` on) of :func:`_horizon_block_py`."""
+    """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * LANES`` on) of :func:`horizon_block`."""
     n, days = D.shape
     want = traj.shape[0] > 0
     rec = fh_full.shape[0] > 0
@@ -481,11 +535,10 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
             out[i, 7], out[i, 8], out[i, 9] = hs_tot[l], au_tot[l], aue_tot[l]
 
 
-def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale, e_w,
-                      e_v, e_e,
-                      e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                      e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
-                      fh_full, fa_full, fd_c, fh_c, fa_c, out, parts):  # pragma: no cover - compiled
+def horizon_block(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale, e_w,
+                  e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh,
+                  e_oh, e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
+                  fh_full, fa_full, fd_c, fh_c, fa_c, out, parts):
     """The whole horizon of every schedule in one compiled pass, ``LANES`` schedules at a time.
 
     Day ``j`` of row ``i``: at the start, a fraction (``D[i, j] > 0``) records the FMISO
@@ -513,29 +566,23 @@ def _horizon_block_py(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, 
     ``fd_c, fh_c, fa_c`` (``(N, F)``) and, when they are not empty, to ``fh_full, fa_full``
     (``(N, days)``).
     """
-    n = D.shape[0]
-    nblocks = (n + LANES - 1) // LANES
-    parts = max(1, min(nblocks, parts))     # contiguous runs of blocks, one call each
-    for t in prange(parts):
-        _horizon_block_body(np.int64(t * nblocks // parts), np.int64((t + 1) * nblocks // parts),
-                            spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale,
-                            e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt,
-                            e_out, e_wh, e_oh, e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma,
-                            eta, nk, endo, traj, fh_full, fa_full, fd_c, fh_c, fa_c, out)
+    _run_blocks(_horizon_block_body, D.shape[0], parts,
+                (spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale,
+                 e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt,
+                 e_out, e_wh, e_oh, e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma,
+                 eta, nk, endo, traj, fh_full, fa_full, fd_c, fh_c, fa_c, out))
 
 
-# contraction (fused multiply-add) only: no reassociation, no assumptions about NaN or inf
-_KERNEL_JIT = dict(cache=True, error_model="numpy", fastmath={"contract"})
-horizon_block_parallel, horizon_block_serial = _jit_pair(_horizon_block_py, **_KERNEL_JIT)
-"""Threaded and serial compiled :func:`_horizon_block_py` (the fast simulator's horizon)."""
+horizon_block_parallel = horizon_block_serial = horizon_block
+"""The same function (one compiled body serves both; kept for the batch API's names)."""
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                        e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                        e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc,
                        fa):  # pragma: no cover - compiled
-    """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * LANES`` on) of :func:`_infusion_block_py`."""
+    """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * LANES`` on) of :func:`infusion_block`."""
     n, days = D.shape
     K = cdays.shape[0]
     for b in range(b0, b1):   # one call per thread: no per-block reference counting
@@ -608,33 +655,28 @@ def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, a
                 auc[i0 + l, ch] = au_tot[ch, l]
 
 
-def _infusion_block_py(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+def infusion_block(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                        e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                        e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa,
-                       parts):  # pragma: no cover - compiled
+                       parts):
     """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
 
     Every NK state is linear in the infusions and the TME does not depend on them, so each row
-    runs the TME of :func:`_horizon_block_py` once and carries one NK channel (``B, T``) per
+    runs the TME of :func:`horizon_block` once and carries one NK channel (``B, T``) per
     candidate infusion day ``cdays`` (ascending): the expensive part of a sub-step (trafficking
     rates, exponentials, hypoxia) is computed once (:func:`_sub_steps_py` with ``store``) and its
     linear propagator applied to every channel that has started.  ``auc`` (``(N, K)``) receives
     each channel's (unscaled) activity integral, ``fa`` (``(N, K, F)``) its scaled activity over
     the day before each fraction.
     """
-    n = D.shape[0]
-    nblocks = (n + LANES - 1) // LANES
-    parts = max(1, min(nblocks, parts))     # contiguous runs of blocks, one call each
-    for t in prange(parts):
-        _infusion_block_body(np.int64(t * nblocks // parts),
-                             np.int64((t + 1) * nblocks // parts), spd, dt, D, rowptr, jidx, jw,
-                             jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev,
-                             k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq, e_vq, e_g, e_gh,
-                             n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa)
+    _run_blocks(_infusion_block_body, D.shape[0], parts,
+                (spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+                 c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
+                 e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa))
 
 
-infusion_block_parallel, infusion_block_serial = _jit_pair(_infusion_block_py, **_KERNEL_JIT)
-"""Threaded and serial compiled :func:`_infusion_block_py` (single-infusion responses)."""
+infusion_block_parallel = infusion_block_serial = infusion_block
+"""The same function (one compiled body serves both; kept for the batch API's names)."""
 
 
 def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t, lq_l,
@@ -718,31 +760,38 @@ def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, 
                 out[i, q] = tot[q] + np.log(prod[q])
 
 
-ln_s_nodes_parallel, ln_s_nodes_serial = _jit_pair(_ln_s_nodes_py, cache=True,
-                                                     error_model="numpy")
+ln_s_nodes_parallel, ln_s_nodes_serial = _jit_pair(_ln_s_nodes_py, rows=(0, 1, 2, 14),
+                                                   maybe_rows=tuple(range(3, 12)) + (13,),
+                                                   cache=True, error_model="numpy")
 """Threaded and serial compiled :func:`_ln_s_nodes_py` (ln S at population nodes)."""
 
 
-_X_ONE = -38.0
-"""Below this ``x = ln N0 + ln S`` the per-patient TCP ``exp(-e^x)`` is exactly 1.0 in double
-precision (``e^-38 = 3.1e-17`` is less than half the spacing of doubles below 1)."""
-_X_ZERO = 6.5625
-"""Above this (``e^x > 708``) the per-patient TCP is below the smallest normal double and counts
-as 0 (as in the plain computation)."""
+_X_ONE = -25.0
+"""Below this ``x = ln N0 + ln S`` the per-patient TCP ``exp(-e^x)`` is taken as 1: it is
+above ``1 - 1.4e-11`` there."""
+_X_ZERO = 3.3
+"""Above this the per-patient TCP is taken as 0: it is below ``exp(-e^3.3) = 1.7e-12`` there."""
+POPULATION_TCP_ABS_ERROR = 2e-11
+"""Bound on the absolute difference between :func:`_population_tcp_py` and the plain
+computation over all fine points (:func:`rtopt.model.radiobiology.population_tcp`): the two
+thresholds above (the weights sum to 1), plus round-off."""
 
 
 def _population_tcp_py(ln_s, log_n0, lo, frac, w, start, wsum, out):  # pragma: no cover - compiled
     """:func:`rtopt.model.radiobiology.population_tcp` fused into one pass per row (same grid, same
-    linear interpolation and clipping; a test holds the two together).
+    linear interpolation; a test holds the two together within
+    :data:`POPULATION_TCP_ABS_ERROR`).
 
     The fine points between nodes ``q`` and ``q + 1`` are ``start[q]:start[q + 1]`` (weight
     ``wsum[q]`` in all).  Their ``x = ln N0 + ln S`` lies between the two nodes' values
-    (linear interpolation), so an interval entirely below :data:`_X_ONE` adds its weight (each
-    point's TCP is exactly 1.0 there) and one entirely above :data:`_X_ZERO` adds nothing (each
-    is exactly 0.0); only the points of the few intervals where the per-patient TCP falls
-    from 1 to 0 are evaluated, by a branch-free loop with :func:`_exp`.  The result equals the
-    plain computation but for the order of the summation (round-off, ~1e-16): the population
-    TCP of a clinical spread costs ~5 times fewer exponentials than over all 401 fine points.
+    (linear interpolation), so an interval entirely below :data:`_X_ONE` adds its weight and
+    one entirely above :data:`_X_ZERO` adds nothing; only the points of the few intervals where
+    the per-patient TCP falls from 1 to 0 are evaluated.  There ``x`` is linear in the point's
+    position, so ``e^x`` is a geometric sequence (one exponential per interval, then one
+    multiplication per point; per point when the interval's values are beyond +-40, where the
+    sequence could overflow), and the TCP one more exponential per point (:func:`_exp`,
+    branch-free, vectorised).  A per-patient TCP below the smallest normal double (1e-308)
+    counts as 0.  About 5 times fewer exponentials than two per fine point over all 401.
     """
     n, Q = ln_s.shape
     for blk in prange((n + 63) // 64):
@@ -758,19 +807,31 @@ def _population_tcp_py(ln_s, log_n0, lo, frac, w, start, wsum, out):  # pragma: 
                     acc += wsum[q]
                     continue
                 j0, j1 = start[q], start[q + 1]
+                if -40.0 < a < 40.0 and -40.0 < b < 40.0:
+                    d = b - a                          # e^x: geometric in the fine points
+                    e = _exp(a + frac[j0] * d)
+                    r = _exp(d * (frac[j0 + 1] - frac[j0])) if j1 - j0 > 1 else 1.0
+                    x[j0] = e
+                    for j in range(j0 + 1, j1):
+                        e *= r
+                        x[j] = e
+                else:
+                    for j in range(j0, j1):
+                        xj = (1.0 - frac[j]) * a + frac[j] * b
+                        xj = -40.0 if xj < -40.0 else xj
+                        xj = 700.0 if xj > 700.0 else xj
+                        x[j] = _exp(xj)
                 for j in range(j0, j1):                # branch-free: vectorised
-                    xj = (1.0 - frac[j]) * ln_s[i, lo[j]] + frac[j] * ln_s[i, lo[j] + 1] + c
-                    xj = -40.0 if xj < -40.0 else xj
-                    xj = 700.0 if xj > 700.0 else xj
-                    y = -_exp(xj)
+                    y = -x[j]
                     x[j] = 0.0 if y < -708.0 else _exp(y if y > -708.0 else -708.0)
                 for j in range(j0, j1):
                     acc += w[j] * x[j]
             out[i] = acc if acc < 1.0 else 1.0  # the weights sum to 1 only to round-off
 
 
-population_tcp_parallel, population_tcp_serial = _jit_pair(_population_tcp_py, cache=True,
-                                                             error_model="numpy")
+population_tcp_parallel, population_tcp_serial = _jit_pair(_population_tcp_py, rows=(0, 7),
+                                                           maybe_rows=(1,), cache=True,
+                                                           error_model="numpy")
 """Threaded and serial compiled :func:`_population_tcp_py` (fused population TCP)."""
 
 
@@ -820,8 +881,11 @@ def _fraction_fill_py(D, rowptr, uptr, jidx, tdose, trow):  # pragma: no cover -
                 k += 1
 
 
-_fraction_scan_parallel, _fraction_scan_serial = _jit_pair(_fraction_scan_py, cache=True)
-_fraction_fill_parallel, _fraction_fill_serial = _jit_pair(_fraction_fill_py, cache=True)
+_fraction_scan_parallel, _fraction_scan_serial = _jit_pair(_fraction_scan_py, rows=(0, 1, 2, 3),
+                                                           cache=True)
+# rows write entries at their global offsets (rowptr, uptr) and their global index: serial only
+_fraction_fill_serial = njit(cache=True, nogil=True)(_fraction_fill_py)
+_fraction_fill_parallel = _fraction_fill_serial
 
 
 def fraction_index(D):
