@@ -41,7 +41,8 @@ def best(problem: rtopt.Problem, days: tuple[int, ...], dose: float, metric: str
     for i, s in enumerate(sets):
         for d in s:
             M[i, cand.index(d)] = 1
-    sim = infusion_kernels(problem.biology, D[None, :], np.array(cand)).combine(0, M)
+    sim = infusion_kernels(problem.biology, problem.tumour_doses(D[None, :]),
+                           np.array(cand)).combine(0, M)
     values = getattr(sim, metric)
     k = int(np.argmax(values))
     return {"value": float(values[k]), "nk_days": sets[k],

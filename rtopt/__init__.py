@@ -15,8 +15,6 @@ The names below are imported on first use (module ``__getattr__``), so ``import 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -40,8 +38,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "simulate": ("rtopt.model.simulator", "simulate"),
     "simulate_reference": ("rtopt.model.simulator", "simulate_reference"),
     "Result": ("rtopt.planning.solve", "Result"),
-    "solve": ("rtopt.planning.solve", "solve"),
-    "render_report": ("rtopt.outputs.report", "render"),
+    "solve": ("rtopt.decisions.facade", "solve"),
+    "render_report": ("rtopt.outputs.reports", "render"),
     "pareto": ("rtopt.decisions.pareto", "pareto"),
     "update": ("rtopt.decisions.adaptive", "update"),
     "replan": ("rtopt.decisions.adaptive", "replan"),
@@ -70,24 +68,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-class _Package(types.ModuleType):
-    """The package module, with ``solve`` the function.
-
-    ``rtopt.planning.solve`` is both the public function and the module ``rtopt/planning/solve.py``.  Importing
-    the module binds it as the package attribute ``solve``; with lazy re-exports that can
-    happen after the function was bound, so a module assigned to ``solve`` is replaced by its
-    ``solve`` function (anything else, e.g. a test's stand-in, is kept).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "solve" and isinstance(value, types.ModuleType) and hasattr(value, "solve"):
-            value = value.solve
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from rtopt.decisions.adaptive import replan, update
     from rtopt.problem.course import load_course
@@ -96,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from rtopt.problem.instance import Instance, instance_from_dict, instance_json_schema, load_instance
     from rtopt.model.parameters import SurrogateParameters, resolve as resolve_parameters
     from rtopt.problem.problem import Plan, Problem
-    from rtopt.outputs.report import render as render_report
+    from rtopt.outputs.reports import render as render_report
     from rtopt.model.simulator import Biology, Simulation, simulate, simulate_reference
-    from rtopt.planning.solve import Result, solve
+    from rtopt.decisions.facade import solve
+    from rtopt.planning.solve import Result

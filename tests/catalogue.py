@@ -25,6 +25,8 @@ def classic(sparing: float, *, step: float = 0.0, min_bed: float = 10.0, n=(1, 3
             {"name": "oar", "alpha_beta_gy": 3.0, "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": [0.5, 100.0],
                           "dose_step_gy": step, "uniform_dose": True,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                           "start_weekday": "mon", "min_interval_days": 1,
                           "max_overall_days": 60, "horizon_days": 60, **fr},

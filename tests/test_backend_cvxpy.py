@@ -56,6 +56,8 @@ def classic(sparing=0.2, oars=None, n=(1, 30), uniform=True, dose=(0.5, 100.0), 
                                    "sparing_factor": sparing, "max_bed_gy": 90.0}],
         "fractionation": {"n_fractions": list(n), "dose_per_fraction_gy": list(dose),
                           "dose_step_gy": step, "uniform_dose": uniform,
+                          # closed-form optima are checked to every digit: no 0.01 Gy rounding
+                          "prescription_step_gy": 0.0,
                           "treatment_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                           "start_weekday": "mon", "min_interval_days": 1,
                           "max_overall_days": 35, "horizon_days": 42},

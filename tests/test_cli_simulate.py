@@ -96,10 +96,13 @@ def test_json_fold_matches_a_second_simulation(inst):
     data = json.loads(run("simulate", inst, *GOOD, "--json").stdout)
     problem = Problem.from_path(inst)
     D, U = Plan.uniform((0, 2, 4, 7), 12.5, (5,)).daily(problem.horizon_days)
-    with_rt = simulate(problem.biology, D, U).nk_auc[0]
-    without = simulate(problem.biology, np.zeros_like(D), U).nk_auc[0]
-    assert data["metrics"]["nk_favourability"] == pytest.approx(with_rt, rel=1e-8)
-    assert data["metrics"]["nk_fold_vs_no_rt"] == pytest.approx(with_rt / without, rel=1e-8)
+    rt = simulate(problem.biology, problem.tumour_doses(D), U)
+    no_rt = simulate(problem.biology, np.zeros_like(D), U)
+    assert data["metrics"]["nk_favourability"] == pytest.approx(rt.nk_auc[0], rel=1e-8)
+    # the fold compares the infused cells (the patient's own NK cells are not an infusion)
+    infused = rt.nk_auc[0] - rt.nk_auc_endogenous[0]
+    infused_no_rt = no_rt.nk_auc[0] - no_rt.nk_auc_endogenous[0]
+    assert data["metrics"]["nk_fold_vs_no_rt"] == pytest.approx(infused / infused_no_rt, rel=1e-8)
 
 
 def test_per_fraction_dose_list(inst):

@@ -473,7 +473,7 @@ def test_worker_crash_and_hang_cost_one_row_each(monkeypatch):
     tasks = [cmp.Task(f"i{k}", str(HYPO), Profile(name, "exhaustive"), name, 0, 0, 0.5)
              for k in range(2) for name in ("ok", "crash", "hang")]
     seen = []
-    outs = cmp._run_all(tasks, 2, True, lambda done, total, label: seen.append(done), fake_run)
+    outs = cmp.run_all(tasks, 2, True, lambda done, total, label: seen.append(done), fake_run)
     got = [(t.instance, t.profile_key, o["result"]["status"], o["result"]["message"])
            for t, o in zip(tasks, outs)]
     for inst in ("i0", "i1"):

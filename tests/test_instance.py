@@ -250,7 +250,8 @@ CASES = [
     ("unknown-key-no-suggestion",
      lambda d: d["prescription"].update(colour="red"),
      "bad.toml: prescription.colour: unknown key 'colour' (known keys: min_bed_gy, "
-     "min_eqd2_gy)"),
+     "min_eqd2_gy, tumour_dose_ratio, isodose_percent, min_local_control, local_control_vs, "
+     "local_control_margin)"),
     # wrong types
     ("string-for-number", lambda d: d["tumour"].update(alpha_beta_gy="ten"),
      "bad.toml: tumour.alpha_beta_gy: expected a number, got 'ten'"),
@@ -335,11 +336,11 @@ CASES = [
     ("unknown-objective", lambda d: d["objective"].update(maximise="tcpp"),
      "bad.toml: objective.maximise: unknown objective 'tcpp'; did you mean 'tcp'? (one of "
      "nk_favourability, tumour_log_kill, tcp, local_control, "
-     "nk_gain_local_control, nk_gain_log_kill, tumour_bed)"),
+     "nk_gain_local_control, nk_gain_log_kill, tumour_bed, reoxygenation_gain_local_control)"),
     ("unknown-weight-key", lambda d: d.update(objective={"weights": {"tcp": 1.0, "tcpp": 1.0}}),
      "bad.toml: objective.weights.tcpp: unknown objective 'tcpp'; did you mean 'tcp'? (one of "
      "nk_favourability, tumour_log_kill, tcp, local_control, "
-     "nk_gain_local_control, nk_gain_log_kill, tumour_bed)"),
+     "nk_gain_local_control, nk_gain_log_kill, tumour_bed, reoxygenation_gain_local_control)"),
     # weekday lists
     ("empty-weekdays", lambda d: d["fractionation"].update(treatment_weekdays=[]),
      "bad.toml: fractionation.treatment_weekdays: must not be empty"),
@@ -476,7 +477,7 @@ def test_all_problems_are_collected_in_one_error():
         "bad.toml: organ_at_risk[1].sparing_factor: must be in (0, 1.5], got 2.0",
         "bad.toml: fractionation.n_fractions: range [8, 1] has min > max",
         "bad.toml: extra: unknown key 'extra' (known keys: schema_version, name, description, "
-        "tumour, prescription, organ_at_risk, fractionation, nk, objective, uncertainty)",
+        "tumour, prescription, organ_at_risk, fractionation, nk, objective, dvh_plan, uncertainty)",
         "bad.toml: objective.maximise: 'nk_favourability' needs an [nk] table (no NK cells are "
         "modelled without it)",
     ])

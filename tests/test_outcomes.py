@@ -27,12 +27,15 @@ def fit():
     return calibrate_outcomes()
 
 
-def test_outcome_fit_reproduces_every_clinical_band(fit):
-    # L1-L6 of the shipped outcome table, each model value inside its band
-    ids = {r["id"] for r in fit.rows}
-    assert {"L1", "L2", "L3", "L4", "L5a", "L5b", "L6"} <= ids
-    bad = [(r["id"], r["model"], r["band"]) for r in fit.rows if not r["within_band"]]
+def test_outcome_fit_reproduces_training_and_predicts_validation(fit):
+    # every training row in its band; at least 80 % of the validation rows (never fitted)
+    roles = {r["id"]: r["role"] for r in fit.rows}
+    assert {k for k, v in roles.items() if v == "training"} == {f"T{i}" for i in range(1, 8)}
+    assert sum(v == "validation" for v in roles.values()) >= 8
+    bad = [(r["id"], r["model"], r["band"]) for r in fit.rows
+           if r["role"] == "training" and not r["within_band"]]
     assert not bad
+    assert fit.share_within_band("validation") >= 0.8
 
 
 def test_shipped_outcome_values_are_what_the_fit_produces(fit):
@@ -43,27 +46,37 @@ def test_shipped_outcome_values_are_what_the_fit_produces(fit):
 
 
 def test_shipped_presets_reproduce_the_table_directly():
-    # the presets as shipped (not a refit) predict every band: what users actually get
+    # the presets as shipped (not a refit) put every training row in its band
     sites, obs = load_outcomes()
-    lung = [o for o in obs if o.site == "lung"]
+    lung = [o for o in obs if o.site == "lung" and o.role == "training"]
     lc = predict_outcome(sites["lung"], lung, dict(OUTCOME["lung"]))
     for o, m in zip(lung, lc):
         assert o.band[0] <= m <= o.band[1], (o.id, m)
 
 
-@pytest.mark.parametrize("dose,days,band", [
-    (18.0, [0, 2, 4], (0.843, 0.997)),            # L1 RTOG 0236
-    (34.0, [0], (0.85, 0.99)),                    # L2 RTOG 0915
-    (12.0, [0, 1, 2, 3], (0.85, 0.99)),           # L3 RTOG 0915
-    (7.5, [0, 1, 2, 3, 4, 7, 8, 9], (0.80, 0.97)),  # L4 VUmc
-    (2.0, WEEKDAYS_6W, (0.30, 0.50)),             # L6 conventional
+def test_hypoxia_reaches_the_outcome():
+    # the fitted share is far from 0, and reoxygenation moves conventional control by > 0.01
+    assert OUTCOME["lung"]["clonogen_hypoxia_ratio"] > 0.2
+    sites, obs = load_outcomes()
+    conv = [o for o in obs if o.id == "T5"]
+    vals = dict(OUTCOME["lung"])
+    gain = (predict_outcome(sites["lung"], conv, vals)
+            - predict_outcome(sites["lung"], conv, vals, reoxygenation=False))
+    assert gain[0] > 0.01
+
+
+@pytest.mark.parametrize("name,band", [
+    ("54/3", (0.85, 0.997)),      # T1 RTOG 0236
+    ("34/1", (0.80, 0.97)),       # T2 RTOG 0915
+    ("48/4", (0.83, 0.98)),       # T3 RTOG 0915
+    ("66/33", (0.55, 0.85)),      # conventional (CHISEL), the acceptance band
 ])
-def test_lung_instance_local_control_is_clinical(dose, days, band):
+def test_lung_instance_local_control_of_standard_schedules(name, band):
+    # each standard with its source's prescription convention, on the shipped instance's tumour
     p = Problem.from_path(LUNG)
     ok, why = p.outcome_calibration()
     assert ok, why
-    v = p.verify(Plan.uniform(days, dose))
-    assert band[0] <= v.metrics["local_control"] <= band[1]
+    assert band[0] <= p.standard_local_control(name) <= band[1]
 
 
 def test_changed_tumour_values_are_flagged_not_calibrated():
@@ -200,12 +213,14 @@ def test_cost_per_fraction_changes_the_optimum():
 
     data = load_instance(LUNG).model_dump(mode="json", exclude_none=True)
     free = solve(instance_from_dict(data), "exhaustive")
-    data["objective"]["cost_per_fraction"] = 0.5
+    # the shipped instance charges nothing per fraction (the biology does); 2 activity-days a
+    # fraction, ~14 % of the optimum, buys one fraction less (0.5 and 1 leave 5 x 10 Gy)
+    data["objective"]["cost_per_fraction"] = 2.0
     costly = solve(instance_from_dict(data), "exhaustive")
     assert free.feasible and costly.feasible
     assert costly.plan.n_fractions < free.plan.n_fractions
     m = costly.metrics
-    assert costly.objective == pytest.approx(m["nk_favourability"] - 0.5 * m["n_fractions"])
+    assert costly.objective == pytest.approx(m["nk_favourability"] - 2.0 * m["n_fractions"])
 
 
 def test_backends_that_cannot_charge_costs_decline():
@@ -280,7 +295,7 @@ def test_cli_says_whether_tumour_control_is_calibrated():
 
     runner = CliRunner()
     r = runner.invoke(app, ["simulate", str(LUNG), "--dose", "18", "--days", "0,2,4"])
-    assert "calibrated to the lung clinical outcomes L1-L6" in r.output
+    assert "calibrated to the lung clinical outcomes T1-T7" in r.output
     assert "local control" in r.output
     pro = ROOT / "instances" / "prostate-sbrt.toml"
     r = runner.invoke(app, ["simulate", str(pro), "--dose", "7.25", "--days", "0,2,4,7,9",
@@ -292,8 +307,12 @@ def test_cli_says_whether_tumour_control_is_calibrated():
 
 def test_headline_mechanism_example_runs():
     # the README's mechanism table comes from this script; it must keep running
+    import os
+
+    # this checkout's rtopt, not whichever is installed
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run([sys.executable, str(ROOT / "examples" / "headline_mechanism.py")],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [ln for ln in p.stdout.splitlines() if ln.startswith("shipped parameters")]
     assert len(rows) == 2

@@ -81,7 +81,9 @@ def test_lung_fronts_verified_and_compared():
     assert 0 < ind["hv_heuristic"] <= ind["hv_exact"] * 1.05
     assert ind["gd"] >= 0 and ind["igd"] >= 0
     assert res.knee is not None and res.reference is not None
-    assert res.reference.plan.fraction_days == (0, 2, 4)
+    # the default reference is the standard 54/3 of the one table (its calendar, 80 % isodose)
+    assert res.reference.plan.fraction_days == (0, 4, 8)
+    assert res.reference.plan.tumour_dose_ratio is None      # the instance's convention, 1.2
     if res.reference_better is not None:
         b = res.exact[res.reference_better]
         assert b.values["local_control"] >= res.reference.values["local_control"]
@@ -156,7 +158,10 @@ def test_reference_plan_on_the_front(tmp_path):
                  heuristic=False)
     assert res.reference.feasible and res.reference.plan == ref
     assert "is on the exact front" in res.reference_sentence  # uniform 4 x 12 Gy is in the space
-    assert {name for name, _ in res.standards} >= {"18 Gy x 3", "12 Gy x 4", "10 Gy x 5"}
+    # standard marks are the named schedules of rtopt/model/data/standard_schedules.toml
+    marks = dict(res.standards)
+    assert {"54/3", "48/4", "50/5", "48/4-iso"} <= set(marks)
+    assert marks["48/4-iso"].plan.tumour_dose_ratio == 1.0  # an isocentre source keeps its own
 
 
 def test_cli_reference_errors(tmp_path):

@@ -109,6 +109,10 @@ def _nk_problem() -> Problem:
     d = tomllib.loads(LUNG.read_text())
     d["fractionation"].update(n_fractions=[1, 3], horizon_days=21, max_overall_days=7)
     d["nk"].update(n_infusions=[1, 1], latest_day=14)
+    # prescribed = tumour dose, so only the NK objective decides whether a back-end declines
+    d["prescription"].pop("isodose_percent", None)
+    # and without the patient's own NK cells, which the algebraic MINLP does not model
+    d["tumour"].setdefault("surrogate", {})["nk_endogenous_cytotoxicity"] = 0.0
     return Problem(instance_from_dict(d))
 
 

@@ -199,7 +199,7 @@ def test_sensitivity_cli_bad_plan_is_one_line(tmp_path, repo_root):
     r = run_cli("sensitivity", "instances/lung-sbrt-peripheral.toml", "--plan", str(bad),
                 cwd=repo_root)
     assert r.returncode == 1
-    assert len(r.stderr.strip().splitlines()) == 1 and "not JSON" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "invalid JSON" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -232,7 +232,7 @@ def test_chunks_give_identical_results_on_any_number_of_workers(lung):
         # 4 Morris trajectories x 37 points = 148 runs in chunks of 40: 4 chunks
         return analyse(dists, model, "morris", 4, seed=2, scheduler=scheduler, chunk=40)
 
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
     from rtopt.decisions.trial import run_trial, standard_plan
 
     small = _small_lung(lung)
@@ -348,7 +348,7 @@ def test_finished_chunks_are_reused_after_an_interruption(tmp_path):
 # ----------------------------------------------------------------------- 4. robust
 @pytest.mark.parametrize("objective", ["nk_favourability", "nk_gain_local_control"])
 def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(lung, objective):
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
     from rtopt.model.uncertainty import biology_rows
 
     problem = _small_lung(lung, objective)
@@ -376,7 +376,7 @@ def test_sample_average_objective_equals_mean_of_per_sample_verified_objectives(
 def test_robust_plan_is_best_in_sample_over_the_space(lung):
     """No plan of the space has a larger sample mean than the robust one (brute force)."""
     from rtopt.decisions.robust import _space, sample_objectives
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     problem = _small_lung(lung)
     S = 4
@@ -398,7 +398,7 @@ def test_robust_plan_is_best_in_sample_over_the_space(lung):
 
 
 def test_robust_scipy_de_runs_with_the_statistic_as_fitness(lung):
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     problem = _small_lung(lung)
     res = solve(problem, "scipy-de", robust="worst", samples=4, seed=1, time_limit_s=20,
@@ -467,7 +467,7 @@ def test_trial_cli_writes_csv_plots_and_self_contained_report(tmp_path, repo_roo
 
 
 def test_trial_cli_errors_are_one_line(repo_root):
-    for args, text in ((("--arm", "55/5"), "--arm 55/5: expected NAME=PLAN.json"),
+    for args, text in ((("--arm", "55/5"), "--arm 55/5: unknown standard schedule '55/5'; did you mean"),
                        (("--arm", "54/3", "--patients", "0"), "--patients must be >= 1")):
         r = run_cli("trial", "instances/lung-sbrt-peripheral.toml", *args, cwd=repo_root)
         assert r.returncode == 1
@@ -477,7 +477,7 @@ def test_trial_cli_errors_are_one_line(repo_root):
 
 def test_prob_better_breaks_ties_by_the_expected_objective(lung):
     from rtopt.decisions.robust import RobustSpec, search_fitness, statistic
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     spec = RobustSpec("prob-better", reference=Plan.uniform([0], 20.0))
     ref = np.zeros(4)
@@ -495,7 +495,7 @@ def test_prob_better_breaks_ties_by_the_expected_objective(lung):
 
 def test_robust_reports_the_probability_of_beating_a_given_reference(lung):
     from rtopt.decisions.robust import sample_objectives
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     problem = _small_lung(lung)
     ref = Plan.uniform([0, 2, 4], 18.0, [5])

@@ -17,6 +17,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
@@ -85,6 +86,14 @@ class Backend:
     supports_continuous_dose: ClassVar[bool] = False
     #: handles objective costs per fraction / per overall day
     supports_costs: ClassVar[bool] = False
+    #: honours ``[prescription] min_local_control`` / ``local_control_vs`` (local control from
+    #: the simulator, checked on every candidate)
+    supports_outcome_limits: ClassVar[bool] = False
+    #: simulates the tumour at ``tumour_dose_ratio`` x the prescribed dose
+    supports_tumour_dose_ratio: ClassVar[bool] = False
+    #: handles DVH and NTCP limits of ``[dvh_plan]`` organs (it scores schedules with
+    #: :meth:`Problem.evaluate`, where they are computed); others decline such instances
+    supports_dvh: ClassVar[bool] = False
     #: proves optimality (over its documented formulation) when it terminates normally
     global_optimality: ClassVar[bool] = False
     #: modules needed at run time (found with importlib.util.find_spec, then imported once by
@@ -116,6 +125,9 @@ class Backend:
         if unsupported:
             return False, (f"{self.name} does not optimise {', '.join(unsupported)} "
                            f"(supports {', '.join(self.objectives) or 'nothing'})")
+        if getattr(problem, "has_dvh_limits", False) and not self.supports_dvh:
+            return False, (f"{self.name}: DVH limits are not in the algebraic model "
+                           "(organs given by [dvh_plan] structures; use exhaustive or scipy_de)")
         if problem.nk is not None and problem.needs_simulation and not self.supports_nk:
             return False, f"{self.name} does not model NK infusions"
         if not problem.uniform and not self.supports_per_fraction:
@@ -125,6 +137,13 @@ class Backend:
                            "cost_per_overall_day")
         if problem.continuous_dose and not self.supports_continuous_dose:
             return False, f"{self.name} needs a dose grid (instance has dose_step_gy = 0)"
+        if problem.has_outcome_limits and not self.supports_outcome_limits:
+            return False, (f"{self.name} does not model local-control limits "
+                           "(prescription.min_local_control / local_control_vs)")
+        if (problem.tumour_dose_ratio != 1.0 and problem.needs_simulation
+                and not self.supports_tumour_dose_ratio):
+            return False, (f"{self.name} does not model a tumour dose other than the prescribed "
+                           f"dose (prescription tumour_dose_ratio {problem.tumour_dose_ratio:g})")
         return True, ""
 
     def solve(self, problem: Problem, options: SolverOptions) -> BackendOutput:  # pragma: no cover
@@ -136,6 +155,9 @@ class Backend:
         return {"objectives": list(cls.objectives), "nk": cls.supports_nk,
                 "per_fraction_doses": cls.supports_per_fraction,
                 "continuous_dose": cls.supports_continuous_dose, "costs": cls.supports_costs,
+                "outcome_limits": cls.supports_outcome_limits,
+                "tumour_dose_ratio": cls.supports_tumour_dose_ratio,
+                "dvh_limits": cls.supports_dvh,
                 "global_optimality": cls.global_optimality}
 
 
@@ -187,8 +209,6 @@ def module_import_error(name: str) -> str:
 def check_imports(names: Iterable[str]) -> None:
     """Try several imports at once (:func:`module_import_error`, cached), e.g. before a
     listing of every back-end, so that the checks overlap instead of adding up."""
-    from concurrent.futures import ThreadPoolExecutor
-
     todo = sorted({n for n in names if module_available(n)})
     if todo:
         with ThreadPoolExecutor(max_workers=len(todo)) as ex:

@@ -112,10 +112,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rtopt.model import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
 from rtopt.common.errors import SolverConfigError
-from rtopt.problem.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
+from rtopt.model import radiobiology as rb
+from rtopt.problem.problem import FEAS_TOL, OBJECTIVES, Evaluation, Plan, Problem
 
 __all__ = ["CvxpyConvexBackend", "CvxpyCcpBackend", "oar_bed_coefficients",
            "tumour_lq_coefficients", "per_fraction_max_bed"]
@@ -726,6 +726,8 @@ class CvxpyCcpBackend(_SolverName, Backend):
     supports_costs = True
     supports_nk = True
     supports_per_fraction = True
+    supports_outcome_limits = True
+    supports_tumour_dose_ratio = True
     supports_continuous_dose = True
     global_optimality = False
     requires = ("cvxpy",)
@@ -942,8 +944,6 @@ class _OutOfTime(Exception):
 
 def _concat_evaluations(parts: list) -> Any:
     """One :class:`rtopt.problem.problem.Evaluation` from the evaluations of consecutive row chunks."""
-    from rtopt.problem.problem import Evaluation
-
     first = parts[0]
     return Evaluation(
         np.concatenate([e.objective for e in parts]),

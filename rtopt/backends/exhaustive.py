@@ -47,9 +47,9 @@ import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
 from rtopt.common.errors import ProblemDeclined, RtoptError
-from rtopt.problem.problem import OBJECTIVES, SIMULATION_METRICS, Plan, Problem
 from rtopt.model.radiobiology import POPULATION_Z
 from rtopt.model.simulator import infusion_kernels
+from rtopt.problem.problem import OBJECTIVES, SIMULATION_METRICS, Plan, Problem
 
 __all__ = ["ExhaustiveBackend", "DEFAULT_MEMORY_LIMIT_MB", "memory_budget_bytes", "SpaceEstimate"]
 
@@ -148,6 +148,9 @@ class ExhaustiveBackend(Backend):
     supports_costs = True
     supports_nk = True
     supports_per_fraction = True  # searches the uniform-dose subspace; says so in the result
+    supports_outcome_limits = True
+    supports_tumour_dose_ratio = True
+    supports_dvh = True  # limits are checked by Problem.evaluate; max_uniform_dose includes them
     supports_continuous_dose = True
     global_optimality = True
     guarantee = ("exact optimum over the structured space (uniform doses on the grid, regular "
@@ -248,7 +251,7 @@ class ExhaustiveBackend(Backend):
         return sets
 
     @staticmethod
-    def _infusion_matrix(problem: Problem, day_step: int) -> tuple[np.ndarray, np.ndarray]:
+    def infusion_matrix(problem: Problem, day_step: int) -> tuple[np.ndarray, np.ndarray]:
         """(candidate days, incidence matrix) of :meth:`infusion_sets`, in the same order,
         built with numpy: row r marks the candidate days of set r."""
         r = problem.nk
@@ -334,7 +337,7 @@ class ExhaustiveBackend(Backend):
                     cols = np.array(chunk, dtype=int)[cal_of_row]          # (rows, n) days
                     D[np.arange(len(D))[:, None], cols] = np.tile(dd, len(chunk))[:, None]
                     seen += len(D)
-                    ok, bed = self._limits_ok(problem, D)
+                    ok, bed = self.limits_ok(problem, D)
                     if ok.any():
                         kept_D.append(D[ok])
                         kept_bed.append(bed[ok])
@@ -368,9 +371,9 @@ class ExhaustiveBackend(Backend):
         del kept_D
         bed = np.concatenate(kept_bed)
         if problem.nk is not None and problem.needs_simulation:
-            cand, M = self._infusion_matrix(problem, day_step)
+            cand, M = self.infusion_matrix(problem, day_step)
             extras["infusion_sets"] = len(M)
-            return self._superposition(problem, D, plans_rt, bed, cand, M, deadline, name,
+            return self.superposition(problem, D, plans_rt, bed, cand, M, deadline, name,
                                        version, extras, budget, timed_out)
         sets = self.infusion_sets(problem, day_step) if problem.nk is not None else [()]
         extras["infusion_sets"] = len(sets)
@@ -382,7 +385,9 @@ class ExhaustiveBackend(Backend):
                 if time.perf_counter() > deadline and a > 0:
                     timed_out = True
                     break
-                obj[a:a + step] = problem.evaluate(D[a:a + step]).objective
+                ev = problem.evaluate(D[a:a + step])
+                obj[a:a + step] = np.where(problem.outcome_limits_ok(ev.metrics), ev.objective,
+                                           -np.inf)
         else:
             obj = problem.objective_from_metrics(self._plan_metrics(plans_rt, bed), n_sched)
         term = Termination.TIME_LIMIT if timed_out else Termination.OPTIMAL
@@ -391,7 +396,7 @@ class ExhaustiveBackend(Backend):
                 break
             days, d = plans_rt[i]
             for s in sets:
-                if not s or self._rule_ok(problem, days, np.asarray(s)).all():
+                if not s or self.rule_ok(problem, days, np.asarray(s)).all():
                     return BackendOutput((Plan.uniform(days, d, s),), term,
                                          float(obj[i]),
                                          float(obj[i]) if term == Termination.OPTIMAL else None,
@@ -400,11 +405,20 @@ class ExhaustiveBackend(Backend):
             if time.perf_counter() > deadline + 1.0:
                 break  # the rule search is part of the budget too (1 s grace: it is cheap)
         return BackendOutput((), Termination.TIME_LIMIT if timed_out else Termination.INFEASIBLE,
-                             message="no infusion set obeys the NK rules with any schedule in "
-                             "the space", solver_name=name, solver_version=version, extras=extras)
+                             message=self._none_message(problem), solver_name=name,
+                             solver_version=version, extras=extras)
 
     @staticmethod
-    def _limits_ok(problem: Problem, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _none_message(problem: Problem) -> str:
+        """Why no plan was found once the closed-form limits left schedules to score."""
+        if problem.has_outcome_limits:
+            lims = ", ".join(f"{k} >= {v:.4g}" for k, v in problem.outcome_limits().items())
+            return (f"no schedule and infusion set in the space meets the local-control limits "
+                    f"({lims}) together with the NK rules")
+        return "no infusion set obeys the NK rules with any schedule in the space"
+
+    @staticmethod
+    def limits_ok(problem: Problem, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Closed-form prescription / OAR / calendar check of a block: (ok mask, tumour BED)."""
         ev = problem.evaluate(D, simulate_tme=False)
         ok = np.ones(len(D), dtype=bool)
@@ -424,12 +438,12 @@ class ExhaustiveBackend(Backend):
                 "overall_days": np.array([d[-1] - d[0] if d else 0 for d in days], dtype=float)}
 
     @staticmethod
-    def _rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
+    def rule_ok(problem: Problem, days: tuple[int, ...], inf_days: np.ndarray) -> np.ndarray:
         """Per candidate infusion day: window and no fraction on the m days after it."""
         return np.array([problem.infusion_day_ok(days, int(t)) for t in inf_days], dtype=bool)
 
-    def _superposition(self, problem, D, plans_rt, bed, cand, M, deadline, name, version, extras,
-                       budget, timed_out=False):
+    def superposition(self, problem, D, plans_rt, bed, cand, M, deadline, name, version, extras,
+                      budget, timed_out=False):
         """Score every (schedule, infusion set) pair exactly from single-infusion kernels.
 
         ``M`` is the incidence matrix of the infusion sets over the candidate days ``cand``.
@@ -466,15 +480,17 @@ class ExhaustiveBackend(Backend):
                 term = Termination.TIME_LIMIT
                 break
             block = D[a:a + per]
-            ker = infusion_kernels(problem.biology, block, cand, steps_per_day=spd,
+            ker = infusion_kernels(problem.biology, problem.tumour_doses(block), cand,
+                                   steps_per_day=spd,
                                    population=problem.needs_population)
             n_sim += len(block) * (K + 1)
+            reox = problem.reoxygenation_metrics(block) if problem.needs_reoxygenation else None
             for i in range(len(block)):
                 if time.perf_counter() > deadline and best[1] is not None:
                     term = Termination.TIME_LIMIT
                     break
                 days = plans_rt[a + i][0]
-                bad = ~self._rule_ok(problem, days, cand)
+                bad = ~self.rule_ok(problem, days, cand)
                 for c0 in range(0, n_sets, set_chunk):
                     Mc = M[c0:c0 + set_chunk]
                     valid = ~Mc[:, bad].any(axis=1) if bad.any() else np.ones(len(Mc), bool)
@@ -487,7 +503,10 @@ class ExhaustiveBackend(Backend):
                     mets = {k: np.broadcast_to(v[0], (nv,)) for k, v in self._plan_metrics(
                         [plans_rt[a + i]], bed[a + i:a + i + 1]).items()}
                     mets.update({k: getattr(sim, attr) for k, attr in SIMULATION_METRICS.items()})
+                    if reox is not None:  # radiotherapy alone: the same for every infusion set
+                        mets.update({k: np.broadcast_to(v[i], (nv,)) for k, v in reox.items()})
                     obj = problem.objective_from_metrics(mets, nv)
+                    obj = np.where(problem.outcome_limits_ok(mets), obj, -np.inf)
                     k = int(np.argmax(obj))
                     if obj[k] > best[0]:
                         best = (float(obj[k]), a + i, c0 + int(np.flatnonzero(valid)[k]))
@@ -506,9 +525,8 @@ class ExhaustiveBackend(Backend):
                                      "before any schedule and infusion set was scored",
                                      solver_name=name, solver_version=version,
                                      extras={**extras, "simulations": n_sim})
-            return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
-                                 "rules with any schedule in the space", solver_name=name,
-                                 solver_version=version, extras=extras)
+            return BackendOutput((), Termination.INFEASIBLE, message=self._none_message(problem),
+                                 solver_name=name, solver_version=version, extras=extras)
         days, d = plans_rt[best[1]]
         plan = Plan.uniform(days, d, tuple(int(x) for x in cand[M[best[2]]]))
         extras = {**extras, "simulations": n_sim, "schedules_scored": done,

@@ -180,12 +180,16 @@ from typing import Any
 
 import numpy as np
 
+from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
+from rtopt.backends.exhaustive import memory_budget_bytes
+from rtopt.common.errors import ProblemDeclined
 from rtopt.model import radiobiology as rb
 from rtopt.model import simulator as sim
 from rtopt.model import surrogate as sg
-from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.common.errors import ProblemDeclined
 from rtopt.problem.problem import Plan, Problem
+
+# pyomo and pyscipopt (seconds to import) are imported inside the functions that build or solve a
+# model.
 
 __all__ = ["PyomoMilpBackend", "PyomoMinlpBackend", "DailyModel"]
 
@@ -292,8 +296,6 @@ _COMPONENT_BYTES = 1024
 def _guard_size(kind: str, components: int, options: SolverOptions) -> None:
     """Decline (``ProblemDeclined``) a model whose building alone would break the time limit or
     the memory budget, before building it: Pyomo cannot be interrupted while it builds."""
-    from rtopt.backends.exhaustive import memory_budget_bytes
-
     budget = memory_budget_bytes(options)
     secs = components * _COMPONENT_SECONDS
     need = components * _COMPONENT_BYTES
@@ -924,6 +926,11 @@ class PyomoMinlpBackend(Backend):
         if not ok:
             return ok, why
         p = problem.biology.params
+        if "nk_favourability" in problem.weights and sim.endogenous_active(problem.biology):
+            return False, (f"{self.name} does not model the patient's own NK cells (the "
+                           "endogenous pool of docs/model.md section 13), which NK "
+                           "favourability counts; set nk_endogenous_cytotoxicity = 0 in "
+                           "[tumour.surrogate] to leave them out")
         hc = np.asarray(sg.clonogen_hypoxic_shares(p.hypoxic_fraction_max, p), dtype=float)
         if float(np.sum(hc)) >= 1.0 and {"tumour_log_kill", "tcp"} & set(problem.weights):
             return False, (f"{self.name} needs clonogen hypoxic shares linear in the FMISO "

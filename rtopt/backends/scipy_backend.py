@@ -133,9 +133,12 @@ from typing import Any
 
 import numpy as np
 
-from rtopt.model import radiobiology as rb
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.problem.problem import OBJECTIVES, FEAS_TOL, Plan, Problem
+from rtopt.model import radiobiology as rb
+from rtopt.problem.problem import FEAS_TOL, OBJECTIVES, Plan, Problem
+
+# scipy.optimize is imported inside the search functions (import time; the decoder alone needs
+# numpy only).
 
 _CHUNK_SIM_DAYS = 131072
 """Schedule-days simulated between two deadline checks in differential evolution (~0.3 s, plus
@@ -220,7 +223,7 @@ class _Genome:
         return np.rint(self.col(X, name)).astype(np.int64)
 
 
-class _Decoder:
+class Decoder:
     """Turns DE populations into daily dose and infusion rows (see module docstring)."""
 
     def __init__(self, problem: Problem, calendar: str, start_window: int, extra_spacing: int,
@@ -401,7 +404,10 @@ class ScipyDEBackend(Backend):
                    "doses and infusion days; one vectorised evaluation per generation")
     objectives = OBJECTIVES
     supports_costs = True
+    supports_outcome_limits = True
+    supports_tumour_dose_ratio = True
     supports_nk = True
+    supports_dvh = True  # penalised through Problem.evaluate's violation; caps include them
     supports_per_fraction = True
     supports_continuous_dose = True
     global_optimality = False
@@ -476,7 +482,7 @@ class ScipyDEBackend(Backend):
     def _run(self, problem, options, de_opt, own, t0, name, version) -> BackendOutput:
         from scipy.optimize import differential_evolution
 
-        dec = _Decoder(problem, own["calendar"], int(own["start_window_days"]),
+        dec = Decoder(problem, own["calendar"], int(own["start_window_days"]),
                        int(own["extra_spacing_days"]), bool(own["repair"]))
         g = dec.genome
         c0 = (float(own["penalty_offset"]) if own["penalty_offset"] is not None

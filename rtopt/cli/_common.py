@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NoReturn
 
 import typer
-from rich.console import Console
 
+from rtopt.common.console import err_console, out_console
 from rtopt.common.errors import InstanceError, RtoptError
 from rtopt.common.fileio import write_atomic
 
@@ -60,16 +60,6 @@ EXIT_CODES_HELP = (
 )
 """The exit-code table as one line, for ``rtopt --help``."""
 
-# soft_wrap: a problem stays on one line whatever the terminal width (tests and scripts count
-# lines); markup/highlight/emoji off so text from files is printed as it is.  Rich turns colour
-# off by itself when the stream is not a terminal.
-err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stderr for messages and progress."""
-
-out_console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
-"""Console on stdout for results meant for humans (tables); use ``typer.echo`` for data."""
-
-
 EXIT_OK = ExitCode.OK
 EXIT_ERROR = ExitCode.ERROR
 EXIT_INTERRUPTED = ExitCode.INTERRUPTED
@@ -86,10 +76,25 @@ def fail(lines: Iterable[str], code: int = ExitCode.ERROR) -> NoReturn:
     code : int
         Process exit code (default 1).
     """
+    shown = 0
     for line in lines:
         for part in str(line).splitlines() or [""]:
-            err_console.print(part)
+            if shown < MAX_ERROR_LINES:
+                err_console.print(part if len(part) <= MAX_LINE_CHARS
+                                  else part[:MAX_LINE_CHARS - 30] + f"...({len(part)} characters)")
+            shown += 1
+    if shown > MAX_ERROR_LINES:
+        err_console.print(f"... and {shown - MAX_ERROR_LINES} more problems (the first "
+                          f"{MAX_ERROR_LINES} are shown)")
     raise typer.Exit(code)
+
+
+MAX_ERROR_LINES = 50
+"""Most problem lines one command prints; the rest are counted (a plan with 200,000 bad
+fractions printed 29 MB of messages)."""
+
+MAX_LINE_CHARS = 1000
+"""Longest message line printed (a value echoed from a file is cut)."""
 
 
 def error_lines(exc: BaseException) -> list[str]:
@@ -162,10 +167,10 @@ def resolve_solver(name: str) -> Any:
             except OSError:  # e.g. a name longer than the file system allows
                 found = False
             if not found:
-                raise ProfileError(_short(name), [("", "file not found")])
+                raise ProfileError(shorten(name), [("", "file not found")])
         return resolve_profile(name)
     if len(name) > 100:  # no profile or back-end name is that long: do not echo it whole
-        raise RtoptError(f"{_short(name)}: unknown solver profile or backend")
+        raise RtoptError(f"{shorten(name)}: unknown solver profile or backend")
     return resolve_profile(name)
 
 
@@ -176,7 +181,7 @@ def cli_profiles() -> list[Any]:
     return list_profiles()
 
 
-def _short(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters for echoing user input in messages."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"
@@ -193,7 +198,7 @@ class CompileNotice:
     elapsed time.
     """
 
-    def __init__(self, console: Console | None = None, delay_s: float = 0.25):
+    def __init__(self, console: Any = None, delay_s: float = 0.25):
         self.console = console or err_console
         self.delay_s = delay_s
         self._timer: Any = None

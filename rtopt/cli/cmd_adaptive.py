@@ -14,7 +14,11 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import ExitCode, cli_errors, err_console, out_console, resolve_solver, write_atomic
+from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console, resolve_solver,
+                               write_atomic)
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 _COURSE_HELP = ("Course record (TOML): delivered fractions and infusions, today, observations "
                 "(e.g. instances/courses/lung-sbrt-peripheral.toml).")
@@ -136,7 +140,7 @@ def replan_cmd(
     if json_out:
         typer.echo(res.to_json())
     else:
-        from rtopt.cli.cmd_solve import _print_result
+        from rtopt.cli.cmd_solve import print_result
 
         upd = res.course.get("update", {})
         out_console.print(f"course {res.course.get('source')}: today = day {res.today}; "
@@ -152,7 +156,7 @@ def replan_cmd(
                                                "no further fraction" + (
                                                    f"; NK days {','.join(map(str, res.remaining.nk_days))}"
                                                    if res.remaining.nk_days else "")))
-        _print_result(res)
+        print_result(res)
         nom = res.extras.get("objective_at_nominal_parameters")
         if nom is not None:
             out_console.print(f"the same plan at the nominal (prior) parameters: {nom:.4g}")

@@ -11,6 +11,9 @@ import typer
 from rtopt.cli import app
 from rtopt.cli._common import EXIT_INTERRUPTED, EXIT_SIGTERM, cli_errors, err_console, fail
 
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
+
 
 def _profiles(values: list[str]) -> list[str]:
     # `-s a -s b` and `-s a,b` both work
@@ -64,11 +67,10 @@ def compare_cmd(
     (exit code 143) keeps the finished runs; --resume continues.  A non-empty OUTDIR needs
     --resume or --overwrite.
     """
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rtopt.outputs.compare import (CompareInterrupted, Stopped, _NothingToRun, compare,
-                               handle_sigterm)
+    from rtopt.outputs.compare import (CompareInterrupted, NothingToRun, Stopped, compare,
+                                       handle_sigterm)
 
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
@@ -96,7 +98,7 @@ def compare_cmd(
                 summary = compare(instances, _profiles(solvers), outdir, repeat=repeat,
                                   workers=workers, time_limit_s=time_limit, progress=progress,
                                   isolate=True, resume=resume, overwrite=overwrite)
-    except _NothingToRun as e:
+    except NothingToRun as e:
         fail(e.problem_lines)
     except CompareInterrupted as e:
         fail([e.note()], code=EXIT_SIGTERM if e.signum == signal.SIGTERM else EXIT_INTERRUPTED)
@@ -134,7 +136,8 @@ def report_cmd(
 ) -> None:
     """Re-render report.html and report.md from results.csv and plans/*.json (no solving)."""
     from rtopt.common.fileio import FolderLock
-    from rtopt.outputs.report import render, stale_report
+    from rtopt.outputs.report import stale_report
+    from rtopt.outputs.reports import render
 
     if not outdir.is_dir():
         fail([f"{outdir}: not a folder"])

@@ -11,6 +11,9 @@ import typer
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console, fail, write_atomic
 
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
+
 
 @app.command("validate")
 @cli_errors()

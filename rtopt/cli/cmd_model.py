@@ -12,15 +12,18 @@ from rtopt.cli import app
 from rtopt.cli._common import (cli_errors, cli_profiles, err_console, fail, out_console,
                                resolve_solver)
 
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
-def _calibrated_target(write: Path) -> Path:
+
+def _calibrated_target(write: Path, name: str = "calibrated.py") -> Path:
     """Where ``--write PATH`` writes, or a one-line refusal.
 
     A folder gets ``calibrated.py`` inside it.  Writing into the rtopt package itself is allowed
     only in a source checkout (the package folder's parent holds ``pyproject.toml``): an
     installed package is not the user's to edit, and pip would overwrite it.
     """
-    target = write / "calibrated.py" if write.is_dir() else write
+    target = write / name if write.is_dir() else write
     package = Path(__file__).resolve().parents[1]
     try:
         inside = target.resolve().is_relative_to(package)
@@ -44,8 +47,14 @@ def calibrate_cmd(
              "installed package is never written.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
     outcomes: Annotated[bool, typer.Option(
-        "--outcomes", help="Also fit tumour control to the clinical outcome table "
-        "(rtopt/model/data/outcomes.toml: lung L1-L6) and print its residuals.")] = False,
+        "--outcomes", help="Also fit tumour control to the training rows of the clinical outcome "
+        "tables (rtopt/model/data/outcomes.toml: lung T1-T7) and print the residuals of the "
+        "training and the validation rows (V1-V12, never fitted).")] = False,
+    nk: Annotated[bool, typer.Option(
+        "--nk", help="Fit the NK kinetics to the NK observation table instead "
+        "(rtopt/model/data/nk_observations.toml: persistence, homing, endogenous NK, "
+        "radiosensitivity, blood dose, circulating NK during RT) and print every row with its "
+        "residual; --write then writes nk_calibrated.py.")] = False,
 ) -> None:
     """Fit the hypoxia presets to the observation table and report fit and residuals.
 
@@ -54,6 +63,11 @@ def calibrate_cmd(
     fitted is printed)."""
     import json
 
+    if nk:
+        if outcomes:
+            fail(["rtopt: calibrate: --nk and --outcomes are separate fits; give one"])
+        _calibrate_nk(write, json_out)
+        return
     from rtopt.model.calibrate import FIT_PLAN, calibrate, calibrate_outcomes, write_calibrated
 
     target = _calibrated_target(write) if write is not None else None
@@ -99,7 +113,57 @@ def calibrate_cmd(
     if target is not None:
         path = write_calibrated(res, target, outcomes=ofit)
         err_console.print(f"wrote {path}")
-    if not res.all_within_band() or (ofit is not None and not ofit.all_within_band()):
+    if not res.all_within_band() or (ofit is not None and not ofit.all_within_band("training")):
+        raise typer.Exit(1)
+
+
+def _calibrate_nk(write: Optional[Path], json_out: bool) -> None:
+    """``rtopt calibrate --nk``: the NK fit, its table with residuals, optional ``--write``."""
+    import json
+
+    from rtopt.model.calibrate_nk import calibrate_nk, write_nk_calibrated
+    from rtopt.model.parameters import SPECS
+
+    target = _calibrated_target(write, "nk_calibrated.py") if write is not None else None
+    with err_console.status("fitting the NK kinetics to the NK observation table"):
+        fit = calibrate_nk()
+    if json_out:
+        typer.echo(json.dumps({"values": fit.values, "cost": fit.cost, "rows": [
+            {**r, "band": list(r["band"])} for r in fit.rows]}, indent=2))
+    else:
+        t = Table(title="fitted NK parameters (product values without cytokine support)")
+        for col in ("product", "parameter", "value", "unit"):
+            t.add_column(col, justify="right" if col == "value" else "left")
+        for k, v in fit.values.items():
+            prod, _, name = k.rpartition(".")
+            t.add_row(prod or "all", name, f"{v:.4g}", SPECS[name].unit)
+        out_console.print(t)
+        t = Table(title="NK observations: model vs human data (log: residual in log10)")
+        for col in ("id", "category", "product", "quantity", "day", "target", "band", "model",
+                    "residual", "in band", "role"):
+            t.add_column(col, justify="right" if col in ("day", "target", "model", "residual")
+                         else "left")
+        for r in fit.rows:
+            quantity = r["parameter"] if r["quantity"] == "parameter" else r["quantity"]
+            res = r["residual"]
+            t.add_row(r["id"], r["category"], f"{r['product']} + {r['support']}"
+                      if r["support"] != "none" else r["product"], quantity,
+                      "-" if r["time_days"] is None else f"{r['time_days']:g}",
+                      "-" if r["target"] is None else f"{r['target']:.3g}",
+                      f"[{r['band'][0]:.3g}, {r['band'][1]:.3g}]", f"{r['model']:.4g}",
+                      "-" if res is None else f"{res:+.3f}" + (" log" if r["scale"] == "log"
+                                                                else ""),
+                      "yes" if r["within_band"] else "NO",
+                      r["role"])
+        out_console.print(t)
+        out_console.print(f"least-squares cost {fit.cost:.3g}; sources: rtopt calibrate --nk "
+                          "--json or docs/model.md section 13.  Not identified by these rows "
+                          "(assumptions): trafficking, chemokine gain and saturation, tumour NK "
+                          "loss, kill rate (rtopt model params shows each basis).")
+    if target is not None:
+        path = write_nk_calibrated(fit, target)
+        err_console.print(f"wrote {path}")
+    if not fit.all_within_band():
         raise typer.Exit(1)
 
 
@@ -116,14 +180,33 @@ def _print_outcomes(ofit) -> None:
         for k, v in vals.items():
             t.add_row(site, k, f"{v:.4g}")
     out_console.print(t)
-    t = Table(title="local control: model vs clinic (radiotherapy alone)")
-    for col in ("id", "site", "schedule", "target", "band", "model", "residual", "in band"):
-        t.add_column(col, justify="right" if col in ("target", "model", "residual") else "left")
-    for r in ofit.rows:
-        t.add_row(r["id"], r["site"], r["schedule"], f"{r['target']:.3g}",
-                  f"[{r['band'][0]:g}, {r['band'][1]:g}]", f"{r['model']:.3f}",
-                  f"{r['residual']:+.3f}", "yes" if r["within_band"] else "NO")
-    out_console.print(t)
+    for role in ("training", "validation"):
+        rows = [r for r in ofit.rows if r["role"] == role]
+        if not rows:
+            continue
+        title = ("training rows (fitted)" if role == "training" else
+                 "validation rows (never seen by the fit)")
+        t = Table(title=f"local control, {title}: model vs clinic (radiotherapy alone)")
+        for col in ("id", "schedule", "x Rx", "target", "band", "model", "resid.", "in band",
+                    "reox."):
+            t.add_column(col, justify="left" if col in ("id", "schedule", "band", "in band")
+                         else "right")
+        for r in rows:
+            sched = r.get("standard") or r["schedule"].replace(" Gy / ", "/")
+            if r.get("gtv_cc") is not None:
+                sched += f" {r['gtv_cc']:g}cc"
+            t.add_row(r["id"], sched, f"{r['tumour_dose_ratio']:.2g}", f"{r['target']:.3g}",
+                      f"{r['band'][0]:g}-{r['band'][1]:g}", f"{r['model']:.3f}",
+                      f"{r['residual']:+.3f}", "yes" if r["within_band"] else "NO",
+                      f"{r['reoxygenation_gain']:+.4f}")
+        out_console.print(t)
+        n_in = sum(r["within_band"] for r in rows)
+        out_console.print(f"{role}: {n_in} of {len(rows)} rows in band "
+                          f"({100 * n_in / len(rows):.0f} %)")
+    out_console.print("x Rx: mean tumour dose / prescribed dose of the source's prescription "
+                      "convention; reox.: local control with minus without reoxygenation "
+                      "between fractions (hypoxic fraction held at baseline); sources: "
+                      "rtopt/model/data/outcomes.toml, docs/model.md section 9")
 
 
 @app.command("bench")

@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, fail
+from rtopt.cli._common import cli_errors, err_console
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 
 @app.command("pareto")
@@ -19,14 +22,15 @@ def pareto_cmd(
     objectives: Annotated[str, typer.Option(
         "--objectives", metavar="A,B[,C]", show_default=False,
         help="Two or three of: local_control, tcp, tumour_log_kill, nk_gain, nk_favourability, "
-             "tumour_bed (maximised); oar:NAME, oar_eqd2:NAME, n_fractions, overall_days "
-             "(minimised).")],
+             "tumour_bed (maximised); oar:NAME, oar_eqd2:NAME, ntcp:NAME (NTCP of a "
+             "[dvh_plan] organ), n_fractions, overall_days (minimised).")],
     outdir: Annotated[Path, typer.Option(
         "--output", "-o", metavar="DIR", show_default=False,
         help="Folder for front.csv, front.json, front.png, report.html and report.md.")],
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", metavar="PLAN.json", show_default=False,
-        help="Reference plan (default: 18 Gy x 3 on days 0,2,4 with its best infusions).")] = None,
+        help="Reference plan (default: the standard 54/3, 18 Gy x 3 on days 0,4,8 at the 80 % "
+             "isodose, with its best infusions).")] = None,
     heuristic: Annotated[bool, typer.Option(
         "--heuristic/--no-heuristic", help="Also run pymoo (NSGA-II / NSGA-III) and compare.")
     ] = True,
@@ -37,27 +41,23 @@ def pareto_cmd(
     time_limit: Annotated[float, typer.Option(
         "--time-limit", min=1.0, help="Time limit of the exact front's scoring (s); past it the "
         "front is built from the schedules scored so far and labelled partial.")] = 600.0,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Pareto front of two or three objectives: exact over the exhaustive back-end's space, and
     a pymoo heuristic compared with it (hypervolume, GD, IGD); every plan verified."""
-    import json
 
     from rtopt.common.errors import RtoptError
     from rtopt.decisions.pareto import pareto
     from rtopt.outputs.pareto_report import write
-    from rtopt.problem.problem import Plan
+    from rtopt.problem.problem import Problem, load_plan_file
 
     ref = None
+    problem = Problem.from_path(instance)
     if reference is not None:
-        try:
-            raw = json.loads(reference.read_text())
-            ref = Plan.from_dict(raw.get("plan", raw))
-        except OSError as exc:
-            fail([f"--reference: {reference}: {exc.strerror or exc}"])
-        except Exception as exc:
-            fail([f"--reference: {reference}: not a plan file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"])
+        ref = load_plan_file(reference, problem, force=force, option="--reference")
     try:
-        res = pareto(instance, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
+        res = pareto(problem, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
                      generations=generations, seed=seed, time_limit_s=time_limit)
     except RtoptError:
         raise
@@ -68,6 +68,6 @@ def pareto_cmd(
 
 
 def _lines(res) -> list[str]:
-    from rtopt.outputs.pareto_report import _summary
+    from rtopt.outputs.pareto_report import summary_lines
 
-    return _summary(res.to_dict())
+    return summary_lines(res.to_dict())

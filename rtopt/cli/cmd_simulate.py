@@ -17,7 +17,10 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import ExitCode, _short, cli_errors, err_console, fail, out_console
+from rtopt.cli._common import ExitCode, cli_errors, err_console, fail, out_console, shorten
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 EXIT_VIOLATED = ExitCode.VIOLATED
 """Exit code of ``rtopt simulate`` for a plan that violates constraints."""
@@ -32,7 +35,7 @@ SURROGATE_TABLE_DOSES = tuple(float(d) for d in range(2, 25, 2))
 def _items(text: str, option: str) -> list[str]:
     items = [s.strip() for s in text.split(",")]
     if not text.strip() or any(s == "" for s in items):
-        fail([f"rtopt: {option}: {_short(text)!r} is not a comma-separated list (e.g. 0,2,4,7)"])
+        fail([f"rtopt: {option}: {shorten(text)!r} is not a comma-separated list (e.g. 0,2,4,7)"])
     return items
 
 
@@ -43,7 +46,7 @@ def _parse_days(text: str, option: str) -> list[int]:
         try:
             day = int(s)
         except ValueError:
-            fail([f"rtopt: {option}: {_short(s)!r} in {_short(text)!r} is not a whole day number"])
+            fail([f"rtopt: {option}: {shorten(s)!r} in {shorten(text)!r} is not a whole day number"])
         if day < 0:
             fail([f"rtopt: {option}: day {day} is before day 0"])
         days.append(day)
@@ -57,7 +60,7 @@ def _parse_doses(text: str) -> list[float]:
         try:
             x = float(s)
         except ValueError:
-            fail([f"rtopt: --dose: {_short(s)!r} is not a number of Gy"])
+            fail([f"rtopt: --dose: {shorten(s)!r} is not a number of Gy"])
         if not math.isfinite(x) or x <= 0:
             fail([f"rtopt: --dose: {s} Gy: a dose per fraction must be a finite number > 0"])
         doses.append(x)
@@ -90,26 +93,24 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _plan_from_file(path: str) -> tuple[Any, str]:
+def _plan_from_file(path: str, instance: str | None = None, force: bool = False
+                    ) -> tuple[Any, str]:
     """Read a plan JSON (``Plan.to_dict()`` or a whole ``rtopt solve -o`` result).
 
     Returns the plan and the field prefix (``"schedule."`` for a result file) for messages.
     """
     from rtopt.problem.problem import Plan
 
-    p = Path(path)
-    if not p.exists():
-        fail([f"{path}: file not found"])
-    if p.is_dir():
-        fail([f"{path}: is a directory, not a plan file"])
+    from rtopt.common.fileio import InputFileError, load_json
+
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        fail([f"{path}: not UTF-8 text; a plan file is JSON"])
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail([f"{path}: invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})"])
+        data = load_json(path, what="plan file")
+    except InputFileError as e:
+        fail(e.lines())
+    named = data.get("instance") if isinstance(data, dict) else None
+    if instance is not None and isinstance(named, str) and named != instance and not force:
+        fail([f"{path}: plan written for instance {shorten(named, 60)!r}, not {instance!r} "
+              "(--force to use it anyway)"])
     if not isinstance(data, dict):
         fail([f"{path}: expected a JSON object with 'fractions' (a plan) or 'schedule' "
               f"(an `rtopt solve -o` result)"])
@@ -221,12 +222,18 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
     D, U = plan.daily(problem.horizon_days)
     bio = problem.biology
     spd = max(problem.steps_per_day, TRAJECTORY_STEPS_PER_DAY)      # a grid for display
-    sim = simulate(bio, D, U, trajectory=True, steps_per_day=spd)
-    auc = float(simulate(bio, D, U, steps_per_day=problem.steps_per_day).nk_auc[0])
+    Dt = problem.tumour_doses(D)                                    # the dose the tumour receives
+    sim = simulate(bio, Dt, U, trajectory=True, steps_per_day=spd)
+
+    def infused(sim_: Any) -> float:
+        # the infused cells' favourability (the fold compares infusions, not the patient's
+        # own NK cells, whom RT also recruits and kills)
+        return float(sim_.nk_auc[0] - sim_.nk_auc_endogenous[0])
+
+    auc = infused(simulate(bio, Dt, U, steps_per_day=problem.steps_per_day))
     auc0 = fold = None
     if bio.nk and U.any():
-        auc0 = float(simulate(bio, np.zeros_like(D), U,
-                              steps_per_day=problem.steps_per_day).nk_auc[0])
+        auc0 = infused(simulate(bio, np.zeros_like(D), U, steps_per_day=problem.steps_per_day))
         fold = auc / auc0 if auc0 > 0 else None
     # The metric names and rounding of `rtopt solve --json`, from the same code.
     res = Result(instance=problem.name, solver="simulate", backend="simulator",
@@ -252,7 +259,7 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
         traj[k] = [_sig(x) for x in sim.trajectory[k][0, ::stride]]
     return {"verification": v, "metrics": metrics, "constraints": res["constraints"],
             "objective": {"name": problem.objective_name, "value": res["objective"]["value"]},
-            "trajectory": traj, "fold": fold, "auc0": auc0}
+            "trajectory": traj, "fold": fold, "auc0": auc0, "dvh": res["dvh"]}
 
 
 def _limit_str(check: Any) -> str:
@@ -291,8 +298,11 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
                   _fmt(m[f"oar.{o.name}.max_dose_per_fraction_gy"]), _limit_str(dpf_c),
                   _status(dpf_c))
     t.add_row("NK favourability (activity-days)", _fmt(m.get("nk_favourability")), "", "")
+    t.add_row("  of which infused NK cells", _fmt(m.get("nk_favourability_infused")), "", "")
+    t.add_row("  of which the patient's own NK", _fmt(m.get("nk_favourability_endogenous")),
+              "", "")
     fold = rep["fold"]
-    t.add_row("  fold vs same infusions without RT",
+    t.add_row("  infused: fold vs same infusions without RT",
               "-" if fold is None else f"x{fold:.3g}", "", "")
     t.add_row("tumour log10 kill", _fmt(m.get("tumour_log10_kill")), "", "")
     t.add_row("  of which NK killing", _fmt(m.get("nk_log10_kill")), "", "")
@@ -300,21 +310,32 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
               "", "")
     t.add_row("local control (population)", _fmt(m.get("local_control"), ".3g"), "", "")
     t.add_row("  NK-attributable gain", _fmt(m.get("nk_gain_local_control"), ".3g"), "", "")
+    t.add_row("  reoxygenation gain (RT alone)",
+              _fmt(m.get("reoxygenation_gain_local_control"), ".3g"), "", "")
     t.add_row("TCP (per patient, nominal alpha)", _fmt(m.get("tcp"), ".3g"), "", "")
     t.add_row(f"hypoxic fraction at end (%; baseline "
               f"{100 * problem.biology.hypoxic_fraction:.3g})",
               _fmt(100 * m["hypoxic_fraction_end"], ".3g"), "", "")
+    t.add_row("circulating NK nadir (of baseline)", _fmt(m.get("circulating_nk_nadir"), ".3g"),
+              "", "")
+    t.add_row(f"  circulating NK area (baseline-days of {problem.horizon_days})",
+              _fmt(m.get("circulating_nk_auc"), ".4g"), "", "")
     oc = checks.get("max_overall_days")
     t.add_row("overall time (days)", _fmt(m["overall_days"]), _limit_str(oc), _status(oc))
     c = out_console
     c.print(t)
     c.print(f"objective {problem.objective_name}: {_fmt(v.objective)}")
     c.print(f"tumour control: {problem.outcome_calibration()[1]}")
+    from rtopt.cli.cmd_solve import print_dvh
+
+    print_dvh(rep["dvh"])
     bad = v.violated
     if not bad:
         shown = {"prescription.min_bed_gy", "max_overall_days"} | {
             f"oar.{o.name}.{k}" for o in problem.oars
             for k in ("max_bed_gy", "max_dose_per_fraction_gy")}
+        shown |= {ch.name for ch in v.checks if ch.kind == "limit"
+                  and (".dvh." in ch.name or ".ntcp." in ch.name)}  # the DVH table's limits
         n_shown = sum(1 for ch in v.checks if ch.name in shown)
         rest = len(v.checks) - n_shown
         c.print(f"constraints: the {n_shown} limits in the table hold"
@@ -323,7 +344,8 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
         return
     t = Table(title=f"violated constraints ({len(bad)} of {len(v.checks)})", title_justify="left")
     for col in ("constraint", "achieved", "limit", "slack", "kind"):
-        t.add_column(col, justify="left" if col in ("constraint", "kind") else "right")
+        t.add_column(col, justify="left" if col in ("constraint", "kind") else "right",
+                     no_wrap=True)
     for ch in bad:
         t.add_row(ch.name, _fmt(ch.value), _limit_str(ch), _fmt(ch.slack), ch.kind)
     c.print(t)
@@ -357,6 +379,8 @@ def simulate_cmd(
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", metavar="OUT.png", show_default=False,
         help="Save a figure of the schedule and its TME trajectories (png, pdf, svg).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Simulate one plan: metrics, limits and TME trajectories.
 
@@ -375,7 +399,7 @@ def simulate_cmd(
     _check_output(plot, "--plot")
     problem = Problem.from_path(file)
     if plan_file is not None:
-        plan, base = _plan_from_file(plan_file)
+        plan, base = _plan_from_file(plan_file, problem.name, force)
     else:
         plan, base = _plan_from_options(dose, days, nk_days), ""
     _check_horizon(plan, problem.horizon_days, file, plan_file, base)
@@ -394,7 +418,7 @@ def simulate_cmd(
         out = {"instance": problem.name, "instance_file": file, "plan": plan.describe(),
                "schedule": plan.to_dict(), "feasible": v.feasible,
                "violated": [c.name for c in v.violated], "objective": rep["objective"],
-               "metrics": rep["metrics"], "constraints": rep["constraints"],
+               "metrics": rep["metrics"], "constraints": rep["constraints"], "dvh": rep["dvh"],
                "outcome_calibration": problem.outcome_calibration()[1],
                "trajectory": rep["trajectory"]}
         typer.echo(json.dumps(out, indent=2))
@@ -418,7 +442,7 @@ def _choice(value: str, choices: tuple[str, ...], kind: str) -> str:
     hint = [c for c in choices if c.startswith(norm)] if len(norm) >= 2 else []
     hint = hint if len(hint) == 1 else difflib.get_close_matches(norm, choices, n=1, cutoff=0.5)
     did = f"; did you mean {hint[0]!r}?" if hint else ""
-    fail([f"rtopt: unknown {kind} {_short(value)!r}{did} (one of {', '.join(choices)})"])
+    fail([f"rtopt: unknown {kind} {shorten(value)!r}{did} (one of {', '.join(choices)})"])
 
 
 @app.command("surrogate")
@@ -439,8 +463,8 @@ def surrogate_cmd(
     """Dose responses of the TME surrogate to one fraction of 2, 4, ..., 24 Gy."""
     import numpy as np
 
-    from rtopt.outputs import plots
     from rtopt.model.parameters import PRODUCTS, SITES
+    from rtopt.outputs import plots
 
     site = _choice(site, SITES, "site")
     product = _choice(product, PRODUCTS, "NK product")

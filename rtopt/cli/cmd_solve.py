@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, err_console, out_console,
-                               resolve_solver, write_atomic)
+from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, err_console, out_console, resolve_solver,
+                               write_atomic)
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 
 @app.command("solve")
@@ -44,30 +47,41 @@ def solve_cmd(
     reference: Annotated[Optional[str], typer.Option(
         "--reference", metavar="PLAN.json",
         help="With --robust: also report the probability of beating this plan.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Optimise an instance and print the verified plan.
 
     Exit code 0 for a verified feasible plan, 3 for an infeasible instance, 4 when the solver's
     plan fails verification, 1 otherwise (see `rtopt --help`).
     """
-    from rtopt.planning.solve import solve
+    from rtopt.decisions.facade import solve
 
     profile = resolve_solver(solver)
+    if robust is not None:
+        from rtopt.decisions.distributed import resolve_scheduler
+
+        resolve_scheduler(scheduler)      # a bad --scheduler fails before the search
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
     ref = None
-    if reference is not None:
-        from rtopt.decisions.robust import load_plan
+    problem = file
+    if reference is not None or (robust or "").startswith("prob-better:"):
+        from rtopt.decisions.robust import load_plan, parse_robust
+        from rtopt.problem.problem import Problem
 
-        ref = load_plan(reference)
-    result = solve(file, profile, time_limit_s=time_limit, seed=seed, options=options,
-                   robust=robust, samples=samples, scheduler=scheduler, reference=ref,
-                   compile_progress=CompileNotice())
+        problem = Problem.from_path(file)
+        if reference is not None:
+            ref = load_plan(reference, problem, force=force, option="--reference")
+        if robust is not None:
+            robust = parse_robust(robust, ref, problem, force=force)
+    result = solve(problem, profile, time_limit_s=time_limit, seed=seed, options=options,
+                   robust=robust, samples=samples, scheduler=scheduler, reference=ref)
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")
     if json_out:
         typer.echo(result.to_json())
     else:
-        _print_result(result)
+        print_result(result)
     if output is not None and not result.feasible:
         err_console.print(f"{output}: not written (no verified feasible plan)")
     raise typer.Exit(exit_code(result))
@@ -89,7 +103,8 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _print_result(r) -> None:
+def print_result(r) -> None:
+    """Print a :class:`rtopt.planning.solve.Result` for people (plan, metrics, constraints)."""
     c = out_console
     c.print(f"{r.instance}  [{r.solver} -> {r.backend}: {r.solver_name} {r.solver_version}]")
     c.print(f"status: {r.status}   termination: {r.termination}   verified: {r.verified}   "
@@ -109,13 +124,19 @@ def _print_result(r) -> None:
         m = r.metrics
         for key, label in (("tumour_bed_gy", "tumour BED (Gy)"), ("tumour_eqd2_gy", "tumour EQD2 (Gy)"),
                            ("nk_favourability", "NK favourability (activity-days)"),
+                           ("nk_favourability_infused", "  of which infused NK cells"),
+                           ("nk_favourability_endogenous", "  of which the patient's own NK"),
                            ("tumour_log10_kill", "tumour log10 kill"),
                            ("nk_log10_kill", "  of which NK killing"),
                            ("nk_gain_log10_kill", "  NK-attributable gain (vs same plan, no NK)"),
                            ("local_control", "local control (population)"),
                            ("nk_gain_local_control", "  NK-attributable gain"),
+                           ("reoxygenation_gain_local_control",
+                            "  reoxygenation gain (RT alone)"),
                            ("tcp", "TCP (per patient, nominal alpha)"),
                            ("hypoxic_fraction_end", "hypoxic fraction at end (%)"),
+                           ("circulating_nk_nadir", "circulating NK nadir (of baseline)"),
+                           ("circulating_nk_auc", "  circulating NK area (baseline-days)"),
                            ("overall_days", "overall time (days)")):
             if key in m:
                 scale = 100.0 if key == "hypoxic_fraction_end" else 1.0
@@ -124,10 +145,11 @@ def _print_result(r) -> None:
         c.print(t)
         if "local_control" in m and r.outcome_calibration:
             c.print(f"tumour control: {r.outcome_calibration}")
+        print_dvh(r.dvh)
     if r.constraints:
         t = Table(title="constraints")
         for col in ("constraint", "achieved", "limit", "slack", "ok"):
-            t.add_column(col, justify="left" if col == "constraint" else "right")
+            t.add_column(col, justify="left" if col == "constraint" else "right", no_wrap=True)
         for ch in r.constraints:
             if ch.kind != "limit" and ch.ok:
                 continue  # calendar and count rules are listed only when broken
@@ -144,6 +166,33 @@ def _print_result(r) -> None:
             c.print(f"  - {line}")
 
 
+def print_dvh(summary) -> None:
+    """Print per-organ EQD2 metrics and NTCP of a [dvh_plan] instance's plan
+    (:func:`rtopt.problem.dvh.dvh_summary`; nothing when it is None)."""
+    if not summary:
+        return
+    ntcp_of: dict[str, list[str]] = {}
+    for x in summary["ntcp"]:
+        ntcp_of.setdefault(x["organ"], []).append(
+            f"{x['name']} {_fmt(None if x['probability'] is None else 100 * x['probability'], '.3g')} %")
+    t = Table(title="organs at risk from the plan's DVHs (EQD2 at each organ's alpha/beta, Gy)")
+    for col in ("organ", "Dmax", "D2cc", "Dmean", "NTCP", "DVH limits"):
+        t.add_column(col, justify="left" if col in ("organ", "NTCP", "DVH limits") else "right")
+    for o in summary["organs"]:
+        t.add_row(o["name"], _fmt(o["eqd2_dmax_gy"]), _fmt(o["eqd2_d2cc_gy"]),
+                  _fmt(o["eqd2_dmean_gy"]), "; ".join(ntcp_of.get(o["name"], [])) or "-",
+                  "ok" if o["ok"] else "VIOLATED")
+    tg = summary["target"]
+    if tg is not None:
+        t.add_row("target (tumour alpha/beta)", "-", "-", _fmt(tg["eqd2_dmean_gy"]),
+                  f"D95% {_fmt(tg['eqd2_d95%_gy'])}", "ok" if all(c["ok"] for c in tg["limits"])
+                  else "VIOLATED")
+    out_console.print(t)
+    if summary["blood_dose_per_fraction_gy"] is not None:
+        out_console.print(f"circulating blood: {summary['blood_dose_per_fraction_gy']:.3g} Gy per "
+                          "fraction (pass model, rtopt.dose.blood; sets nk_blood_dose_fraction)")
+
+
 @app.command("solvers")
 @cli_errors()
 def solvers_cmd(
@@ -152,11 +201,9 @@ def solvers_cmd(
     """List solver profiles and back-ends with their availability."""
     import json
 
-    from rtopt.backends import BACKENDS
-    from rtopt.planning.profiles import Profile, list_profiles, profile_origin, shadowed
-
-    from rtopt.backends import get_backend
+    from rtopt.backends import BACKENDS, get_backend
     from rtopt.backends.base import check_imports
+    from rtopt.planning.profiles import Profile, list_profiles, profile_origin, shadowed
 
     profiles = list_profiles()
     names = set()  # try every back-end's imports at once (each in a child process)
@@ -182,16 +229,24 @@ def solvers_cmd(
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
+    # identifiers and yes/no in the table (fits 80 columns); the long text below it, per profile
     t = Table(title="solver profiles and back-ends")
-    for col in ("profile", "backend", "available", "objectives", "NK objectives",
-                "per-fraction", "continuous", "guarantee", "file"):
-        t.add_column(col)
+    for col in ("profile", "backend", "available", "NK", "per-fx", "continuous"):
+        t.add_column(col, no_wrap=True)
+    t.caption = ("NK: NK objectives; per-fx: per-fraction doses; continuous: continuous "
+                 "doses")
     for r in rows:
-        t.add_row(r["profile"], r["backend"], "yes" if r["available"] else f"no: {r['reason']}",
-                  ", ".join(r["objectives"]), _yn(r["nk"]), _yn(r["per_fraction_doses"]),
-                  _yn(r["continuous_dose"]), r["guarantee"],
-                  f"{r['file']} ({r['origin']})" if r["file"] else r["origin"])
+        t.add_row(r["profile"], r["backend"], "yes" if r["available"] else "no",
+                  _yn(r["nk"]), _yn(r["per_fraction_doses"]), _yn(r["continuous_dose"]))
     out_console.print(t)
+    for r in rows:
+        out_console.print(f"{r['profile']}: "
+                          + (f"{r['file']} ({r['origin']})" if r["file"] else r["origin"]))
+        if not r["available"]:
+            out_console.print(f"  unavailable: {r['reason']}")
+        out_console.print(f"  objectives: {', '.join(r['objectives']) or '-'}")
+        if r["guarantee"]:
+            out_console.print(f"  guarantee: {r['guarantee']}")
     for r in rows:
         for other in r["shadows"]:
             out_console.print(f"note: profile '{r['profile']}' is {r['file']} ({r['origin']}); "
@@ -213,7 +268,8 @@ def _describe(profile: str, backend: str, description: str, time_limit: float | 
         return {"profile": profile, "backend": backend, "available": False,
                 "reason": f"cannot load: {e}", "objectives": [], "nk": False,
                 "per_fraction_doses": False, "continuous_dose": False,
-                "global_optimality": False, "guarantee": "", "description": description}
+                "dvh_limits": False, "global_optimality": False, "guarantee": "",
+                "description": description}
     ok, why = cls.available()
     return {"profile": profile, "backend": backend, "available": ok, "reason": why,
             **cls.capabilities(), "guarantee": cls.guarantee, "description": description,

@@ -6,6 +6,8 @@ Each command is a few lines over :mod:`rtopt.model.uncertainty`, :mod:`rtopt.dec
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +17,10 @@ from rich.table import Table
 
 from rtopt.cli import app
 from rtopt.cli._common import cli_errors, err_console, out_console
+from rtopt.common.fileio import locked_output
+
+# rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
+# none of them (tests/test_cli_install.py).
 
 model_app = typer.Typer(name="model", help="The model: parameters and their distributions.",
                         no_args_is_help=True, add_completion=False)
@@ -30,21 +36,37 @@ def params_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List every uncertain parameter: value, distribution, bounds and source."""
+    from rtopt.model.parameters import BASIS, SPECS, basis, basis_summary, resolve
     from rtopt.model.uncertainty import distributions_for, generic_distributions
 
     if file is None:
         dists = generic_distributions()
         where = "generic preset, il15_expanded NK product, alpha 0.35 /Gy, alpha/beta 10 Gy"
+        prov = dict(resolve("generic", "il15_expanded").provenance)
     else:
         from rtopt.problem.instance import load_instance
 
-        dists = distributions_for(load_instance(file))
+        inst = load_instance(file)
+        dists = distributions_for(inst)
         where = file
+        prov = dict(inst.surrogate_parameters().provenance)
+    summary = basis_summary(prov)
+    n_nk = len(BASIS)
+    share = summary["assumption"] / n_nk
     if json_out:
-        typer.echo(json.dumps([d.to_dict() for d in dists.values()], indent=2))
+        rows = []
+        for d in dists.values():
+            row = d.to_dict()
+            row["group"] = SPECS[d.name].group if d.name in SPECS else "tumour"
+            row["provenance"] = prov.get(d.name, d.source)
+            row["basis"] = basis(d.name, prov.get(d.name))
+            rows.append(row)
+        # one object per parameter (the list shape scripts rely on); the NK and chemokine
+        # parameters carry their basis, the others None
+        typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title=f"uncertain parameters ({where})")
-    for col in ("name", "value", "distribution", "bounds", "unit"):
+    for col in ("name", "value", "distribution", "bounds", "unit", "basis"):
         t.add_column(col, justify="right" if col == "value" else "left", no_wrap=True,
                      min_width=5 if col == "unit" else None)
     wide = out_console.width >= 120               # the source column needs room
@@ -54,22 +76,61 @@ def params_cmd(
         t.add_row(d.name, f"{d.value:.4g}",
                   "fixed" if d.fixed else d.kind + (f" sd {d.sd:.3g}" if d.sd else ""),
                   f"[{d.low:.3g}, {d.high:.3g}]",
-                  "" if d.unit == "1" else d.unit, *([d.source] if wide else []))
+                  "" if d.unit == "1" else d.unit, basis(d.name, prov.get(d.name)) or "",
+                  *([prov.get(d.name, d.source)] if wide else []))
     out_console.print(t)
+    out_console.print(f"NK and chemokine parameters ({n_nk}): " + ", ".join(
+        f"{v} {k}" for k, v in summary.items() if v) + f"; bare assumptions {share:.0%} "
+        "(basis: docs/model.md section 12)")
     out_console.print("triangular: mode at the value; loguniform: ranges over a decade; "
                       "override per instance in [uncertainty.NAME] (docs/model.md section 11)."
                       + ("" if wide else "  Sources: --json or a wider terminal."))
+
+
+@model_app.command("standards")
+@cli_errors()
+def standards_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the named standard schedules: dose, calendar, prescription convention, source."""
+    from rtopt.model.standards import standard_schedules
+
+    table = standard_schedules()
+    if json_out:
+        typer.echo(json.dumps([{"name": s.name, "dose_per_fraction_gy": s.dose_per_fraction_gy,
+                                "days": list(s.days), "prescription": s.prescription,
+                                "isodose_percent": s.isodose_percent,
+                                "tumour_dose_ratio": s.tumour_dose_ratio,
+                                "calendar": s.calendar, "source": s.source}
+                               for s in table.values()], indent=2))
+        return
+    t = Table(title="standard schedules (rtopt/model/data/standard_schedules.toml)")
+    for col in ("name", "Gy x n", "days", "prescription", "x Rx"):
+        t.add_column(col, justify="right" if col == "x Rx" else "left")
+    wide = out_console.width >= 120
+    if wide:
+        t.add_column("source", overflow="ellipsis", no_wrap=True, max_width=60)
+    for s in table.values():
+        days = ",".join(map(str, s.days)) if len(s.days) <= 8 else \
+            f"{len(s.days)} weekdays from 0"
+        t.add_row(s.name, f"{s.dose_per_fraction_gy:g} x {len(s.days)}", days, s.convention,
+                  f"{s.tumour_dose_ratio:.3g}", *([s.source] if wide else []))
+    out_console.print(t)
+    out_console.print("Used by trial --arm NAME, pareto reference marks, the outcome tables and "
+                      "[prescription] local_control_vs; each is delivered with its source's "
+                      "prescription convention (x Rx = tumour dose / prescribed dose).")
 
 
 _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://HOST:PORT "
                    "(default: DASK_SCHEDULER_ADDRESS when set).")
 
 
-def load_plan(path: str):
-    """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors)."""
-    from rtopt.decisions.robust import load_plan as _load
+def load_plan(path: str, problem=None, force: bool = False, option: str = ""):
+    """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors), checked
+    against ``problem`` (:func:`rtopt.problem.problem.load_plan_file`)."""
+    from rtopt.problem.problem import load_plan_file
 
-    return _load(path)
+    return load_plan_file(path, problem, force=force, option=option)
 
 
 @app.command("sensitivity")
@@ -95,14 +156,29 @@ def sensitivity_cmd(
                          "nk_gain_local_control, nk_favourability).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows per table.")] = 12,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Rank the uncertain parameters that drive a plan's objective (SALib Morris or Sobol)."""
     from rtopt.problem.problem import Problem
+
+    from rtopt.decisions.distributed import resolve_scheduler
+
+    resolve_scheduler(scheduler)          # a bad --scheduler fails before any work
+    problem = Problem.from_path(file)
+    a = load_plan(plan, problem, force, "--plan")
+    b = load_plan(versus, problem, force, "--versus") if versus else None
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            stack.enter_context(locked_output(output, "rtopt sensitivity"))
+        _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric, top,
+                     json_out)
+
+
+def _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric, top,
+                 json_out) -> None:
     from rtopt.decisions.sensitivity import plan_sensitivity, plot
 
-    problem = Problem.from_path(file)
-    a = load_plan(plan)
-    b = load_plan(versus) if versus else None
     res = plan_sensitivity(problem, a, b, method=method, samples=samples, seed=seed,
                            scheduler=scheduler,
                            cache_dir=None if output is None else output / "chunks",
@@ -183,9 +259,9 @@ def trial_cmd(
     file: Annotated[str, typer.Argument(metavar="INSTANCE", help="Instance file (TOML).")],
     arm: Annotated[list[str], typer.Option(
         "--arm", metavar="NAME=PLAN.json|54/3|optimised",
-        help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard lung "
-             "arm (54/3, 48/4, 50/5, 60/8, 34/1; with the instance's earliest rule-abiding NK "
-             "infusions), or 'optimised' (the instance solved with --solver).")],
+        help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard "
+             "schedule by name (54/3, 48/4, 50/5, 60/8, 34/1, ...: `rtopt model standards`; its "
+             "source's calendar and prescription convention, NK infusions by --infusions), or 'optimised' (the instance solved with --solver).")],
     patients: Annotated[int, typer.Option("--patients", "-n", help="Virtual patients.")] = 500,
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR",
                                          help="Folder for results.csv, plots and the report.")]
@@ -195,56 +271,117 @@ def trial_cmd(
                                         help="Solver of the 'optimised' arm.")] = "exhaustive",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    infusions: Annotated[str, typer.Option(
+        "--infusions", metavar="best|earliest",
+        help="NK infusion days of the standard arms (and, with earliest, of the optimised "
+             "arm): the best for each arm's fractions, as the optimiser would choose, or the "
+             "earliest allowed.")] = "best",
+    nk_days: Annotated[list[str], typer.Option(
+        "--nk-days", metavar="ARM=D,D",
+        help="Fix an arm's infusion days (repeatable; ARM= for none).")] = [],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use plan files written for another instance.")] = False,
 ) -> None:
     """Virtual-cohort trial: every patient a parameter sample, every arm a plan."""
-    from rtopt.common.errors import RtoptError
     from rtopt.problem.problem import Problem
-    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
 
+    from rtopt.decisions.distributed import resolve_scheduler
+
+    resolve_scheduler(scheduler)          # a bad --scheduler fails before any work
     problem = Problem.from_path(file)
-    arms = {}
+    with locked_output(output, "rtopt trial"):   # before the arms: a second run fails at once
+        _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force,
+               infusions, nk_days)
+
+
+def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force,
+           infusions="best", nk_days=()) -> None:
+    from rtopt.common.errors import RtoptError
+    from rtopt.decisions.trial import (STANDARD_ARMS, check_arm_name, run_trial, standard_plan,
+                                       with_infusions, write_outputs)
+    from rtopt.problem.problem import check_plan_fits
+
+    rule_note = {"best": "best for this arm (the optimiser's choice)",
+                 "earliest": "earliest allowed"}
+    if infusions not in rule_note:
+        raise RtoptError(f"--infusions {infusions!r}: expected best or earliest")
+    arms, notes = {}, {}
     for a in arm:
         name, eq, path = a.partition("=")
         if eq:
-            arms[name] = load_plan(path)
-        elif a in STANDARD_ARMS:
-            arms[a] = standard_plan(problem, a)
+            check_arm_name(name, list(arms))
+            arms[name] = load_plan(path, problem, force, f"--arm {name}")
+            notes[name] = f"from {Path(path).name}"
+        elif "/" in a and not a.endswith(".json"):
+            check_arm_name(a, list(arms))
+            arms[a] = standard_plan(problem, a, infusions)
+            notes[a] = rule_note[infusions]
         elif a in ("optimised", "optimized"):
             from rtopt.planning.solve import solve
 
+            check_arm_name("optimised", list(arms))
             res = solve(problem, solver)
             if not res.feasible or res.plan is None:
                 raise RtoptError(f"--arm optimised: the {solver} solve found no verified plan "
                                  f"({res.status}: {res.message})")
-            arms["optimised"] = res.plan
+            if infusions == "best":
+                arms["optimised"], notes["optimised"] = res.plan, "the optimiser's own (best)"
+            else:   # the same rule as the other arms, on the optimiser's fractions
+                arms["optimised"] = with_infusions(problem, res.plan, infusions)
+                notes["optimised"] = rule_note[infusions]
         elif Path(a).suffix == ".json":
-            arms[Path(a).stem] = load_plan(a)
+            check_arm_name(Path(a).stem, list(arms))
+            arms[Path(a).stem] = load_plan(a, problem, force, "--arm")
+            notes[Path(a).stem] = f"from {Path(a).name}"
         else:
-            raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard arm "
-                             f"({', '.join(STANDARD_ARMS)}) or 'optimised'")
+            raise RtoptError(f"--arm {a}: expected NAME=PLAN.json, a standard schedule "
+                             f"(e.g. {', '.join(STANDARD_ARMS)}; rtopt model standards lists "
+                             "them) or 'optimised'")
+    for spec in nk_days:
+        name, eq, days = spec.rpartition("=")
+        if not eq or name not in arms:
+            raise RtoptError(f"--nk-days {spec}: expected ARM=DAY,DAY,... with ARM one of "
+                             f"{', '.join(arms)}")
+        try:
+            fixed = tuple(sorted(int(d) for d in days.split(",") if d.strip()))
+        except ValueError:
+            raise RtoptError(f"--nk-days {spec}: days must be whole numbers, e.g. "
+                             f"{name}=5,12") from None
+        p = arms[name]
+        arms[name] = dataclasses.replace(p, nk_days=fixed)
+        check_plan_fits(arms[name], problem, f"--nk-days {name}")
+        notes[name] = "fixed by --nk-days"
     res = run_trial(problem, arms, patients, seed, scheduler=scheduler,
-                    cache_dir=output / "chunks", progress=f"trial ({patients} patients)")
+                    cache_dir=output / "chunks", progress=f"trial ({patients} patients)",
+                    infusions=notes)
     write_outputs(res, output)
     if json_out:
         typer.echo(json.dumps(res.to_dict(), indent=2))
         return
     oars = [o.name for o in problem.oars]
+    ntcps = list(next(iter(res.summary.values())).get("ntcp_nominal", {}))
     t = Table(title=f"{problem.name}: virtual-cohort trial, {patients} patients (seed {seed})")
-    for col in ["arm", "plan", "local control", "95 % CI", "NK gain"] + [f"{o} BED" for o in oars]:
-        t.add_column(col, justify="left" if col in ("arm", "plan") else "right")
+    for col in (["arm", "plan", "local control", "95 % CI", "NK gain"] + [f"{o} BED" for o in oars]
+                + [f"NTCP {k}" for k in ntcps]):
+        t.add_column(col, justify="left" if col in ("arm", "plan") else "right",
+                     no_wrap=col != "plan")
     for n, s in res.summary.items():
         lo, hi = s["local_control_ci95"]
         t.add_row(n + (" (!)" if res.checks[n] else ""), res.arms[n].describe(),
                   f"{s['local_control']:.3f}", f"{lo:.3f}-{hi:.3f}", f"{s['nk_gain']:.4f}",
-                  *(f"{s['oar_bed_gy'][o]:.1f}" for o in oars))
+                  *(f"{s['oar_bed_gy'][o]:.1f}" for o in oars),
+                  *(f"{s['ntcp_nominal'][k]:.3f}" for k in ntcps))
     out_console.print(t)
+    if ntcps:
+        out_console.print("NTCP: nominal (the shipped NTCP parameter sets carry no parameter "
+                          "uncertainty; every patient of an arm has the plan's NTCP)")
     for n, c in res.checks.items():
         if c:
             out_console.print(f"(!) {n} violates {'; '.join(c)}")
     names = list(res.arms)
     if len(names) > 1:
         t = Table(title="probability of superiority (row beats column, per patient)")
-        t.add_column("")
+        t.add_column("", no_wrap=True)
         for b in names:
             t.add_column(b, justify="right")
         for a in names:

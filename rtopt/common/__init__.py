@@ -1,4 +1,4 @@
-"""Lowest layer: the typed errors and the safe file helpers every other layer uses.
+"""Lowest layer: the typed errors, the safe file helpers and the consoles every other layer uses.
 
 Imports nothing else from rtopt.
 """

@@ -55,6 +55,7 @@ by :meth:`rtopt.problem.problem.Problem.verify` of the instance (:func:`rtopt.pl
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -63,10 +64,23 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rtopt.problem.course import Course, Observation, load_course
+from rtopt.backends.base import BackendOutput, Termination, package_version
+from rtopt.backends.exhaustive import ExhaustiveBackend, memory_budget_bytes
 from rtopt.common.errors import RtoptError
+from rtopt.common.fileio import write_atomic
+from rtopt.decisions.robust import (parse_robust, sample_objectives, score_block, statistic,
+                                    summary_stats)
+from rtopt.decisions.trial import bootstrap_ci
+from rtopt.model.simulator import compile_kernels, simulate
+from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
+from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.planning.solve import Result, finish, solve
+from rtopt.problem.course import (Course, CourseError, Observation, course_from_dict, load_course,
+                                  violations)
+from rtopt.problem.instance import instance_from_dict
 from rtopt.problem.problem import Plan, Problem
-from rtopt.planning.solve import Result
+
+# matplotlib is imported inside the figure functions (import time).
 
 __all__ = ["Posterior", "update", "replan", "ReplanResult", "predict_observations",
            "plot_update", "LOW_ESS", "MOVED_SHIFT", "MOVED_SD_RATIO", "PRIOR_SAMPLES",
@@ -92,8 +106,6 @@ class AdaptiveError(RtoptError):
 def _as_course(course: Any, problem: Problem) -> Course:
     if isinstance(course, Course):
         if course.instance != problem.name:
-            from rtopt.problem.course import CourseError
-
             raise CourseError(course.source, [("instance", f"the course is for instance "
                                                            f"{course.instance!r}, not "
                                                            f"{problem.name!r}")])
@@ -127,9 +139,9 @@ def _trajectories(problem: Problem, bio: Any, n: int, course: Course, days: int)
     U = np.zeros(width)
     m = min(width - 1, H)
     D[:m], U[:m] = D0[:m], U0[:m]
-    from rtopt.model.simulator import simulate
 
-    sim = simulate(bio, np.broadcast_to(D, (n, width)), np.broadcast_to(U, (n, width)),
+    sim = simulate(bio, np.broadcast_to(problem.tumour_doses(D), (n, width)),
+                   np.broadcast_to(U, (n, width)),
                    steps_per_day=problem.steps_per_day, trajectory=True, population=False,
                    counterfactual=False)
     return sim.t_days, sim.trajectory
@@ -285,8 +297,6 @@ class Posterior:
 
     def adapted_biology(self, problem: Problem) -> Any:
         """``problem.biology`` with the :meth:`adapted_values`."""
-        from rtopt.model.uncertainty import biology_with
-
         return biology_with(problem.biology, self.adapted_values())
 
     def resample(self, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -331,8 +341,6 @@ def update(instance: Any, course: Any, *, samples: int = PRIOR_SAMPLES, seed: in
     Posterior
         With no observations: the prior (equal weights, ESS = ``samples``).
     """
-    from rtopt.model.uncertainty import biology_with, distributions_for, sample_values
-
     problem = Problem.coerce(instance)
     course = _as_course(course, problem)
     if int(samples) < 2:
@@ -368,9 +376,6 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rtopt.common.fileio import write_atomic
-    from rtopt.model.uncertainty import biology_with
-
     problem = Problem.coerce(instance)
     course = _as_course(course, problem)
     last = min(problem.horizon_days - 1, course.today + days_after)
@@ -378,6 +383,8 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
                             course, last)
     quantities = list(dict.fromkeys(o.quantity for o in post.observations)) or [
         "hypoxic_fraction"]
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(len(quantities), 1, figsize=(7.5, 3.0 * len(quantities) + 0.6),
                              squeeze=False)
     u = np.full(post.n, 1.0 / post.n)
@@ -408,6 +415,7 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
             ax.axvline(d, color="0.3", lw=0.6, ls=":")
         ax.axvline(course.today, color="C2", lw=1.0, ls="--", label="today")
         ax.set_ylabel(labels.get(q, q), fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole days
         handles, names = ax.get_legend_handles_labels()
         keep = dict(zip(names, handles))
         ax.legend(keep.values(), keep.keys(), fontsize=7, loc="best")
@@ -416,7 +424,6 @@ def plot_update(post: Posterior, instance: Any, course: Any, path: str | Path,
     fig.suptitle(f"{problem.name}: update from {len(post.observations)} observation(s), "
                  f"ESS {post.ess:.0f} of {post.n}", fontsize=10)
     fig.tight_layout()
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -456,8 +463,6 @@ def _remaining_rules(problem: Problem, course: Course) -> tuple[int, int, int]:
 def _space(problem: Problem, course: Course, opts: dict[str, Any]):
     """Whole-course dose rows of the remaining space that meet every dose, calendar,
     prescription and OAR rule (delivered dose counted); ``(D, plans_rt, bed)``."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X
-
     H = problem.horizon_days
     dv = course.delivered
     D0, _ = dv.daily(H)
@@ -492,15 +497,13 @@ def _space(problem: Problem, course: Course, opts: dict[str, Any]):
     if not rows:
         return np.zeros((0, H)), [], np.zeros(0)
     D = np.array(rows)
-    ok, bed = X._limits_ok(problem, D)
+    ok, bed = ExhaustiveBackend.limits_ok(problem, D)
     return D[ok], [p for p, k in zip(plans_rt, ok) if k], bed[ok]
 
 
 def _infusion_space(problem: Problem, course: Course, day_step: int):
     """(candidate days, incidence matrix): the given infusions in every set, then every set of
     further days from today that obeys count, window and spacing."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X
-
     r = problem.nk
     given = list(course.delivered.nk_days)
     j = len(given)
@@ -513,7 +516,7 @@ def _infusion_space(problem: Problem, course: Course, day_step: int):
     if earliest > r.latest_day or r.n_max - j <= 0:
         cand, M = np.zeros(0, dtype=int), np.zeros((1 if r.n_min <= j else 0, 0), dtype=bool)
     else:
-        cand, M = X._infusion_matrix(rest, day_step)
+        cand, M = ExhaustiveBackend.infusion_matrix(rest, day_step)
     cand = np.concatenate([np.asarray(given, dtype=int), cand])
     M = np.hstack([np.ones((len(M), j), dtype=bool), M])
     return cand, M
@@ -539,11 +542,8 @@ def _full_plan(course: Course, days: tuple[int, ...], dose: float, nk: tuple[int
 def _search(problem: Problem, course: Course, options: Any, robust: Any, values: Any,
             ref: Any):
     """The remaining-course search on ``problem`` (planning biology); a BackendOutput."""
-    from rtopt.backends.base import BackendOutput, Termination, package_version
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X, memory_budget_bytes
-
     t0 = time.perf_counter()
-    opts = X.options_of(options)
+    opts = ExhaustiveBackend.options_of(options)
     D, plans_rt, bed = _space(problem, course, opts)
     name, version = "rtopt remaining-course enumeration + numpy", package_version("numpy")
     space = {"start_window_days": opts["start_window"],
@@ -559,8 +559,6 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
                              solver_version=version, extras=extras)
     nk_sim = problem.nk is not None and problem.needs_simulation
     if robust is not None:
-        from rtopt.decisions.robust import _score_block
-
         if problem.nk is not None:
             cand, M = _infusion_space(problem, course, opts["day_step"])
             sets = [tuple(int(x) for x in cand[row]) for row in M]
@@ -574,7 +572,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
         block = max(1, 4096 // max(1, S))
         fit, stat, st = [], [], []
         for a in range(0, len(D), block):
-            part = _score_block(problem, robust, values, ref, D, plans_rt, bed, sets,
+            part = score_block(problem, robust, values, ref, D, plans_rt, bed, sets,
                                 np.arange(a, min(a + block, len(D))))
             fit.append(part["fitness"])
             stat.append(part["stat"])
@@ -599,8 +597,8 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
                                  "the NK rules after the given infusions", solver_name=name,
                                  solver_version=version, extras=extras)
         deadline = t0 + options.time_limit_s
-        out = X()._superposition(problem, D, plans_rt, bed, cand, M, deadline, name, version,
-                                 extras, memory_budget_bytes(options))
+        out = ExhaustiveBackend().superposition(problem, D, plans_rt, bed, cand, M, deadline, name,
+                                                version, extras, memory_budget_bytes(options))
         if not out.plans:
             return out
         p = out.plans[0]
@@ -614,7 +612,6 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
     if problem.nk is not None:
         cand, M = _infusion_space(problem, course, opts["day_step"])
         sets = [tuple(int(x) for x in cand[row]) for row in M]
-    from rtopt.problem.course import _violations
 
     for i in np.argsort(-obj, kind="stable"):
         if not np.isfinite(obj[i]):
@@ -622,7 +619,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
         days, d = plans_rt[i]
         for s in (sets if sets is not None else [course.delivered.nk_days]):
             plan = _full_plan(course, days, d, s)
-            if not _violations(problem, plan, ()):
+            if not violations(problem, plan, ()):
                 return BackendOutput((plan,), Termination.OPTIMAL, float(obj[i]), None,
                                      solver_name=name, solver_version=version, extras=extras)
     return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
@@ -655,10 +652,6 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     ReplanResult
         The verified whole course, with ``delivered`` and ``remaining``.
     """
-    from rtopt.planning.profiles import Profile, resolve_profile
-    from rtopt.model.simulator import compile_kernels
-    from rtopt.planning.solve import finish
-
     compile_kernels()          # before the clock: a first compile is not search time
     t0 = time.perf_counter()
     base_problem = Problem.coerce(instance)
@@ -704,9 +697,7 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
                                    "fractions fixed", **base))
     spec = values = ref = None
     if robust is not None:
-        from rtopt.decisions.robust import parse_robust, sample_objectives
-
-        spec = parse_robust(robust) if isinstance(robust, str) else robust
+        spec = parse_robust(robust, problem=problem) if isinstance(robust, str) else robust
         if int(samples) < 1:
             raise AdaptiveError(f"--samples must be >= 1 for a robust re-plan, got {samples}")
         if not problem.needs_simulation:
@@ -722,15 +713,13 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
         nominal = base_problem.verify(res.plan)
         extras = {**res.extras, "objective_at_nominal_parameters": nominal.objective}
         if spec is not None:
-            from rtopt.decisions.robust import _summary, sample_objectives, statistic
-
             ins = sample_objectives(problem, *(a[None] for a in res.plan.daily(
                 problem.horizon_days)), values)[0]
             extras["robust"] = {"statistic": spec.label, "samples": int(samples),
                                 "seed": seed, "sampling": "systematic resampling of the "
                                 "importance-weighted pool",
                                 "in_sample": {"statistic": float(statistic(spec, ins, ref)),
-                                              **_summary(ins)}}
+                                              **summary_stats(ins)}}
         res = replace(res, extras=extras, wall_time_s=time.perf_counter() - t0)
     return wrap(res)
 
@@ -797,23 +786,18 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
     AdaptiveError
         When a plan fails verification (never expected: both are verified plans).
     """
-    from rtopt.problem.course import course_from_dict
-    from rtopt.planning.solve import solve
-    from rtopt.decisions.trial import _ci
-    from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
-
     t0 = time.perf_counter()
     problem = Problem.coerce(instance)
     if overrides:
-        from rtopt.problem.instance import instance_from_dict
-
         data = problem.instance.to_dict()
         for table, vals in overrides.items():
             if table == "objective":
                 data[table] = dict(vals)
             else:
                 data[table] = {**data.get(table, {}), **vals}
-        problem = Problem(instance_from_dict(data, f"{problem.name} (study overrides)"))
+        base = problem.instance.base_dir  # relative [dvh_plan] paths stay the file's
+        problem = Problem(instance_from_dict(data, f"{problem.name} (study overrides)")
+                          .with_base_dir(base, problem.instance.source))
     nominal = solve(problem, "exhaustive")
     if not nominal.feasible:
         raise AdaptiveError(f"the nominal solve found no plan ({nominal.status})")
@@ -874,11 +858,11 @@ def adaptive_study(instance: Any, patients: int = 20, *, delivered_fractions: in
         if progress is not None:
             progress(i + 1, patients)
     g = np.array(gains)
-    ci = _ci(g, seed)
+    ci = bootstrap_ci(g, seed)
     meta = {"instance": problem.name, "objective": problem.objective_name,
             "observation": f"{quantity} on day {today} (+- {sd:g}), after {k} fraction(s)",
             "prior_samples": prior_samples, "seed": seed,
             "wall_time_s": time.perf_counter() - t0}
     gi = np.array(info)
     return StudyResult(P, g, np.array(adapt), np.array(nom), np.array(changed, dtype=bool),
-                       ci, meta, blind.plan, np.array(blind_obj), gi, _ci(gi, seed))
+                       ci, meta, blind.plan, np.array(blind_obj), gi, bootstrap_ci(gi, seed))

@@ -31,7 +31,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from rtopt import __version__
+from rtopt.common.console import err_console
 from rtopt.common.errors import RtoptError
+
+# dask and rich.progress are imported inside the functions that use them (dask takes ~1 s to
+# import; serial runs never need it).
 
 __all__ = ["map_chunks", "SchedulerUnavailable", "CONNECT_TIMEOUT_S", "resolve_scheduler",
            "settings_key"]
@@ -44,11 +49,73 @@ class SchedulerUnavailable(RtoptError):
     """The Dask scheduler cannot be reached or started (the message says which and why)."""
 
 
+MAX_LOCAL_WORKERS = 256
+"""Most workers ``local:N`` starts (threads in this process)."""
+
+
 def resolve_scheduler(scheduler: Any) -> Any:
-    """The scheduler to use: the argument, else ``DASK_SCHEDULER_ADDRESS``, else ``"sync"``."""
+    """The scheduler to use: the argument, else ``DASK_SCHEDULER_ADDRESS``, else ``"sync"``.
+
+    Raises
+    ------
+    SchedulerUnavailable
+        A string that is none of the forms of the module docstring (``local:0``, ``local:-1``
+        and ``local:abc`` started no worker and waited for ever; an unknown word reached Dask).
+    """
     if scheduler is None:
-        return os.environ.get("DASK_SCHEDULER_ADDRESS") or "sync"
-    return scheduler
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or "sync"
+    if not isinstance(scheduler, str):
+        return scheduler          # a Client the caller owns
+    s = scheduler.strip()
+    if s in ("sync", "threads", "local"):
+        return s
+    if s.startswith("local:"):
+        n = s.partition(":")[2]
+        if not (n.isdigit() and 1 <= int(n) <= MAX_LOCAL_WORKERS):
+            raise SchedulerUnavailable(
+                f"--scheduler {_shown(s)}: local:N needs a whole number of workers N from 1 to "
+                f"{MAX_LOCAL_WORKERS}")
+        return s
+    if "://" in s and len(s) <= 300:
+        return s
+    raise SchedulerUnavailable(f"--scheduler {_shown(s)}: expected sync, threads, local:N or "
+                               "an address such as tcp://HOST:PORT")
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 80 else text[:60] + f"...({len(text)} characters)"
+
+
+def _probe_dask(address: str) -> None:
+    """Fail within :data:`CONNECT_TIMEOUT_S` unless a ``tcp://`` address answers like a Dask
+    scheduler (it sends its handshake on connect; an HTTP server, say, sends nothing and
+    Dask's client would wait on it for minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    try:
+        u = urlsplit(address)
+        host, port = u.hostname, u.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise SchedulerUnavailable(f"--scheduler {_shown(address)}: expected tcp://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as so:
+            so.settimeout(CONNECT_TIMEOUT_S)
+            head = so.recv(256)
+    except socket.timeout:
+        raise SchedulerUnavailable(
+            f"{address} answers but is not a Dask scheduler (no Dask handshake within "
+            f"{CONNECT_TIMEOUT_S:g} s)") from None
+    except OSError as e:
+        raise SchedulerUnavailable(f"cannot reach the Dask scheduler {address}: "
+                                   f"{e.strerror or e}") from None
+    if b"compression" not in head:
+        raise SchedulerUnavailable(f"{address} answers but is not a Dask scheduler (its first "
+                                   "bytes are not a Dask handshake)")
 
 
 def settings_key(**settings: Any) -> str:
@@ -68,11 +135,13 @@ def _client(scheduler: Any) -> Iterator[Any]:
     except ImportError as e:  # pragma: no cover - dask[distributed] is a dependency
         raise SchedulerUnavailable(f"dask.distributed is not installed: {e}") from None
     if isinstance(scheduler, str) and scheduler.startswith("local"):
-        n = int(scheduler.partition(":")[2] or os.cpu_count() or 1)
+        n = int(scheduler.partition(":")[2] or os.cpu_count() or 1)   # checked by resolve_scheduler
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=False,
                           dashboard_address=None) as cluster, Client(cluster) as c:
             yield c
         return
+    if isinstance(scheduler, str):
+        _probe_dask(scheduler)
     try:
         c = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as e:
@@ -91,8 +160,6 @@ def _check_workers(client: Any, scheduler: Any) -> None:
     A scheduler without workers would otherwise wait forever, and workers without rtopt (or
     with another version) fail each chunk with a deserialisation traceback.
     """
-    from rtopt import __version__ as here
-
     try:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError):
@@ -102,29 +169,50 @@ def _check_workers(client: Any, scheduler: Any) -> None:
 
     def probe() -> str:  # nested: pickled by value, runs even where rtopt is missing
         try:
-            import rtopt
+            from rtopt import __version__ as theirs
         except ImportError:
             return "not installed"
-        return str(getattr(rtopt, "__version__", "unknown"))
+        return str(theirs)
 
     try:
         versions = client.run(probe)
     except Exception as e:  # noqa: BLE001 - any failure here means the workers are unusable
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SchedulerUnavailable(f"the workers of {scheduler} cannot run tasks: {why}") from None
-    bad = sorted({v for v in versions.values() if v != here})
+    bad = sorted({v for v in versions.values() if v != __version__})
     if bad:
         have = ("do not have rtopt" if bad == ["not installed"]
-                else f"have rtopt {', '.join(bad)}, not {here}")
+                else f"have rtopt {', '.join(bad)}, not {__version__}")
         raise SchedulerUnavailable(
             f"the workers of {scheduler} {have}: install this repository in the workers' "
             "environment (pip install .)")
 
 
-def _save(path: Path, result: dict[str, np.ndarray]) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **result)
-    os.replace(tmp, path)
+KEY_FIELD = "__rtopt_key__"
+"""Name of the array in each chunk file that holds the run's :func:`settings_key`."""
+
+
+def _save(path: Path, result: dict[str, np.ndarray], key: str) -> None:
+    """Write one chunk atomically, stamped with ``key``; on failure (a full disk) no partial
+    file is left and the error names ``path``."""
+    import io
+
+    from rtopt.common.fileio import write_atomic
+
+    buf = io.BytesIO()
+    np.savez(buf, **result, **{KEY_FIELD: np.array(key)})
+    write_atomic(path, buf.getvalue())
+
+
+def _load(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """A finished chunk of the run ``key``, or None (missing, unreadable, or another run's)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if KEY_FIELD not in z.files or str(z[KEY_FIELD]) != key:
+                return None
+            return {k: z[k] for k in z.files if k != KEY_FIELD}
+    except (OSError, ValueError, EOFError, KeyError):
+        return None
 
 
 def map_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any], *,
@@ -169,22 +257,28 @@ def _run_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any]
     if cache is not None:
         created = [d for d in (cache, *cache.parents) if not d.exists()]
         cache.mkdir(parents=True, exist_ok=True)
+        from rtopt.common.fileio import write_atomic
+
         stamp = cache / "key.txt"
-        if not stamp.exists() or stamp.read_text().strip() != key:
-            for old in cache.glob("chunk-*.npz"):
+        from rtopt.common.fileio import InputFileError, read_input
+
+        try:
+            same = read_input(stamp, limit=4096).decode("utf-8", "replace").strip() == key
+        except InputFileError:
+            same = False
+        if not same:
+            for old in (*cache.glob("chunk-*.npz"), *cache.glob("*.tmp")):
                 old.unlink()
-            stamp.write_text(key + "\n")
+            write_atomic(stamp, key + "\n")
         for i in range(len(items)):
-            p = cache / f"chunk-{i:05d}.npz"
-            if p.exists():
-                with np.load(p) as z:
-                    results[i] = {k: z[k] for k in z.files}
+            # each chunk carries its run's key: a chunk of another configuration is never mixed in
+            results[i] = _load(cache / f"chunk-{i:05d}.npz", key)
     todo = [i for i, r in enumerate(results) if r is None]
 
     def done(i: int, r: dict[str, np.ndarray]) -> None:
         results[i] = r
         if cache is not None:
-            _save(cache / f"chunk-{i:05d}.npz", r)
+            _save(cache / f"chunk-{i:05d}.npz", r, key)
 
     with _progress(progress, len(items), len(items) - len(todo)) as advance:
         if client is None:
@@ -229,8 +323,6 @@ def _run_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any]
 
 @contextlib.contextmanager
 def _progress(label: str | None, total: int, completed: int) -> Iterator[Callable[[], None]]:
-    from rtopt.cli._common import err_console
-
     if label is None or total <= 1 or not err_console.is_terminal:
         yield lambda: None
         return

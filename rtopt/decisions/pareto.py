@@ -8,7 +8,7 @@
   superposition, :func:`rtopt.model.simulator.infusion_kernels`) and the non-dominated points are kept
   ("exact over the exhaustive space", not over the instance's full decision space);
 * optionally a **heuristic** front from pymoo (NSGA-II for two objectives, NSGA-III for three)
-  over scipy-de's genome (:class:`rtopt.backends.scipy_backend._Decoder`), with the constraint
+  over scipy-de's genome (:class:`rtopt.backends.scipy_backend.Decoder`), with the constraint
   slacks as pymoo inequality constraints, compared with the exact front by hypervolume (pymoo
   ``HV``) and by the generational / inverted generational distance (pymoo ``GD`` / ``IGD``).
 
@@ -19,6 +19,7 @@ fails verification is dropped (and counted).  Objectives are reported in their o
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,9 +27,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rtopt.common.errors import RtoptError
+from rtopt.backends.base import SolverOptions
+from rtopt.backends.exhaustive import ExhaustiveBackend
+from rtopt.common.errors import ProblemDeclined, RtoptError
+from rtopt.decisions.pareto_moo import heuristic_front, objective_matrix
+from rtopt.model.simulator import STEPS_PER_DAY, compile_kernels, infusion_kernels
 from rtopt.problem.problem import SIMULATION_METRICS, Plan, Problem
-from rtopt.model.simulator import STEPS_PER_DAY, compile_kernels
+
+# pymoo is imported inside the functions that use it (import time).
 
 __all__ = ["Objective", "ParetoPoint", "ParetoResult", "parse_objectives", "pareto",
            "non_dominated", "hypervolume", "knee_index", "OBJECTIVE_NAMES"]
@@ -45,17 +51,13 @@ _MINIMISED = {
     "n_fractions": ("n_fractions", "fractions"),
     "overall_days": ("overall_days", "overall time (days)"),
 }
-OBJECTIVE_NAMES = (tuple(_MAXIMISED) + ("oar:NAME", "oar_eqd2:NAME") + tuple(_MINIMISED))
+OBJECTIVE_NAMES = (tuple(_MAXIMISED) + ("oar:NAME", "oar_eqd2:NAME", "ntcp:NAME")
+                   + tuple(_MINIMISED))
 """Objective names accepted by :func:`parse_objectives`."""
 
-STANDARD_SCHEDULES = ((1, 34.0), (3, 18.0), (4, 12.0), (5, 10.0), (5, 11.0), (8, 7.5),
-                      (15, 3.0), (20, 2.75), (25, 2.0), (30, 2.0))
-"""Standard (fractions, Gy per fraction) regimens placed on the front's axes when the instance
-allows them: NCCN lung SABR (34/1, 54/3, 48/4, 50-55/5, 60/8) and common conventional and
-moderately hypofractionated courses."""
-
-REFERENCE_DEFAULT = ((0, 2, 4), 18.0)
-"""Default reference schedule: 18 Gy x 3 on days 0, 2, 4 (with its best infusions)."""
+REFERENCE_DEFAULT = "54/3"
+"""Default reference: the standard schedule 54/3 (rtopt/model/data/standard_schedules.toml:
+18 Gy x 3 on days 0, 4, 8 at the 80 % isodose), with its best infusions."""
 
 
 @dataclass(frozen=True)
@@ -94,26 +96,37 @@ def parse_objectives(spec: str | Sequence[str], problem: Problem) -> list[Object
             kind, oar = name.split(":", 1)
             if oar not in oars:
                 raise RtoptError(f"--objectives: unknown organ at risk {oar!r} in {name!r}"
-                                 f"{_did_you_mean(oar, oars, kind + ':')}; the instance has "
+                                 f"{did_you_mean_hint(oar, oars, kind + ':')}; the instance has "
                                  f"{', '.join(oars) or 'none'}")
             what = "bed_gy" if kind == "oar" else "eqd2_gy"
             label = f"{oar} {'BED' if kind == 'oar' else 'EQD2'} (Gy)"
             out.append(Objective(name, f"oar.{oar}.{what}", False, label))
+        elif name.startswith("ntcp:"):
+            label = name.split(":", 1)[1]
+            terms = list(problem.dvh.ntcps) if getattr(problem, "dvh", None) is not None else []
+            match = [t for t in terms if t.label == label]
+            if not match:
+                labels = [t.label for t in terms]
+                raise RtoptError(f"--objectives: unknown NTCP {label!r} in {name!r}"
+                                 f"{did_you_mean_hint(label, labels, 'ntcp:')}; the instance has "
+                                 f"{', '.join('ntcp:' + x for x in labels) or 'no [[organ_at_risk.ntcp]]'}")
+            t = match[0]
+            out.append(Objective(name, t.metric_key, False, f"NTCP {label} ({t.organ})"))
         else:
+            ntcp_names = [f"ntcp:{t.label}" for t in
+                          (problem.dvh.ntcps if getattr(problem, "dvh", None) is not None else [])]
             known = [*_MAXIMISED, *_MINIMISED, *(f"oar:{o}" for o in oars),
-                     *(f"oar_eqd2:{o}" for o in oars)]
+                     *(f"oar_eqd2:{o}" for o in oars), *ntcp_names]
             raise RtoptError(f"--objectives: unknown objective {name!r}"
-                             f"{_did_you_mean(name, known)}; choose from "
+                             f"{did_you_mean_hint(name, known)}; choose from "
                              f"{', '.join(OBJECTIVE_NAMES)}")
         if out[-1].name in ("nk_gain", "nk_favourability") and problem.nk is None:
             raise RtoptError(f"--objectives: {name} needs NK cells and the instance has no [nk]")
     return out
 
 
-def _did_you_mean(word: str, choices: Sequence[str], prefix: str = "") -> str:
+def did_you_mean_hint(word: str, choices: Sequence[str], prefix: str = "") -> str:
     """``" (did you mean 'x'?)"`` for the closest choice (difflib), or ``""``."""
-    import difflib
-
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not close:  # a prefix of exactly one name (oar:chest_wall -> oar:chest_wall_rib)
         close = [c for c in choices if c.startswith(word)][:2]
@@ -225,11 +238,6 @@ class ParetoResult:
 
 
 # ---------------------------------------------------------------------- exact front
-def _values(objs: list[Objective], metrics: dict[str, Any]) -> np.ndarray:
-    """(N, k) minimised objective matrix from a metrics dict."""
-    cols = [np.asarray(metrics[o.metric], dtype=float) * (-1.0 if o.maximise else 1.0)
-            for o in objs]
-    return np.stack(np.broadcast_arrays(*cols), axis=1)
 
 
 def _point(objs: list[Objective], v: Any) -> ParetoPoint:
@@ -239,23 +247,21 @@ def _point(objs: list[Objective], v: Any) -> ParetoPoint:
 
 def _enumerate_schedules(problem: Problem, opts: dict[str, Any]):
     """The exhaustive space's schedules that meet the limits in closed form: (D, [(days, d)])."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as E
-
     H = problem.horizon_days
     n_lo, n_hi = problem.fraction_count_range()
     rows, plans = [], []
     for n in range(n_lo, n_hi + 1):
-        ds = E.doses(problem, n, opts["cont_step"])
+        ds = ExhaustiveBackend.doses(problem, n, opts["cont_step"])
         if ds.size == 0:
             continue
-        cals = E.calendars(problem, n, opts["start_window"], opts["extra_spacing"])
+        cals = ExhaustiveBackend.calendars(problem, n, opts["start_window"], opts["extra_spacing"])
         if not cals:
             continue
         D = np.zeros((len(cals) * ds.size, H))
         cal_of_row = np.repeat(np.arange(len(cals)), ds.size)
         cols = np.array(cals, dtype=int)[cal_of_row]
         D[np.arange(len(D))[:, None], cols] = np.tile(ds, len(cals))[:, None]
-        ok, _ = E._limits_ok(problem, D)
+        ok, _ = ExhaustiveBackend.limits_ok(problem, D)
         idx = np.flatnonzero(ok)
         rows.append(D[idx])
         plans.extend((cals[i // ds.size], float(ds[i % ds.size])) for i in idx)
@@ -272,16 +278,11 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
     not exact over the space, and :func:`pareto` says so).
     """
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
-    from rtopt.backends.base import SolverOptions
-    from rtopt.backends.exhaustive import ExhaustiveBackend as E
-    from rtopt.model.simulator import infusion_kernels
 
     sopts = SolverOptions(options=dict(options or {}))
-    opts = E.options_of(sopts)
-    est = E.estimate(problem, sopts)
+    opts = ExhaustiveBackend.options_of(sopts)
+    est = ExhaustiveBackend.estimate(problem, sopts)
     if not est.fits:
-        from rtopt.common.errors import ProblemDeclined
-
         raise ProblemDeclined(f"pareto: the exhaustive space is too large for the memory limit: "
                               f"{est.describe()}; use a coarser dose_step_gy, a narrower "
                               f"n_fractions or NK window, or a larger nk_day_step")
@@ -294,7 +295,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
     cand_F: list[np.ndarray] = []
     cand_plan: list[Plan] = []
     if problem.nk is not None and sim_needed:
-        cand, M = E._infusion_matrix(problem, opts["day_step"])
+        cand, M = ExhaustiveBackend.infusion_matrix(problem, opts["day_step"])
         used = M.any(axis=0)
         if not used.all():
             cand, M = cand[used], M[:, used]
@@ -308,7 +309,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
             if deadline is not None and time.perf_counter() > deadline and scored:
                 counts["time_limit_reached"] = 1
                 break
-            ker = infusion_kernels(problem.biology, D[a:a + per], cand,
+            ker = infusion_kernels(problem.biology, problem.tumour_doses(D[a:a + per]), cand,
                                    steps_per_day=problem.steps_per_day, population=pop)
             for i in range(min(per, len(D) - a)):
                 s = a + i
@@ -317,7 +318,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
                     break
                 scored += 1
                 days, d = plans_rt[s]
-                bad = ~E._rule_ok(problem, days, cand)
+                bad = ~ExhaustiveBackend.rule_ok(problem, days, cand)
                 valid = ~M[:, bad].any(axis=1) if bad.any() else np.ones(len(M), bool)
                 if not valid.any():
                     continue
@@ -328,7 +329,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
                 mets = {k: closed[k][s] for k in closed}
                 mets.update({k: getattr(sim, attr) for k, attr in SIMULATION_METRICS.items()
                              if k in {o.metric for o in objs}})
-                F = _values(objs, mets)
+                F = objective_matrix(objs, mets)
                 F = np.broadcast_to(F, (nv, len(objs)))
                 keep = non_dominated(np.round(F, 12))
                 for k in keep:
@@ -337,7 +338,7 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
         counts["pairs_scored"] = pairs
         counts["schedules_scored"] = scored
     else:
-        sets = E.infusion_sets(problem, opts["day_step"]) if problem.nk is not None else [()]
+        sets = ExhaustiveBackend.infusion_sets(problem, opts["day_step"]) if problem.nk is not None else [()]
         if sim_needed:  # in chunks: the simulator holds a few horizon rows per schedule
             parts = [problem.evaluate(D[a:a + 2048], simulate_tme=True, all_metrics=True).metrics
                      for a in range(0, len(D), 2048)]
@@ -345,12 +346,12 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
                     for k in {o.metric for o in objs}}
         else:
             mets = closed
-        F = _values(objs, mets)
+        F = objective_matrix(objs, mets)
         keep = non_dominated(np.round(F, 12))
         for k in keep:
             days, d = plans_rt[k]
             for st in sets:
-                if not st or E._rule_ok(problem, days, np.asarray(st)).all():
+                if not st or ExhaustiveBackend.rule_ok(problem, days, np.asarray(st)).all():
                     cand_F.append(F[k])
                     cand_plan.append(Plan.uniform(days, d, st))
                     break
@@ -361,10 +362,10 @@ def exact_front(problem: Problem, objs: list[Objective], options: dict[str, Any]
     return [cand_plan[k] for k in keep], counts
 
 
-def _verified_front(problem: Problem, objs: list[Objective], plans: list[Plan]
+def verified_front(problem: Problem, objs: list[Objective], plans: list[Plan]
                     ) -> tuple[list[ParetoPoint], int]:
     """Verify plans, drop infeasible ones and any point the verified values show dominated."""
-    ver = problem.verify_all(plans) if plans else []
+    ver = problem.verify_prescribable(plans) if plans else []
     pts = [_point(objs, v) for v in ver]
     bad = sum(not p.feasible for p in pts)
     pts = [p for p in pts if p.feasible]
@@ -377,45 +378,41 @@ def _verified_front(problem: Problem, objs: list[Objective], plans: list[Plan]
 
 
 def _best_infusions(problem: Problem, objs: list[Objective], days: tuple[int, ...], d: float,
-                    day_step: int = 1) -> Plan:
+                    day_step: int = 1, ratio: float | None = None) -> Plan:
     """The uniform schedule with its best infusion set: the set that is best on the first
-    objective that depends on the infusions (then the next ones), among those the rules allow."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as E
-
+    objective that depends on the infusions (then the next ones), among those the rules allow.
+    ``ratio``: the schedule's tumour dose ratio when it is not the instance's (a standard)."""
+    if ratio is not None and abs(ratio - problem.tumour_dose_ratio) < 1e-12:
+        ratio = None
+    days = tuple(days)
     if problem.nk is None:
-        return Plan.uniform(days, d)
-    sets = [s for s in E.infusion_sets(problem, day_step)
-            if not s or E._rule_ok(problem, days, np.asarray(s)).all()]
+        return Plan(days, (d,) * len(days), (), tumour_dose_ratio=ratio)
+    sets = [s for s in ExhaustiveBackend.infusion_sets(problem, day_step)
+            if not s or ExhaustiveBackend.rule_ok(problem, days, np.asarray(s)).all()]
     if not sets:
-        return Plan.uniform(days, d)
-    plans = [Plan.uniform(days, d, s) for s in sets]
+        return Plan(days, (d,) * len(days), (), tumour_dose_ratio=ratio)
+    plans = [Plan(days, (d,) * len(days), tuple(s), tumour_dose_ratio=ratio) for s in sets]
     ev = problem.evaluate_plans(plans, simulate_tme=True, all_metrics=True)
-    F = _values(objs, ev.metrics)
+    F = objective_matrix(objs, ev.metrics)
     order = np.lexsort(np.round(F, 12).T[::-1])
     return plans[int(order[0])]
 
 
 def _standard_plans(problem: Problem, objs: list[Objective]) -> list[tuple[str, Plan]]:
+    """The named standard schedules (rtopt/model/data/standard_schedules.toml, each with its
+    source's calendar and prescription convention) that the instance's fraction and dose
+    ranges and horizon allow, each with its best infusions."""
+    from rtopt.model.standards import standard_schedules
+
     out = []
-    for n, d in STANDARD_SCHEDULES:
+    for name, st in standard_schedules().items():
+        n, d = len(st.days), st.dose_per_fraction_gy
         if not problem.n_min <= n <= problem.n_max or not problem.d_min <= d <= problem.d_max:
             continue
-        cal = None
-        if n <= 8:  # SBRT-like courses: alternate days when they fit
-            allowed = problem.allowed_days
-            days = [int(allowed[0])] if allowed.size else []
-            while days and len(days) < n:
-                nxt = allowed[allowed >= days[-1] + max(2, problem.min_interval)]
-                if nxt.size == 0:
-                    break
-                days.append(int(nxt[0]))
-            if len(days) == n and days[-1] - days[0] <= problem.max_overall:
-                cal = tuple(days)
-        if cal is None:
-            cal = problem.compact_calendar(n)
-        if cal is None:
+        if st.days[-1] >= problem.horizon_days:
             continue
-        out.append((f"{d:g} Gy x {n}", _best_infusions(problem, objs, cal, d)))
+        out.append((name, _best_infusions(problem, objs, st.days, d,
+                                          ratio=st.tumour_dose_ratio)))
     return out
 
 
@@ -448,10 +445,12 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
     instance : path or rtopt.problem.instance.Instance
     objectives : "a,b[,c]" or list
         From ``local_control``, ``tcp``, ``tumour_log_kill``, ``nk_gain``, ``nk_favourability``,
-        ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``n_fractions``,
+        ``tumour_bed`` (maximised), ``oar:NAME``, ``oar_eqd2:NAME``, ``ntcp:NAME`` (an
+        ``[[organ_at_risk.ntcp]]`` of a ``[dvh_plan]`` instance), ``n_fractions``,
         ``overall_days`` (minimised).
     reference : Plan, optional
-        Reference schedule (default 18 Gy x 3 on days 0, 2, 4 with its best infusions).
+        Reference schedule (default the standard 54/3, :data:`REFERENCE_DEFAULT`, with its
+        best infusions).
     heuristic : bool
         Also run pymoo (NSGA-II / NSGA-III) and compare it with the exact front.
     options : dict, optional
@@ -466,7 +465,7 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
     compile_kernels()          # before the clock: a first compile is not search time
     t0 = time.perf_counter()
     plans, counts = exact_front(problem, objs, options, time_limit_s)
-    exact, dropped = _verified_front(problem, objs, plans)
+    exact, dropped = verified_front(problem, objs, plans)
     counts["dropped_by_verification"] = dropped
     timings = {"exact_s": time.perf_counter() - t0}
     label = ("exact over the exhaustive space (uniform doses on the grid, regular calendars, "
@@ -481,9 +480,12 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         res.knee = knee_index(res.minimised(exact))
     # reference and standard schedules
     if reference is None:
-        days, d = REFERENCE_DEFAULT
-        if all(0 <= x < problem.horizon_days for x in days):
-            reference = _best_infusions(problem, objs, days, d)
+        from rtopt.model.standards import standard_schedule
+
+        st = standard_schedule(REFERENCE_DEFAULT)
+        if all(0 <= x < problem.horizon_days for x in st.days):
+            reference = _best_infusions(problem, objs, st.days, st.dose_per_fraction_gy,
+                                        ratio=st.tumour_dose_ratio)
     if reference is not None:
         res.reference = _point(objs, problem.verify(reference))
         Fr = res.minimised([res.reference])[0]
@@ -518,11 +520,9 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
         res.standards = [(name, _point(objs, v)) for (name, _), v in zip(std, ver)]
     if heuristic:
         t1 = time.perf_counter()
-        from rtopt.decisions.pareto_moo import heuristic_front
-
         hplans, hinfo = heuristic_front(problem, objs, pop_size=pop_size,
                                         generations=generations, seed=seed)
-        res.heuristic, hdrop = _verified_front(problem, objs, hplans)
+        res.heuristic, hdrop = verified_front(problem, objs, hplans)
         res.counts["heuristic_dropped_by_verification"] = hdrop
         res.heuristic_label = hinfo["label"]
         res.timings["heuristic_s"] = time.perf_counter() - t1

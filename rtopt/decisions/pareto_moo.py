@@ -1,5 +1,5 @@
 """The heuristic Pareto front: pymoo NSGA-II (two objectives) / NSGA-III (three) over scipy-de's
-genome (:class:`rtopt.backends.scipy_backend._Decoder`: fraction count, start day, spacing, dose,
+genome (:class:`rtopt.backends.scipy_backend.Decoder`: fraction count, start day, spacing, dose,
 infusion count and days), the constraint slacks of :meth:`rtopt.problem.problem.Problem.evaluate` as pymoo
 inequality constraints (``g <= 0``).  pymoo is imported here only."""
 
@@ -9,9 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from rtopt.backends.scipy_backend import Decoder
 from rtopt.problem.problem import Plan, Problem
 
-__all__ = ["heuristic_front"]
+# pymoo is imported inside heuristic_front (import time: ~0.5 s; exact fronts never need it).
+
+__all__ = ["heuristic_front", "objective_matrix"]
+
+
+def objective_matrix(objs: list, metrics: dict[str, Any]) -> np.ndarray:
+    """``(N, k)`` matrix of the objectives ``objs`` (:class:`rtopt.decisions.pareto.Objective`),
+    each minimised (maximised ones negated), from a metrics dict of ``N`` plans."""
+    cols = [np.asarray(metrics[o.metric], dtype=float) * (-1.0 if o.maximise else 1.0)
+            for o in objs]
+    return np.stack(np.broadcast_arrays(*cols), axis=1)
 
 
 def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generations: int = 60,
@@ -29,10 +40,7 @@ def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generat
     from pymoo.optimize import minimize
     from pymoo.util.ref_dirs import get_reference_directions
 
-    from rtopt.backends.scipy_backend import _Decoder
-    from rtopt.decisions.pareto import _values
-
-    dec = _Decoder(problem, calendar, start_window, extra_spacing, repair=True)
+    dec = Decoder(problem, calendar, start_window, extra_spacing, repair=True)
     g = dec.genome
     lo, hi = np.array(g.lo, dtype=float), np.array(g.hi, dtype=float)
     sim = any(o.needs_simulation for o in objs)
@@ -49,7 +57,7 @@ def heuristic_front(problem: Problem, objs: list, *, pop_size: int = 60, generat
         def _evaluate(self, X, out, *args, **kwargs):
             D, U = dec.decode(np.asarray(X, dtype=float))
             ev = problem.evaluate(D, U, simulate_tme=sim, all_metrics=full)
-            out["F"] = _values(objs, ev.metrics)
+            out["F"] = objective_matrix(objs, ev.metrics)
             G = []
             for k in keys:
                 val, lim, sense, _ = ev.slacks[k]

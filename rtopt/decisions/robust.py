@@ -13,7 +13,10 @@ maximises a statistic of the ``S`` objective values:
                     (ties between plans broken by the expected objective)
 
 Constraints (prescription, OAR limits, calendar and NK rules) do not depend on the uncertain
-parameters: they are checked once, as in a nominal solve.
+parameters: they are checked once, as in a nominal solve.  Local-control limits
+(``min_local_control``, ``local_control_vs``) are checked at nominal parameters like every
+limit; the report adds the probability that they hold over the samples
+(:func:`local_control_limit_probability`).
 
 Back-ends: ``exhaustive`` (every candidate of its structured space scored on all samples, NK
 infusion sets by exact superposition per sample row, :class:`rtopt.model.simulator.InfusionKernels`;
@@ -26,19 +29,28 @@ seed; ``Result.extras["robust"]`` reports both.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from rtopt.backends import get_backend
+from rtopt.backends.base import BackendOutput, Termination, package_version
+from rtopt.backends.exhaustive import ExhaustiveBackend
 from rtopt.common.errors import RtoptError
-from rtopt.problem.problem import Evaluation, Plan, Problem, SIMULATION_METRICS
-from rtopt.model.uncertainty import (biology_rows, biology_with, distributions_for, sample_values)
+from rtopt.decisions.distributed import map_chunks
+from rtopt.model.simulator import infusion_kernels, simulate, tumour_outcomes
+from rtopt.model.standards import standard_schedule
+from rtopt.model.uncertainty import biology_rows, biology_with, distributions_for, sample_values
+from rtopt.planning.solve import Result, finish
+from rtopt.problem.problem import SIMULATION_METRICS, Evaluation, Plan, Problem, load_plan_file
 
 __all__ = ["RobustSpec", "parse_robust", "statistic", "search_fitness", "solve_robust", "sample_objectives",
+           "local_control_limit_probability",
            "OUT_OF_SAMPLE_FACTOR", "ROBUST_BACKENDS"]
 
 OUT_OF_SAMPLE_FACTOR = 4
@@ -68,8 +80,10 @@ class RobustSpec:
         return self.kind
 
 
-def parse_robust(text: str, reference: Plan | None = None) -> RobustSpec:
-    """Parse ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json``."""
+def parse_robust(text: str, reference: Plan | None = None, problem: Any = None, *,
+                 force: bool = False) -> RobustSpec:
+    """Parse ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json`` (the plan
+    checked against ``problem`` when given, see :func:`load_plan`)."""
     kind, _, arg = str(text).partition(":")
     if kind in ("expected", "worst"):
         if arg:
@@ -88,25 +102,17 @@ def parse_robust(text: str, reference: Plan | None = None) -> RobustSpec:
         if reference is None:
             if not arg:
                 raise RobustError(f"--robust {text}: expected prob-better:PLAN.json")
-            reference = load_plan(arg)
+            reference = load_plan(arg, problem, force=force, option="--robust prob-better")
         return RobustSpec("prob-better", reference=reference, reference_name=arg or "reference")
     raise RobustError(f"--robust {text}: unknown statistic {kind!r} (expected, cvar:ALPHA, "
                       "worst, prob-better:PLAN.json)")
 
 
-def load_plan(path: str | Path) -> Plan:
-    """A plan from the JSON of ``rtopt solve -o`` (typed errors)."""
-    import json
-
-    try:
-        return Plan.from_dict(json.loads(Path(path).read_text()))
-    except FileNotFoundError:
-        raise RobustError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise RobustError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise RobustError(f"{path}: not a plan (expected the JSON of `rtopt solve -o`): "
-                          f"{type(e).__name__}: {e}") from None
+def load_plan(path: str | Path, problem: Any = None, *, force: bool = False,
+              option: str = "") -> Plan:
+    """A plan from the JSON of ``rtopt solve -o``: :func:`rtopt.problem.problem.load_plan_file`
+    (checked against ``problem`` when given)."""
+    return load_plan_file(path, problem, force=force, option=option)
 
 
 def statistic(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
@@ -150,7 +156,37 @@ def sample_objectives(problem: Problem, D: np.ndarray, U: np.ndarray,
     return ev.objective.reshape(n, S)
 
 
-def _summary(obj: np.ndarray) -> dict[str, float]:
+def local_control_limit_probability(problem: Problem, plan: Plan,
+                                    values: dict[str, np.ndarray]) -> float:
+    """Share of the parameter samples ``values`` in which ``plan`` meets the prescription's
+    local-control limits *in that sample*: ``min_local_control``, and local control at least the
+    named standard's (radiotherapy alone, its source's convention, the same sample) minus
+    ``local_control_margin``.  The nominal limits are what :meth:`Problem.verify` checks; this
+    is their probabilistic counterpart, reported by robust solves."""
+    S = len(next(iter(values.values())))
+    p = copy.copy(problem)
+    p.biology = biology_with(problem.biology, values)
+    D, U = plan.daily(problem.horizon_days)
+    ev = Problem.evaluate(p, np.repeat(D[None], S, axis=0), np.repeat(U[None], S, axis=0),
+                          simulate_tme=True, all_metrics=True,
+                          dose_ratio=problem.dose_ratio_of(plan))
+    lc = np.asarray(ev.metrics["local_control"], dtype=float)
+    ok = np.ones(S, dtype=bool)
+    if problem.min_local_control is not None:
+        ok &= lc >= problem.min_local_control - 1e-9
+    if problem.local_control_vs is not None:
+        st = standard_schedule(problem.local_control_vs)
+        width = max(problem.horizon_days, st.days[-1] + 1)
+        d = np.zeros((S, width))
+        d[:, list(st.days)] = st.dose_per_fraction_gy
+        std = simulate(replace(p.biology, nk=False), p.tumour_doses(d, st.tumour_dose_ratio),
+                       steps_per_day=problem.steps_per_day).local_control
+        ok &= lc >= np.asarray(std) - problem.local_control_margin - 1e-9
+    return float(ok.mean())
+
+
+def summary_stats(obj: np.ndarray) -> dict[str, float]:
+    """Mean, standard deviation and 5th/50th/95th percentiles of sampled objective values."""
     return {"mean": float(obj.mean()), "sd": float(obj.std()),
             **{f"p{q}": float(np.percentile(obj, q)) for q in (5, 50, 95)}}
 
@@ -178,8 +214,6 @@ class _RobustProblem(Problem):
 # ----------------------------------------------------------------------------- exhaustive
 def _space(problem: Problem, opt: dict[str, Any]):
     """The exhaustive back-end's structured space, closed-form limits applied."""
-    from rtopt.backends.exhaustive import ExhaustiveBackend as X
-
     start_window = int(opt.get("start_window_days", 7))
     extra_spacing = int(opt.get("extra_spacing_days", 3))
     cont_step = float(opt.get("continuous_step_gy", 0.1))
@@ -188,8 +222,8 @@ def _space(problem: Problem, opt: dict[str, Any]):
     n_lo, n_hi = problem.fraction_count_range()
     rows, plans_rt = [], []
     for n in range(n_lo, n_hi + 1):
-        ds = X.doses(problem, n, cont_step)
-        for days in (X.calendars(problem, n, start_window, extra_spacing) if ds.size else []):
+        ds = ExhaustiveBackend.doses(problem, n, cont_step)
+        for days in (ExhaustiveBackend.calendars(problem, n, start_window, extra_spacing) if ds.size else []):
             for d in ds:
                 row = np.zeros(H)
                 row[list(days)] = d
@@ -205,17 +239,15 @@ def _space(problem: Problem, opt: dict[str, Any]):
             continue
         sl = (val - lim) if sense == ">=" else (lim - val)
         ok &= sl >= -1e-9 * max(1.0, abs(lim))
-    sets = X.infusion_sets(problem, day_step) if problem.nk is not None else [()]
+    sets = ExhaustiveBackend.infusion_sets(problem, day_step) if problem.nk is not None else [()]
     return (D[ok], [p for p, k in zip(plans_rt, ok) if k], ev.metrics["tumour_bed_gy"][ok],
             sets)
 
 
-def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
+def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
                  ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
                  sets: list, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Best infusion set and its statistic for each schedule of a block (all samples)."""
-    from rtopt.model.simulator import infusion_kernels, tumour_outcomes
-
     S = len(next(iter(values.values())))
     bio_s = biology_with(problem.biology, values)
     Db = D[idx]
@@ -225,7 +257,10 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
     best_set = np.full(b, -1)
     if problem.nk is None or not any(sets):
         obj = sample_objectives(problem, Db, np.zeros_like(Db), values)
-        return {"fitness": search_fitness(spec, obj, ref), "stat": statistic(spec, obj, ref),
+        fit = search_fitness(spec, obj, ref)
+        if problem.has_outcome_limits:  # the nominal local-control limits, as verify checks
+            fit = np.where(problem.outcome_limits_ok(problem.evaluate(Db).metrics), fit, -np.inf)
+        return {"fitness": fit, "stat": statistic(spec, obj, ref),
                 "set": np.zeros(b, dtype=int)}
     cand = np.array(sorted({d for s in sets for d in s}), dtype=int)
     pos = {d: i for i, d in enumerate(cand)}
@@ -235,8 +270,11 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
             M[r, pos[d]] += 1
     DD = np.repeat(Db, S, axis=0)                       # row i * S + j: schedule i, sample j
     bio_k = biology_rows(bio_s, np.tile(np.arange(S), b), S)     # one sample per row
-    ker = infusion_kernels(bio_k, DD, cand, steps_per_day=problem.steps_per_day, population=False)
+    ker = infusion_kernels(bio_k, problem.tumour_doses(DD), cand, steps_per_day=problem.steps_per_day, population=False)
     pop = problem.needs_population
+    nominal = (infusion_kernels(problem.biology, problem.tumour_doses(Db), cand,
+                                steps_per_day=problem.steps_per_day, population=True)
+               if problem.has_outcome_limits else None)
     # objectives of NK favourability (and BED) need no tumour outcome: skip that arithmetic
     outcome = bool({problem.metric_of(k) for k in problem.weights}
                    - {"nk_favourability", "tumour_bed_gy"})
@@ -249,20 +287,26 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
         Mv = M[valid]
         nv = len(valid)
         r = i * S + np.arange(S)
-        auc = (Mv @ ker.auc[r].T).reshape(-1)                       # (nv * S,) set-major
+        auc_inf = (Mv @ ker.auc[r].T).reshape(-1)                   # (nv * S,) set-major
+        # the endogenous NK activity does not depend on the infusions (the base schedule's)
+        auc_e = np.tile(ker.base.nk_auc_endogenous[r], nv)
+        auc = auc_inf + auc_e
         out: dict[str, np.ndarray] = {}
         if outcome:
             act = np.einsum("mk,skf->msf", Mv, ker.activity[r]).reshape(nv * S, -1)
             fd = np.tile(ker.frac_dose[r], (nv, 1))
             fh = np.tile(ker.frac_h[r], (nv, 1))
             bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
-            Dr = np.broadcast_to(Db[i], (nv * S, Db.shape[1]))
-            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc, pop,
+            Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (nv * S, Db.shape[1]))
+            # NK kill from the infused cells (docs/model.md section 13)
+            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc_inf, pop,
                                   counterfactual=problem.needs_counterfactual)
         mets = {}
         for name, attr in SIMULATION_METRICS.items():
             if attr == "nk_auc":
                 mets[name] = auc
+            elif attr == "nk_auc_endogenous":
+                mets[name] = auc_e
             elif attr in out:
                 mets[name] = out[attr]
             elif attr in ("hypoxic_fraction_end", "mean_hypoxic_fraction"):
@@ -273,6 +317,9 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
         mets["overall_days"] = np.full(N, float(days[-1] - days[0]) if days else 0.0)
         obj = problem.objective_from_metrics(mets, N).reshape(nv, S)
         fit = search_fitness(spec, obj, ref)
+        if nominal is not None:  # the nominal local-control limits, as verify checks
+            lc = nominal.combine(i, Mv.astype(float), population=True).local_control
+            fit = np.where(problem.outcome_limits_ok({"local_control": lc}), fit, -np.inf)
         k = int(np.argmax(fit))
         best_fit[i], best_set[i] = fit[k], valid[k]
         best_stat[i] = statistic(spec, obj[k], ref)
@@ -280,9 +327,6 @@ def _score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarra
 
 
 def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress):
-    from rtopt.backends.base import BackendOutput, Termination, package_version
-    from rtopt.decisions.distributed import map_chunks
-
     name, version = "rtopt enumeration + SAA", package_version("numpy")
     D, plans_rt, bed, sets = _space(problem, options.options)
     if len(D) == 0:
@@ -293,7 +337,7 @@ def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress)
     items = [np.arange(a, min(a + block, len(D))) for a in range(0, len(D), block)]
 
     def run(idx):
-        return _score_block(problem, spec, values, ref, D, plans_rt, bed, sets, idx)
+        return score_block(problem, spec, values, ref, D, plans_rt, bed, sets, idx)
 
     parts = map_chunks(run, items, scheduler=scheduler, progress=progress)
     fit = np.concatenate([p["fitness"] for p in parts])
@@ -328,15 +372,10 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     RobustError
         ``samples < 1``, an unknown statistic, or an objective that no parameter changes.
     """
-    from rtopt.backends import get_backend
-    from rtopt.planning.solve import Result, finish
-
     if isinstance(spec, str):
-        spec = parse_robust(spec)
+        spec = parse_robust(spec, problem=problem)
     if spec.reference is None and reference is not None:
-        from dataclasses import replace as _replace
-
-        spec = _replace(spec, reference=reference, reference_name="reference")
+        spec = replace(spec, reference=reference, reference_name="reference")
     if int(samples) < 1:
         raise RobustError(f"--samples must be >= 1 for a robust solve, got {samples}")
     if profile.backend not in ROBUST_BACKENDS:
@@ -363,7 +402,6 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
         out = get_backend(profile.backend)().solve(_RobustProblem.wrap(problem, fitness),
                                                    profile.options)
         if out.plans:  # the back-end's claim is the robust statistic, not the nominal value
-            from dataclasses import replace
 
             # only the back-end's robust best: verification must not re-rank by the nominal
             out = replace(out, plans=out.plans[:1], claimed_objective=None,
@@ -381,7 +419,7 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     report: dict[str, Any] = {
         "statistic": spec.label, "samples": S, "seed": seed, "sampling": "latin hypercube",
         "nominal_objective": res.objective,
-        "in_sample": {"statistic": float(statistic(spec, ins, ref)), **_summary(ins)},
+        "in_sample": {"statistic": float(statistic(spec, ins, ref)), **summary_stats(ins)},
         "out_of_sample": {"samples": n_oos, "seed": oos_seed},
     }
     if spec.reference is not None:
@@ -393,14 +431,21 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
     else:
         ref_oos = None
     report["out_of_sample"].update({"statistic": float(statistic(spec, oos, ref_oos)),
-                                    **_summary(oos)})
+                                    **summary_stats(oos)})
+    lc_msg = ""
+    if problem.has_outcome_limits:
+        p_in = local_control_limit_probability(problem, res.plan, values)
+        p_out = local_control_limit_probability(problem, res.plan, v_oos)
+        report["in_sample"]["prob_local_control_limits"] = p_in
+        report["out_of_sample"]["prob_local_control_limits"] = p_out
+        lc_msg = (f"; local-control limits hold in {100 * p_out:.1f} % of the out-of-sample "
+                  f"draws ({100 * p_in:.1f} % in sample; at nominal parameters they hold)")
     extras = {**res.extras, "robust": report}
     extras.setdefault("robust_fitness", report["in_sample"]["statistic"])
     msg = (f"robust {spec.label} over {S} samples (seed {seed}); re-verified out of sample on "
            f"{n_oos} fresh samples (seed {oos_seed}): {spec.label} "
            f"{report['out_of_sample']['statistic']:.4g} (in sample "
-           f"{report['in_sample']['statistic']:.4g})")
-    from dataclasses import replace
+           f"{report['in_sample']['statistic']:.4g})" + lc_msg)
 
     return replace(res, extras=extras, message=(res.message + "; " if res.message else "") + msg,
                    wall_time_s=time.perf_counter() - t0)

@@ -29,6 +29,8 @@ from rtopt.decisions.distributed import map_chunks, settings_key
 from rtopt.common.errors import RtoptError
 from rtopt.model.uncertainty import Distribution, biology_with, distributions_for, values_from_unit
 
+# SALib and matplotlib are imported inside the functions that use them (import time).
+
 __all__ = ["SensitivityResult", "analyse", "plan_sensitivity", "plan_objectives", "METHODS"]
 
 METHODS = ("morris", "sobol")
@@ -262,7 +264,9 @@ def plot(result: SensitivityResult, path: Any, output: str = "objective", top: i
     ax.set_yticks(y, names, fontsize=8)
     title = {"objective": "objective", "difference": "objective difference (plan - versus)",
              "plan_wins": "which plan wins"}.get(output, output)
-    ax.set_title(f"{result.method.capitalize()}: {title}", fontsize=10)
+    plan, versus = result.meta.get("plan"), result.meta.get("versus")
+    which = (f"\nplan: {plan}" if plan else "") + (f"\nversus: {versus}" if versus else "")
+    ax.set_title(f"{result.method.capitalize()}: {title}{which}", fontsize=9, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -174,7 +174,13 @@ def _read(path: str | Path, modality: str, role: str):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from rtopt.common.fileio import InputFileError, check_input
+
     path = str(path)
+    try:   # regular files only (a FIFO would block), at most 1 GiB
+        check_input(path, limit=1024 ** 3, what=f"{role} file")
+    except InputFileError as e:
+        raise DoseError(e.lines()[0]) from None
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:

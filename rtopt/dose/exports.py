@@ -36,7 +36,12 @@ __all__ = ["read_dvh_export", "read_eclipse", "read_raystation", "read_csv", "de
 
 
 def _text(path: str | Path) -> str:
-    raw = Path(path).read_bytes()
+    from rtopt.common.fileio import InputFileError, read_input
+
+    try:
+        raw = read_input(path, limit=64 * 1024 * 1024, what="DVH export")
+    except InputFileError as e:
+        raise DoseError(e.lines()[0]) from None
     for enc in ("utf-8-sig", "cp1252", "latin-1"):
         try:
             return raw.decode(enc)

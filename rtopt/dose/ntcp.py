@@ -35,7 +35,8 @@ from rtopt.dose import DoseError
 from rtopt.dose.dvh import DVH, evaluate_metric
 
 __all__ = ["geud", "lkb", "logistic_eud", "relative_seriality", "ParameterSet",
-           "parameter_sets", "ntcp", "model_dose_dvh", "MODELS"]
+           "parameter_sets", "get_parameter_set", "ntcp", "model_dose_dvh",
+           "model_scale_edges", "ntcp_of_model_dvh", "MODELS"]
 
 MODELS = ("lkb", "logistic_eud", "relative_seriality", "log_logistic", "probit", "logit")
 
@@ -101,8 +102,13 @@ def relative_seriality(doses_gy, volumes, d50_gy: float, gamma: float, s: float)
     v = np.asarray(volumes, dtype=float)
     v = v / v.sum()
     p = np.exp2(-np.exp(math.e * gamma * (1.0 - d / d50_gy)))
-    # log of prod (1 - P^s)^v, kept finite when P^s -> 1
-    log_prod = np.sum(v * np.log1p(-np.minimum(p ** s, 1.0 - 1e-300)))
+    # log of prod (1 - P^s)^v over the occupied bins; a bin with P^s = 1 (dose far above D50)
+    # makes the product 0 and NTCP 1 (1 - 1e-300 rounds to 1, so it cannot be clipped away)
+    occ = v > 0
+    ps = np.minimum(p[occ] ** s, 1.0)
+    if np.any(ps >= 1.0):
+        return 1.0
+    log_prod = np.sum(v[occ] * np.log1p(-ps))
     inner = -math.expm1(log_prod)
     return float(inner ** (1.0 / s))
 
@@ -185,30 +191,30 @@ def get_parameter_set(name: str) -> ParameterSet:
     return sets[name]
 
 
+def model_scale_edges(bed_edges_gy, pset: ParameterSet) -> np.ndarray:
+    """BED values (Gy, at ``pset.alpha_beta_gy``) converted to ``pset``'s dose scale: EQD2, or
+    the LQ-isoeffective total dose in ``pset.reference_fractions`` fractions."""
+    bed = np.asarray(bed_edges_gy, dtype=float)
+    if pset.reference_fractions is None:
+        return np.asarray(radiobiology.eqd2_from_bed(bed, pset.alpha_beta_gy), dtype=float)
+    n_ref = pset.reference_fractions
+    d_ref = radiobiology.dose_per_fraction_for_bed(bed, n_ref, pset.alpha_beta_gy)
+    return np.asarray(d_ref, dtype=float) * n_ref
+
+
 def model_dose_dvh(dvh: DVH, pset: ParameterSet) -> DVH:
     """``dvh`` with its dose axis converted to ``pset``'s dose scale (EQD2 or isoeffective
     total dose in ``pset.reference_fractions`` fractions)."""
     if pset.reference_fractions is None:
         return dvh.in_quantity("eqd2", pset.alpha_beta_gy)
-    n_ref = pset.reference_fractions
-    bed_edges = dvh.bed_of(dvh.edges_gy, pset.alpha_beta_gy)
-    d_ref = radiobiology.dose_per_fraction_for_bed(bed_edges, n_ref, pset.alpha_beta_gy)
-    edges = np.asarray(d_ref, dtype=float) * n_ref
+    edges = model_scale_edges(dvh.bed_of(dvh.edges_gy, pset.alpha_beta_gy), pset)
     return dataclasses.replace(dvh, edges_gy=edges, n_fractions=None)
 
 
-def ntcp(dvh: DVH, pset: ParameterSet | str) -> float:
-    """NTCP (0-1) of a structure's DVH under a parameter set.
-
-    Parameters
-    ----------
-    dvh : DVH
-        Total plan dose; ``dvh.n_fractions`` must be set (BED/EQD2 conversion).
-    pset : ParameterSet or str
-        A set, or the name of a shipped one.
-    """
-    ps = get_parameter_set(pset) if isinstance(pset, str) else pset
-    h = model_dose_dvh(dvh, ps)
+def ntcp_of_model_dvh(h: DVH, pset: ParameterSet) -> float:
+    """NTCP (0-1) of a DVH whose dose axis is already in ``pset``'s dose scale
+    (:func:`model_dose_dvh`)."""
+    ps = pset
     d, v = h.centres_gy, h.volume_cc
     p = ps.params
     if ps.model == "lkb":
@@ -224,3 +230,17 @@ def ntcp(dvh: DVH, pset: ParameterSet | str) -> float:
         return _phi((x - p["td50_gy"]) / (p["m"] * p["td50_gy"]))
     z = p["b0"] + p["b1_per_gy"] * x
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def ntcp(dvh: DVH, pset: ParameterSet | str) -> float:
+    """NTCP (0-1) of a structure's DVH under a parameter set.
+
+    Parameters
+    ----------
+    dvh : DVH
+        Total plan dose; ``dvh.n_fractions`` must be set (BED/EQD2 conversion).
+    pset : ParameterSet or str
+        A set, or the name of a shipped one.
+    """
+    ps = get_parameter_set(pset) if isinstance(pset, str) else pset
+    return ntcp_of_model_dvh(model_dose_dvh(dvh, ps), ps)

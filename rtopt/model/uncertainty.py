@@ -61,7 +61,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rtopt.common.errors import RtoptError
-from rtopt.model.parameters import SPECS, SurrogateParameters
+from rtopt.model.parameters import SPECS, SurrogateParameters, resolve
+
+# scipy.stats and the simulator (numba) are imported inside the functions that use them: instance
+# validation reads this module and needs neither.
 
 __all__ = ["Distribution", "TUMOUR_SPECS", "UNCERTAIN_NAMES", "DISTRIBUTIONS",
            "default_distribution", "distributions_for", "validate_table", "unit_sample",
@@ -240,8 +243,6 @@ def generic_distributions(site: str = "generic", product: str | None = "il15_exp
                           alpha_per_gy: float = 0.35,
                           alpha_beta_gy: float = 10.0) -> dict[str, Distribution]:
     """Default distributions around a site preset (no instance file; lung tumour values)."""
-    from rtopt.model.parameters import resolve
-
     vals = dict(resolve(site, product).values)
     vals.update(alpha_per_gy=alpha_per_gy, alpha_beta_gy=alpha_beta_gy)
     return {n: default_distribution(n, vals[n]) for n in UNCERTAIN_NAMES}
@@ -261,6 +262,17 @@ def distributions_for(problem_or_instance: Any) -> dict[str, Distribution]:
     """
     inst, vals, fitted = _nominal(problem_or_instance)
     out = {n: default_distribution(n, vals[n], n in fitted) for n in UNCERTAIN_NAMES}
+    # values a problem sets from the patient's own data (e.g. the blood dose of its plan):
+    # narrowed around that value like an outcome fit, not the population default
+    for name, value in (getattr(problem_or_instance, "patient_parameters", None) or {}).items():
+        if name in out:
+            lo, hi = plausible_range(name, value)
+            out[name] = replace(
+                out[name], kind="triangular", low=max(lo, (1 - FITTED_SPREAD) * value),
+                high=min(hi, (1 + FITTED_SPREAD) * value), value=float(value),
+                source="set from the patient's plan", reason=(
+                    "the patient's plan sets the value; +-25 % stands in for the "
+                    "uncertainty of its inputs (assumption)"))
     for name, spec in _table(inst).items():
         out[name] = _override(out[name], dict(spec))
     return out

@@ -6,6 +6,8 @@ Speed is measured here, never asserted in tests: timings depend on the machine.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -14,7 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtopt.common.errors import RtoptError
+from rtopt.decisions.facade import solve
+from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
 from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate, simulate_reference
+from rtopt.problem.instance import instance_from_dict
+from rtopt.problem.problem import Problem
 
 __all__ = ["random_schedules", "bench_simulator", "bench_solvers", "bench_scaling", "bench_workloads",
            "default_instances"]
@@ -134,8 +140,6 @@ def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
     Raises :class:`rtopt.common.errors.RtoptError` when there is nothing to run (no instances or no
     profiles), so a caller never shows an empty table as a result.
     """
-    from rtopt.planning.solve import solve
-
     instances = list(instances or default_instances())
     if not instances:
         raise RtoptError("bench: no instances to solve (give instance files; instances/ is in "
@@ -157,9 +161,6 @@ def bench_solvers(instances: Sequence[str] | None, profiles: Sequence[Any],
 
 def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
     """Exhaustive solve time on the lung instance as horizon and fraction range grow."""
-    from rtopt.problem.instance import instance_from_dict
-    from rtopt.planning.solve import solve
-
     lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
     if not lung.is_file():
         raise RtoptError("bench --scaling needs instances/lung-sbrt-peripheral.toml of the source "
@@ -183,8 +184,7 @@ def bench_scaling(time_limit_s: float = 60.0) -> list[dict[str, Any]]:
 
 def _peak_rss_mib() -> float:
     """Peak resident memory of this process so far (MiB; ``ru_maxrss`` is KiB on Linux)."""
-    import resource
-    import sys
+    import resource  # POSIX only
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
@@ -196,12 +196,6 @@ def bench_workloads(samples: int = 256, patients: int = 1000,
     and a ``patients``-patient, 6-arm virtual trial (the five standard lung arms and the
     exhaustively optimised plan; solve, cohort and outputs), each with the peak memory of the
     process after it.  Compilation is warmed up first (not timed)."""
-    import tempfile
-
-    from rtopt.problem.problem import Problem
-    from rtopt.planning.solve import solve
-    from rtopt.decisions.trial import STANDARD_ARMS, run_trial, standard_plan, write_outputs
-
     lung = _REPO / "instances" / "lung-sbrt-peripheral.toml"
     if not lung.is_file():
         raise RtoptError("bench workloads need instances/lung-sbrt-peripheral.toml of the "

@@ -34,10 +34,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import csv
 import ctypes
 import datetime as _dt
-import hashlib
+import importlib.metadata as md
 import io
 import json
 import math
@@ -54,39 +53,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from rtopt.common.fileio import LOCK_NAME, FolderLock, write_atomic
+from rtopt import __version__
+from rtopt.backends import get_backend
 from rtopt.common.errors import InstanceError, OutputFolderError, RtoptError
-from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.common.fileio import LOCK_NAME, FolderLock, InputFileError, load_json, write_atomic
+from rtopt.decisions import facade
+from rtopt.outputs.report import render
+from rtopt.outputs.tables import (COLUMNS, FEASIBLE_STATUSES, RESULTS_MAX_BYTES, read_manifest, read_table,
+                                  results_digest, sha256, write_manifest, write_table)
+from rtopt.planning.profiles import Profile, profile_origin, resolve_profile, shadowed
+from rtopt.planning.solve import Result
+from rtopt.problem.instance import load_instance
+from rtopt.problem.problem import Plan
 
 __all__ = ["compare", "CompareSummary", "Task", "COLUMNS", "expand_instances",
            "resolve_profiles", "read_table", "write_table", "system_info", "plan_file_name",
            "add_derived_columns", "FEASIBLE_STATUSES", "CompareInterrupted", "Stopped",
            "read_manifest", "results_digest", "RTOPT_FILES"]
 
-FEASIBLE_STATUSES = ("optimal", "feasible")
 
-COLUMNS = (
-    "instance", "profile", "backend", "repeat", "seed", "time_limit_s",
-    "status", "termination", "solution_status",
-    "objective_name", "objective", "claimed_objective", "bound", "gap", "gap_to_best", "best",
-    "worst_slack", "wall_time_s", "solver_name", "solver_version",
-    "plan", "instance_path", "plan_file", "profile_file", "message",
-)
-"""Columns of ``results.csv``.
-
-``instance`` is the instance's ``name`` field (made unique), ``instance_path`` its file's
-absolute path; ``profile_file`` the solver profile file the run used (empty for a bare back-end
-name);
-``objective`` is the verified objective (re-simulated by :meth:`rtopt.problem.problem.Problem.verify`),
-``claimed_objective`` the back-end's own claim, ``gap`` the relative gap between the back-end's
-bound and the verified objective, ``gap_to_best`` the relative shortfall from the best verified
-objective any run reached on the same instance (0 for the best; every objective is maximised),
-``best`` marks the runs that reach it, ``worst_slack`` the smallest constraint slack scaled by
-``max(1, |limit|)`` (negative when a constraint is violated)."""
-
-_FLOAT_COLS = ("time_limit_s", "objective", "claimed_objective", "bound", "gap", "gap_to_best",
-               "worst_slack", "wall_time_s")
-_INT_COLS = ("repeat", "seed")
 _BEST_TOL = 1e-9
 """Relative tolerance within which a run counts as reaching the best objective (the plan files
 store objectives to 9 decimals)."""
@@ -153,7 +138,8 @@ def plan_file_name(instance: str, profile: str, repeat: int) -> str:
     return f"{_safe(instance)}__{_safe(profile)}__r{int(repeat)}.json"
 
 
-def _unique(names: Iterable[str]) -> list[str]:
+def unique_names(names: Iterable[str]) -> list[str]:
+    """Names made file-safe and unique, in order (a repeated name gets ``-2``, ``-3``...)."""
     out: list[str] = []
     for n in names:
         n = _safe(n)
@@ -171,8 +157,6 @@ def expand_instances(args: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
     Returns the valid files (in argument order, folder contents sorted, duplicates dropped)
     and one line per problem with the others (``FILE: field.path: message``).
     """
-    from rtopt.problem.instance import load_instance
-
     files: list[Path] = []
     errors: list[str] = []
     for a in args:
@@ -232,8 +216,6 @@ def resolve_profiles(names: Sequence[str | Profile]) -> tuple[list[Profile], lis
 def _config_problems(prof: Profile) -> list[tuple[str, str]]:
     """What the back-end says this machine cannot honour in the profile's options (only for
     back-ends that check their options, and only when they are available)."""
-    from rtopt.backends import get_backend
-
     try:
         cls = get_backend(prof.backend)
         check = getattr(cls, "config_problems", None)
@@ -247,8 +229,6 @@ def _config_problems(prof: Profile) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------- running
 def _early_result(task: Task, status: str, message: str) -> dict[str, Any]:
     """Result JSON for a run that failed before a back-end could report (same format)."""
-    from rtopt.planning.solve import Result
-
     p = task.profile
     return Result(instance=task.instance, solver=p.name, backend=p.backend, status=status,
                   termination="error", solution_status="none", objective_name="",
@@ -270,13 +250,13 @@ def run_task(task: Task) -> dict[str, Any]:
     module that cannot be imported is ``unavailable``, anything else unexpected is ``error``,
     each with a one-line reason.
     """
-    import rtopt  # through the package attribute, so tests can replace rtopt.planning.solve
+    # the solver stack imports numpy and the back-ends: loaded in the worker, not at start-up
 
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # solver banners must not mix with output
-            res = rtopt.solve(task.instance_path, task.profile, time_limit_s=task.time_limit_s,
-                              seed=task.seed)
+            res = facade.solve(task.instance_path, task.profile, time_limit_s=task.time_limit_s,
+                               seed=task.seed)
     except InstanceError as e:  # the file changed or vanished since it was validated
         d = _early_result(task, "error", " ".join(e.lines()))
     except ImportError as e:  # a back-end module or its library is not installed / not written
@@ -489,11 +469,11 @@ def _pool_phase(tasks: list[Task], idx: list[int], workers: int, ctx: Any, out: 
     return sorted(suspects), sorted(not_started)
 
 
-def _run_all(tasks: list[Task], workers: int, isolate: bool,
-             progress: Callable[[int, int, str], None] | None,
-             fn: Callable[[Task], dict[str, Any]] = run_task,
-             on_result: Callable[[int, dict[str, Any]], None] | None = None,
-             done_before: int = 0, total: int | None = None) -> list[dict[str, Any]]:
+def run_all(tasks: list[Task], workers: int, isolate: bool,
+            progress: Callable[[int, int, str], None] | None,
+            fn: Callable[[Task], dict[str, Any]] = run_task,
+            on_result: Callable[[int, dict[str, Any]], None] | None = None,
+            done_before: int = 0, total: int | None = None) -> list[dict[str, Any]]:
     """Run every task (``fn`` must be a picklable top-level function; tests substitute it).
 
     ``on_result(i, out)`` is called in this process as soon as task ``i`` has finished (with
@@ -546,8 +526,6 @@ def _row(task: Task, out: dict[str, Any]) -> dict[str, Any]:
     sol = d.get("solver") or {}
     plan = None
     if d.get("schedule"):
-        from rtopt.problem.problem import Plan
-
         plan = Plan.from_dict(d["schedule"]).describe()
     msg = " ".join(str(d.get("message") or "").split())
     return {
@@ -585,87 +563,11 @@ def add_derived_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)  # shortest exact form: reading it back gives the same float
-    return str(v)
-
-
-def write_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike,
-                columns: Sequence[str] = COLUMNS) -> None:
-    """Write rows as CSV with ``columns`` (default :data:`COLUMNS`), atomically."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _cell(r.get(k)) for k in columns})
-    write_atomic(path, buf.getvalue())
-
-
-def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read ``results.csv`` back with typed values (floats, ints, bools; empty -> None).
-
-    Raises
-    ------
-    rtopt.common.errors.InstanceError
-        The file is missing or is not a results table (one line per problem).
-    """
-    return read_typed_csv(path, COLUMNS, ("instance", "profile", "repeat", "status", "objective"),
-                          _FLOAT_COLS, _INT_COLS, ("best",), "results table")
-
-
-def read_typed_csv(path: str | os.PathLike, columns: Sequence[str], required: Sequence[str],
-                   floats: Sequence[str], ints: Sequence[str], bools: Sequence[str],
-                   what: str) -> list[dict[str, Any]]:
-    """Read a comparison CSV with typed cells (floats and ints, empty -> None / 0; bools from
-    ``"true"``); a missing file or a missing ``required`` column is an :class:`InstanceError`
-    naming the file (``what`` says what the table should have been)."""
-    src, p = str(path), Path(path)
-    if not p.is_file():
-        raise InstanceError(src, [("", "file not found (not a comparison output folder?)")])
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InstanceError(src, [("", f"cannot read: {e}")]) from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InstanceError(src, [("", f"not a {what} (missing column(s) "
-                                       f"{', '.join(missing)})")])
-    rows = []
-    for n, raw in enumerate(reader, start=2):
-        r: dict[str, Any] = {k: raw.get(k, "") or "" for k in columns}
-        try:
-            for k in floats:
-                r[k] = float(r[k]) if r[k] != "" else None
-            for k in ints:
-                r[k] = int(r[k]) if r[k] != "" else 0
-        except ValueError as e:
-            raise InstanceError(src, [(f"line {n}", str(e))]) from None
-        for k in bools:
-            r[k] = r[k] == "true"
-        rows.append(r)
-    return rows
-
-
 # ---------------------------------------------------------------------------------- files
-def _sha256(path: str | os.PathLike) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    import rtopt
-
-    out = {"rtopt": rtopt.__version__, "python": platform.python_version()}
+    out = {"rtopt": __version__, "python": platform.python_version()}
     for dist in ("numpy", "scipy", "pyomo", "cvxpy", "highspy", "pyscipopt", "matplotlib",
                  "pydantic", "jinja2"):
         try:
@@ -728,8 +630,6 @@ def system_info() -> dict[str, Any]:
 
 
 def _profile_info(key: str, p: Profile, time_limit_s: float | None) -> dict[str, Any]:
-    from rtopt.planning.profiles import profile_origin
-
     o = p.options
     return {"name": key, "backend": p.backend, "description": p.description, "path": p.path,
             "origin": profile_origin(p.path),
@@ -759,7 +659,7 @@ def _rtopt_entries(out: Path) -> list[Path]:
     return found
 
 
-def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> None:
+def prepare_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse a folder in use by an earlier comparison unless resuming or overwriting."""
     entries = [p for p in out.iterdir() if p.name != LOCK_NAME]
     if overwrite:
@@ -773,33 +673,6 @@ def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> None:
         raise OutputFolderError(
             f"{out}: folder is not empty; use --resume to continue the comparison in it or "
             f"--overwrite to replace rtopt's files in it")
-
-
-def results_digest(path: str | os.PathLike) -> tuple[int, str]:
-    """``(rows, sha256)`` of a ``results.csv`` (``(0, "")`` if it does not exist)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return 0, ""
-    records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
-    return max(0, records - 1), hashlib.sha256(data).hexdigest()
-
-
-def read_manifest(outdir: str | os.PathLike) -> dict[str, Any]:
-    """``manifest.json`` of a comparison folder (``{}`` if missing or unreadable)."""
-    try:
-        d = json.loads((Path(outdir) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
-
-
-def write_manifest(outdir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``manifest.json`` (atomically) and return it."""
-    m = read_manifest(outdir)
-    m.update(fields)
-    write_atomic(Path(outdir) / "manifest.json", json.dumps(m, indent=2, sort_keys=True) + "\n")
-    return m
 
 
 def _reusable(out: Path, tasks: list[Task], digests: dict[str, str]) -> dict[int, dict[str, Any]]:
@@ -817,13 +690,13 @@ def _reusable(out: Path, tasks: list[Task], digests: dict[str, str]) -> dict[int
                 or r["plan_file"] != t.plan_file:
             continue
         try:
-            d = json.loads((out / t.plan_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            d = load_json(out / t.plan_file, limit=RESULTS_MAX_BYTES)
+        except InputFileError:
             continue
         c = d.get("compare") if isinstance(d, dict) else None
         if not isinstance(c, dict) or c.get("instance_sha256") != digests[t.instance_path] \
                 or c.get("profile_path") != t.profile.path \
-                or c.get("profile_sha256", "") != (_sha256(t.profile.path) if t.profile.path
+                or c.get("profile_sha256", "") != (sha256(t.profile.path) if t.profile.path
                                                    else "") \
                 or c.get("time_limit_s") != t.time_limit_s:
             continue
@@ -951,7 +824,7 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     errors = errors + perr
     if not files or not profs:
         what = "no valid instance" if not files else "no valid solver profile"
-        raise _NothingToRun(errors + [f"nothing to compare: {what}"])
+        raise NothingToRun(errors + [f"nothing to compare: {what}"])
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise RtoptError(f"{out}: exists and is not a folder")
@@ -964,10 +837,8 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
                                progress, report, isolate, resume, overwrite)
 
 
-def _instance_names(files: list[Path]) -> list[str]:
+def instance_names(files: list[Path]) -> list[str]:
     """The ``name`` field of each (validated) instance file (its stem if it has none)."""
-    from rtopt.problem.instance import load_instance
-
     names = []
     for f in files:
         try:
@@ -978,8 +849,6 @@ def _instance_names(files: list[Path]) -> list[str]:
 
 
 def _shadow_notes(profs: list[Profile], keys: list[str]) -> list[str]:
-    from rtopt.planning.profiles import profile_origin, shadowed
-
     return [f"note: profile '{k}' is {p.path} ({profile_origin(p.path)}); {other} of the same "
             "name is not used (give its path to use it)"
             for k, p in zip(keys, profs) for other in shadowed(p)]
@@ -993,15 +862,15 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
         if (out / sub).is_symlink() or ((out / sub).exists() and not (out / sub).is_dir()):
             raise OutputFolderError(f"{out / sub}: is a symbolic link or not a folder; "
                                     f"rtopt writes only inside {out}")
-    _prepare_folder(out, resume, overwrite)
+    prepare_folder(out, resume, overwrite)
     (out / "plans").mkdir(exist_ok=True)
-    inst_keys = _unique(_instance_names(files))
-    prof_keys = _unique(p.name for p in profs)
+    inst_keys = unique_names(instance_names(files))
+    prof_keys = unique_names(p.name for p in profs)
     tasks = [Task(ik, str(f.resolve()), p, pk, r, p.options.seed + r, time_limit_s)
              for ik, f in zip(inst_keys, files) for pk, p in zip(prof_keys, profs)
              for r in range(repeat)]
-    digests = {str(f.resolve()): _sha256(f) for f in files}  # the files as they were solved
-    prof_digests = {p.path: _sha256(p.path) for p in profs if p.path}
+    digests = {str(f.resolve()): sha256(f) for f in files}  # the files as they were solved
+    prof_digests = {p.path: sha256(p.path) for p in profs if p.path}
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     if resume:
         for i, r in _reusable(out, tasks, digests).items():
@@ -1051,7 +920,7 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
 
     write_rows()  # the resumed rows alone (and a manifest saying the run is incomplete)
     try:
-        _run_all([tasks[i] for i in todo], workers,
+        run_all([tasks[i] for i in todo], workers,
                  workers > 1 if isolate is None else bool(isolate), progress,
                  on_result=record, done_before=len(tasks) - len(todo), total=len(tasks))
     except KeyboardInterrupt as e:
@@ -1065,8 +934,6 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
     write_manifest(out, interrupted=None)
     summary = CompareSummary(final, errors, out, notes=_shadow_notes(profs, prof_keys))
     if report:
-        from rtopt.outputs.report import render
-
         if progress is not None:
             progress(len(tasks), len(tasks), "writing the report")
         try:
@@ -1077,7 +944,7 @@ def _compare_locked(files: list[Path], profs: list[Profile], errors: list[str], 
     return summary
 
 
-class _NothingToRun(RtoptError):
+class NothingToRun(RtoptError):
     """No valid instance or profile: carries every problem line."""
 
     def __init__(self, lines: list[str]):

@@ -45,11 +45,14 @@ exhaustive space (doses are not restricted to the grid), so ``hv_ratio`` may exc
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
+import importlib.metadata as md
 import io
 import json
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -58,7 +61,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rtopt.common.errors import InstanceError, RtoptError
+from rtopt.common.errors import InstanceError, ProblemDeclined, RtoptError
+from rtopt.common.fileio import FolderLock, InputFileError, inside, write_atomic
+from rtopt.decisions.pareto import (did_you_mean_hint, exact_front, hypervolume, knee_index,
+                                    parse_objectives, verified_front)
+from rtopt.decisions.pareto_moo import heuristic_front
+from rtopt.outputs.compare import (CompareInterrupted, NothingToRun, Stopped, expand_instances,
+                                   instance_names, plan_file_name, prepare_folder, run_all,
+                                   system_info, unique_names)
+from rtopt.outputs.rendering import (TEMPLATES, MdSafe, anchor, fmt_number, fmt_seconds, load_json,
+                                     png_bytes, template_env, utc_date)
+from rtopt.outputs.tables import read_typed_csv, results_digest, sha256, write_manifest, write_table
+from rtopt.problem.instance import load_instance
+from rtopt.problem.problem import Problem
+
+# matplotlib and markupsafe (with jinja2) are imported inside the figure and render functions
+# (import time).
 
 __all__ = ["compare_fronts", "FRONT_COLUMNS", "METHODS", "FRONT_STATUSES", "read_front_table",
            "is_front_table", "render", "front_indicators"]
@@ -93,7 +111,7 @@ HV_REFERENCE = 1.1
 
 @dataclass(frozen=True)
 class FrontTask:
-    """One run: instance, method, repeat (picklable; the attributes _run_all reads)."""
+    """One run: instance, method, repeat (picklable; the attributes run_all reads)."""
 
     instance: str
     instance_path: str
@@ -108,8 +126,6 @@ class FrontTask:
 
     @property
     def plan_file(self) -> str:
-        from rtopt.outputs.compare import plan_file_name
-
         return f"plans/{plan_file_name(self.instance, self.profile_key, self.repeat)}"
 
     def settings(self) -> dict[str, Any]:
@@ -121,8 +137,6 @@ class FrontTask:
 
 # ---------------------------------------------------------------------------------- one run
 def _version(dist: str) -> str:
-    import importlib.metadata as md
-
     try:
         return md.version(dist)
     except md.PackageNotFoundError:
@@ -136,11 +150,6 @@ def run_front(task: FrontTask) -> dict[str, Any]:
     ``objectives`` (name, sense, label), ``points`` (verified plans with their objective
     values), ``knee``, ``dropped_points``, ``counts``, ``label``, ``wall_time_s``.
     """
-    from rtopt.common.errors import ProblemDeclined
-    from rtopt.problem.instance import load_instance
-    from rtopt.decisions.pareto import _verified_front, exact_front, knee_index, parse_objectives
-    from rtopt.problem.problem import Problem
-
     t0 = time.perf_counter()
     lib = METHODS.get(task.profile_key, ("", ""))[0]
     d: dict[str, Any] = {"method": task.profile_key, "status": "error", "termination": "error",
@@ -171,8 +180,6 @@ def run_front(task: FrontTask) -> dict[str, Any]:
                                   f"{counts.get('schedules_scored', 0)} of {counts['schedules']} "
                                   f"schedules" if partial else METHODS["exact"][1])
                 elif task.profile_key == "nsga":
-                    from rtopt.decisions.pareto_moo import heuristic_front
-
                     plans, info = heuristic_front(problem, objs, pop_size=task.pop_size,
                                                   generations=task.generations, seed=task.seed,
                                                   time_limit_s=task.time_limit_s)
@@ -184,7 +191,7 @@ def run_front(task: FrontTask) -> dict[str, Any]:
                     d["label"] = info["label"]
                 else:
                     raise RtoptError(f"unknown front method {task.profile_key!r}")
-                pts, dropped = _verified_front(problem, objs, plans)
+                pts, dropped = verified_front(problem, objs, plans)
         except ProblemDeclined as e:
             d["status"], d["termination"] = "declined", "not_run"
             d["message"] = str(e).splitlines()[0]
@@ -225,8 +232,6 @@ def front_indicators(rows: list[dict[str, Any]], fronts: list[dict[str, Any] | N
                      ) -> list[dict[str, Any]]:
     """Fill ``hypervolume``, ``hv_ratio``, ``gd_mean``, ``gd_max`` and ``igd`` of every row from
     the fronts (plan-file dicts, same order), per instance (see the module docstring)."""
-    from rtopt.decisions.pareto import hypervolume
-
     for r in rows:
         for k in ("hypervolume", "hv_ratio", "gd_mean", "gd_max", "igd"):
             r[k] = None
@@ -278,25 +283,24 @@ def _row(task: FrontTask, d: dict[str, Any]) -> dict[str, Any]:
 
 def write_front_table(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write a front comparison's rows as CSV with :data:`FRONT_COLUMNS` (atomically)."""
-    from rtopt.outputs.compare import write_table
-
     write_table(rows, path, FRONT_COLUMNS)
 
 
 def is_front_table(outdir: str | os.PathLike) -> bool:
     """True when ``OUTDIR/results.csv`` is a front comparison's table (its header)."""
+    path = Path(outdir) / "results.csv"
     try:
-        with open(Path(outdir) / "results.csv", encoding="utf-8") as fh:
+        if not path.is_file():  # a FIFO or device would block or never end
+            return False
+        with open(path, encoding="utf-8") as fh:
             head = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, csv.Error):
         return False
     return "hypervolume" in head and "n_points" in head
 
 
 def read_front_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a front comparison's ``results.csv`` back with typed values."""
-    from rtopt.outputs.compare import read_typed_csv
-
     return read_typed_csv(path, FRONT_COLUMNS,
                           ("instance", "profile", "repeat", "status", "hypervolume"),
                           _FLOAT_COLS, _INT_COLS, ("all_verified",), "front comparison table")
@@ -315,8 +319,6 @@ class FrontSummary:
 
 
 def _methods(names: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    from rtopt.decisions.pareto import _did_you_mean
-
     if not names:
         return list(METHODS), []
     out, errors = [], []
@@ -326,7 +328,7 @@ def _methods(names: Sequence[str] | None) -> tuple[list[str], list[str]]:
             if n not in out:
                 out.append(n)
         elif n:
-            errors.append(f"--solver: unknown front method {n!r}{_did_you_mean(n, list(METHODS))}"
+            errors.append(f"--solver: unknown front method {n!r}{did_you_mean_hint(n, list(METHODS))}"
                           f" (with --pareto: {', '.join(METHODS)})")
     return out, errors
 
@@ -360,10 +362,6 @@ def compare_fronts(instances: Sequence[str | os.PathLike], objectives: str, outd
 
     The other parameters are those of :func:`rtopt.outputs.compare.compare`.
     """
-    from rtopt.outputs.compare import (_NothingToRun, _sha256, _unique, _instance_names,
-                               expand_instances)
-    from rtopt.common.fileio import FolderLock
-    from rtopt.decisions.pareto import parse_objectives  # noqa: F401 - import errors surface early
 
     if repeat < 1:
         raise RtoptError(f"--repeat must be >= 1 (got {repeat})")
@@ -383,7 +381,7 @@ def compare_fronts(instances: Sequence[str | os.PathLike], objectives: str, outd
     errors += merr
     if not files or not meths:
         what = "no valid instance" if not files else "no valid front method"
-        raise _NothingToRun(errors + [f"nothing to compare: {what}"])
+        raise NothingToRun(errors + [f"nothing to compare: {what}"])
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise RtoptError(f"{out}: exists and is not a folder")
@@ -393,12 +391,12 @@ def compare_fronts(instances: Sequence[str | os.PathLike], objectives: str, outd
         raise RtoptError(f"{out}: cannot create folder ({e.strerror or e})") from None
     limit = float(time_limit_s) if time_limit_s is not None else DEFAULT_TIME_LIMIT_S
     opts = tuple(sorted((options or {}).items()))
-    keys = _unique(_instance_names(files))
+    keys = unique_names(instance_names(files))
     tasks = [FrontTask(k, str(f.resolve()), m, r, seed + r, limit, objectives, pop_size,
                        generations, opts)
              for k, f in zip(keys, files) for m in meths
              for r in range(1 if m == "exact" else repeat)]
-    digests = {str(f.resolve()): _sha256(f) for f in files}
+    digests = {str(f.resolve()): sha256(f) for f in files}
     with FolderLock(out, "rtopt compare"):
         return _run_locked(tasks, keys, files, errors, out, repeat, workers, progress, report,
                            isolate, resume, overwrite, digests)
@@ -418,8 +416,8 @@ def _reusable(out: Path, tasks: list[FrontTask], digests: dict[str, str]) -> dic
         if r is None or r["instance_path"] != t.instance_path or r["plan_file"] != t.plan_file:
             continue
         try:
-            d = json.loads((out / t.plan_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            d = load_json(out / t.plan_file)
+        except InputFileError:
             continue
         c = d.get("compare") if isinstance(d, dict) else None
         if not isinstance(c, dict) or c.get("instance_sha256") != digests[t.instance_path] \
@@ -434,15 +432,11 @@ def _run_locked(tasks: list[FrontTask], keys: list[str], files: list[Path], erro
                 progress: Callable[[int, int, str], None] | None, report: bool,
                 isolate: bool | None, resume: bool, overwrite: bool,
                 digests: dict[str, str]) -> FrontSummary:
-    from rtopt.outputs.compare import (CompareInterrupted, Stopped, _prepare_folder, _run_all,
-                               results_digest, system_info, write_manifest)
-    from rtopt.common.fileio import write_atomic
-
     for sub in ("plans", "figures"):
         if (out / sub).is_symlink() or ((out / sub).exists() and not (out / sub).is_dir()):
             raise RtoptError(f"{out / sub}: is a symbolic link or not a folder; "
                              f"rtopt writes only inside {out}")
-    _prepare_folder(out, resume, overwrite)
+    prepare_folder(out, resume, overwrite)
     (out / "plans").mkdir(exist_ok=True)
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     fronts: list[dict[str, Any] | None] = [None] * len(tasks)
@@ -493,7 +487,7 @@ def _run_locked(tasks: list[FrontTask], keys: list[str], files: list[Path], erro
 
     write_rows()
     try:
-        _run_all([tasks[i] for i in todo], workers,
+        run_all([tasks[i] for i in todo], workers,
                  workers > 1 if isolate is None else bool(isolate), progress, fn=run_front,
                  on_result=record, done_before=len(tasks) - len(todo), total=len(tasks))
     except KeyboardInterrupt as e:
@@ -532,13 +526,12 @@ def _front_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]]) 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from rtopt.outputs.report import _png
-
     objs = next(d["objectives"] for _, d in runs if d.get("objectives"))
     pairs = [(0, 1)] if len(objs) == 2 else [(0, 1), (0, 2), (1, 2)]
-    fig = Figure(figsize=(6.0 * len(pairs), 4.8), layout="constrained")
+    # one panel per row (see rtopt.outputs.pareto_report._figure): readable inside the HTML
+    fig = Figure(figsize=(8.0, 5.2 * len(pairs)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    axes = fig.subplots(len(pairs), 1, squeeze=False)[:, 0]
     extra = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     for ax, (a, b) in zip(axes, pairs):
         for k, (r, d) in enumerate(runs):
@@ -569,22 +562,23 @@ def _front_figure(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]]) 
                         "*", ms=15, color=colour, mec="k", zorder=10)
         ax.set_xlabel(objs[a]["label"] + (" (max)" if objs[a]["sense"] == "max" else " (min)"))
         ax.set_ylabel(objs[b]["label"] + (" (max)" if objs[b]["sense"] == "max" else " (min)"))
+        from matplotlib.ticker import MaxNLocator
+
+        for axis, k in ((ax.xaxis, a), (ax.yaxis, b)):   # counts and days: whole-number ticks
+            if objs[k]["name"] in ("n_fractions", "overall_days"):
+                axis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
     axes[0].plot([], [], "*", ms=12, color="#999999", mec="k", label="knee of each front")
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{name}: Pareto fronts of every method", fontsize=11)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _css() -> str:
     """The comparison report's stylesheet (from its template), so both reports look alike."""
-    import re
-
-    from rtopt.outputs.report import _TEMPLATES
-
     try:
-        text = (_TEMPLATES / "report.html.j2").read_text(encoding="utf-8")
+        text = (TEMPLATES / "report.html.j2").read_text(encoding="utf-8")
     except OSError:
         return ""
     m = re.search(r"<style>(.*?)</style>", text, re.S)
@@ -592,11 +586,8 @@ def _css() -> str:
 
 
 def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
-    from rtopt.common.fileio import inside
-    from rtopt.outputs.report import _anchor, _date, _fmt, _load_json, _time
-
     table = read_front_table(outdir / "results.csv")
-    sysinfo = _load_json(outdir / "system.json") or {}
+    sysinfo = load_json(outdir / "system.json") or {}
     run = sysinfo.get("run", {})
     problems: list[str] = []
     figures: dict[str, bytes] = {}
@@ -609,7 +600,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                 problems.append(f"{outdir / 'results.csv'}: line {k + 2}: plan_file "
                                 f"{r['plan_file']!r} is outside {outdir}: not read")
             else:
-                d = _load_json(where)
+                d = load_json(where)
                 if d is None:
                     problems.append(f"{outdir / r['plan_file']}: missing or not JSON (front of "
                                     f"{r['instance']} / {r['profile']} not drawn)")
@@ -624,19 +615,19 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                 "profile": r["profile"], "backend": r["backend"], "repeat": r["repeat"],
                 "seed": r["seed"], "status": r["status"], "termination": r["termination"],
                 "n_points": r["n_points"] if r["status"] in FRONT_STATUSES else "",
-                "hypervolume": _fmt(r["hypervolume"], 5), "hv_ratio": _fmt(r["hv_ratio"], 5),
-                "gd_mean": _fmt(r["gd_mean"], 3), "gd_max": _fmt(r["gd_max"], 3),
-                "igd": _fmt(r["igd"], 3),
+                "hypervolume": fmt_number(r["hypervolume"], 5), "hv_ratio": fmt_number(r["hv_ratio"], 5),
+                "gd_mean": fmt_number(r["gd_mean"], 3), "gd_max": fmt_number(r["gd_max"], 3),
+                "igd": fmt_number(r["igd"], 3),
                 "verified": ("all" if r["all_verified"] else "") + (
                     f" ({r['dropped_points']} dropped)" if r["dropped_points"] else ""),
-                "wall_time": _time(r["wall_time_s"]), "knee_plan": r["knee_plan"],
+                "wall_time": fmt_seconds(r["wall_time_s"]), "knee_plan": r["knee_plan"],
                 "message": r["message"],
                 "solver": " ".join(x for x in (r["solver_name"], r["solver_version"]) if x)})
         runs = [(table[k], fronts[k]) for k in idx
                 if fronts[k] and fronts[k].get("points") and table[k]["status"] in FRONT_STATUSES]
         figure = None
         if runs:
-            fname = f"fronts-{_anchor(name)[5:]}.png"
+            fname = f"fronts-{anchor(name)[5:]}.png"
             try:
                 figures[fname] = _front_figure(name, runs)
                 figure = fname
@@ -644,7 +635,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                 problems.append(f"{name}: fronts not drawn: {type(e).__name__}: {e}")
         na = next((table[k]["message"] for k in idx if table[k]["status"] == "not_applicable"),
                   "")
-        instances.append({"name": name, "anchor": _anchor(name), "rows": rows,
+        instances.append({"name": name, "anchor": anchor(name), "rows": rows,
                           "path": table[idx[0]]["instance_path"], "figure": figure,
                           "not_applicable": na,
                           "objectives": table[idx[0]]["objectives"]})
@@ -654,7 +645,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     versions = sysinfo.get("versions", {})
     model = {
         "title": "rtopt comparison of Pareto-front methods",
-        "date": _date(sysinfo.get("date", "")),
+        "date": utc_date(sysinfo.get("date", "")),
         "objectives": run.get("objectives") or (table[0]["objectives"] if table else ""),
         "n_instances": len(instances), "n_runs": len(table),
         "methods": run.get("methods", []), "instances": instances,
@@ -671,7 +662,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                                     f"({sysinfo.get('cpu_count', '?')} logical CPUs)"),
                             ("git revision", sysinfo.get("git_revision", "")
                              or "not a git checkout"),
-                            ("date", _date(sysinfo.get("date", "")))]},
+                            ("date", utc_date(sysinfo.get("date", "")))]},
         "css": _css(),
     }
     model["problems"] = list(problems)
@@ -681,13 +672,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
 def render(outdir: str | os.PathLike) -> list[str]:
     """Render ``report.html``, ``report.md`` and ``figures/fronts-*.png`` of a front comparison
     from ``results.csv``, ``plans/*.json`` and ``system.json`` (never runs a method)."""
-    import base64
-
-    from markupsafe import Markup
-
-    from rtopt.outputs.compare import results_digest, write_manifest
-    from rtopt.common.fileio import write_atomic
-    from rtopt.outputs.report import _MdSafe, _env
+    from markupsafe import Markup  # jinja2's: loaded with the templates, not at start-up
 
     out = Path(outdir)
     rows, sha = results_digest(out / "results.csv")
@@ -706,10 +691,10 @@ def render(outdir: str | os.PathLike) -> list[str]:
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figures.items()}
     html_model = {**model, "css": Markup(model["css"])}
-    html = _env(True).get_template("pareto_compare.html.j2").render(
+    html = template_env(True).get_template("pareto_compare.html.j2").render(
         **html_model, img=lambda name: uris.get(name, ""))
-    md = _env(False).get_template("pareto_compare.md.j2").render(
-        **model, img=lambda name: _MdSafe(f"figures/{name}"))
+    md = template_env(False).get_template("pareto_compare.md.j2").render(
+        **model, img=lambda name: MdSafe(f"figures/{name}"))
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.html", html)
     write_manifest(out, report_results_rows=rows, report_results_sha256=sha)
@@ -718,8 +703,6 @@ def render(outdir: str | os.PathLike) -> list[str]:
 
 def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The results table as aligned text lines (what ``rtopt compare --pareto`` prints)."""
-    from rtopt.outputs.report import _fmt
-
     head = ("instance", "method", "status", "points", "hypervolume", "hv_ratio", "gd_mean",
             "gd_max", "igd", "verified", "time_s")
     body = []
@@ -727,8 +710,8 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         front = r["status"] in FRONT_STATUSES
         body.append((r["instance"], r["profile"] + (f" r{r['repeat']}" if r["repeat"] else ""),
                      r["status"], str(r["n_points"]) if front else "",
-                     _fmt(r["hypervolume"], 5), _fmt(r["hv_ratio"], 5), _fmt(r["gd_mean"], 3),
-                     _fmt(r["gd_max"], 3), _fmt(r["igd"], 3),
+                     fmt_number(r["hypervolume"], 5), fmt_number(r["hv_ratio"], 5), fmt_number(r["gd_mean"], 3),
+                     fmt_number(r["gd_max"], 3), fmt_number(r["igd"], 3),
                      ("all" if r["all_verified"] else "") if front else "",
                      f"{r['wall_time_s']:.1f}" if r["wall_time_s"] is not None else ""))
     widths = [max(len(h), *(len(b[k]) for b in body)) if body else len(h)

@@ -16,6 +16,8 @@ from typing import Any
 
 from rtopt.common.fileio import write_atomic
 
+# matplotlib is imported inside the figure functions (import time).
+
 __all__ = ["write", "render", "is_pareto_folder"]
 
 
@@ -70,15 +72,23 @@ def _csv(data: dict) -> str:
 
 
 # ---------------------------------------------------------------------- figure
+INTEGER_OBJECTIVES = ("n_fractions", "overall_days")
+"""Objectives counted in whole numbers (fractions, days): their axes get whole-number ticks."""
+
+
 def _figure(data: dict) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     objs = data["objectives"]
     pairs = [(0, 1)] if len(objs) == 2 else [(0, 1), (0, 2), (1, 2)]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6.0 * len(pairs), 4.6), squeeze=False)
+    # one panel per row at 8 x 5.2 in and 110 dpi (880 px wide): the HTML page shows it at its
+    # own size; three panels side by side were shrunk to ~80 % and their labels to ~6 pt
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(8.0, 5.2 * len(pairs)), squeeze=False)
+    axes = axes.T
 
     def xy(points, a, b):
         return ([p["objectives"][objs[a]["name"]] for p in points],
@@ -112,16 +122,19 @@ def _figure(data: dict) -> bytes:
             ax.plot(x, y, "s" if s["feasible"] else "s", ms=6,
                     color="#7f7f7f" if s["feasible"] else "#f4b6b0", mec="k", zorder=4)
             ax.annotate(s["name"], (x[0], y[0]), textcoords="offset points", xytext=(4, 3),
-                        fontsize=7, color="#444")
+                        fontsize=9, color="#444")
         ax.set_xlabel(objs[a]["label"] + (" (max)" if objs[a]["sense"] == "max" else " (min)"))
         ax.set_ylabel(objs[b]["label"] + (" (max)" if objs[b]["sense"] == "max" else " (min)"))
         ax.grid(alpha=0.3)
+        for axis, k in ((ax.xaxis, a), (ax.yaxis, b)):   # counts and days: whole-number ticks
+            if objs[k]["name"] in INTEGER_OBJECTIVES:
+                axis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].plot([], [], "s", color="#7f7f7f", mec="k", label="standard schedules")
-    axes[0][0].legend(fontsize=7, loc="best")
+    axes[0][0].legend(fontsize=9, loc="best")
     fig.suptitle(f"{data['instance']}: Pareto front", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))   # room for the title
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
@@ -149,7 +162,8 @@ def _table(data: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _summary(data: dict) -> list[str]:
+def summary_lines(data: dict) -> list[str]:
+    """The few lines ``rtopt pareto`` prints about a front (objectives, sizes, knee, reference)."""
     ex = data["exact"]["points"]
     lines = ["Objectives: " + ", ".join(f"{o['name']} ({o['sense']})" for o in data["objectives"]),
              f"Exact front: {len(ex)} verified plans, {data['exact']['label']}; "
@@ -213,7 +227,9 @@ p.sub { color: #5d6875; }"""
 def render(outdir: str | os.PathLike) -> list[str]:
     """(Re)build ``front.png``, ``report.md`` and ``report.html`` from ``front.json``."""
     out = Path(outdir)
-    data = json.loads((out / "front.json").read_text())
+    from rtopt.common.fileio import load_json
+
+    data = load_json(out / "front.json", limit=256 * 1024 * 1024)
     problems: list[str] = []
     png = b""
     try:
@@ -222,7 +238,7 @@ def render(outdir: str | os.PathLike) -> list[str]:
     except Exception as exc:  # pragma: no cover - a missing/broken matplotlib
         problems.append(f"figure not drawn: {exc}")
     title = f"Pareto front: {data['instance']}"
-    summary = _summary(data)
+    summary = summary_lines(data)
     th, tr = _table(data)
     sh, sr = _standards(data)
     md = [f"# {title}", "", *[f"- {s}" for s in summary], ""]

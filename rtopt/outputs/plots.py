@@ -15,14 +15,21 @@ infusion on day ``j`` right after it.  Weekends are shaded.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from rtopt.common.fileio import write_atomic
+from rtopt.model import surrogate as sg
+from rtopt.model.parameters import resolve
+from rtopt.model.simulator import TRAJECTORY_STEPS_PER_DAY, Biology, simulate
+
+# matplotlib (~0.5 s) is imported inside the plotting functions (import time).
 
 __all__ = ["plot_plan", "plot_plans", "plot_surrogate", "dose_response", "figure_format",
            "describe_plan",
@@ -56,8 +63,6 @@ _STATE_PANELS = (
 
 def _wrap(title: str, width: int = 110) -> str:
     """Long titles (a report names every profile with the same plan) wrap instead of clipping."""
-    import textwrap
-
     return "\n".join(textwrap.wrap(title, width)) or title
 
 def figure_format(path: str | os.PathLike) -> str:
@@ -81,8 +86,6 @@ def figure_format(path: str | os.PathLike) -> str:
 
 def _save(fig: Any, path: str | os.PathLike, dpi: int = 130) -> None:
     """Save ``fig`` to ``path`` atomically (:func:`rtopt.common.fileio.write_atomic`)."""
-    import io
-
     fmt = figure_format(Path(path))
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
@@ -129,11 +132,10 @@ def describe_plan(plan: Any, max_chars: int = 100) -> str:
 
 def _run(problem: Any, plan: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Simulate ``plan`` and the same infusions without RT (trajectories of both)."""
-    from rtopt.model.simulator import TRAJECTORY_STEPS_PER_DAY, simulate
-
     D, U = plan.daily(problem.horizon_days)
     spd = max(getattr(problem, "steps_per_day", 1), TRAJECTORY_STEPS_PER_DAY)  # smooth curves
-    sim = simulate(problem.biology, D, U, trajectory=True, steps_per_day=spd)
+    tumour = problem.tumour_doses(D) if hasattr(problem, "tumour_doses") else D
+    sim = simulate(problem.biology, tumour, U, trajectory=True, steps_per_day=spd)
     ref = simulate(problem.biology, np.zeros_like(D), U, trajectory=True, steps_per_day=spd)
     return sim, ref, D, U
 
@@ -248,8 +250,6 @@ def _tumour_kill(problem: Any, plan: Any, sim: Any, D: np.ndarray,
     kill after each fraction, from simulating the plan's prefixes (fractions 1..k, one
     vectorised call) -- a step line.
     """
-    from rtopt.model.simulator import simulate
-
     traj = getattr(sim, "trajectory", None) or {}
     if "log10_survival" in traj:
         t = np.concatenate([[0.0], sim.t_days])
@@ -263,6 +263,8 @@ def _tumour_kill(problem: Any, plan: Any, sim: Any, D: np.ndarray,
     for k in range(days.size):
         P[k, days[:k + 1]] = D[0, days[:k + 1]]
     spd = getattr(problem, "steps_per_day", 8)
+    if hasattr(problem, "tumour_doses"):
+        P = problem.tumour_doses(P)
     pre = simulate(problem.biology, P, np.repeat(U, days.size, axis=0), steps_per_day=spd)
     rt = np.asarray(pre.log10_kill) - np.asarray(pre.nk_log10_kill)
     t = np.concatenate([[0.0], days.astype(float), [float(H)]])
@@ -598,9 +600,6 @@ def dose_response(site: str, doses_gy: Any, *, product: str = "il15_expanded",
     KeyError
         Unknown site, product or cytokine support.
     """
-    from rtopt.model import surrogate as sg
-    from rtopt.model.simulator import Biology, simulate
-
     d = np.atleast_1d(np.asarray(doses_gy, dtype=float))
     if d.ndim != 1 or np.any(~np.isfinite(d)) or np.any(d <= 0):
         raise ValueError("doses must be a 1-D array of finite doses > 0 Gy")
@@ -658,8 +657,6 @@ def plot_surrogate(site: str, *, product: str = "il15_expanded",
     fig : matplotlib.figure.Figure
     axes : numpy.ndarray of matplotlib.axes.Axes, shape (2, 2)
     """
-    from rtopt.model.parameters import resolve
-
     if path is not None:
         figure_format(path)
     d = np.linspace(1.0, 25.0, 193)  # 0.125 Gy steps

@@ -13,19 +13,25 @@ draws them; matplotlib is imported lazily and figures are returned as ``(fig, ax
 from __future__ import annotations
 
 import base64
-import io
-import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtopt.outputs.compare import FEASIBLE_STATUSES, _sha256, read_table, results_digest, write_manifest
-from rtopt.common.fileio import inside, write_atomic
 from rtopt.common.errors import InstanceError
+from rtopt.common.fileio import inside, write_atomic
+from rtopt.outputs.plots import plot_plan, plot_plans
+from rtopt.outputs.rendering import (MdSafe, anchor, fmt_number, fmt_seconds, load_json, png_bytes,
+                                     template_env, utc_date)
+from rtopt.outputs.tables import (FEASIBLE_STATUSES, read_table, results_digest, sha256,
+                                  write_manifest)
+from rtopt.problem.problem import Plan, Problem
+
+# matplotlib is imported inside the figure functions (import time).
 
 __all__ = ["render", "stale_report", "report_source", "performance_profile", "plot_performance_profiles", "PerformanceProfile",
            "METRICS", "AMBER_SLACK", "traffic_light"]
@@ -46,9 +52,6 @@ AMBER_SLACK = 0.05
 _MIN_TIME_S = 1e-3
 """Wall times are floored at 1 ms in the time profile: below that, timer noise would make
 performance ratios of instant runs meaningless."""
-
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
-_DPI = 100
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -229,16 +232,11 @@ def plot_performance_profiles(table: Sequence[Mapping[str, Any]],
     fig.suptitle(f"Performance profiles over {len(pps[0].instances) if pps else 0} instance(s) "
                  f"(higher and further left is better)", fontsize=11)
     if path is not None:
-        write_atomic(path, _png(fig))
+        write_atomic(path, png_bytes(fig))
     return fig, axes
 
 
 # ---------------------------------------------------------------------------- helpers
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    # no timestamps or software tags in the file: the same table renders byte-identically
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    return buf.getvalue()
 
 
 def traffic_light(check: Mapping[str, Any]) -> str:
@@ -259,23 +257,6 @@ def traffic_light(check: Mapping[str, Any]) -> str:
     return "green"
 
 
-def _fmt(x: Any, digits: int = 6) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, bool):
-        return "yes" if x else ""
-    if isinstance(x, (int, np.integer)):
-        return str(x)
-    x = float(x)
-    if not math.isfinite(x):
-        return "\u221e" if x > 0 else "-\u221e"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e6 or abs(x) < 1e-3:
-        return f"{x:.{max(1, digits - 3)}e}"
-    return f"{x:.{digits}g}"
-
-
 def _pct(x: Any) -> str:
     if x is None:
         return ""
@@ -287,36 +268,16 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.3g} %"
 
 
-def _time(x: Any) -> str:
-    if x is None:
-        return ""
-    x = float(x)
-    return f"{x:.3g} s" if x < 100 else f"{x:.0f} s"
-
-
-def _anchor(name: str) -> str:
-    return "inst-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-
-
-def _load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _constraint_value(c: Mapping[str, Any]) -> str:
     v = c.get("value")
-    return "\u221e (none)" if v is None else _fmt(v, 5)
+    return "\u221e (none)" if v is None else fmt_number(v, 5)
 
 
 # ---------------------------------------------------------------------------- model
 def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     """Everything the templates show, the figures (name -> PNG bytes) and the problems."""
-    from rtopt.problem.problem import Plan
-
     table = read_table(outdir / "results.csv")
-    sysinfo = _load_json(outdir / "system.json") or {}
+    sysinfo = load_json(outdir / "system.json") or {}
     run = sysinfo.get("run", {})
     problems: list[str] = []
     figures: dict[str, bytes] = {}
@@ -333,7 +294,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                                 f"details of {r['instance']} / {r['profile']} left out)")
                 r["plan_file"] = ""
             else:
-                d = _load_json(where)
+                d = load_json(where)
                 if d is None:
                     problems.append(f"{outdir / r['plan_file']}: missing or not JSON (plan "
                                     f"details of {r['instance']} / {r['profile']} left out)")
@@ -344,7 +305,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     if table:
         try:
             fig, _ = plot_performance_profiles(table)
-            figures["performance-profiles.png"] = _png(fig)
+            figures["performance-profiles.png"] = png_bytes(fig)
             perf = {"figure": "performance-profiles.png"}
         except Exception as e:  # a figure must never cost the whole report
             problems.append(f"performance profiles not drawn: {type(e).__name__}: {e}")
@@ -385,7 +346,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                        or r["objective"] > c["objective"]))
             if better:
                 rep[r["profile"]] = k
-        ov = {"instance": name, "anchor": _anchor(name), "objective_name": objective_name,
+        ov = {"instance": name, "anchor": anchor(name), "objective_name": objective_name,
               "cells": []}
         for prof in prof_names:
             k = rep.get(prof)
@@ -395,7 +356,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
             r = table[k]
             reps = [table[q] for q in idx if table[q]["profile"] == prof]
             nfeas = sum(q["status"] in FEASIBLE_STATUSES for q in reps)
-            ov["cells"].append({"status": r["status"], "objective": _fmt(r["objective"]),
+            ov["cells"].append({"status": r["status"], "objective": fmt_number(r["objective"]),
                                 "best": r["best"], "gap_to_best": _pct(r["gap_to_best"]),
                                 "feasible_runs": f"{nfeas}/{len(reps)}" if len(reps) > 1 else ""})
         overview.append(ov)
@@ -407,10 +368,10 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                 "best": r["best"], "profile": r["profile"], "backend": r["backend"],
                 "repeat": r["repeat"], "seed": r["seed"], "status": r["status"],
                 "termination": r["termination"], "solution_status": r["solution_status"],
-                "objective": _fmt(r["objective"]), "claimed": _fmt(r["claimed_objective"]),
-                "bound": _fmt(r["bound"]), "gap": _pct(r["gap"]),
-                "gap_to_best": _pct(r["gap_to_best"]), "worst_slack": _fmt(r["worst_slack"], 3),
-                "wall_time": _time(r["wall_time_s"]),
+                "objective": fmt_number(r["objective"]), "claimed": fmt_number(r["claimed_objective"]),
+                "bound": fmt_number(r["bound"]), "gap": _pct(r["gap"]),
+                "gap_to_best": _pct(r["gap_to_best"]), "worst_slack": fmt_number(r["worst_slack"], 3),
+                "wall_time": fmt_seconds(r["wall_time_s"]),
                 "solver": " ".join(x for x in (r["solver_name"], r["solver_version"]) if x),
                 "plan": _compact_days(r["plan"]), "message": r["message"], "plan_file": r["plan_file"],
                 "claim_differs": (r["objective"] is not None and r["claimed_objective"] is not None
@@ -444,7 +405,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
         # traffic lights: one column per plan shown, one row per constraint
         lights = _lights(shown)
         instances.append({
-            "name": name, "anchor": _anchor(name), "path": path or "",
+            "name": name, "anchor": anchor(name), "path": path or "",
             "objective_name": objective_name, "rows": summary, "figure": figure,
             "figure_note": fig_note, "lights": lights,
             "best": next((s for s in summary if s["best"]), None),
@@ -453,7 +414,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     versions = sysinfo.get("versions", {})
     model = {
         "title": "rtopt solver comparison",
-        "date": _date(sysinfo.get("date", "")),
+        "date": utc_date(sysinfo.get("date", "")),
         "n_instances": len(inst_names), "n_profiles": len(prof_names), "repeat": repeat,
         "n_runs": len(table),
         "profiles": prof_names, "overview": overview, "instances": instances,
@@ -463,7 +424,7 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
                             ("CPU", f"{sysinfo.get('cpu_model', '')} "
                                     f"({sysinfo.get('cpu_count', '?')} logical CPUs)"),
                             ("git revision", sysinfo.get("git_revision", "") or "not a git checkout"),
-                            ("date", _date(sysinfo.get("date", "")))]},
+                            ("date", utc_date(sysinfo.get("date", "")))]},
         "run_profiles": run.get("profiles", []),
         "run": {"repeat": run.get("repeat", repeat), "workers": run.get("workers", ""),
                 "time_limit_s": run.get("time_limit_s")},
@@ -477,8 +438,6 @@ def _build(outdir: Path) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
 
 def _compact_days(text: str) -> str:
     """``days 0,1,2,3,7`` -> ``days 0-3,7`` in a plan description (runs of 3+ days)."""
-    import re
-
     def runs(m: re.Match) -> str:
         days = [int(x) for x in m.group(2).split(",")]
         out, i = [], 0
@@ -494,19 +453,6 @@ def _compact_days(text: str) -> str:
     return re.sub(r"(days? )(\d+(?:,\d+)*)", runs, text)
 
 
-def _date(iso: str) -> str:
-    """``2026-01-31 14:05 UTC`` from an ISO date (as it is if it does not parse)."""
-    import datetime as dt
-
-    try:
-        d = dt.datetime.fromisoformat(iso)
-    except (TypeError, ValueError):
-        return iso or ""
-    if d.tzinfo is not None:
-        d = d.astimezone(dt.timezone.utc)
-    return d.strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _counts(table: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
     order = ("optimal", "feasible", "infeasible", "no_solution", "declined", "unavailable", "error")
     c: dict[str, int] = {}
@@ -519,8 +465,6 @@ def _plan_figure(name: str, path: str | None, plan_json: Mapping[str, Any],
                  groups: list[dict[str, Any]], figures: dict[str, bytes],
                  problems: list[str]) -> tuple[str | None, str]:
     """Draw the plans of one instance (plot_plans, or plot_plan for a single plan)."""
-    from rtopt.problem.problem import Problem
-
     if not path:
         return None, "no instance path recorded: plans not re-simulated"
     try:
@@ -530,22 +474,20 @@ def _plan_figure(name: str, path: str | None, plan_json: Mapping[str, Any],
         return None, f"plans not drawn: {' '.join(e.lines())}"
     note = ""
     sha = (plan_json.get("compare") or {}).get("instance_sha256")
-    if sha and sha != _sha256(path):
+    if sha and sha != sha256(path):
         note = (f"{path} has changed since the comparison: the trajectories below are "
                 f"re-simulated with the current file.")
     labelled = {" = ".join(g["labels"]): g["plan"] for g in groups[:10]}
     if len(groups) > 10:
         note = (note + " " if note else "") + f"only the first 10 of {len(groups)} distinct plans drawn."
-    fname = f"plans-{_anchor(name)[5:]}.png"
+    fname = f"plans-{anchor(name)[5:]}.png"
     try:
-        from rtopt.outputs.plots import plot_plan, plot_plans
-
         if len(labelled) == 1:
             label, plan = next(iter(labelled.items()))
             fig, _ = plot_plan(problem, plan, title=f"{name}: {label}: {plan.describe()}")
         else:
             fig, _ = plot_plans(problem, labelled, title=f"{name}: {len(labelled)} distinct plans")
-        figures[fname] = _png(fig)
+        figures[fname] = png_bytes(fig)
     except Exception as e:  # plots are a colleague's module: a failure costs one figure only
         msg = f"{type(e).__name__}: {e}".splitlines()[0]
         problems.append(f"{name}: plans not drawn: {msg}")
@@ -577,7 +519,7 @@ def _lights(shown: list[dict[str, Any]]) -> dict[str, Any]:
                 rel = _pct(c["slack"] / abs(c["limit"]))
             cells.append({"light": light, "value": _constraint_value(c), "slack_pct": rel,
                           "word": {"green": "ok", "amber": "near limit", "red": "violated"}[light]})
-        limits = {_fmt(x["limit"], 5) for x in
+        limits = {fmt_number(x["limit"], 5) for x in
                   [next((y for y in s["json"].get("constraints") or [] if y["name"] == n), {})
                    for s in shown] if x}
         row = {"name": n, "sense": info[n]["sense"], "limit": " / ".join(sorted(limits)),
@@ -589,41 +531,6 @@ def _lights(shown: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- render
-def _env(html: bool) -> Any:
-    import jinja2
-
-    kw = {} if html else {"finalize": _md_finalize}
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
-                             autoescape=html, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, **kw)
-    env.filters["md"] = _md_cell
-    return env
-
-
-class _MdSafe(str):
-    """Text already escaped for Markdown (the ``md`` filter's output, links, fixed markup)."""
-
-
-_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`"}
-
-
-def _md_text(x: Any) -> str:
-    """Text from files made inert in Markdown: HTML ``<>&`` escaped (a Markdown viewer would
-    run raw HTML), table pipes and backticks escaped, one line."""
-    s = "" if x is None else str(x)
-    return "".join(_MD_ESCAPES.get(c, c) for c in " ".join(s.split()))
-
-
-def _md_cell(x: Any) -> _MdSafe:
-    """A Markdown table cell (or any text from files): see :func:`_md_text`."""
-    return x if isinstance(x, _MdSafe) else _MdSafe(_md_text(x))
-
-
-def _md_finalize(x: Any) -> Any:
-    """Every ``{{ ... }}`` of the Markdown template is escaped unless already escaped."""
-    if isinstance(x, (_MdSafe, int, float)) or x is None:
-        return "" if x is None else x
-    return _md_cell(x)
 
 
 def render(outdir: str | os.PathLike) -> list[str]:
@@ -636,8 +543,9 @@ def render(outdir: str | os.PathLike) -> list[str]:
     Parameters
     ----------
     outdir : str or Path
-        Folder written by :func:`rtopt.outputs.compare.compare` (or by
-        :func:`rtopt.outputs.compare_pareto.compare_fronts`, whose report it renders instead).
+        Folder written by :func:`rtopt.outputs.compare.compare` (a front comparison's folder
+        is rendered by :func:`rtopt.outputs.compare_pareto.render`; :func:`rtopt.outputs.reports.render`
+        chooses between the two).
 
     Returns
     -------
@@ -650,12 +558,6 @@ def render(outdir: str | os.PathLike) -> list[str]:
         ``results.csv`` is missing or unreadable.
     """
     out = Path(outdir)
-    from rtopt.outputs.compare_pareto import is_front_table
-
-    if is_front_table(out):  # written by 'rtopt compare --pareto': its own tables and figures
-        from rtopt.outputs.compare_pareto import render as render_fronts
-
-        return render_fronts(out)
     rows, sha = results_digest(out / "results.csv")  # the table the report is built from
     model, figures, problems = _build(out)
     if results_digest(out / "results.csv") != (rows, sha):
@@ -673,10 +575,10 @@ def render(outdir: str | os.PathLike) -> list[str]:
             old.unlink()
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii")
             for k, v in figures.items()}
-    html = _env(True).get_template("report.html.j2").render(
+    html = template_env(True).get_template("report.html.j2").render(
         **model, img=lambda name: uris.get(name, ""))
-    md = _env(False).get_template("report.md.j2").render(
-        **model, img=lambda name: _MdSafe(f"figures/{name}"))
+    md = template_env(False).get_template("report.md.j2").render(
+        **model, img=lambda name: MdSafe(f"figures/{name}"))
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.html", html)
     write_manifest(out, report_results_rows=rows, report_results_sha256=sha)
@@ -689,11 +591,11 @@ _SOURCE_RE = r"rtopt-results rows=(\d+) sha256=([0-9a-f]*)"
 def report_source(path: str | os.PathLike) -> tuple[int, str] | None:
     """``(rows, sha256)`` of the ``results.csv`` a report file was built from (its
     ``rtopt-results`` marker), or None if the file is missing or has no marker."""
-    import re
-
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        from rtopt.common.fileio import read_text
+
+        text = read_text(path, limit=256 * 1024 * 1024)
+    except InstanceError:
         return None
     m = re.search(_SOURCE_RE, text)
     return (int(m.group(1)), m.group(2)) if m else None

@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -63,12 +62,18 @@ class _ProfileModel(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-_FILE_KEY = re.compile(r"file|path|folder|vbc|dir(?!ect)", re.IGNORECASE)
+_FILE_KEY = re.compile(r"file|path|folder|vbc|dir(?!ect)|prefix|basename", re.IGNORECASE)
 """Option names that take (or switch on writing to) a file or folder: HiGHS ``log_file``,
 ``solution_file``, ``write_model_file``, ``write_model_to_file``, ``write_solution_to_file``,
 ``read_basis_file``...; SCIP ``visual/vbcfilename``, ``visual/bakfilename``...; SCS
 ``write_data_filename``, ``log_csv_filename``; Gurobi ``LogFile``, ``ResultFile``,
-``NodefileDir``; ``dir(?!ect)`` spares ``direction``."""
+``NodefileDir``; SCIP ``concurrent/paramsetprefix`` (a path prefix); ``dir(?!ect)`` spares
+``direction``.  Any text value that looks like a path (contains ``/`` or ``\\``, or starts with
+``~`` or ``.``) is refused too, whatever its key."""
+
+
+def _looks_like_path(v: Any) -> bool:
+    return isinstance(v, str) and ("/" in v or "\\" in v or v.startswith(("~", ".")))
 
 _WRITE_KEY = re.compile(r"log|out|write|save|dump", re.IGNORECASE)
 """Option names that take a file name when their value is text (``log = "x.txt"``); their
@@ -86,7 +91,11 @@ def file_options(options: Any, prefix: str = "options") -> list[tuple[str, str]]
         if isinstance(v, dict):
             out.extend(file_options(v, where))
             continue
-        if _FILE_KEY.search(str(k)) or (_WRITE_KEY.search(str(k)) and isinstance(v, str)):
+        if isinstance(v, list):
+            bad = any(_looks_like_path(x) for x in v)
+        else:
+            bad = _looks_like_path(v)
+        if bad or _FILE_KEY.search(str(k)) or (_WRITE_KEY.search(str(k)) and isinstance(v, str)):
             out.append((where, "names a file or folder for the solver to write or read; "
                                "refused (set allow_file_options = true in the profile if "
                                "you trust it)"))
@@ -143,20 +152,22 @@ def profile_dirs() -> list[Path]:
     return out
 
 
-def load_profile(path: str | Path) -> Profile:
-    """Read and validate one profile file (raises :class:`ProfileError`)."""
+def load_profile(path: str | Path, *, explicit: bool = True) -> Profile:
+    """Read and validate one profile file (raises :class:`ProfileError`).
+
+    ``explicit``: the user named this file by its path (``--solver path/X.toml``).  Only such
+    a profile, or a shipped one, may set ``allow_file_options = true``: a file dropped into
+    ``./solvers`` or ``$RTOPT_SOLVERS`` and picked up by name may not switch the file-option
+    check off for itself.
+    """
+    from rtopt.common.fileio import InputFileError, load_toml
+
     p = Path(path)
     src = str(path)
-    if not p.exists():
-        raise ProfileError(src, [("", "file not found")])
-    if p.is_dir():
-        raise ProfileError(src, [("", "is a directory, not a profile file")])
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ProfileError(src, [("", "not a text file")]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(src, [("", f"TOML syntax error: {e}")]) from None
+        data = load_toml(p, what="solver profile")
+    except InputFileError as exc:
+        raise ProfileError(exc.source, exc.problems) from None
     try:
         m = _ProfileModel.model_validate(data)
     except ValidationError as e:
@@ -177,6 +188,12 @@ def load_profile(path: str | Path) -> Profile:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ProfileError(src, [("backend", f"unknown backend '{m.backend}'{hint} "
                                              f"(one of {', '.join(BACKENDS)})")])
+    trusted = explicit or profile_origin(str(p)) == "shipped"
+    if m.allow_file_options and not trusted:
+        raise ProfileError(src, [("allow_file_options", (
+            f"honoured only for shipped profiles and for a profile given by its path (this "
+            f"one was found by name in the {profile_origin(str(p))}); give --solver "
+            f"{p} to trust it")) ])
     if not m.allow_file_options:
         bad = file_options(m.options)
         if bad:
@@ -223,7 +240,7 @@ def list_profiles() -> list[Profile | ProfileError]:
             if f.stem in seen:
                 continue
             try:
-                seen[f.stem] = load_profile(f)
+                seen[f.stem] = load_profile(f, explicit=False)
             except ProfileError as e:
                 seen[f.stem] = e
     return list(seen.values())
@@ -236,7 +253,7 @@ def resolve_profile(name_or_path: str) -> Profile:
     for d in profile_dirs():
         f = d / f"{name_or_path}.toml"
         if f.exists():
-            return load_profile(f)
+            return load_profile(f, explicit=False)
     if name_or_path in BACKENDS:
         return Profile(name_or_path, name_or_path, "back-end defaults")
     names = sorted({p.name for p in list_profiles() if isinstance(p, Profile)} | set(BACKENDS))

@@ -29,11 +29,12 @@ from typing import Any
 from rtopt.backends import get_backend
 from rtopt.backends.base import BackendOutput, Termination
 from rtopt.common.errors import ProblemDeclined, RtoptError
-from rtopt.problem.problem import ConstraintCheck, Diagnosis, Plan, Problem
-from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.problem.dvh import dvh_summary
 from rtopt.model.simulator import compile_kernels
+from rtopt.planning.profiles import Profile, resolve_profile
+from rtopt.problem.problem import ConstraintCheck, Diagnosis, Plan, Problem
 
-__all__ = ["Result", "solve", "FEASIBLE_STATUSES"]
+__all__ = ["Result", "solve", "start_solve", "SolveStart", "finish", "FEASIBLE_STATUSES"]
 
 FEASIBLE_STATUSES = ("optimal", "feasible")
 
@@ -138,6 +139,8 @@ class Result:
                 "tumour_eqd2_gy": _r(m.get("tumour_eqd2_gy")),
                 "oar": oar,
                 "nk_favourability": _r(m.get("nk_favourability")),
+                "nk_favourability_infused": _r(m.get("nk_favourability_infused")),
+                "nk_favourability_endogenous": _r(m.get("nk_favourability_endogenous")),
                 "tumour_log10_kill": _r(m.get("tumour_log10_kill")),
                 "nk_log10_kill": _r(m.get("nk_log10_kill")),
                 "tcp": _r(m.get("tcp")),
@@ -146,9 +149,15 @@ class Result:
                 "local_control_without_nk": _r(m.get("local_control_without_nk")),
                 "nk_gain_log10_kill": _r(m.get("nk_gain_log10_kill")),
                 "nk_gain_local_control": _r(m.get("nk_gain_local_control")),
+                "local_control_without_reoxygenation":
+                    _r(m.get("local_control_without_reoxygenation")),
+                "reoxygenation_gain_local_control": _r(m.get("reoxygenation_gain_local_control")),
                 "hypoxic_fraction_end": _r(m.get("hypoxic_fraction_end")),
+                "circulating_nk_nadir": _r(m.get("circulating_nk_nadir")),
+                "circulating_nk_auc": _r(m.get("circulating_nk_auc")),
                 "overall_days": _r(m.get("overall_days")),
             },
+            "dvh": dvh_summary(m, self.constraints),
             "constraints": [c.to_dict() for c in self.constraints],
             "outcome_calibration": self.outcome_calibration,
             "verified": self.verified,
@@ -158,6 +167,11 @@ class Result:
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "extras": _jsonable(self.extras),
         }
+
+    @property
+    def dvh(self) -> dict[str, Any] | None:
+        """DVH organs' EQD2 metrics, NTCP and target metrics (None without ``[dvh_plan]``)."""
+        return dvh_summary(self.metrics, self.constraints)
 
     def to_json(self, indent: int | None = 2) -> str:
         """:meth:`to_dict` as a JSON string."""
@@ -178,12 +192,57 @@ def _jsonable(x: Any) -> Any:
         return str(x)
 
 
+@dataclass(frozen=True)
+class SolveStart:
+    """What every solve (nominal or robust) starts from: the built problem, the resolved profile,
+    the start time ``t0`` (:func:`time.perf_counter`, after the kernels are compiled) and the
+    :class:`Result` fields known before solving (``base``)."""
+
+    problem: Problem
+    profile: Profile
+    t0: float
+    base: dict[str, Any]
+
+
+def start_solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
+                time_limit_s: float | None = None, seed: int | None = None,
+                options: dict[str, Any] | None = None, robust: bool = False,
+                compile_progress: Any = None) -> SolveStart:
+    """Build the problem and profile of a solve, compile the kernels, then start its clock.
+
+    Shared by :func:`solve` and the robust solve (:func:`rtopt.decisions.robust.solve_robust`,
+    dispatched by :func:`rtopt.decisions.facade.solve`).  ``robust``: compile the kernels a
+    robust solve needs too; ``compile_progress`` is told of each step of a first compile of the
+    simulator kernels (:func:`rtopt.model.simulator.compile_kernels`' ``progress``).
+
+    Raises
+    ------
+    rtopt.common.errors.InstanceError
+        The instance or profile file is invalid.
+    """
+    problem = Problem.coerce(instance_or_path)
+    profile = solver if isinstance(solver, Profile) else resolve_profile(solver)
+    profile = profile.with_overrides(time_limit_s, seed, options)
+    # before the clock: a first compile is not search time (reported apart)
+    compile_s = compile_kernels(kernel_groups(problem, profile.backend, robust),
+                                threaded=problem.needs_simulation or robust,
+                                progress=compile_progress)
+    t0 = time.perf_counter()
+    base = dict(instance=problem.name, solver=profile.name, backend=profile.backend,
+                objective_name=problem.objective_name, seed=profile.options.seed,
+                time_limit_s=profile.options.time_limit_s,
+                oar_names=tuple(o.name for o in problem.oars),
+                outcome_calibration=problem.outcome_calibration()[1], compile_time_s=compile_s)
+    return SolveStart(problem, profile, t0, base)
+
+
 def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
           time_limit_s: float | None = None, seed: int | None = None,
-          options: dict[str, Any] | None = None, robust: Any = None, samples: int = 32,
-          scheduler: Any = None, reference: Plan | None = None,
-          compile_progress: Any = None) -> Result:
-    """Solve an instance with a solver profile and return a verified :class:`Result`.
+          options: dict[str, Any] | None = None, compile_progress: Any = None) -> Result:
+    """Solve an instance (nominal objective) with a solver profile; a verified :class:`Result`.
+
+    The public :func:`rtopt.solve` is :func:`rtopt.decisions.facade.solve`, which adds the
+    robust solve (``robust=...``) on top of this one.
 
     Parameters
     ----------
@@ -195,38 +254,17 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
         Override the profile's values.
     options : dict, optional
         Extra back-end options merged over the profile's ``[options]``.
-    robust : str or rtopt.decisions.robust.RobustSpec, optional
-        ``expected``, ``cvar:ALPHA``, ``worst`` or ``prob-better:PLAN.json``: maximise that
-        statistic over ``samples`` parameter samples (seeded by the profile's seed) instead of
-        the nominal objective (:mod:`rtopt.decisions.robust`; exhaustive and scipy_de back-ends).
-    samples : int
-        Parameter samples of a robust solve.
-    scheduler : optional
-        Dask scheduler of a robust solve (:mod:`rtopt.decisions.distributed`).
-    reference : Plan, optional
-        A robust solve reports the probability of beating this plan.
     compile_progress : callable, optional
-        Told of each step of a first compile of the simulator kernels
-        (:func:`rtopt.model.simulator.compile_kernels`' ``progress``), e.g. for a notice.
+        Told of each step of a first compile of the simulator kernels, e.g. for a notice.
 
     Raises
     ------
     rtopt.common.errors.InstanceError
         The instance or profile file is invalid.
     """
-    problem = Problem.coerce(instance_or_path)
-    profile = solver if isinstance(solver, Profile) else resolve_profile(solver)
-    profile = profile.with_overrides(time_limit_s, seed, options)
-    # before the clock: a first compile is not search time (reported apart)
-    compile_s = compile_kernels(kernel_groups(problem, profile.backend, robust is not None),
-                                threaded=problem.needs_simulation or robust is not None,
-                                progress=compile_progress)
-    t0 = time.perf_counter()
-    base = dict(instance=problem.name, solver=profile.name, backend=profile.backend,
-                objective_name=problem.objective_name, seed=profile.options.seed,
-                time_limit_s=profile.options.time_limit_s,
-                oar_names=tuple(o.name for o in problem.oars),
-                outcome_calibration=problem.outcome_calibration()[1], compile_time_s=compile_s)
+    st = start_solve(instance_or_path, solver, time_limit_s=time_limit_s, seed=seed,
+                     options=options, compile_progress=compile_progress)
+    problem, profile, t0, base = st.problem, st.profile, st.t0, st.base
 
     def early(status: str, message: str, termination: str = Termination.NOT_RUN, **kw) -> Result:
         return Result(status=status, termination=termination, solution_status="none",
@@ -234,11 +272,6 @@ def solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                       constraints=(), verified=False, wall_time_s=time.perf_counter() - t0,
                       message=message, **base, **kw)
 
-    if robust is not None:
-        from rtopt.decisions.robust import solve_robust
-
-        return solve_robust(problem, profile, robust, samples, profile.options.seed, t0, base,
-                            scheduler=scheduler, reference=reference)
     try:
         cls = get_backend(profile.backend)
     except ImportError as e:  # the back-end's own module cannot be imported here
@@ -285,13 +318,18 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
     best = None
     first_bad = None
     wellformed, verifications = [], []
+    first_ok = None          # the back-end's first well-formed plan, as verified
     for plan in out.plans:
         try:
             plan.daily(problem.horizon_days)
             wellformed.append(plan)
         except ValueError as e:  # e.g. a day outside the horizon
             first_bad = first_bad or (plan, None, str(e))
-    verifications = problem.verify_all(wellformed)
+    # on the prescription grid (0.01 Gy unless the instance has a dose grid), verified as they
+    # will be written: a file written from the result replays with `rtopt simulate --plan`
+    verifications = problem.verify_prescribable(wellformed)
+    if wellformed and wellformed[0] == out.plans[0]:
+        first_ok = verifications[0].plan
     feasible = [v for v in verifications if v.feasible]
     if feasible:
         # the back-end's order decides between plans equal to round-off
@@ -307,9 +345,18 @@ def finish(problem: Problem, profile: Profile, out: BackendOutput, t0: float,
                   bound=out.bound, solver_name=out.solver_name,
                   solver_version=out.solver_version, extras=extras, **base)
     if best is not None:
-        # optimal only if the back-end's own best plan is the one that verified
+        # optimal only if the back-end's own best plan is the one that verified; if putting it
+        # on the prescription grid changed it, only while the bound still proves it within the
+        # profile's rel_gap (the meaning of "optimal" for a MIP solver)
         proved = (out.termination == Termination.OPTIMAL and extras.get("exact_for_instance", False)
-                  and best.plan == out.plans[0])
+                  and best.plan == first_ok)
+        if best.plan != out.plans[0] and out.plans and best.plan.fraction_days == \
+                out.plans[0].fraction_days and best.plan.nk_days == out.plans[0].nk_days:
+            extras["prescription_step_gy"] = problem.prescription_step
+            if proved and out.bound is not None:
+                rel_gap = getattr(getattr(profile, "options", None), "rel_gap", 0.0)
+                proved = (abs(out.bound - best.objective)
+                          <= rel_gap * max(abs(best.objective), 1e-9) + 1e-12)
         return Result(status="optimal" if proved else "feasible",
                       solution_status="optimal" if proved else "feasible",
                       objective=best.objective, plan=best.plan, metrics=best.metrics,

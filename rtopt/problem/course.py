@@ -46,14 +46,18 @@ instance's own constraint slacks (:meth:`rtopt.problem.problem.Problem.evaluate`
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
+                      ValidationError)
 
 from rtopt.common.errors import InstanceError
+from rtopt.common.fileio import InputFileError, load_toml
+from rtopt.problem.instance import (closest_choice, describe_error, field_path,
+                                    toml_repr)
+from rtopt.problem.problem import FEAS_TOL, Plan
 
 __all__ = ["Course", "CourseError", "Observation", "QUANTITIES", "load_course",
            "course_from_dict", "SCHEMA_VERSION"]
@@ -157,8 +161,6 @@ class Course:
 
     def with_observations(self, observations: Any) -> "Course":
         """The same course with other observations (for studies and tests)."""
-        from dataclasses import replace
-
         return replace(self, observations=tuple(observations))
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,22 +170,18 @@ class Course:
 
 
 def _fmt(x: Any) -> str:
-    from rtopt.problem.instance import _fmt as f
-
-    return f(x)
+    return toml_repr(x)
 
 
 def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
-    from rtopt.problem.instance import _describe, _did_you_mean, _path
-
     out: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             table = next((p for p in reversed(loc[:-1]) if isinstance(p, str)), "")
             model = _MODELS.get(table, _Course)
-            hint = _did_you_mean(str(loc[-1]), list(model.model_fields))
-            out.append((_path(loc), f"unknown key {_fmt(loc[-1])}" + (
+            hint = closest_choice(str(loc[-1]), list(model.model_fields))
+            out.append((field_path(loc), f"unknown key {_fmt(loc[-1])}" + (
                 f"; did you mean {hint!r}?" if hint else
                 f" (known keys: {', '.join(model.model_fields)})")))
             continue
@@ -191,7 +189,7 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
             out.append(("schema_version", f"unsupported schema_version {_fmt(err.get('input'))}; "
                                           f"this rtopt reads schema_version = {SCHEMA_VERSION}"))
             continue
-        out.extend(_describe(err))
+        out.extend(describe_error(err))
     return out
 
 
@@ -204,24 +202,10 @@ def load_course(path: str | Path, problem: Any) -> Course:
         Every problem found, one ``(field.path, message)`` each.
     """
     source = str(path)
-    p = Path(path)
     try:
-        if not p.exists():
-            raise CourseError(source, [("", "file not found")])
-        if p.is_dir():
-            raise CourseError(source, [("", "is a directory, not a course file")])
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise CourseError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise CourseError(source, [("", "binary or non-UTF-8 file; TOML must be UTF-8 "
-                                        "text")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        from rtopt.problem.instance import _toml_message
-
-        raise CourseError(source, [("", _toml_message(str(exc)))]) from None
+        data = load_toml(path, what="course file")
+    except InputFileError as exc:
+        raise CourseError(exc.source, exc.problems) from None
     if not data:
         raise CourseError(source, [("", "empty file: no course record")])
     return course_from_dict(data, problem, source)
@@ -229,8 +213,6 @@ def load_course(path: str | Path, problem: Any) -> Course:
 
 def course_from_dict(data: Any, problem: Any, source: str = "<dict>") -> Course:
     """Validate a course dict (the file layout) against ``problem``; see :func:`load_course`."""
-    from rtopt.problem.problem import Plan
-
     if not isinstance(data, dict):
         raise CourseError(source, [("", f"expected a table, got {_fmt(data)}")])
     try:
@@ -274,9 +256,7 @@ def course_from_dict(data: Any, problem: Any, source: str = "<dict>") -> Course:
             probs.append((f"{at}.day", f"day {o.day} is after today ({c.today}): an observation "
                                        "cannot lie in the future"))
         if o.quantity not in QUANTITIES:
-            from rtopt.problem.instance import _did_you_mean
-
-            hint = _did_you_mean(o.quantity, list(QUANTITIES))
+            hint = closest_choice(o.quantity, list(QUANTITIES))
             probs.append((f"{at}.quantity", f"unknown quantity {o.quantity!r}" + (
                 f"; did you mean {hint!r}?" if hint else f" (one of {', '.join(QUANTITIES)})")))
             continue
@@ -313,10 +293,8 @@ def course_from_dict(data: Any, problem: Any, source: str = "<dict>") -> Course:
     return Course(c.instance, c.today, plan, obs, source, c.description)
 
 
-def _violations(problem: Any, plan: Any, skip: tuple[str, ...] = _LATER) -> list[Any]:
+def violations(problem: Any, plan: Any, skip: tuple[str, ...] = _LATER) -> list[Any]:
     """Constraint checks of ``plan`` that fail (the instance's own slacks, no simulation)."""
-    from rtopt.problem.problem import FEAS_TOL
-
     ev = problem.evaluate_plans([plan], simulate_tme=False)
     out = []
     for name, (val, lim, sense, _) in ev.slacks.items():
@@ -333,14 +311,12 @@ def _rule_problems(problem: Any, plan: Any, c: _Course) -> list[tuple[str, str]]
     """The delivered course against the instance's rules, one problem per broken rule:
     per fraction first (dose range and grid, weekday, OAR dose per fraction), then the
     course as a whole (intervals, overall time, counts, OAR BED so far, NK rules)."""
-    from rtopt.problem.problem import Plan
-
     probs: list[tuple[str, str]] = []
     per_fraction = set()
     index = {f.day: i for i, f in enumerate(c.fraction)}
     for day, dose in zip(plan.fraction_days, plan.doses_gy):
         i = index[day]
-        for name, v, lim, sense in _violations(problem, Plan((day,), (dose,)),
+        for name, v, lim, sense in violations(problem, Plan((day,), (dose,)),
                                                _LATER + ("nk.n_infusions.min",)):
             if name.startswith("nk.") or name in ("min_interval_days", "max_overall_days",
                                                   "uniform_dose") or name.endswith(".max_bed_gy"):
@@ -354,7 +330,7 @@ def _rule_problems(problem: Any, plan: Any, c: _Course) -> list[tuple[str, str]]
             else:
                 what = f"{dose:g} Gy breaks the instance's {name} ({v:.4g} vs {sense} {lim:.4g})"
             probs.append((f"fraction[{i}].{field}", what))
-    for name, v, lim, sense in _violations(problem, plan):
+    for name, v, lim, sense in violations(problem, plan):
         if name in per_fraction:
             continue
         where = "infusion" if name.startswith("nk.") else "fraction"

@@ -31,32 +31,26 @@ import enum
 import json
 import math
 import re
-import tomllib
+import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args
 
-from pydantic import (
-    AfterValidator,
-    AllowInfNan,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    ValidationError,
-    ValidationInfo,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field,
+                      Strict, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
-from rtopt.problem import calendar
 from rtopt.common.errors import InstanceError
-from rtopt.problem.calendar import WEEKDAYS
+from rtopt.common.fileio import load_toml, short, toml_message
+from rtopt.model.data.calibrated import OUTCOME
 from rtopt.model.parameters import CYTOKINE_SUPPORT, PRODUCTS, SITES, SPECS, out_of_range, resolve
 from rtopt.model.radiobiology import SURVIVAL_MODELS
+from rtopt.model.uncertainty import validate_table
+from rtopt.problem import calendar
+from rtopt.problem.calendar import WEEKDAYS
+
+# tomli_w is imported inside to_toml (import time: only writing TOML needs it).
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -70,6 +64,11 @@ __all__ = [
     "SurrogateOverrides",
     "Prescription",
     "OrganAtRisk",
+    "DvhLimit",
+    "NtcpSpec",
+    "DvhPlan",
+    "BloodDose",
+    "check_dvh_files",
     "Fractionation",
     "NKTherapy",
     "Objective",
@@ -119,6 +118,7 @@ class ObjectiveTerm(str, enum.Enum):
     nk_gain_local_control = "nk_gain_local_control"
     nk_gain_log_kill = "nk_gain_log_kill"
     tumour_bed = "tumour_bed"
+    reoxygenation_gain_local_control = "reoxygenation_gain_local_control"
 
 
 NK_OBJECTIVES = frozenset({ObjectiveTerm.nk_favourability, ObjectiveTerm.nk_gain_local_control,
@@ -144,7 +144,7 @@ def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
                                 "problems": [list(p) for p in problems]})
 
 
-def _fmt(x: Any) -> str:
+def toml_repr(x: Any) -> str:
     """Show a user value the way a TOML file spells it."""
     if isinstance(x, bool):
         return "true" if x else "false"
@@ -176,7 +176,8 @@ def _num(x: Any) -> str:
     return str(x)
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str | None:
+def closest_choice(word: str, choices: list[str]) -> str | None:
+    """The choice ``word`` most likely meant (difflib, or a unique prefix), or None."""
     if len(word) > 100:
         return None  # no choice is that long; difflib on a huge string is slow
     match = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)
@@ -194,10 +195,10 @@ def _choice(enum_cls: type[enum.Enum], kind: str):
         if isinstance(value, enum_cls):
             return value
         if not isinstance(value, str):
-            raise _problem(f"expected a string (one of {', '.join(values)}), got {_fmt(value)}")
+            raise _problem(f"expected a string (one of {', '.join(values)}), got {toml_repr(value)}")
         if value not in values:
-            hint = _did_you_mean(value, values)
-            msg = f"unknown {kind} {_fmt(value)}"
+            hint = closest_choice(value, values)
+            msg = f"unknown {kind} {toml_repr(value)}"
             if hint:
                 msg += f"; did you mean {hint!r}?"
             raise _problem(f"{msg} (one of {', '.join(values)})")
@@ -208,7 +209,7 @@ def _choice(enum_cls: type[enum.Enum], kind: str):
 
 def _ordered(value: tuple) -> tuple:
     if value[0] > value[1]:
-        raise _problem(f"range [{_fmt(value[0])}, {_fmt(value[1])}] has min > max")
+        raise _problem(f"range [{toml_repr(value[0])}, {toml_repr(value[1])}] has min > max")
     return value
 
 
@@ -244,7 +245,7 @@ def Ranged(lo: float, hi: float, unit: str = "", *, lo_open: bool = True, hi_ope
             return value
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
         if not ok:
-            raise _problem(f"must be in {where}, got {_fmt(value)}")
+            raise _problem(f"must be in {where}, got {toml_repr(value)}")
         return value
 
     bounds = {("gt" if lo_open else "ge"): lo, ("lt" if hi_open else "le"): hi}
@@ -323,6 +324,11 @@ class Tumour(BaseModel):
                           "outcome-calibrated value (lung), required for other sites. Range "
                           "[1, 1e13]: 1e13 cells is about 10 kg of tumour, beyond any treatable "
                           "tumour.")
+    gtv_cc: Optional[Ranged(0, 2000, "cm3")] = Field(  # type: ignore[valid-type]
+        None, description="Gross tumour volume [cm3]; with clonogens omitted, the clonogen number "
+                          "is the site's outcome-calibrated number scaled by gtv_cc / the "
+                          "reference volume of the fit (docs/model.md section 9). Range (0, 2000] "
+                          "cm3: a 15 cm sphere; larger values are unit slips (mm3).")
     hypoxic_fraction: Annotated[Num, Field(ge=0, lt=1)] = Field(
         description="Hypoxic fraction h0 before treatment, in [0, 1).")
     survival_model: SurvivalModelField = Field(
@@ -362,13 +368,15 @@ class Tumour(BaseModel):
                     and self.alpha_per_gy * self.usc_d0_gy >= 1):
                 problems.append(("usc_d0_gy", "alpha_per_gy * usc_d0_gy must be < 1 to derive the "
                                               "transition dose; give transition_dose_gy"))
+        if self.clonogens is not None and self.gtv_cc is not None:
+            problems.append(("gtv_cc", "give clonogens or gtv_cc, not both (gtv_cc scales the "
+                                       "outcome-calibrated clonogen number)"))
         if self.clonogens is None:
-            from rtopt.model.data.calibrated import OUTCOME
-
             if self.site.value not in OUTCOME:
-                problems.append(("clonogens", f"missing required key (site {self.site.value!r} "
-                                              "has no outcome-calibrated clonogen number; only "
-                                              f"{', '.join(sorted(OUTCOME)) or 'none'} has)"))
+                why = (f"site {self.site.value!r} has no outcome-calibrated clonogen number"
+                       f"{' to scale by gtv_cc' if self.gtv_cc is not None else ''}; only "
+                       f"{', '.join(sorted(OUTCOME)) or 'none'} has")
+                problems.append(("clonogens", f"missing required key ({why})"))
         kickoff, doubling = self.repopulation_kickoff_days, self.potential_doubling_days
         if (kickoff is None) != (doubling is None):
             missing = "potential_doubling_days" if doubling is None else "repopulation_kickoff_days"
@@ -390,7 +398,8 @@ class Tumour(BaseModel):
 
 
 class Prescription(BaseModel):
-    """Tumour prescription: minimum BED and/or EQD2 at the tumour's alpha/beta (no time factor)."""
+    """Tumour prescription: minimum BED and/or EQD2 at the tumour's alpha/beta (no time factor),
+    the prescription convention, and optional limits on local control."""
 
     model_config = _STRICT_MODEL
 
@@ -398,36 +407,295 @@ class Prescription(BaseModel):
         None, description="Minimum tumour BED, sum d (1 + d/rho) [Gy]." + _BED_WHY)
     min_eqd2_gy: Optional[Eqd2Gy] = Field(
         None, description="Minimum tumour EQD2, BED / (1 + 2/rho) [Gy]." + _EQD2_WHY)
+    tumour_dose_ratio: Optional[Ranged(0.5, 2.5)] = Field(  # type: ignore[valid-type]
+        None, description="Mean tumour dose / prescribed dose (default 1: an isocentre or ICRU "
+                          "point prescription). The tumour is killed by its own dose; the "
+                          "prescription and OAR limits stay on the prescribed dose. Range "
+                          "(0.5, 2.5]: 1.8 is a prescription to the 50 % isodose line. Give "
+                          "this or isodose_percent, not both.")
+    isodose_percent: Optional[Ranged(30, 100, "%")] = Field(  # type: ignore[valid-type]
+        None, description="The prescription covers the PTV at this isodose line (% of the "
+                          "maximum; 80 as in RTOG 0236). Mean tumour dose = 1 + 0.8 (100 / p - 1) "
+                          "times the prescription (rtopt.model.standards). Range (30, 100] %.")
+    min_local_control: Optional[Ranged(0, 1, hi_open=True)] = Field(  # type: ignore[valid-type]
+        None, description="Minimum local control (population tumour control, with NK cells "
+                          "when the plan has them) at nominal parameters, in (0, 1).")
+    local_control_vs: Optional[Text] = Field(
+        None, description="Name of a standard schedule (rtopt/model/data/standard_schedules.toml, "
+                          "e.g. '54/3'): the plan's local control must not fall below that "
+                          "schedule's (radiotherapy alone, with the source's prescription "
+                          "convention) by more than local_control_margin.")
+    local_control_margin: Optional[Ranged(0, 1, lo_open=False, hi_open=True)] = Field(  # type: ignore[valid-type]
+        None, description="Non-inferiority margin of local_control_vs, in [0, 1) (default 0).")
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Prescription":
+        problems: list[tuple[str, str]] = []
         if self.min_bed_gy is None and self.min_eqd2_gy is None:
             raise _problem("give min_bed_gy and/or min_eqd2_gy")
+        if self.tumour_dose_ratio is not None and self.isodose_percent is not None:
+            problems.append(("isodose_percent", "give tumour_dose_ratio or isodose_percent, not "
+                                                "both (isodose_percent sets the ratio)"))
+        if self.local_control_vs is not None:
+            from rtopt.model.standards import unknown_standard
+
+            msg = unknown_standard(self.local_control_vs)
+            if msg:
+                problems.append(("local_control_vs", msg))
+        elif self.local_control_margin is not None:
+            problems.append(("local_control_margin", "needs local_control_vs (the standard "
+                                                     "schedule the margin is measured from)"))
+        if problems:
+            raise _problems(problems)
         return self
+
+    @property
+    def dose_ratio(self) -> float:
+        """Mean tumour dose / prescribed dose of this prescription (1 by default)."""
+        from rtopt.model.standards import tumour_dose_ratio
+
+        return tumour_dose_ratio(self.isodose_percent, self.tumour_dose_ratio)
+
+
+class DvhLimit(BaseModel):
+    """A limit on one DVH metric of a structure (``[[organ_at_risk.dvh_limit]]``,
+    ``[[dvh_plan.target_limit]]``).
+
+    The bound's key carries the metric's unit: ``max_gy``/``min_gy`` for dose metrics (``Dmax``,
+    ``D0.1cc``, ``D2cc``, ``Dmean``, ``D95%``), ``max_cc``/``min_cc`` for ``V<x>Gy`` and
+    ``CV<x>Gy``, ``max_percent``/``min_percent`` for ``V<x>Gy%``.  A physical-dose metric needs
+    ``fractions`` (the fraction count the limit is stated for, as in TG-101's tables); it is
+    applied LQ-isoeffectively to schedules of other fraction counts (docs/dose.md).
+    """
+
+    model_config = _STRICT_MODEL
+
+    metric: Annotated[Text, Field(min_length=1, max_length=40)] = Field(
+        description="DVH metric (rtopt.dose.dvh syntax: Dmax, D0.1cc, D2cc, Dmean, D95%, V20Gy, "
+                    "V20Gy%, CV13.5Gy, optionally prefixed EQD2_ or BED_).")
+    fractions: Optional[Ranged(1, 100, lo_open=False, integer=True)] = Field(  # type: ignore[valid-type]
+        None, description="For a physical-dose metric: the number of fractions the limit is "
+                          "stated for (required then; not allowed with EQD2_/BED_). Range [1, 100].")
+    max_gy: Optional[Ranged(0, 5000, "Gy")] = Field(None, description="Upper limit [Gy].")  # type: ignore[valid-type]
+    min_gy: Optional[Ranged(0, 5000, "Gy")] = Field(None, description="Lower limit [Gy].")  # type: ignore[valid-type]
+    max_cc: Optional[Ranged(0, 1e5, "cm^3", lo_open=False)] = Field(None, description="Upper limit [cm^3].")  # type: ignore[valid-type]
+    min_cc: Optional[Ranged(0, 1e5, "cm^3", lo_open=False)] = Field(None, description="Lower limit [cm^3].")  # type: ignore[valid-type]
+    max_percent: Optional[Ranged(0, 100, "%", lo_open=False)] = Field(None, description="Upper limit [%].")  # type: ignore[valid-type]
+    min_percent: Optional[Ranged(0, 100, "%", lo_open=False)] = Field(None, description="Lower limit [%].")  # type: ignore[valid-type]
+    source: Annotated[Text, Field(max_length=300)] = Field(
+        "", description="Where the limit comes from (e.g. 'TG-101 table III, 3 fractions').")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DvhLimit":
+        from rtopt.dose import DoseError
+        from rtopt.dose.dvh import parse_metric
+
+        try:
+            m = parse_metric(self.metric)
+        except DoseError as exc:
+            raise _problems([("metric", str(exc).replace("metric ", "", 1))])
+        bounds = [k for k in ("max_gy", "min_gy", "max_cc", "min_cc", "max_percent", "min_percent")
+                  if getattr(self, k) is not None]
+        unit = {"Gy": "gy", "cc": "cc", "%": "percent"}[m.unit]
+        problems: list[tuple[str, str]] = []
+        if len(bounds) != 1:
+            problems.append(("", f"give exactly one bound: max_{unit} or min_{unit} "
+                                 f"(got {', '.join(bounds) or 'none'})"))
+        elif not bounds[0].endswith("_" + unit):
+            problems.append((bounds[0], f"metric {self.metric!r} is in {m.unit}; use "
+                                        f"{bounds[0].split('_')[0]}_{unit}"))
+        if m.quantity == "physical" and self.fractions is None:
+            problems.append(("fractions", f"required for the physical-dose metric "
+                                          f"{self.metric!r} (the fraction count the limit is "
+                                          "stated for), or prefix the metric EQD2_ or BED_"))
+        if m.quantity != "physical" and self.fractions is not None:
+            problems.append(("fractions", f"not allowed with the {m.quantity.upper()} metric "
+                                          f"{self.metric!r} (it holds for any fraction count)"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+    @property
+    def bound(self) -> tuple[str, float]:
+        """``("<=", limit)`` or ``(">=", limit)``."""
+        for k in ("max_gy", "max_cc", "max_percent"):
+            if getattr(self, k) is not None:
+                return "<=", float(getattr(self, k))
+        for k in ("min_gy", "min_cc", "min_percent"):
+            if getattr(self, k) is not None:
+                return ">=", float(getattr(self, k))
+        raise AssertionError("validated DvhLimit has a bound")
+
+
+class NtcpSpec(BaseModel):
+    """An NTCP model applied to the organ's fractionation-corrected DVH
+    (``[[organ_at_risk.ntcp]]``); ``ntcp:NAME`` in objectives and reports."""
+
+    model_config = _STRICT_MODEL
+
+    name: Annotated[Text, Field(pattern=r"^[a-z0-9]+([-_][a-z0-9]+)*$", max_length=60)] = Field(
+        description="Endpoint label (slug), e.g. 'pneumonitis': the metric ntcp.NAME and the "
+                    "Pareto objective ntcp:NAME.")
+    parameter_set: Annotated[Text, Field(min_length=1, max_length=100)] = Field(
+        description="Shipped NTCP parameter set (`rtopt ntcp --list`).")
+    max_percent: Optional[Ranged(0, 100, "%")] = Field(  # type: ignore[valid-type]
+        None, description="Upper limit on the NTCP [%], optional.")
+
+    @field_validator("parameter_set")
+    @classmethod
+    def _known_set(cls, value: str) -> str:
+        from rtopt.dose.ntcp import parameter_sets
+
+        sets = list(parameter_sets())
+        if value not in sets:
+            hint = closest_choice(value, sets)
+            raise _problem(f"unknown NTCP parameter set {toml_repr(value)}"
+                           + (f"; did you mean {hint!r}?" if hint else "")
+                           + f" (one of {', '.join(sets)})")
+        return value
 
 
 class OrganAtRisk(BaseModel):
-    """An organ at risk: dose = sparing_factor x tumour dose per fraction, with hard limits."""
+    """An organ at risk: either a ``sparing_factor`` (dose = sparing_factor x tumour dose per
+    fraction) with hard limits, or a ``dvh_structure`` of the ``[dvh_plan]`` with DVH limits."""
 
     model_config = _STRICT_MODEL
 
     name: Annotated[Text, Field(min_length=1)] = Field(description="Unique OAR name.")
     alpha_beta_gy: AlphaBetaGy = Field(description="OAR alpha/beta ratio [Gy]." + _AB_WHY)
-    sparing_factor: Ranged(0, 1.5) = Field(  # type: ignore[valid-type]
-        description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5]: an OAR "
-                    "hot spot above 150 % of the prescription is not a deliverable plan.")
+    sparing_factor: Optional[Ranged(0, 1.5)] = Field(  # type: ignore[valid-type]
+        None, description="OAR dose per fraction / tumour dose per fraction, in (0, 1.5]: an OAR "
+                          "hot spot above 150 % of the prescription is not a deliverable plan. "
+                          "Give it or dvh_structure.")
     max_bed_gy: Optional[BedGy] = Field(None, description="Maximum OAR BED [Gy]." + _BED_WHY)
     max_eqd2_gy: Optional[Eqd2Gy] = Field(None, description="Maximum OAR EQD2 [Gy]."
                                                             + _EQD2_WHY)
     max_dose_per_fraction_gy: Optional[DosePerFractionGy] = Field(
         None, description="Maximum OAR dose in any fraction [Gy]." + _DOSE_WHY)
+    dvh_structure: Optional[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(
+        None, description="Structure of the [dvh_plan] whose DVH this organ is (instead of a "
+                          "sparing factor).")
+    dvh_limit: list[DvhLimit] = Field(default_factory=list,
+                                      description="Limits on DVH metrics (with dvh_structure).")
+    ntcp: list[NtcpSpec] = Field(default_factory=list,
+                                 description="NTCP models of this organ (with dvh_structure).")
 
     @model_validator(mode="after")
     def _some_limit(self) -> "OrganAtRisk":
+        if self.dvh_structure is not None:
+            problems = []
+            if self.sparing_factor is not None:
+                problems.append(("sparing_factor", "give sparing_factor or dvh_structure, not "
+                                                   "both"))
+            for k in ("max_bed_gy", "max_eqd2_gy", "max_dose_per_fraction_gy"):
+                if getattr(self, k) is not None:
+                    problems.append((k, "not used with dvh_structure; state it as a "
+                                        "[[organ_at_risk.dvh_limit]] (e.g. metric = "
+                                        "'BED_Dmax', max_gy = ...)"))
+            if not self.dvh_limit and not self.ntcp:
+                problems.append(("dvh_limit", "give at least one [[organ_at_risk.dvh_limit]] "
+                                              "or [[organ_at_risk.ntcp]]"))
+            names = [x.name for x in self.ntcp]
+            for i, nm in enumerate(names):
+                if nm in names[:i]:
+                    problems.append((f"ntcp[{i}].name", f"duplicate NTCP name {nm!r}"))
+            if problems:
+                raise _problems(problems)
+            return self
+        if self.sparing_factor is None:
+            raise _problems([("sparing_factor", "missing required key (or give dvh_structure "
+                                                "with a [dvh_plan])")])
+        for k in ("dvh_limit", "ntcp"):
+            if getattr(self, k):
+                raise _problems([(k, "needs dvh_structure (a structure of the [dvh_plan])")])
         if self.max_bed_gy is None and self.max_eqd2_gy is None \
                 and self.max_dose_per_fraction_gy is None:
             raise _problem("give at least one of max_bed_gy, max_eqd2_gy, max_dose_per_fraction_gy")
         return self
+
+    @property
+    def uses_dvh(self) -> bool:
+        """Whether this organ is a DVH of the ``[dvh_plan]`` (no sparing factor)."""
+        return self.dvh_structure is not None
+
+
+class BloodDose(BaseModel):
+    """Dose to circulating blood from the plan (``[dvh_plan.blood]``; rtopt.dose.blood pass
+    model): sets the model parameter ``nk_blood_dose_fraction``."""
+
+    model_config = _STRICT_MODEL
+
+    structure: Annotated[Text, Field(min_length=1, max_length=200)] = Field(
+        description="Blood-containing region whose DVH is used (e.g. the body contour).")
+    region_blood_volume_l: Ranged(0, 10, "L") = Field(  # type: ignore[valid-type]
+        description="Blood in the region [L]. Range (0, 10] L: an adult has about 5 L.")
+    flow_fraction_of_cardiac_output: Ranged(0, 1, "") = Field(  # type: ignore[valid-type]
+        description="Fraction of the cardiac output crossing the region, in (0, 1].")
+    beam_on_time_s: Ranged(0, 7200, "s") = Field(  # type: ignore[valid-type]
+        description="Beam-on time of one fraction [s]. Range (0, 7200] s.")
+
+
+class DvhPlan(BaseModel):
+    """A treatment plan's dose distribution (``[dvh_plan]``): DICOM RT Dose + RT Structure Set
+    or a DVH text export, paths relative to the instance file.  Candidate schedules keep the
+    plan's shape: every voxel's dose per fraction scales with the tumour dose per fraction."""
+
+    model_config = _STRICT_MODEL
+
+    rtdose: Optional[Annotated[Text, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="DICOM RT Dose file (with rtstruct).")
+    rtstruct: Optional[Annotated[Text, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="DICOM RT Structure Set file (with rtdose).")
+    export: Optional[Annotated[Text, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="DVH text export (Eclipse, RayStation, CSV) instead of DICOM files.")
+    prescription_dose_per_fraction_gy: DosePerFractionGy = Field(
+        description="The plan's prescription (tumour) dose per fraction [Gy]: the dose the "
+                    "plan's shape is scaled from." + _DOSE_WHY)
+    fractions: Ranged(1, 100, lo_open=False, integer=True) = Field(  # type: ignore[valid-type]
+        description="The plan's number of fractions (its dose is the total over them). "
+                    "Range [1, 100].")
+    target_structure: Optional[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(
+        None, description="The tumour's structure (e.g. 'PTV'): its metrics are reported at "
+                          "the tumour's alpha/beta and target_limit applies to it.")
+    target_limit: list[DvhLimit] = Field(default_factory=list,
+                                         description="Limits on the target's DVH metrics.")
+    sampling_mm: Ranged(0.25, 5, "mm", lo_open=False) = Field(  # type: ignore[valid-type]
+        1.0, description="In-plane sampling of DICOM structures [mm] (default 1 mm: volumes "
+                         "within about 0.5 % for structures of a few cm^3 and more). Range "
+                         "[0.25, 5] mm: finer sampling only costs time (a plane is capped at "
+                         "400 000 samples); coarser misses small structures.")
+    bin_width_gy: Ranged(0.001, 1, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.01, description="DVH bin width of DICOM plans [Gy]. Range [0.001, 1] Gy: finer bins "
+                          "than 1 mGy only cost memory; coarser than 1 Gy blur the metrics.")
+    blood: Optional[BloodDose] = Field(None, description="Blood dose from the plan (sets "
+                                                         "nk_blood_dose_fraction).")
+
+    @model_validator(mode="after")
+    def _source(self) -> "DvhPlan":
+        dicom = self.rtdose is not None or self.rtstruct is not None
+        if dicom and self.export is not None:
+            raise _problems([("export", "give rtdose + rtstruct or export, not both")])
+        if not dicom and self.export is None:
+            raise _problem("give rtdose and rtstruct (DICOM) or export (DVH text export)")
+        if dicom and (self.rtdose is None or self.rtstruct is None):
+            missing = "rtstruct" if self.rtstruct is None else "rtdose"
+            raise _problems([(missing, "missing required key (DICOM needs rtdose and "
+                                       "rtstruct)")])
+        if self.target_limit and self.target_structure is None:
+            raise _problems([("target_structure", "required with target_limit")])
+        return self
+
+    def structures(self, organs: list["OrganAtRisk"]) -> list[tuple[str, str]]:
+        """``(field path, structure name)`` of every structure the instance names."""
+        out = []
+        if self.target_structure is not None:
+            out.append(("dvh_plan.target_structure", self.target_structure))
+        if self.blood is not None:
+            out.append(("dvh_plan.blood.structure", self.blood.structure))
+        for i, o in enumerate(organs):
+            if o.dvh_structure is not None:
+                out.append((f"organ_at_risk[{i}].dvh_structure", o.dvh_structure))
+        return out
 
 
 _Count1 = Ranged(1, MAX_DAYS, lo_open=False, integer=True)
@@ -461,6 +729,10 @@ class Fractionation(BaseModel):
         0.0, description="Dose grid step [Gy]; doses are multiples of it; 0 = continuous. "
                          "0 or in [0.0001, 100] Gy: finer steps are far below delivery "
                          "precision (~0.01 Gy); 100 Gy is the largest dose per fraction.")
+    prescription_step_gy: Ranged(0, 1, "Gy", lo_open=False) = Field(  # type: ignore[valid-type]
+        0.01, description="With dose_step_gy = 0: the dose grid of the plans rtopt writes "
+                          "[Gy]; solver doses are rounded to it and the rounded plan is "
+                          "verified (0 = every digit kept, for analytic test instances).")
     uniform_dose: Bool = Field(True, description="All fractions get the same dose.")
     treatment_weekdays: Annotated[list[WeekdayField], Field(min_length=1),
                                   AfterValidator(_unique_weekdays)] = Field(
@@ -482,7 +754,7 @@ class Fractionation(BaseModel):
         step = self.dose_step_gy
         if 0 < step < MIN_DOSE_STEP_GY:
             problems.append(("dose_step_gy", (
-                f"must be 0 (continuous) or in [{MIN_DOSE_STEP_GY:g}, 100] Gy, got {_fmt(step)}: "
+                f"must be 0 (continuous) or in [{MIN_DOSE_STEP_GY:g}, 100] Gy, got {toml_repr(step)}: "
                 "finer steps are far below delivery precision (~0.01 Gy)")))
         elif step > 0 and not _grid_point_in(lo, hi, step):
             problems.append(("dose_step_gy", f"no multiple of {_num(step)} Gy lies in "
@@ -617,6 +889,11 @@ def _unique_oar_names(oars: list[OrganAtRisk]) -> list[OrganAtRisk]:
 _SLUG = r"^[a-z0-9]+([-_][a-z0-9]+)*$"
 
 
+MAX_OARS = 100
+"""Most organs at risk an instance may list: clinical plans constrain a few dozen at most; an
+instance with 20,000 took 22 s to fail."""
+
+
 class Instance(BaseModel):
     """A complete rtopt problem instance (``schema_version = 1``)."""
 
@@ -633,11 +910,15 @@ class Instance(BaseModel):
         "", description="One-line human description (at most 2000 characters).")
     tumour: Tumour
     prescription: Prescription
-    organ_at_risk: Annotated[list[OrganAtRisk], AfterValidator(_unique_oar_names)] = Field(
-        default_factory=list, description="Organs at risk (names unique).")
+    organ_at_risk: Annotated[list[OrganAtRisk], Field(max_length=MAX_OARS),
+                             AfterValidator(_unique_oar_names)] = Field(
+        default_factory=list, description=f"Organs at risk (names unique; at most {MAX_OARS}).")
     fractionation: Fractionation
     nk: Optional[NKTherapy] = Field(None, description="NK-cell therapy; absent = no NK cells.")
     objective: Objective
+    dvh_plan: Optional[DvhPlan] = Field(
+        None, description="A plan's dose distribution: organs at risk may name its structures "
+                          "(dvh_structure) instead of a sparing factor (docs/dose.md).")
     uncertainty: Optional[dict[str, Any]] = Field(
         None, description="Distributions of uncertain parameters by name, overriding the "
                           "defaults (rtopt.model.uncertainty; `rtopt model params` lists them).")
@@ -647,7 +928,6 @@ class Instance(BaseModel):
     def _uncertainty_table(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return value
-        from rtopt.model.uncertainty import validate_table
 
         problems = validate_table(value, info.data.get("tumour"))
         if problems:
@@ -658,11 +938,39 @@ class Instance(BaseModel):
     def _cross_sections(self) -> "Instance":
         problems = _cross_section_problems(self.fractionation, self.nk, self.objective,
                                            nk_given=self.nk is not None)
+        problems += _dvh_cross_problems(self)
         if problems:
             raise _problems(problems)
         return self
 
     # ---- helpers for the optimiser -----------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths of the instance (``[dvh_plan]`` files) start from: the
+        instance file's folder, or the working directory for instances built from dicts."""
+        return _BASE_DIRS.get(id(self), (Path("."), "<dict>"))[0]
+
+    @property
+    def source(self) -> str:
+        """The file the instance was read from (``"<dict>"`` otherwise), for messages."""
+        return _BASE_DIRS.get(id(self), (Path("."), "<dict>"))[1]
+
+    def with_base_dir(self, folder: str | Path, source: str | None = None) -> "Instance":
+        """Resolve this instance's relative paths from ``folder`` (returns self); ``source``
+        names the file in messages (default: the previous one).
+
+        Kept outside the model's fields so that an instance equals its round trip through
+        :meth:`to_dict` (the folder is where the file was read, not part of its content)."""
+        if id(self) not in _BASE_DIRS:
+            weakref.finalize(self, _BASE_DIRS.pop, id(self), None)
+        _BASE_DIRS[id(self)] = (Path(folder), source or self.source)
+        return self
+
+    @property
+    def uses_dvh(self) -> bool:
+        """Whether some organ at risk is a DVH of the ``[dvh_plan]``."""
+        return any(o.uses_dvh for o in self.organ_at_risk)
 
     @property
     def has_nk(self) -> bool:
@@ -721,6 +1029,88 @@ class Instance(BaseModel):
 _INLINE_ARRAY = re.compile(r"\[\n((?:    [^\[\]{}\n]+,\n)+)\]")
 
 
+_BASE_DIRS: dict[int, tuple[Path, str]] = {}
+"""Folder and name of each loaded instance's file, by ``id`` (removed with the instance)."""
+
+
+def _dvh_cross_problems(inst: "Instance") -> list[tuple[str, str]]:
+    """Rules between ``[dvh_plan]``, the organs and ``[tumour.surrogate]`` (no file access)."""
+    problems: list[tuple[str, str]] = []
+    for i, o in enumerate(inst.organ_at_risk):
+        if o.dvh_structure is not None and inst.dvh_plan is None:
+            problems.append((f"organ_at_risk[{i}].dvh_structure",
+                             "needs a [dvh_plan] table (the plan the structure belongs to)"))
+    seen: dict[str, str] = {}
+    for i, o in enumerate(inst.organ_at_risk):
+        for j, x in enumerate(o.ntcp):
+            if x.name in seen:
+                problems.append((f"organ_at_risk[{i}].ntcp[{j}].name",
+                                 f"duplicate NTCP name {x.name!r} (also {seen[x.name]})"))
+            else:
+                seen[x.name] = f"organ_at_risk[{i}].ntcp"
+    plan = inst.dvh_plan
+    if plan is not None and plan.blood is not None and \
+            inst.tumour.surrogate.nk_blood_dose_fraction is not None:
+        problems.append(("tumour.surrogate.nk_blood_dose_fraction",
+                         "set by [dvh_plan.blood] from the plan's blood dose; remove one"))
+    return problems
+
+
+def _listed(names: list[str], limit: int = 200) -> str:
+    """Names joined by commas, cut to about ``limit`` characters ("... and N more")."""
+    out, used = [], 0
+    for i, n in enumerate(names):
+        if used + len(n) > limit and out:
+            return ", ".join(out) + f" and {len(names) - i} more"
+        out.append(n)
+        used += len(n) + 2
+    return ", ".join(out)
+
+
+def check_dvh_files(inst: "Instance") -> list[tuple[str, str]]:
+    """File-level checks of ``[dvh_plan]``: files exist (named with the path tried) and every
+    named structure is in them (with "did you mean").  Reads the structure set or export."""
+    plan = inst.dvh_plan
+    if plan is None:
+        return []
+    base = inst.base_dir
+    problems: list[tuple[str, str]] = []
+    keys = ("rtdose", "rtstruct") if plan.export is None else ("export",)
+    paths = {}
+    for k in keys:
+        p = base / getattr(plan, k)
+        if not p.is_file():
+            shown = str(p) if len(str(p)) <= 160 else f"...{str(p)[-150:]}"
+            problems.append((f"dvh_plan.{k}", f"file not found: {shown}"))
+        paths[k] = p
+    if not paths[keys[-1]].is_file():  # the file with the structure names
+        return problems
+    from rtopt.dose import DoseError
+
+    try:
+        if plan.export is None:
+            from rtopt.dose.dicom import read_rtstruct
+
+            names = list(read_rtstruct(paths["rtstruct"]).structures)
+            where = paths["rtstruct"]
+        else:
+            from rtopt.dose.exports import read_dvh_export
+
+            names = [h.name for h in read_dvh_export(paths["export"])]
+            where = paths["export"]
+    except DoseError as exc:
+        return problems + [(f"dvh_plan.{keys[-1]}", str(exc))]
+    where = str(where) if len(str(where)) <= 160 else f"...{str(where)[-150:]}"
+    for field, name in plan.structures(list(inst.organ_at_risk)):
+        if name not in names:
+            hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5) or \
+                [n for n in names if n.lower() == name.lower()]
+            problems.append((field, f"structure {toml_repr(name)} is not in {where}"
+                                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                                    + f" (it has {_listed(names)})"))
+    return problems
+
+
 def _cross_section_problems(fractionation: Fractionation | None, nk: NKTherapy | None,
                             objective: Objective | None, nk_given: bool) -> list[tuple[str, str]]:
     """Rules that span sections; a section is None when absent or invalid (rule skipped)."""
@@ -772,10 +1162,6 @@ def _cross_section_problems(fractionation: Fractionation | None, nk: NKTherapy |
 # Loading and error reporting
 # --------------------------------------------------------------------------------------------
 
-_TOML_ERROR = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$",
-                         re.S)
-
-
 def load_instance(path: str | Path) -> Instance:
     """Read and validate an instance file.
 
@@ -794,48 +1180,16 @@ def load_instance(path: str | Path) -> Instance:
         With every problem found (file problems have the field path ``""``).
     """
     source = str(path)
-    p = Path(path)
-    try:
-        exists = p.exists()
-    except OSError as exc:  # e.g. a name longer than the file system allows: do not echo it all
-        shown = source if len(source) <= 200 else f"{source[:120]}...({len(source)} characters)"
-        raise InstanceError(shown, [("", f"cannot open: {exc.strerror or exc}")]) from None
-    if not exists:
-        raise InstanceError(source, [("", "file not found")])
-    if p.is_dir():
-        raise InstanceError(source, [("", "is a directory, not an instance file")])
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InstanceError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    if b"\x00" in raw:
-        raise InstanceError(source, [("", "binary file, not TOML text")])
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InstanceError(source, [("", f"binary or non-UTF-8 file (invalid byte at offset "
-                                          f"{exc.start}); TOML must be UTF-8 text")]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InstanceError(source, [("", _toml_message(str(exc)))]) from None
+    data = load_toml(path, what="instance file")
+    source = short(source, 200)
     if not data:
         raise InstanceError(source, [("", "empty file: no instance settings")])
-    return instance_from_dict(data, source=source)
-
-
-def _toml_message(message: str) -> str:
-    m = _TOML_ERROR.match(message)
-    if m:
-        detail = m["msg"].strip()
-        detail = detail[:1].lower() + detail[1:]
-        return f"TOML syntax error at line {m['line']}, column {m['col']}: {detail}"
-    detail = message.strip()
-    if detail.endswith("(at end of document)"):
-        detail = detail[: -len("(at end of document)")].strip()
-        detail = detail[:1].lower() + detail[1:]
-        return f"TOML syntax error at end of file: {detail}"
-    return f"TOML syntax error: {detail}"
+    inst = instance_from_dict(data, source=source)
+    inst.with_base_dir(Path(path).parent, source)
+    problems = check_dvh_files(inst)
+    if problems:
+        raise InstanceError(source, problems)
+    return inst
 
 
 def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
@@ -859,7 +1213,7 @@ def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
     """
     if not isinstance(data, dict):
         raise InstanceError(source, [("", f"expected a table of instance settings, got "
-                                          f"{_fmt(data)}")])
+                                          f"{toml_repr(data)}")])
     problems: list[tuple[str, str]] = []
     if "schema_version" not in data:
         problems.append(("", f"schema_version missing; add 'schema_version = {SCHEMA_VERSION}' "
@@ -868,7 +1222,7 @@ def instance_from_dict(data: Any, source: str = "<dict>") -> Instance:
     else:
         version = data["schema_version"]
         if not (type(version) is int and version == SCHEMA_VERSION):
-            raise InstanceError(source, [("", f"unsupported schema_version {_fmt(version)}; this "
+            raise InstanceError(source, [("", f"unsupported schema_version {toml_repr(version)}; this "
                                               f"rtopt reads schema_version = {SCHEMA_VERSION}")])
     try:
         instance = Instance.model_validate(data)
@@ -914,7 +1268,8 @@ def _partial_cross_problems(data: dict) -> list[tuple[str, str]]:
         return []
 
 
-def _path(loc: tuple) -> str:
+def field_path(loc: tuple) -> str:
+    """A pydantic error location as the field path of the file (``oars[1].max_bed_gy``)."""
     out = ""
     for part in loc:
         if part == "[key]":
@@ -976,7 +1331,7 @@ def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
         if err["type"] == "extra_forbidden":
             model = _model_at(tuple(err["loc"][:-1]))
             if model is not None:
-                hint = _did_you_mean(str(err["loc"][-1]), list(model.model_fields))
+                hint = closest_choice(str(err["loc"][-1]), list(model.model_fields))
                 if hint:
                     suggested.add((*err["loc"][:-1], hint))
     for err in errors:
@@ -984,30 +1339,31 @@ def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
         if err["type"] == "missing" and loc in suggested:
             continue  # reported as "unknown key ...; did you mean ...?"
         try:
-            out.extend(_describe(err))
+            out.extend(describe_error(err))
         except Exception:  # pragma: no cover - a message is better than a crash
-            out.append((_path(loc), str(err.get("msg", "invalid value"))))
+            out.append((field_path(loc), str(err.get("msg", "invalid value"))))
     return out
 
 
-def _describe(err: dict) -> list[tuple[str, str]]:
+def describe_error(err: dict) -> list[tuple[str, str]]:
+    """One pydantic validation error as ``(field path, message)`` lines for people."""
     kind = err["type"]
     loc = tuple(err["loc"])
-    path = _path(loc)
+    path = field_path(loc)
     value = err.get("input")
     ctx = err.get("ctx") or {}
-    got = f", got {_fmt(value)}"
+    got = f", got {toml_repr(value)}"
     if kind == "rtopt_problems":
         return [(_join(path, p), m) for p, m in ctx["problems"]]
     if kind == "rtopt":
         return [(path, ctx.get("message", err["msg"]))]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        parent = _path(loc[:-1])
+        parent = field_path(loc[:-1])
         model = _model_at(loc[:-1])
         known = list(model.model_fields) if model is not None else []
-        hint = _did_you_mean(key, known)
-        shown = _fmt(key)
+        hint = closest_choice(key, known)
+        shown = toml_repr(key)
         if hint:
             msg = f"unknown key {shown}; did you mean {hint!r}?"
         elif known:
@@ -1018,11 +1374,11 @@ def _describe(err: dict) -> list[tuple[str, str]]:
             msg = msg.replace("unknown key", "unknown surrogate parameter", 1)
             if not hint:
                 msg = f"unknown surrogate parameter {shown} (see rtopt.model.parameters.SPECS)"
-        return [(_join(parent, _path((key,))), msg)]
+        return [(_join(parent, field_path((key,))), msg)]
     if kind == "missing":
         if loc and isinstance(loc[-1], int) and len(loc) >= 2 and loc[-2] in _RANGE_KEYS:
             n = len(value) if isinstance(value, (list, tuple)) else "fewer"
-            return [(_path(loc[:-1]), f"expected a range [min, max] of 2 values, got {n} "
+            return [(field_path(loc[:-1]), f"expected a range [min, max] of 2 values, got {n} "
                                       "value(s)")]
         if _model_at(loc) is not None:
             return [(path, "missing required table")]

@@ -18,27 +18,36 @@ given at the start of the day, an infusion on day ``j`` after that day's fractio
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rtopt.common.errors import InstanceError
 from rtopt.model import radiobiology as rb
-from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
+from rtopt.model.circulation import circulating_metrics
+from rtopt.model.calibrate import load_outcomes
+from rtopt.model.data.calibrated import OUTCOME
 from rtopt.model.simulator import STEPS_PER_DAY, Biology, simulate
+from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit, weekday_of
+from rtopt.problem.instance import load_instance
 
-__all__ = ["Plan", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
+__all__ = ["Plan", "PlanFileError", "load_plan_file", "check_plan_fits", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
            "OBJECTIVES"]
 
 OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "local_control",
-              "nk_gain_local_control", "nk_gain_log_kill", "tumour_bed")
+              "nk_gain_local_control", "nk_gain_log_kill", "tumour_bed",
+              "reoxygenation_gain_local_control")
 _METRIC_OF = {"nk_favourability": "nk_favourability", "tumour_log_kill": "tumour_log10_kill",
               "tcp": "local_control", "local_control": "local_control",
               "nk_gain_local_control": "nk_gain_local_control",
-              "nk_gain_log_kill": "nk_gain_log10_kill", "tumour_bed": "tumour_bed_gy"}
+              "nk_gain_log_kill": "nk_gain_log10_kill", "tumour_bed": "tumour_bed_gy",
+              "reoxygenation_gain_local_control": "reoxygenation_gain_local_control"}
 SIMULATION_METRICS = {
-    "nk_favourability": "nk_auc", "tumour_log10_kill": "log10_kill",
+    "nk_favourability": "nk_auc", "nk_favourability_endogenous": "nk_auc_endogenous",
+    "tumour_log10_kill": "log10_kill",
     "nk_log10_kill": "nk_log10_kill", "tcp": "tcp", "local_control": "local_control",
     "log10_kill_without_nk": "log10_kill_without_nk",
     "local_control_without_nk": "local_control_without_nk",
@@ -50,6 +59,11 @@ FEAS_TOL = 1e-6
 """Constraint tolerance, relative to max(1, |limit|): doses on a 0.5 Gy grid and BEDs of
 hundreds of Gy are computed to ~1e-12, so 1e-6 separates rounding from real violations."""
 _BIG = 10 ** 6
+
+PRESCRIPTION_STEP_GY = 0.01
+"""Dose grid of written plans for continuous-dose instances (Gy): doses are prescribed to
+0.01 Gy ("7 x 5.35 Gy", not "7 x 5.35218 Gy"); an instance's ``prescription_step_gy`` sets
+another grid (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +78,16 @@ class Plan:
         Tumour dose of each fraction (Gy), same length as ``fraction_days``.
     nk_days : tuple of int
         Calendar days of the NK infusions (non-decreasing).
+    tumour_dose_ratio : float or None
+        Tumour dose / prescribed dose when the plan is delivered with another prescription
+        convention than the instance's (a named standard schedule, :meth:`Problem.standard_plan`);
+        None: the instance's.
     """
 
     fraction_days: tuple[int, ...]
     doses_gy: tuple[float, ...]
     nk_days: tuple[int, ...] = ()
+    tumour_dose_ratio: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "fraction_days", tuple(int(x) for x in self.fraction_days))
@@ -119,8 +138,14 @@ class Plan:
         return float(sum(self.doses_gy))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``fractions`` [{day, dose_gy}] and ``nk_infusions`` [{day}]."""
-        return {"fractions": [{"day": d, "dose_gy": round(x, 6)}
+        """JSON-ready form: ``fractions`` [{day, dose_gy}] and ``nk_infusions`` [{day}].
+
+        Doses are written as they are (JSON floats round-trip exactly), so
+        ``Plan.from_dict(p.to_dict()) == p``: the plan a file holds is the plan that was
+        verified.  Plans from solvers are on the prescription grid already
+        (:meth:`Problem.verify_prescribable`), e.g. ``5.35``.
+        """
+        return {"fractions": [{"day": d, "dose_gy": float(x)}
                               for d, x in zip(self.fraction_days, self.doses_gy)],
                 "nk_infusions": [{"day": d} for d in self.nk_days]}
 
@@ -133,6 +158,22 @@ class Plan:
         return cls(tuple(int(f["day"]) for f in fr), tuple(float(f["dose_gy"]) for f in fr),
                    tuple(sorted(int(i["day"]) for i in data.get("nk_infusions", []))))
 
+    def rounded(self, step_gy: float, mode: str = "nearest", low: float = 0.0,
+                high: float = float("inf")) -> "Plan":
+        """The plan with every dose on the grid of ``step_gy`` (Gy), clipped to the grid points
+        in ``[low, high]``; ``mode`` ``nearest``, ``down`` or ``up``.  Doses come out as the
+        shortest decimals (``5.35``, not ``5.3500000000000005``)."""
+        f = {"nearest": np.round, "down": np.floor, "up": np.ceil}[mode]
+        k_lo = np.ceil(low / step_gy - 1e-9)
+        k_hi = np.floor(high / step_gy + 1e-9) if math.isfinite(high) else np.inf
+        out = []
+        for x in self.doses_gy:
+            k = float(np.clip(f(x / step_gy + (0.0 if mode == "nearest" else
+                                               (1e-9 if mode == "down" else -1e-9))),
+                              k_lo, k_hi))
+            out.append(round(k * step_gy, 10))
+        return Plan(self.fraction_days, tuple(out), self.nk_days)
+
     def describe(self) -> str:
         """Short human description, e.g. ``4 x 12.5 Gy on days 0,1,2,3; NK day 5``."""
         if self.doses_gy and max(self.doses_gy) - min(self.doses_gy) < 1e-9:
@@ -143,6 +184,74 @@ class Plan:
         if self.nk_days:
             s += f"; NK day{'s' if len(self.nk_days) > 1 else ''} {','.join(map(str, self.nk_days))}"
         return s
+
+
+class PlanFileError(InstanceError):
+    """A plan file cannot be used with an instance (one line per problem, naming the file)."""
+
+
+def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool = False,
+                   option: str = "") -> Plan:
+    """A plan from a JSON file: a :meth:`Plan.to_dict`, a result of ``rtopt solve -o`` /
+    ``rtopt replan -o`` (``schedule``) or a front point (``plan``).
+
+    The file is read by :func:`rtopt.common.fileio.load_json` (regular files only, size and
+    nesting capped).  With ``problem``, the plan must fit its horizon, and a file that names
+    another instance (its ``instance`` field) is refused unless ``force``.
+
+    Parameters
+    ----------
+    path : path-like
+    problem : Problem, optional
+    force : bool
+        Accept a plan written for another instance.
+    option : str
+        Command-line option the file came from, for messages (e.g. ``"--reference"``).
+
+    Raises
+    ------
+    PlanFileError
+        One line per problem, ``[OPTION: ]FILE: message``.
+    """
+    from rtopt.common.fileio import InputFileError, load_json, short
+
+    src = (f"{option}: " if option else "") + short(path, 200)
+    try:
+        data = load_json(path, what="plan file")
+    except InputFileError as e:
+        raise PlanFileError(src, [("", m) for _, m in e.problems]) from None
+    body = data
+    if isinstance(body, dict) and isinstance(body.get("schedule"), dict):
+        body = body["schedule"]
+    elif isinstance(body, dict) and isinstance(body.get("plan"), dict):
+        body = body["plan"]
+    try:
+        if not isinstance(body, dict) or not isinstance(body.get("fractions"), list):
+            raise ValueError("expected an object with 'fractions' (the JSON of "
+                             "`rtopt solve -o`)")
+        plan = Plan.from_dict(body)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise PlanFileError(src, [("", f"not a plan: {short(e, 200)}")]) from None
+    if problem is not None:
+        named = data.get("instance") if isinstance(data, dict) else None
+        if isinstance(named, str) and named != problem.name and not force:
+            raise PlanFileError(src, [("", f"plan written for instance {short(named, 60)!r}, "
+                                           f"not {problem.name!r} (--force to use it anyway)")])
+        check_plan_fits(plan, problem, src)
+    return plan
+
+
+def check_plan_fits(plan: Plan, problem: "Problem", source: str) -> None:
+    """Raise :class:`PlanFileError` (one line per day, at most a few) if a fraction or an
+    infusion of ``plan`` lies outside ``problem``'s horizon."""
+    h = problem.horizon_days
+    bad = [("fraction", d) for d in plan.fraction_days if not 0 <= d < h]
+    bad += [("NK infusion", d) for d in plan.nk_days if not 0 <= d < h]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise PlanFileError(source, [("", f"{what} day {d} outside the horizon 0..{h - 1} of "
+                                          f"{problem.name}" + (more if i == 2 else ""))
+                                     for i, (what, d) in enumerate(bad[:3])])
 
 
 @dataclass(frozen=True)
@@ -249,6 +358,27 @@ class Diagnosis:
                 "best_achievable": {k: _num(v) for k, v in self.best_achievable.items()}}
 
 
+def tumour_biology(instance: Any, **param_overrides: Any) -> Biology:
+    """The instance's :class:`Biology`, with the clonogen number scaled by ``[tumour] gtv_cc``.
+
+    Without ``clonogens`` and with ``gtv_cc``, the clonogen number is the site's
+    outcome-calibrated number times ``gtv_cc`` over the reference GTV volume of the outcome fit
+    (docs/model.md section 9).  ``param_overrides``: surrogate parameters set from the patient's
+    own data (e.g. the plan's blood dose, ``nk_blood_dose_fraction``).
+    """
+    bio = Biology.from_instance(instance, **param_overrides)
+    t = instance.tumour
+    if t.clonogens is None and getattr(t, "gtv_cc", None) is not None:
+        from dataclasses import replace
+
+        from rtopt.model.calibrate import load_outcomes
+
+        site = str(getattr(t.site, "value", t.site))
+        ref = load_outcomes()[0][site].reference_gtv_cc
+        bio = replace(bio, clonogens=float(bio.clonogens) * float(t.gtv_cc) / ref)
+    return bio
+
+
 class Problem:
     """An instance turned into decisions, constraints and an objective.
 
@@ -273,13 +403,22 @@ class Problem:
         self.n_min, self.n_max = (int(x) for x in fr.n_fractions)
         self.d_min, self.d_max = (float(x) for x in fr.dose_per_fraction_gy)
         self.dose_step = float(fr.dose_step_gy)
+        self._prescription_step = float(getattr(fr, "prescription_step_gy", PRESCRIPTION_STEP_GY))
         self.uniform = bool(fr.uniform_dose)
         self.min_interval = int(fr.min_interval_days)
         self.max_overall = int(fr.max_overall_days)
         t = instance.tumour
-        self.biology = biology or Biology.from_instance(instance)
+        self.dvh = self._dvh_model(instance)
+        self.biology = biology or self._biology(instance)
         self.alpha_beta = float(t.alpha_beta_gy)
         rx = instance.prescription
+        self.tumour_dose_ratio = float(rx.dose_ratio)
+        self.min_local_control = (None if rx.min_local_control is None
+                                  else float(rx.min_local_control))
+        self.local_control_vs = rx.local_control_vs
+        self.local_control_margin = float(rx.local_control_margin or 0.0)
+        self._standard_lc: dict[tuple, float] = {}
+        self._nominal_biology = self.biology  # comparators stay at nominal parameters
         lims = []
         if rx.min_bed_gy is not None:
             lims.append(float(rx.min_bed_gy))
@@ -288,6 +427,8 @@ class Problem:
         self.min_bed = max(lims) if lims else 0.0
         oars = []
         for o in instance.organ_at_risk:
+            if getattr(o, "dvh_structure", None) is not None:
+                continue  # a DVH organ: its limits live in self.dvh
             b = []
             if o.max_bed_gy is not None:
                 b.append(float(o.max_bed_gy))
@@ -313,12 +454,41 @@ class Problem:
         self.cost_per_overall_day = float(getattr(ob, "cost_per_overall_day", 0.0) or 0.0)
         self.steps_per_day = steps_per_day
 
+    @staticmethod
+    def _dvh_model(instance: Any) -> Any:
+        """The instance's :class:`rtopt.problem.dvh.DvhModel`, or None without ``[dvh_plan]``."""
+        if getattr(instance, "dvh_plan", None) is None:
+            return None
+        from rtopt.problem.dvh import DvhModel
+
+        return DvhModel(instance, float(instance.tumour.alpha_beta_gy))
+
+    def _biology(self, instance: Any) -> Biology:
+        """Biology of the instance; with ``[dvh_plan.blood]``, ``nk_blood_dose_fraction`` is the
+        plan's blood dose per fraction over its prescription dose per fraction."""
+        if self.dvh is not None and self.dvh.blood_fraction is not None:
+            return tumour_biology(instance, nk_blood_dose_fraction=self.dvh.blood_fraction)
+        return tumour_biology(instance)
+
+    @property
+    def patient_parameters(self) -> dict[str, float]:
+        """Model parameters this problem sets from the patient's own data (the plan's blood
+        dose sets ``nk_blood_dose_fraction``); uncertainty draws centre on them
+        (:func:`rtopt.model.uncertainty.distributions_for`)."""
+        if self.dvh is not None and self.dvh.blood_fraction is not None:
+            return {"nk_blood_dose_fraction": float(self.dvh.blood_fraction)}
+        return {}
+
+    @property
+    def has_dvh_limits(self) -> bool:
+        """True when DVH or NTCP limits constrain the plan (``[dvh_plan]`` organs)."""
+        return self.dvh is not None and bool(self.dvh.limits or any(
+            t.max_percent is not None for t in self.dvh.ntcps))
+
     # ------------------------------------------------------------------ descriptions
     @classmethod
     def from_path(cls, path: Any, **kw: Any) -> "Problem":
         """Load and validate an instance file, then build the problem."""
-        from rtopt.problem.instance import load_instance
-
         return cls(load_instance(path), **kw)
 
     @classmethod
@@ -379,16 +549,13 @@ class Problem:
         and no ``[tumour.surrogate]`` override of an outcome parameter).  The message says
         why not otherwise; the CLI prints it beside local control and TCP objectives.
         """
-        from rtopt.model.calibrate import load_outcomes
-        from rtopt.model.data.calibrated import OUTCOME
-
         t = self.instance.tumour
         site = str(getattr(t.site, "value", t.site))
         sites, obs = load_outcomes()
         if site not in OUTCOME or site not in sites:
             return False, (f"site {site!r} has no clinical outcome data: local control and TCP "
                            "are model predictions, not calibrated")
-        ids = [o.id for o in obs if o.site == site]
+        ids = [o.id for o in obs if o.site == site and o.role == "training"]
         label = f"{ids[0]}-{ids[-1]}" if ids else "none"
         fixed = sites[site].fixed()
         differ = []
@@ -409,10 +576,21 @@ class Problem:
         return True, f"calibrated to the {site} clinical outcomes {label}"
 
     @property
+    def has_outcome_limits(self) -> bool:
+        """True when the prescription limits local control (``min_local_control`` or
+        ``local_control_vs``)."""
+        return self.min_local_control is not None or self.local_control_vs is not None
+
+    @property
     def needs_population(self) -> bool:
-        """True when the objective needs local control (the population average)."""
-        return any(self.metric_of(k) in ("local_control", "nk_gain_local_control")
-                   for k in self.weights)
+        """True when the objective or a limit needs local control (the population average)."""
+        return self.has_outcome_limits or any(
+            self.metric_of(k) in ("local_control", "nk_gain_local_control") for k in self.weights)
+
+    @property
+    def needs_reoxygenation(self) -> bool:
+        """True when the objective needs the plan without reoxygenation."""
+        return "reoxygenation_gain_local_control" in self.weights
 
     @property
     def needs_counterfactual(self) -> bool:
@@ -422,8 +600,92 @@ class Problem:
 
     @property
     def needs_simulation(self) -> bool:
-        """False when the objective is tumour BED only (no TME simulation is needed)."""
-        return any(k != "tumour_bed" for k in self.weights)
+        """False when the objective is tumour BED only and no limit needs local control (no
+        TME simulation is needed)."""
+        return self.has_outcome_limits or any(k != "tumour_bed" for k in self.weights)
+
+    # ------------------------------------------------------------------ tumour dose
+    def tumour_doses(self, D: Any, ratio: Any = None) -> np.ndarray:
+        """The dose the tumour receives: prescribed daily doses ``D`` (Gy) times the
+        prescription's ``tumour_dose_ratio`` (or ``ratio``, a number or one per row of ``D``).
+        Every simulation of this problem's tumour takes these; prescription and OAR limits stay
+        on ``D``."""
+        D = np.asarray(D, dtype=float)
+        if ratio is None:
+            r = self.tumour_dose_ratio
+            return D if r == 1.0 else D * r
+        r = np.asarray(ratio, dtype=float)
+        return D * (r[:, None] if r.ndim == 1 and D.ndim == 2 else r)
+
+    def reoxygenation_metrics(self, D: Any, dose_ratio: Any = None) -> dict[str, np.ndarray]:
+        """Local control of radiotherapy alone with and without reoxygenation between
+        fractions, and the gain, for prescribed daily dose rows ``D``.
+
+        "Without reoxygenation" holds the FMISO hypoxic fraction at its pre-treatment value
+        (:data:`rtopt.model.calibrate.NO_REOXYGENATION`); both sides have no NK cells, so the
+        gain is the radiotherapy's own, whatever the infusions.
+        """
+        from dataclasses import replace
+
+        from rtopt.model.calibrate import NO_REOXYGENATION
+
+        Dt = self.tumour_doses(np.atleast_2d(D), dose_ratio)
+        rt = replace(self.biology, nk=False)
+        frozen = replace(rt, params=rt.params.with_values(**NO_REOXYGENATION))
+        with_r = simulate(rt, Dt, steps_per_day=self.steps_per_day).local_control
+        without = simulate(frozen, Dt, steps_per_day=self.steps_per_day).local_control
+        return {"local_control_rt_alone": with_r, "local_control_without_reoxygenation": without,
+                "reoxygenation_gain_local_control": with_r - without}
+
+    def standard_local_control(self, name: str, nk_days: Sequence[int] = ()) -> float:
+        """Local control (nominal parameters) of the standard schedule ``name`` on this
+        instance's tumour, with the source's prescription convention; radiotherapy alone
+        unless ``nk_days`` are given.
+
+        Raises
+        ------
+        KeyError
+            Unknown name (the message has did-you-mean).
+        """
+        from dataclasses import replace
+
+        from rtopt.model.standards import standard_schedule
+
+        key = (name, tuple(nk_days))
+        if key not in self._standard_lc:
+            st = standard_schedule(name)
+            H = max(self.horizon_days, st.days[-1] + 1)
+            d = np.zeros((1, H))
+            d[0, list(st.days)] = st.dose_per_fraction_gy
+            u = np.zeros((1, H))
+            for t in nk_days:
+                u[0, t] += 1
+            nominal = self._nominal_biology
+            bio = nominal if nk_days else replace(nominal, nk=False)
+            sim = simulate(bio, self.tumour_doses(d, st.tumour_dose_ratio), u,
+                           steps_per_day=self.steps_per_day)
+            self._standard_lc[key] = float(sim.local_control[0])
+        return self._standard_lc[key]
+
+    def outcome_limits(self) -> dict[str, float]:
+        """The local-control limits of the prescription: ``{constraint name: minimum}``."""
+        out: dict[str, float] = {}
+        if self.min_local_control is not None:
+            out["prescription.min_local_control"] = self.min_local_control
+        if self.local_control_vs is not None:
+            out["prescription.local_control_vs"] = (
+                self.standard_local_control(self.local_control_vs) - self.local_control_margin)
+        return out
+
+    def outcome_limits_ok(self, metrics: Mapping[str, Any]) -> np.ndarray | bool:
+        """Mask of schedules whose ``metrics["local_control"]`` meets every local-control limit
+        (True when the prescription has none); for back-ends that score schedules themselves."""
+        lims = self.outcome_limits()
+        if not lims:
+            return True
+        lc = np.asarray(metrics["local_control"], dtype=float)
+        lo = max(lims.values())
+        return lc >= lo - FEAS_TOL
 
     @property
     def continuous_dose(self) -> bool:
@@ -463,7 +725,7 @@ class Problem:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, D: Any, U: Any = None, *, simulate_tme: bool | None = None,
-                 all_metrics: bool = False) -> Evaluation:
+                 all_metrics: bool = False, dose_ratio: Any = None) -> Evaluation:
         """Metrics, objective and constraint slacks of many schedules at once.
 
         Parameters
@@ -476,6 +738,9 @@ class Problem:
             Run the TME simulator (default: when the objective needs it).
         all_metrics : bool
             Compute local control even when the objective does not need it (verification).
+        dose_ratio : float or array_like, optional
+            Tumour dose / prescribed dose per row (default the prescription's; named standard
+            schedules carry their source's, :meth:`standard_plan`).
         """
         D = np.atleast_2d(np.asarray(D, dtype=float))
         n, H = D.shape
@@ -500,13 +765,22 @@ class Problem:
             m[f"oar.{o.name}.bed_gy"] = oar_bed[:, i]
             m[f"oar.{o.name}.eqd2_gy"] = rb.eqd2_from_bed(oar_bed[:, i], o.alpha_beta_gy)
             m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
+        # the immune cost of the fractions: endogenous circulating NK (closed form, no TME)
+        m.update(circulating_metrics(D, self.biology.params))
+        if self.dvh is not None:
+            m.update(self.dvh.metrics(D))
         run = self.needs_simulation if simulate_tme is None else simulate_tme
         if run:
-            sim = simulate(self.biology, D, U, steps_per_day=self.steps_per_day,
+            sim = simulate(self.biology, self.tumour_doses(D, dose_ratio), U,
+                           steps_per_day=self.steps_per_day,
                            population=all_metrics or self.needs_population,
                            counterfactual=all_metrics or self.needs_counterfactual)
             for name, attr in SIMULATION_METRICS.items():
                 m[name] = getattr(sim, attr)
+            if all_metrics or self.needs_reoxygenation:
+                m.update(self.reoxygenation_metrics(D, dose_ratio))
+            # NK favourability counts the patient's own NK cells too; the infused cells' part
+            m["nk_favourability_infused"] = m["nk_favourability"] - m["nk_favourability_endogenous"]
         obj = self.objective_from_metrics(m, n)
 
         s: dict[str, tuple[np.ndarray, float, str, str]] = {}
@@ -529,6 +803,9 @@ class Problem:
         s["min_interval_days"] = (gaps, float(self.min_interval), ">=", "rule")
         s["max_overall_days"] = (m["overall_days"], float(self.max_overall), "<=", "rule")
         s["prescription.min_bed_gy"] = (m["tumour_bed_gy"], self.min_bed, ">=", "limit")
+        if "local_control" in m and not np.isnan(np.asarray(m["local_control"])).all():
+            for key, lim in self.outcome_limits().items():
+                s[key] = (m["local_control"], lim, ">=", "limit")
         for i, o in enumerate(self.oars):
             if o.max_bed_gy is not None:
                 s[f"oar.{o.name}.max_bed_gy"] = (oar_bed[:, i], o.max_bed_gy, "<=", "limit")
@@ -536,6 +813,8 @@ class Problem:
                 s[f"oar.{o.name}.max_dose_per_fraction_gy"] = (
                     m[f"oar.{o.name}.max_dose_per_fraction_gy"], o.max_dose_per_fraction_gy, "<=",
                     "limit")
+        if self.dvh is not None:
+            s.update(self.dvh.slacks(m))
         if self.nk is not None:
             r = self.nk
             inf = U > 0
@@ -567,13 +846,78 @@ class Problem:
         return Evaluation(obj, m, s, viol)
 
     def evaluate_plans(self, plans: Sequence[Plan], **kw: Any) -> Evaluation:
-        """:meth:`evaluate` on a list of plans."""
+        """:meth:`evaluate` on a list of plans (each with its :meth:`dose_ratio_of`)."""
         rows = [p.daily(self.horizon_days) for p in plans]
+        if "dose_ratio" not in kw and any(self.dose_ratio_of(p) != self.tumour_dose_ratio
+                                          for p in plans):
+            kw["dose_ratio"] = np.array([self.dose_ratio_of(p) for p in plans])
         return self.evaluate(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), **kw)
+
+    def dose_ratio_of(self, plan: Plan) -> float:
+        """Tumour dose / prescribed dose of ``plan``: the source's for a plan made by
+        :meth:`standard_plan`, else the prescription's."""
+        r = getattr(plan, "tumour_dose_ratio", None)
+        return self.tumour_dose_ratio if r is None else float(r)
+
+    def standard_plan(self, name: str, nk_days: Sequence[int] | None = None) -> Plan:
+        """The named standard schedule as a plan (rtopt/model/data/standard_schedules.toml),
+        delivered with its source's prescription convention (the plan carries it as
+        ``tumour_dose_ratio``); ``nk_days`` default: the earliest rule-abiding infusions.
+
+        Raises
+        ------
+        KeyError
+            Unknown name (the message has did-you-mean).
+        ValueError
+            A fraction day beyond the horizon.
+        """
+        from rtopt.model.standards import standard_schedule
+
+        st = standard_schedule(name)
+        if st.days[-1] >= self.horizon_days:
+            raise ValueError(f"standard schedule {name}: day {st.days[-1]} is beyond the horizon "
+                             f"of {self.name} (last day {self.horizon_days - 1})")
+        if nk_days is None:
+            nk_days = (self.first_valid_infusions(st.days) or ()) if self.nk is not None else ()
+        return Plan(st.days, st.doses_gy, tuple(nk_days), tumour_dose_ratio=st.tumour_dose_ratio)
 
     def verify(self, plan: Plan) -> Verification:
         """Re-simulate one plan and re-check every constraint (the gate before any report)."""
         return self.verify_all([plan])[0]
+
+    @property
+    def prescription_step(self) -> float:
+        """Dose grid of written plans (Gy): ``dose_step_gy``, or the instance's
+        ``prescription_step_gy`` (default :data:`PRESCRIPTION_STEP_GY`) for a continuous-dose
+        instance; 0 means no rounding."""
+        return self.dose_step if self.dose_step > 0 else self._prescription_step
+
+    def verify_prescribable(self, plans: Sequence[Plan]) -> list[Verification]:
+        """:meth:`verify_all` of ``plans`` put on the prescription grid (:attr:`prescription_step`).
+
+        Each plan is rounded to the nearest grid doses; if that violates a limit, the doses
+        rounded down, then up, are tried; if none verifies, the plan is kept unrounded when it
+        verifies as it is (written with every digit), else the nearest rounding is returned
+        with its violations.  The returned verification is of the plan to write, so a file
+        written from it passes ``rtopt simulate --plan`` unchanged.
+        """
+        if not plans:
+            return []
+        step = self.prescription_step
+        if step <= 0:
+            return self.verify_all(plans)
+        lo, hi = self.d_min, self.d_max
+        out = self.verify_all([p.rounded(step, "nearest", lo, hi) for p in plans])
+        retry = [i for i, v in enumerate(out) if not v.feasible]
+        if retry:
+            alts = [(i, c) for i in retry for c in (plans[i].rounded(step, "down", lo, hi),
+                                                    plans[i].rounded(step, "up", lo, hi),
+                                                    plans[i])]
+            ver = self.verify_all([c for _, c in alts])
+            for (i, _), v in zip(alts, ver):
+                if v.feasible and not out[i].feasible:
+                    out[i] = v
+        return out
 
     def verify_all(self, plans: Sequence[Plan]) -> list[Verification]:
         """:meth:`verify` for several plans in one vectorised simulation."""
@@ -651,6 +995,42 @@ class Problem:
         return tuple(days) if len(days) == r.n_min else None
 
     # ------------------------------------------------------------------ diagnosis
+    def _diagnose_local_control(self, n_lo: int, n_hi: int, conflicts: list[str],
+                                best: dict[str, float]) -> None:
+        """Best local control over uniform plans at the highest dose the limits allow for
+        each fraction count (compact calendars, earliest rule-abiding infusions); a conflict
+        when it stays below a local-control limit.  Local control rises with dose, so this is
+        the uniform-dose bound on the calendars tried."""
+        rows, plans = [], []
+        for n in range(n_lo, n_hi + 1):
+            d = self.max_uniform_dose(n)
+            if not self.continuous_dose:
+                g = self.dose_grid()
+                g = g[g <= d + 1e-9]
+                d = float(g.max()) if g.size else -np.inf
+            if d < self.d_min - 1e-9:
+                continue
+            for cal in self.compact_calendars(n)[:3]:
+                nk = self.first_valid_infusions(cal)
+                plans.append(Plan.uniform(cal, d, nk or ()))
+        if not plans:
+            return
+        ev = self.evaluate_plans(plans, simulate_tme=True, all_metrics=True)
+        lc = np.asarray(ev.metrics["local_control"])
+        ok = np.asarray(ev.metrics["tumour_bed_gy"]) >= self.min_bed - FEAS_TOL * max(1.0, self.min_bed)
+        if not ok.any():
+            return
+        i = int(np.argmax(np.where(ok, lc, -np.inf)))
+        best["local_control"] = float(lc[i])
+        for key, lim in self.outcome_limits().items():
+            if lc[i] < lim - FEAS_TOL:
+                what = (f"{key}={lim:.4g}" if key.endswith("min_local_control") else
+                        f"{key}='{self.local_control_vs}' (local control {lim + self.local_control_margin:.4g}"
+                        f" - margin {self.local_control_margin:g} = {lim:.4g})")
+                conflicts.append(
+                    f"{what} conflicts with the dose limits: the highest local control the "
+                    f"limits allow is {lc[i]:.4g} ({plans[i].describe()}; uniform doses at the "
+                    "largest dose the OAR and dose limits allow)")
     def max_uniform_dose(self, n: int) -> float:
         """Largest uniform dose per fraction (Gy) that every OAR limit and ``d_max`` allow for
         ``n`` fractions (ignoring the grid); may fall below ``d_min``."""
@@ -661,6 +1041,8 @@ class Problem:
             if o.max_bed_gy is not None:
                 d = min(d, float(rb.max_oar_dose_for_bed(o.max_bed_gy, n, o.alpha_beta_gy))
                         / o.sparing_factor)
+        if self.dvh is not None and d > 0:
+            d = min(d, self.dvh.max_uniform_dose(n, d))
         return d
 
     def binding_oar(self, n: int) -> str | None:
@@ -677,6 +1059,10 @@ class Problem:
             for d, nm in cands:
                 if d < best:
                     best, name = d, nm
+        if self.dvh is not None and best > 0:
+            d = self.dvh.max_uniform_dose(n, best)
+            if d < best:
+                name = self.dvh.binding_limit(n, d) or name
         return name
 
     def fraction_count_range(self) -> tuple[int, int]:
@@ -735,6 +1121,8 @@ class Problem:
                     f"prescription.min_bed_gy={self.min_bed:g} Gy conflicts with {lim}: the "
                     f"highest tumour BED the limits allow is {best_bed:.4g} Gy ({best_n} x "
                     f"{best_d:.4g} Gy)")
+        if self.has_outcome_limits and not conflicts and best_n is not None:
+            self._diagnose_local_control(n_lo, n_hi, conflicts, best)
         if self.nk is not None:
             r = self.nk
             window = max(0, r.latest_day - r.earliest_day)

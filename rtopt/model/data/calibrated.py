@@ -6,8 +6,8 @@ CALIBRATED: dict[str, dict[str, float]] = {
         'vascular_d50_gy': 14.9564,
         'vascular_slope_gy': 1.2236,
         'vascular_recovery_days': 5.3515,
-        'alpha_sd_per_gy': 0.09324,
-        'clonogen_hypoxia_ratio': 0.00043,
+        'alpha_sd_per_gy': 0.15359,
+        'clonogen_hypoxia_ratio': 0.93338,
         'anoxic_share': 0.0,
     },
     'prostate': {
@@ -34,9 +34,9 @@ FITTED: dict[str, tuple[str, ...]] = {
 }
 OUTCOME: dict[str, dict[str, float]] = {
     'lung': {
-        'alpha_sd_per_gy': 0.09324,
-        'clonogen_hypoxia_ratio': 0.00043,
+        'alpha_sd_per_gy': 0.15359,
+        'clonogen_hypoxia_ratio': 0.93338,
+        'clonogens': 1972000.0,
         'anoxic_share': 0.0,
-        'clonogens': 5261000000.0,
     },
 }

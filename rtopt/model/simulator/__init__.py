@@ -10,7 +10,13 @@ State (docs/model.md), all relative to pre-treatment or to one standard NK infus
 ``B``   NK cells in blood; an infusion adds 1; ``dB/dt = -(k_cl + k_in) B``
 ``T``   NK cells in the tumour; ``dT/dt = k_in B - k_out T``,
         ``k_in = k0 v (1 + g C / (C50 + C))`` (perfusion and saturating recruitment)
+``G``   the patient's own circulating NK cells (1 at baseline); ``dG/dt = k_e (1 - G)``
+``Te``  the patient's own NK cells in the tumour (standard-infusion units);
+        ``dTe/dt = k_in n_e G - k_e Te``, at steady state before treatment
 ======  ==========================================================================
+
+NK favourability integrates the activity of both ``T`` and ``Te``; tumour outcomes use the
+infused cells' (docs/model.md section 13).
 
 FMISO hypoxic fraction ``h = min(h_max, h0 (w/v)^gamma)``; NK activity
 ``E = kappa (1 - treg) T (1 - eta h)`` (hypoxia suppresses NK killing).  At a fraction of ``d``
@@ -59,11 +65,13 @@ from rtopt.model.simulator.biology import (
     STATE_NAMES, STEPS_PER_DAY, TRAJECTORY_STEPS_PER_DAY, Biology, Simulation)
 from rtopt.model.simulator.outcomes import (
     compact_fractions, fraction_log_survival, population_tcp, tumour_outcomes)
-from rtopt.model.simulator.reference import (
-    apply_fraction, nk_activity, simulate_reference)
+from rtopt.model.simulator.reference import (  # noqa: E402
+    apply_fraction, endogenous_active, endogenous_activity, endogenous_start, nk_activity,
+    simulate_reference)
 
 __all__ = ["Biology", "Simulation", "simulate", "simulate_reference", "STATE_NAMES",
            "fraction_log_survival",
            "InfusionKernels", "infusion_kernels",
            "STEPS_PER_DAY", "TRAJECTORY_STEPS_PER_DAY", "compile_kernels", "population_tcp",
-           "tumour_outcomes", "compact_fractions", "apply_fraction", "nk_activity"]
+           "tumour_outcomes", "compact_fractions", "apply_fraction", "nk_activity",
+           "endogenous_active", "endogenous_activity", "endogenous_start"]

@@ -26,7 +26,9 @@ from rtopt.model.simulator.kernels import (LANES, SERIAL_BELOW, TRAJ_NAMES, frac
                                            row_array, thread_parts)
 from rtopt.model.simulator.outcomes import (as_column, compact_fractions, fraction_log_survival,
                                             tumour_outcomes)
-from rtopt.model.simulator.reference import apply_fraction
+from rtopt.model.circulation import endogenous_level
+from rtopt.model.simulator.reference import (apply_fraction, endogenous_active,
+                                             endogenous_start)
 
 __all__ = ["simulate", "InfusionKernels", "infusion_kernels", "compile_kernels", "KERNEL_GROUPS"]
 
@@ -159,6 +161,13 @@ def _prepare(bio, D, p, spd):
         kcl * dt, np.exp(-kout * dt), np.exp(-dt / (2 * p.demand_recovery_days)),
         np.exp(-kout * dt / 2), np.exp(-dt / (4 * p.demand_recovery_days)),
         np.exp(-dt / (4 * p.vascular_recovery_days)))]
+    # the endogenous pool (docs/model.md section 13): its turnover propagators, level and
+    # pre-treatment tumour NK (zero level when it is not modelled)
+    endo = endogenous_active(bio)
+    k_e = p.nk_endogenous_turnover_per_day
+    consts += [row_array(x) for x in (
+        np.exp(-k_e * dt), np.exp(-k_e * dt / 2),
+        endogenous_level(p) if endo else 0.0, endogenous_start(p) if endo else 0.0)]
     shape_c = [row_array(x) for x in (p.hypoxic_fraction_max, p.hypoxia_gamma, eta)]
     # jumps of every state at each fraction, from apply_fraction on unit states (the one
     # statement of the jumps), over each row's distinct doses
@@ -169,13 +178,14 @@ def _prepare(bio, D, p, spd):
 
     ps = SurrogateParameters({k: on_rows(x) for k, x in p.values.items()}, p.provenance)
     one = np.ones(tdose.size)
-    jumps = apply_fraction(tdose, (one, one, 0.0 * one, 0.0, one, one), bio, ps,
-                            on_rows(norm))
-    jw, jv, jP, jB, jT = (np.ascontiguousarray(np.broadcast_to(jumps[c], tdose.shape),
-                                               dtype=float) for c in (0, 1, 2, 4, 5))
+    jumps = apply_fraction(tdose, (one, one, 0.0 * one, 0.0, one, one, one, one), bio, ps,
+                           on_rows(norm))
+    jw, jv, jP, jB, jT, jG, jTe = (np.ascontiguousarray(np.broadcast_to(jumps[c], tdose.shape),
+                                                        dtype=float) for c in (0, 1, 2, 4, 5, 6, 7))
+    act_e = p.nk_endogenous_cytotoxicity * (1.0 - p.nk_treg_penalty) if endo else 0.0
     return dict(dt=dt, rowptr=rowptr, jidx=jidx, F=max(F, 1), jumps=(jw, jv, jP, jT, jB),
-                ascale=row_array(act_scale), act_scale=act_scale, consts=consts, h0=h0,
-                shape_c=shape_c, span=span)
+                jumps_e=(jG, jTe), ascale=row_array(act_scale), act_scale=act_scale,
+                act_scale_e=act_e, endo=endo, consts=consts, h0=h0, shape_c=shape_c, span=span)
 
 
 def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=True,
@@ -186,19 +196,23 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
     prep = _prepare(bio, D, p, spd)
     dt, F, act_scale = prep["dt"], prep["F"], prep["act_scale"]
     nk = bool(bio.nk)
-    traj = np.empty((n, days * spd + 1, 7)) if want_traj else np.empty((0, 0, 7))
+    nt = len(TRAJ_NAMES)
+    traj = np.empty((n, days * spd + 1, nt)) if want_traj else np.empty((0, 0, nt))
     rec_shape = (n, days) if want_rec or want_traj else (0, 0)
     fh_all, fa_all = np.zeros(rec_shape), np.zeros(rec_shape)
     fd, fh, fa = np.zeros((n, F)), np.zeros((n, F)), np.zeros((n, F))
-    st = np.empty((n, 9))
+    st = np.empty((n, 10))
     kernel = horizon_block_serial if n < SERIAL_BELOW else horizon_block_parallel
-    kernel(spd, dt, D, U, prep["rowptr"], prep["jidx"], *prep["jumps"], prep["ascale"],
-           *prep["consts"], prep["h0"], *prep["shape_c"], nk, traj, fh_all, fa_all, fd, fh, fa,
-           st, thread_parts(n))
+    kernel(spd, dt, D, U, prep["rowptr"], prep["jidx"], *prep["jumps"], *prep["jumps_e"],
+           prep["ascale"], *prep["consts"], prep["h0"], *prep["shape_c"], nk, prep["endo"], traj,
+           fh_all, fa_all, fd, fh, fa, st, thread_parts(n))
     h, hsum, auc = st[:, 6], st[:, 7], st[:, 8]
     auc = auc * act_scale if nk else np.zeros(n)
+    auc_e = st[:, 9] * prep["act_scale_e"] if prep["endo"] else np.zeros(n)
+    # tumour outcomes from the infused NK cells only: the clinical outcome calibration (RT
+    # alone) already contains what the patient's own NK cells do (docs/model.md section 13)
     out = tumour_outcomes(bio, p, D, fd, fh, fa, auc, population, counterfactual=counterfactual,
-                    overall=prep["span"])
+                          overall=prep["span"])
     t = tr = None
     if want_traj:
         t = np.arange(days * spd + 1) * dt
@@ -209,7 +223,15 @@ def _simulate_chunk(bio, D, U, p, spd, want_traj, want_rec=False, population=Tru
         pd = SurrogateParameters({k: as_column(x, 2) for k, x in p.values.items()}, p.provenance)
         ln_frac = np.where(D > 0, fraction_log_survival(D, fh_all, fa_all, bio, pd), 0.0)
         tr["log10_survival"] = _survival_trajectory(bio, p, D, t, ln_frac, tr["nk_activity"])
-    return Simulation(nk_auc=auc, **out, hypoxic_fraction_end=h.copy(),
+        # activity of the endogenous tumour NK; nk_activity becomes the total the tumour sees
+        act_e = as_column(prep["act_scale_e"], 2)
+        tr["nk_activity_infused"] = tr["nk_activity"].copy()
+        tr["nk_activity_endogenous"] = (act_e * tr["nk_endogenous"]
+                                        * (1.0 - as_column(p.nk_hypoxic_suppression, 2)
+                                           * tr["hypoxic_fraction"]))
+        tr["nk_activity"] = tr["nk_activity"] + tr["nk_activity_endogenous"]
+    return Simulation(nk_auc=auc + auc_e, nk_auc_endogenous=auc_e, **out,
+                      hypoxic_fraction_end=h.copy(),
                       mean_hypoxic_fraction=hsum / days, t_days=t, trajectory=tr,
                       fraction_activity=fa_all if want_rec else None,
                       fraction_hypoxia=fh_all if want_rec else None)
@@ -233,7 +255,8 @@ class InfusionKernels:
     days : ndarray, shape (K,)
         Candidate infusion days.
     auc : ndarray, shape (S, K)
-        Activity integral of one infusion on each candidate day.
+        Activity integral of one infusion on each candidate day (the endogenous NK activity,
+        which no infusion changes, is ``base.nk_auc_endogenous``; :meth:`combine` adds it).
     activity : ndarray, shape (S, K, F)
         Previous-day activity before each of the (up to F) fractions of each schedule.
     frac_dose, frac_h : ndarray, shape (S, F)
@@ -263,9 +286,11 @@ class InfusionKernels:
         fh = np.broadcast_to(self.frac_h[i], act.shape)
         D = np.broadcast_to(self.doses[i], (m, self.doses.shape[1]))
         out = tumour_outcomes(self.bio, self.bio.params, D, fd, fh, act, auc * 1.0, population,
-                        shared=True, counterfactual=counterfactual)
+                              shared=True, counterfactual=counterfactual)
         b = self.base
-        return Simulation(nk_auc=auc * 1.0, **out,
+        # the endogenous NK activity does not depend on the infusions: the base schedule's
+        e = np.full(m, b.nk_auc_endogenous[i])
+        return Simulation(nk_auc=auc + e, nk_auc_endogenous=e, **out,
                           hypoxic_fraction_end=np.full(m, b.hypoxic_fraction_end[i]),
                           mean_hypoxic_fraction=np.full(m, b.mean_hypoxic_fraction[i]))
 

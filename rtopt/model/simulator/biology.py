@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from rtopt.model.data.calibrated import OUTCOME
 from rtopt.model.parameters import SurrogateParameters, resolve
 
 __all__ = ["Biology", "Simulation", "STATE_NAMES", "STEPS_PER_DAY", "TRAJECTORY_STEPS_PER_DAY",
@@ -68,7 +69,6 @@ class Biology:
             params = params.with_values(**param_overrides)
         clonogens = t.clonogens
         if clonogens is None:                       # the site's outcome-calibrated value
-            from rtopt.model.data.calibrated import OUTCOME
 
             clonogens = OUTCOME[str(getattr(t.site, "value", t.site))]["clonogens"]
         return cls(alpha_per_gy=t.alpha_per_gy, alpha_beta_gy=t.alpha_beta_gy,
@@ -98,9 +98,12 @@ class Simulation:
     Attributes
     ----------
     nk_auc : ndarray
-        NK favourability: integral of NK activity over the horizon (activity-days).  It measures
-        how much NK activity the tumour sees, not an outcome: activity counts whether or not
-        clonogens remain.
+        NK favourability: integral of NK activity over the horizon (activity-days), the infused
+        and the patient's own (endogenous) NK cells together.  It measures how much NK activity
+        the tumour sees, not an outcome: activity counts whether or not clonogens remain.
+    nk_auc_endogenous : ndarray
+        The part of ``nk_auc`` of the endogenous NK cells (the same plan without infusions has
+        this favourability); ``nk_auc - nk_auc_endogenous`` is the infused cells'.
     ln_survival : ndarray
         Natural log of the clonogen surviving fraction at the nominal alpha (RT over the three
         clonogen compartments with NK radiosensitisation, NK killing, repopulation).
@@ -145,6 +148,7 @@ class Simulation:
     nk_gain_local_control: np.ndarray
     hypoxic_fraction_end: np.ndarray
     mean_hypoxic_fraction: np.ndarray
+    nk_auc_endogenous: np.ndarray | None = None
     t_days: np.ndarray | None = None
     trajectory: dict[str, np.ndarray] | None = field(default=None, repr=False)
     fraction_activity: np.ndarray | None = field(default=None, repr=False)
@@ -153,7 +157,8 @@ class Simulation:
 
 ROW_FIELDS = ("nk_auc", "ln_survival", "log10_kill", "tcp", "local_control", "nk_log10_kill",
                "log10_kill_without_nk", "local_control_without_nk", "nk_gain_log10_kill",
-               "nk_gain_local_control", "hypoxic_fraction_end", "mean_hypoxic_fraction")
+               "nk_gain_local_control", "hypoxic_fraction_end", "mean_hypoxic_fraction",
+               "nk_auc_endogenous")
 """The per-schedule fields of :class:`Simulation`."""
 
 

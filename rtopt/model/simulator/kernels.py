@@ -142,6 +142,8 @@ def _record(traj, i, c, s, l, E):  # pragma: no cover - compiled
     traj[i, c, 4] = s[_S_B * LANES + l]
     traj[i, c, 5] = s[_S_T * LANES + l]
     traj[i, c, 6] = E
+    traj[i, c, 7] = s[_S_TE * LANES + l]
+    traj[i, c, 8] = 1.0 - s[_S_GD * LANES + l]
 
 
 # ----------------------------------------------------------------------------- block kernel
@@ -215,23 +217,30 @@ LANES = 64
 enough for the block's state and parameters to stay in L1 cache)."""
 
 # rows of the block's state array ``s``, parameter array ``q`` and NK propagator array ``cf``
-_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H, _S_E, _S_HS, _S_AU, _S_K = range(11)
+(_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H, _S_E, _S_HS, _S_AU, _S_K, _S_GD, _S_TE, _S_EE,
+ _S_AUE) = range(15)
 (_Q_EW, _Q_EV, _Q_EE, _Q_EA, _Q_CPC, _Q_EEH, _Q_CPCH, _Q_SQV, _Q_K0, _Q_GAIN, _Q_C50, _Q_KCL,
- _Q_EO, _Q_HMX, _Q_G, _Q_ETA, _Q_ASC, _Q_EWH, _Q_EOH, _Q_EOHI, _Q_EWQ, _Q_EVQ) = range(22)
+ _Q_EO, _Q_HMX, _Q_G, _Q_ETA, _Q_ASC, _Q_EWH, _Q_EOH, _Q_EOHI, _Q_EWQ, _Q_EVQ, _Q_EG, _Q_EGH,
+ _Q_EGHI, _Q_NE) = range(26)
+_NS, _NQ = 15, 26
+"""Rows of ``s`` and ``q``.  The endogenous pool (docs/model.md section 13): ``_S_GD`` the
+deficit ``1 - G`` of the circulating pool, ``_S_TE`` the endogenous tumour NK, ``_S_EE`` and
+``_S_AUE`` their activity and its Simpson sum; ``_Q_EG``/``_Q_EGH`` ``e^{-k_e dt}`` and
+``e^{-k_e dt/2}`` (``_Q_EGHI`` the inverse of the latter), ``_Q_NE`` the endogenous level."""
 _CF_EO, _CF_TB, _CF_BB, _CF_EOH, _CF_TBM, _CF_SM, _CF_S1 = range(7)
 
 
 TRAJ_NAMES = ("hypoxic_fraction", "demand", "vascular", "chemokine", "nk_blood", "nk_tumour",
-               "nk_activity")
+              "nk_activity", "nk_endogenous", "circulating_nk")
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50,
                 kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh, e_wq,
-                e_vq):  # pragma: no cover - compiled
-    """Parameters of the lanes ``i0:i0 + m`` into ``q``, their baseline hypoxia into ``s``;
-    returns the block's hypoxia-exponent mode (1, 2, 3 when every lane has that exponent,
-    else 0)."""
+                e_vq, e_g, e_gh, n_e, te0):  # pragma: no cover - compiled
+    """Parameters of the lanes ``i0:i0 + m`` into ``q``, their baseline hypoxia and endogenous
+    tumour NK into ``s``; returns the block's hypoxia-exponent mode (1, 2, 3 when every lane
+    has that exponent, else 0)."""
     g1 = g2 = g3 = True
     for l in range(m):
         i = i0 + l
@@ -247,6 +256,10 @@ def _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k
         q[_Q_EOH * LANES + l] = _at(e_oh, i)
         q[_Q_EWQ * LANES + l], q[_Q_EVQ * LANES + l] = _at(e_wq, i), _at(e_vq, i)
         q[_Q_EOHI * LANES + l] = 1.0 / q[_Q_EOH * LANES + l]
+        q[_Q_EG * LANES + l], q[_Q_EGH * LANES + l] = _at(e_g, i), _at(e_gh, i)
+        q[_Q_EGHI * LANES + l] = 1.0 / q[_Q_EGH * LANES + l]
+        q[_Q_NE * LANES + l] = _at(n_e, i)
+        s[_S_TE * LANES + l] = _at(te0, i)
         g = q[_Q_G * LANES + l]
         g1 = g1 and g == 1.0
         g2 = g2 and g == 2.0
@@ -361,6 +374,20 @@ def _sub_steps_py(s, q, cf, dt, h0):  # pragma: no cover - compiled
                 E1 = T1 * s1
                 s[_S_AU * LANES + l] += s[_S_E * LANES + l] + 4.0 * (Tm * sm) + E1
                 s[_S_E * LANES + l] = E1
+                # endogenous pool: G exact (deficit decays at k_e), Te' = kin n_e G - k_e Te
+                # by the same Simpson and quadratic rules as T, with e^{-k_e t} for e^{-kout t}
+                eg, egh = q[_Q_EG * LANES + l], q[_Q_EGH * LANES + l]
+                gd0 = s[_S_GD * LANES + l]
+                G0, Gm, G1 = 1.0 - gd0, 1.0 - gd0 * egh, 1.0 - gd0 * eg
+                ne, Te0 = q[_Q_NE * LANES + l], s[_S_TE * LANES + l]
+                Te1 = eg * Te0 + ne * dt6 * (eg * ks * G0 + 4.0 * egh * km * Gm + k1 * G1)
+                Tem = egh * Te0 + ne * dt24 * (5.0 * egh * ks * G0 + 8.0 * km * Gm
+                                               - q[_Q_EGHI * LANES + l] * k1 * G1)
+                s[_S_GD * LANES + l] = gd0 * eg
+                s[_S_TE * LANES + l] = Te1
+                Ee1 = Te1 * s1
+                s[_S_AUE * LANES + l] += s[_S_EE * LANES + l] + 4.0 * (Tem * sm) + Ee1
+                s[_S_EE * LANES + l] = Ee1
             if store:
                 cf[_CF_EO * LANES + l], cf[_CF_TB * LANES + l] = eo, tb
                 cf[_CF_BB * LANES + l], cf[_CF_EOH * LANES + l] = fb1, eoh
@@ -419,10 +446,11 @@ _steps_store = _mode_variants(False, True, "store")  # TME, NK propagator to ``c
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe,
+                        ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                      e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
-                      out):  # pragma: no cover - compiled
+                      e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
+                      fh_full, fa_full, fd_c, fh_c, fa_c, out):  # pragma: no cover - compiled
     """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * LANES`` on) of :func:`horizon_block`."""
     n, days = D.shape
     want = traj.shape[0] > 0
@@ -430,17 +458,18 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
     for b in range(b0, b1):   # one call per thread: no per-block reference counting
         i0 = b * LANES
         m = min(LANES, n - i0)
-        s = np.zeros(11 * LANES)
-        q = np.ones(22 * LANES)
+        s = np.zeros(_NS * LANES)
+        q = np.ones(_NQ * LANES)
         cf = np.zeros(7 * LANES)
         hs_tot = np.zeros(LANES)
         au_tot = np.zeros(LANES)
+        aue_tot = np.zeros(LANES)
         au_start = np.zeros(LANES)
         cnt = np.zeros(LANES, np.int64)
         mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
                            gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
-                           e_wq, e_vq)
-        nkon = False
+                           e_wq, e_vq, e_g, e_gh, n_e, te0)
+        nkon = endo                                 # the patient's own NK cells act from day 0
         for j in range(days):
             for l in range(m):                      # fractions (branchy; few lane-days)
                 i = i0 + l
@@ -461,6 +490,8 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
                     s[_S_P * LANES + l] += jP[k]
                     s[_S_T * LANES + l] *= jT[k]
                     s[_S_B * LANES + l] *= jB[k]
+                    s[_S_GD * LANES + l] = 1.0 - (1.0 - s[_S_GD * LANES + l]) * jG[k]
+                    s[_S_TE * LANES + l] *= jTe[k]
                     s[_S_H * LANES + l] = _hypoxia(dwi, dvi, h0, q[_Q_G * LANES + l],
                                                     q[_Q_HMX * LANES + l])
             if nk:                                  # infusions (B, T >= 0)
@@ -471,12 +502,15 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
                     s[_S_B * LANES + l] = Bi
                     s[_S_E * LANES + l] = Ti * (1.0 - q[_Q_ETA * LANES + l]
                                                  * s[_S_H * LANES + l])
+                    s[_S_EE * LANES + l] = s[_S_TE * LANES + l] * (
+                        1.0 - q[_Q_ETA * LANES + l] * s[_S_H * LANES + l])
                     cells += Bi + Ti
                 nkon = nkon or cells > 0.0
             for l in range(LANES):
                 au_start[l] = au_tot[l]
                 s[_S_HS * LANES + l] = 0.0
                 s[_S_AU * LANES + l] = 0.0
+                s[_S_AUE * LANES + l] = 0.0
             if nkon:
                 _start_day(s, q)
             for k in range(spd):
@@ -490,6 +524,7 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
             for l in range(LANES):
                 hs_tot[l] += dt / 12.0 * s[_S_HS * LANES + l]
                 au_tot[l] += dt / 6.0 * s[_S_AU * LANES + l]
+                aue_tot[l] += dt / 6.0 * s[_S_AUE * LANES + l]
         for l in range(m):
             i = i0 + l
             Ti, hi = s[_S_T * LANES + l], s[_S_H * LANES + l]
@@ -497,13 +532,13 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
                 _record(traj, i, days * spd, s, l, Ti * (1.0 - q[_Q_ETA * LANES + l] * hi))
             for c, r in enumerate((_S_DW, _S_DV, _S_P, _S_C, _S_B, _S_T, _S_H)):
                 out[i, c] = s[r * LANES + l]
-            out[i, 7], out[i, 8] = hs_tot[l], au_tot[l]
+            out[i, 7], out[i, 8], out[i, 9] = hs_tot[l], au_tot[l], aue_tot[l]
 
 
-def horizon_block(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
-                  e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                  e_wq, e_vq, h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c,
-                  out, parts):
+def horizon_block(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale, e_w,
+                  e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
+                  e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
+                  fh_full, fa_full, fd_c, fh_c, fa_c, out, parts):
     """The whole horizon of every schedule in one compiled pass, ``LANES`` schedules at a time.
 
     Day ``j`` of row ``i``: at the start, a fraction (``D[i, j] > 0``) records the FMISO
@@ -532,9 +567,10 @@ def horizon_block(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, 
     (``(N, days)``).
     """
     _run_blocks(_horizon_block_body, D.shape[0], parts,
-                (spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
-                 c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq, e_vq,
-                 h0, h_max, gamma, eta, nk, traj, fh_full, fa_full, fd_c, fh_c, fa_c, out))
+                (spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale, e_w, e_v, e_e,
+                 e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
+                 e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj, fh_full,
+                 fa_full, fd_c, fh_c, fa_c, out))
 
 
 horizon_block_parallel = horizon_block_serial = horizon_block
@@ -544,15 +580,16 @@ horizon_block_parallel = horizon_block_serial = horizon_block
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                        e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                       e_wq, e_vq, h0, h_max, gamma, eta, cdays, auc, fa):  # pragma: no cover - compiled
+                       e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc,
+                       fa):  # pragma: no cover - compiled
     """Blocks ``b0`` to ``b1 - 1`` (schedules ``b * LANES`` on) of :func:`infusion_block`."""
     n, days = D.shape
     K = cdays.shape[0]
     for b in range(b0, b1):   # one call per thread: no per-block reference counting
         i0 = b * LANES
         m = min(LANES, n - i0)
-        s = np.zeros(11 * LANES)
-        q = np.ones(22 * LANES)
+        s = np.zeros(_NS * LANES)
+        q = np.ones(_NQ * LANES)
         cf = np.zeros(7 * LANES)
         Bc = np.zeros((K, LANES))
         Tc = np.zeros((K, LANES))
@@ -563,7 +600,7 @@ def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, a
         cnt = np.zeros(LANES, np.int64)
         mode = _load_lanes(q, s, i0, m, h0, e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0,
                            gain, c50, kcl_dt, e_out, h_max, gamma, eta, ascale, e_wh, e_oh,
-                           e_wq, e_vq)
+                           e_wq, e_vq, e_g, e_gh, n_e, te0)
         kon = 0                                     # channels started (infused by day j)
         for j in range(days):
             while kon < K and cdays[kon] <= j:
@@ -620,7 +657,7 @@ def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, a
 
 def infusion_block(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                    e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                   e_wq, e_vq, h0, h_max, gamma, eta, cdays, auc, fa, parts):
+                   e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa, parts):
     """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
 
     Every NK state is linear in the infusions and the TME does not depend on them, so each row
@@ -633,8 +670,8 @@ def infusion_block(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_
     """
     _run_blocks(_infusion_block_body, D.shape[0], parts,
                 (spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc,
-                 e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq, e_vq, h0,
-                 h_max, gamma, eta, cdays, auc, fa))
+                 e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq, e_vq, e_g,
+                 e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa))
 
 
 infusion_block_parallel = infusion_block_serial = infusion_block
