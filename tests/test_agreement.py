@@ -32,10 +32,10 @@ KNOWN_GAPS = {
     # 6.2 % below
     ("lung-sbrt-central", "scipy_de"): 7e-2,
     # Since the patient's own NK cells count in NK favourability (docs/model.md section 13)
-    # every fraction kills the resident ones, and DE (shipped profile, seed 0) settles one or
-    # two fractions above the exhaustive optimum: breast 6 x 5.5 Gy (16.80 vs 17.43, 3.6 %
-    # below), peripheral lung 7 x 8 Gy (13.61 vs 14.24, 4.4 %), prostate 6 x 6.8 Gy
-    # (11.57 vs 12.25, 5.6 %); central lung 7 x 9 Gy (75.18 vs 80.22, 6.3 %)
+    # every fraction kills the resident ones, and DE (shipped profile, seed 0) settles one
+    # fraction count away from the exhaustive optimum: breast 16.80 vs 17.43 (3.6 % below),
+    # prostate 11.57 vs 12.25 (5.6 %), central lung 74.42 vs 79.36 (6.2 %); on peripheral lung
+    # it found the optimum (13.476) in the README run, 4.4 % below it before the 80 % isodose
     ("breast-hypofractionated", "scipy_de"): 4.5e-2,
     ("lung-sbrt-peripheral", "scipy_de"): 5.5e-2,
     ("prostate-sbrt", "scipy_de"): 6.5e-2,

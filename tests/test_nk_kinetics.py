@@ -168,3 +168,53 @@ def test_model_params_json_gives_every_nk_parameter_a_basis(repo_root):
     for n in BASIS:
         assert rows[n]["basis"] in BASIS_KINDS + ("override",), n
         assert rows[n]["provenance"], n
+
+
+# ------------------------------------------------------------------ the endogenous pool
+def test_endogenous_pool_fast_simulator_matches_the_reference():
+    # the compiled kernel against solve_ivp (rtol 1e-10) on the headline schedules: the
+    # fourth-order sub-steps at 2 a day keep NK favourability within 2e-4 (section 5)
+    from rtopt.model.simulator import Biology, simulate, simulate_reference
+
+    bio = Biology.simple("lung", product="il15_expanded")
+    D = np.zeros((3, 42))
+    D[0, [0, 1, 2, 3]] = 12.5
+    D[1, [0, 2, 4]] = 18.0
+    D[2, [0, 1, 2, 3, 4, 7, 8, 9]] = 9.0
+    U = np.zeros_like(D)
+    U[0, [4, 11]] = U[1, [5, 12]] = U[2, [10, 17]] = 1.0
+    fast, ref = simulate(bio, D, U), simulate_reference(bio, D, U)
+    np.testing.assert_allclose(fast.nk_auc_endogenous, ref.nk_auc_endogenous, rtol=2e-4)
+    np.testing.assert_allclose(fast.nk_auc, ref.nk_auc, rtol=2e-4)
+    assert np.all(fast.nk_auc_endogenous > 0)
+
+
+def test_endogenous_pool_switched_off_leaves_the_infused_cells():
+    from rtopt.model.simulator import Biology, simulate
+
+    on = Biology.simple("lung", product="il15_expanded")
+    off = Biology.simple("lung", product="il15_expanded",
+                         overrides={"nk_endogenous_cytotoxicity": 0.0})
+    D = np.zeros(42)
+    D[[0, 1, 2, 3]] = 12.5
+    U = np.zeros(42)
+    U[[4, 11]] = 1.0
+    a, b = simulate(on, D, U), simulate(off, D, U)
+    assert b.nk_auc_endogenous[0] == 0.0
+    # infused favourability and every tumour outcome are the same (outcomes use infused cells)
+    assert a.nk_auc[0] - a.nk_auc_endogenous[0] == pytest.approx(b.nk_auc[0], rel=1e-12)
+    assert a.log10_kill[0] == pytest.approx(b.log10_kill[0], rel=1e-12)
+
+
+def test_simulate_json_reports_the_circulating_and_endogenous_metrics(repo_root):
+    import json
+
+    from tests.test_uncertainty import run_cli
+
+    r = run_cli("simulate", "instances/lung-sbrt-peripheral.toml", "--dose", "12.5", "--days",
+                "0,1,2,3", "--nk-days", "4,11", "--json", cwd=repo_root)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)["metrics"]
+    assert 0 < m["circulating_nk_nadir"] < 1 and 0 < m["circulating_nk_auc"] < 42
+    assert m["nk_favourability"] == pytest.approx(
+        m["nk_favourability_infused"] + m["nk_favourability_endogenous"], rel=1e-6)

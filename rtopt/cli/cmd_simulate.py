@@ -306,7 +306,7 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
               "-" if fold is None else f"x{fold:.3g}", "", "")
     t.add_row("tumour log10 kill", _fmt(m.get("tumour_log10_kill")), "", "")
     t.add_row("  of which NK killing", _fmt(m.get("nk_log10_kill")), "", "")
-    t.add_row("  NK-attributable gain (vs same plan, no NK)", _fmt(m.get("nk_gain_log10_kill")),
+    t.add_row("  NK-attributable gain (vs same plan, no infusions)", _fmt(m.get("nk_gain_log10_kill")),
               "", "")
     t.add_row("local control (population)", _fmt(m.get("local_control"), ".3g"), "", "")
     t.add_row("  NK-attributable gain", _fmt(m.get("nk_gain_local_control"), ".3g"), "", "")

@@ -129,7 +129,7 @@ def print_result(r) -> None:
                            ("nk_favourability_endogenous", "  of which the patient's own NK"),
                            ("tumour_log10_kill", "tumour log10 kill"),
                            ("nk_log10_kill", "  of which NK killing"),
-                           ("nk_gain_log10_kill", "  NK-attributable gain (vs same plan, no NK)"),
+                           ("nk_gain_log10_kill", "  NK-attributable gain (vs same plan, no infusions)"),
                            ("local_control", "local control (population)"),
                            ("nk_gain_local_control", "  NK-attributable gain"),
                            ("reoxygenation_gain_local_control",

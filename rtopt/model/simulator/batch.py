@@ -412,9 +412,9 @@ def kernels_cached(group: str) -> bool:
     effort: reads numba's cache index; False when it cannot tell)."""
     from rtopt.model.simulator import kernels as K
 
-    funcs = {"horizon": (K._horizon_block_body,),
+    funcs = {"horizon": (K.horizon_block_body,),
              "population": (K.ln_s_nodes_serial, K.population_tcp_serial),
-             "infusion": (K._infusion_block_body,)}[group]
+             "infusion": (K.infusion_block_body,)}[group]
     try:
         return all(bool(f._cache._cache_file._load_index()) for f in funcs)
     except (AttributeError, OSError, EOFError, ValueError):

@@ -446,7 +446,7 @@ _steps_store = _mode_variants(False, True, "store")  # TME, NK propagator to ``c
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe,
+def horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe,
                         ascale, e_w, e_v, e_e,
                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                       e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
@@ -536,8 +536,8 @@ def _horizon_block_body(b0, b1, spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB,
 
 
 def horizon_block(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale, e_w,
-                  e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                  e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
+                  e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh,
+                  e_oh, e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj,
                   fh_full, fa_full, fd_c, fh_c, fa_c, out, parts):
     """The whole horizon of every schedule in one compiled pass, ``LANES`` schedules at a time.
 
@@ -566,11 +566,11 @@ def horizon_block(spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, asca
     ``fd_c, fh_c, fa_c`` (``(N, F)``) and, when they are not empty, to ``fh_full, fa_full``
     (``(N, days)``).
     """
-    _run_blocks(_horizon_block_body, D.shape[0], parts,
-                (spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale, e_w, e_v, e_e,
-                 e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
-                 e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, nk, endo, traj, fh_full,
-                 fa_full, fd_c, fh_c, fa_c, out))
+    _run_blocks(horizon_block_body, D.shape[0], parts,
+                (spd, dt, D, U, rowptr, jidx, jw, jv, jP, jT, jB, jG, jTe, ascale,
+                 e_w, e_v, e_e, e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt,
+                 e_out, e_wh, e_oh, e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma,
+                 eta, nk, endo, traj, fh_full, fa_full, fd_c, fh_c, fa_c, out))
 
 
 horizon_block_parallel = horizon_block_serial = horizon_block
@@ -578,7 +578,7 @@ horizon_block_parallel = horizon_block_serial = horizon_block
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
+def infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
                        e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
                        e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc,
                        fa):  # pragma: no cover - compiled
@@ -656,8 +656,9 @@ def _infusion_block_body(b0, b1, spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, a
 
 
 def infusion_block(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e,
-                   e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
-                   e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa, parts):
+                       e_a, c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh,
+                       e_wq, e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa,
+                       parts):
     """Single-infusion responses for :func:`infusion_kernels`, sharing the TME between them.
 
     Every NK state is linear in the infusions and the TME does not depend on them, so each row
@@ -668,10 +669,10 @@ def infusion_block(spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_
     each channel's (unscaled) activity integral, ``fa`` (``(N, K, F)``) its scaled activity over
     the day before each fraction.
     """
-    _run_blocks(_infusion_block_body, D.shape[0], parts,
-                (spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a, c_pc,
-                 e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq, e_vq, e_g,
-                 e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa))
+    _run_blocks(infusion_block_body, D.shape[0], parts,
+                (spd, dt, D, rowptr, jidx, jw, jv, jP, jT, jB, ascale, e_w, e_v, e_e, e_a,
+                 c_pc, e_eh, c_pch, sq_ev, k0, gain, c50, kcl_dt, e_out, e_wh, e_oh, e_wq,
+                 e_vq, e_g, e_gh, n_e, te0, h0, h_max, gamma, eta, cdays, auc, fa))
 
 
 infusion_block_parallel = infusion_block_serial = infusion_block
