@@ -147,3 +147,25 @@ def test_compile_notice_only_when_compiling_takes_time():
     assert f"compiling the simulator kernels (first run of rtopt {__version__}" in text
     assert str(jitcache.kernel_cache_dir()) in text
     assert "rtopt: compiled in " in text and "once per rtopt version" in text
+
+
+def test_rtopt_solve_shows_the_compile_notice(monkeypatch):
+    """`rtopt solve` hands a CompileNotice to the solve (a merge once dropped it, and a first
+    run sat silent again while the kernels compiled)."""
+    import rtopt.decisions.facade as facade
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+    from rtopt.cli._common import CompileNotice
+
+    seen = []
+    real = facade.solve
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("compile_progress"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(facade, "solve", spy)
+    r = CliRunner().invoke(app, ["solve", str(ROOT / "instances" / "lung-sbrt-classic-bed.toml")])
+    assert r.exit_code == 0, r.output
+    assert len(seen) == 1 and isinstance(seen[0], CompileNotice)

@@ -75,7 +75,8 @@ def solve_cmd(
         if robust is not None:
             robust = parse_robust(robust, ref, problem, force=force)
     result = solve(problem, profile, time_limit_s=time_limit, seed=seed, options=options,
-                   robust=robust, samples=samples, scheduler=scheduler, reference=ref)
+                   robust=robust, samples=samples, scheduler=scheduler, reference=ref,
+                   compile_progress=CompileNotice())
     if output is not None and result.plan is not None and result.feasible:
         write_atomic(output, result.to_json() + "\n")
     if json_out:
