@@ -294,7 +294,7 @@ from rtopt.model.data.calibrated import OUTCOME as _OUT  # noqa: E402  (generate
 def _calibrated(site: str, obs: str) -> tuple[dict[str, float], dict[str, str]]:
     vals = dict(_CAL.get(site, {}))
     src = {k: (f"fitted to {obs} by rtopt calibrate" if k in _FIT.get(site, ()) else
-               "fitted to the clinical outcomes L1-L6 by rtopt calibrate --outcomes"
+               "fitted to the training outcomes T1-T7 by rtopt calibrate --outcomes"
                if k in _OUT.get(site, {}) else "from the lung fit (rtopt calibrate)")
            for k in vals}
     return vals, src
