@@ -169,3 +169,34 @@ def test_rtopt_solve_shows_the_compile_notice(monkeypatch):
     r = CliRunner().invoke(app, ["solve", str(ROOT / "instances" / "lung-sbrt-classic-bed.toml")])
     assert r.exit_code == 0, r.output
     assert len(seen) == 1 and isinstance(seen[0], CompileNotice)
+
+
+@pytest.mark.parametrize("command", ["pareto", "replan"])
+def test_pareto_and_replan_show_the_compile_notice(monkeypatch, tmp_path, command):
+    """`rtopt pareto` and `rtopt replan` compile before their clock, and say so on a first run
+    as `rtopt solve` does: they hand a CompileNotice to the library call."""
+    import rtopt.decisions.adaptive as adaptive
+    import rtopt.decisions.pareto as pareto_mod
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+    from rtopt.cli._common import CompileNotice
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("compile_progress"))
+        raise Stop  # the call itself is not under test here
+
+    mod, name = (pareto_mod, "pareto") if command == "pareto" else (adaptive, "replan")
+    monkeypatch.setattr(mod, name, spy)
+    lung = str(ROOT / "instances" / "lung-sbrt-peripheral.toml")
+    args = ([command, lung, "--objectives", "local_control,tumour_bed", "-o", str(tmp_path / "f")]
+            if command == "pareto"
+            else [command, lung, str(ROOT / "instances" / "courses" / "lung-sbrt-peripheral.toml")])
+    r = CliRunner().invoke(app, args)
+    assert isinstance(r.exception, Stop) or seen, r.output
+    assert len(seen) == 1 and isinstance(seen[0], CompileNotice)

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (ExitCode, cli_errors, err_console, out_console, resolve_solver,
+from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, err_console, out_console, resolve_solver,
                                write_atomic)
 
 # rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
@@ -134,7 +134,8 @@ def replan_cmd(
 
     profile = resolve_solver(solver)
     res = replan(file, course, profile, robust=robust, samples=samples,
-                 prior_samples=prior_samples, seed=seed, time_limit_s=time_limit)
+                 prior_samples=prior_samples, seed=seed, time_limit_s=time_limit,
+                 compile_progress=CompileNotice())
     if output is not None and res.plan is not None and res.feasible:
         write_atomic(output, res.to_json() + "\n")
     if json_out:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console
+from rtopt.cli._common import CompileNotice, cli_errors, err_console
 
 # rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
 # none of them (tests/test_cli_install.py).
@@ -58,7 +58,8 @@ def pareto_cmd(
         ref = load_plan_file(reference, problem, force=force, option="--reference")
     try:
         res = pareto(problem, objectives, reference=ref, heuristic=heuristic, pop_size=pop_size,
-                     generations=generations, seed=seed, time_limit_s=time_limit)
+                     generations=generations, seed=seed, time_limit_s=time_limit,
+                     compile_progress=CompileNotice())
     except RtoptError:
         raise
     files = write(res, outdir)

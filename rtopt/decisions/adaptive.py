@@ -630,7 +630,7 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
 def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: Any = None,
            samples: int = 32, prior_samples: int = PRIOR_SAMPLES, seed: int = 0,
            time_limit_s: float | None = None, options: dict[str, Any] | None = None,
-           posterior: Posterior | None = None) -> ReplanResult:
+           posterior: Posterior | None = None, compile_progress: Any = None) -> ReplanResult:
     """Re-optimise the rest of a course from what has been delivered and observed.
 
     Parameters
@@ -652,7 +652,8 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
     ReplanResult
         The verified whole course, with ``delivered`` and ``remaining``.
     """
-    compile_kernels()          # before the clock: a first compile is not search time
+    # before the clock: a first compile is not search time (``compile_progress``: e.g. a notice)
+    compile_kernels(progress=compile_progress)
     t0 = time.perf_counter()
     base_problem = Problem.coerce(instance)
     course = _as_course(course, base_problem)

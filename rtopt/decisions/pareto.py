@@ -437,7 +437,7 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
            reference: Plan | None = None, heuristic: bool = True, pop_size: int = 60,
            generations: int = 60, seed: int = 0, options: dict[str, Any] | None = None,
            steps_per_day: int = STEPS_PER_DAY,
-           time_limit_s: float | None = 600.0) -> ParetoResult:
+           time_limit_s: float | None = 600.0, compile_progress: Any = None) -> ParetoResult:
     """Pareto fronts of two or three objectives for an instance (path or Instance).
 
     Parameters
@@ -459,10 +459,14 @@ def pareto(instance: Any, objectives: str | Sequence[str] = "local_control,tumou
     time_limit_s : float or None
         Time limit of the exact front's scoring (default 600 s); past it the front is built from
         the schedules scored so far and labelled as partial.
+    compile_progress : callable, optional
+        Told of each step of a first compile of the simulator kernels
+        (:func:`rtopt.model.simulator.compile_kernels`' ``progress``), e.g. for a notice.
     """
     problem = Problem.coerce(instance, steps_per_day=steps_per_day)
     objs = parse_objectives(objectives, problem)
-    compile_kernels()          # before the clock: a first compile is not search time
+    # before the clock: a first compile is not search time
+    compile_kernels(progress=compile_progress)
     t0 = time.perf_counter()
     plans, counts = exact_front(problem, objs, options, time_limit_s)
     exact, dropped = verified_front(problem, objs, plans)
