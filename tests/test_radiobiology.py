@@ -446,3 +446,16 @@ def test_poisson_tcp_in_unit_interval_and_decreasing_in_survival(n0, log_s):
 def test_invalid_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_bed_of_a_scaled_course_from_its_dose_sums_and_back():
+    # the DVH-bin form used by rtopt.dose.schedule: exact against bed() of the scaled doses
+    d = np.array([7.0, 9.5, 12.0])
+    for r in (0.0, 0.3, 1.0, 1.7):
+        direct = rb.bed(r * d, 3.0)
+        assert rb.bed_scaled_course(r, d.sum(), (d * d).sum(), 3.0) == pytest.approx(direct,
+                                                                                     rel=1e-12)
+        if r > 0:
+            assert rb.scale_for_bed(direct, d.sum(), (d * d).sum(), 3.0) == pytest.approx(
+                r, rel=1e-12)
+    assert np.isinf(rb.scale_for_bed(10.0, 0.0, 0.0, 3.0))

@@ -147,7 +147,7 @@ class ScheduleDVH:
     # ------------------------------------------------------------------ BED of bins
     @staticmethod
     def _bed(r, s1, s2, alpha_beta_gy: float) -> np.ndarray:
-        return r * s1 + r * r * s2 / alpha_beta_gy
+        return radiobiology.bed_scaled_course(r, s1, s2, alpha_beta_gy)
 
     def bed_edges(self, s1, s2, alpha_beta_gy: float) -> np.ndarray:
         """BED (Gy) of every bin edge for each schedule, shape ``(N, k + 1)``."""
@@ -216,11 +216,7 @@ class ScheduleDVH:
         thr = float(to_bed(x, q, ab, fractions))
         r = self.r_edges
         cum = self.dvh.cumulative_cc()
-        a = s2 / ab
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # root of a r^2 + s1 r - thr = 0 (r >= 0), written to stay exact when a -> 0
-            rstar = np.where(s1 > 0, 2.0 * thr / (s1 + np.sqrt(s1 * s1 + 4.0 * a * thr)),
-                             np.where(a > 0, np.sqrt(thr / np.where(a > 0, a, 1.0)), np.inf))
+        rstar = radiobiology.scale_for_bed(thr, s1, s2, ab)
         j = np.clip(np.searchsorted(r, rstar, side="right") - 1, 0, r.size - 2)
         q0 = from_bed(self._bed(r[j], s1, s2, ab), q, ab, fractions)
         q1 = from_bed(self._bed(r[j + 1], s1, s2, ab), q, ab, fractions)

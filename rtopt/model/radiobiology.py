@@ -30,6 +30,8 @@ __all__ = [
     "population_alphas",
     "population_tcp",
     "usc_transition_dose",
+    "bed_scaled_course",
+    "scale_for_bed",
     "neg_log_survival",
     "bed_per_fraction",
     "bed",
@@ -309,6 +311,45 @@ def bed_uniform(n, d, alpha_beta_gy):
     n = _require_non_negative("n", n)
     d = _require_doses("d", d)
     return n * d * (1.0 + d / rho)
+
+
+def bed_scaled_course(scale, sum_d, sum_d2, alpha_beta_gy):
+    """LQ BED (Gy) of a course whose fraction doses are ``scale`` times ``d_j``, from the dose
+    sums alone: ``scale * sum_d + scale^2 * sum_d2 / rho``.
+
+    A dose-volume bin that receives ``scale`` Gy per Gy prescribed has this BED for any
+    schedule with ``sum_d = sum_j d_j`` and ``sum_d2 = sum_j d_j^2`` (the plan's shape kept);
+    ``scale = 1`` is :func:`bed` of the schedule itself (the Saberian ``(x, y)`` reduction).
+
+    Parameters
+    ----------
+    scale : array_like
+        Dose per prescribed Gy (dimensionless, ``>= 0``).
+    sum_d, sum_d2 : array_like
+        Sum of the prescribed fraction doses (Gy) and of their squares (Gy^2).
+    alpha_beta_gy : float
+        ``rho`` (Gy), ``> 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        BED in Gy (broadcast over the arguments).
+    """
+    rho = _require_positive("alpha_beta_gy", alpha_beta_gy)
+    r = _as_float(scale)
+    return r * _as_float(sum_d) + r * r * _as_float(sum_d2) / rho
+
+
+def scale_for_bed(bed_gy, sum_d, sum_d2, alpha_beta_gy):
+    """The ``scale >= 0`` at which :func:`bed_scaled_course` reaches ``bed_gy`` (Gy): the root of
+    ``(sum_d2 / rho) r^2 + sum_d r - BED = 0``, written to stay exact as ``sum_d2 -> 0``;
+    ``inf`` for an empty course."""
+    rho = _require_positive("alpha_beta_gy", alpha_beta_gy)
+    b, s1 = _as_float(bed_gy), _as_float(sum_d)
+    a = _as_float(sum_d2) / rho
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(s1 > 0, 2.0 * b / (s1 + np.sqrt(s1 * s1 + 4.0 * a * b)),
+                        np.where(a > 0, np.sqrt(b / np.where(a > 0, a, 1.0)), np.inf))
 
 
 def eqd2_from_bed(bed, alpha_beta_gy):
