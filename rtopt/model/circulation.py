@@ -139,7 +139,7 @@ def circulating_nk(doses: Any, blood_dose_fraction: Any, d0_gy: Any,
     auc = np.zeros(n)
     after = np.empty((n, days))
     for j in range(days):
-        N = N * np.exp(-f * D[:, j] / d0)
+        N = N * blood_survival(D[:, j], f, d0)
         after[:, j] = N
         nadir = np.minimum(nadir, N)
         deficit = 1.0 - N
