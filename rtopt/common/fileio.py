@@ -59,7 +59,7 @@ def check_input(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES,
         st = os.stat(path)
     except FileNotFoundError:
         raise InputFileError(source, [("", "file not found")]) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # e.g. a name too long, a NUL byte
         why = getattr(exc, "strerror", None) or str(exc)
         raise InputFileError(source, [("", f"cannot open: {why}")]) from None
     if stat.S_ISDIR(st.st_mode):
@@ -92,21 +92,7 @@ def read_input(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES,
         or never end), larger than ``limit``, or unreadable.
     """
     source = short(path, 200)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputFileError(source, [("", "file not found")]) from None
-    except (OSError, ValueError) as exc:  # e.g. a name too long, a NUL byte
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise InputFileError(source, [("", f"cannot open: {why}")]) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputFileError(source, [("", f"is a directory, not {_a(what)}")])
-    if not stat.S_ISREG(st.st_mode):
-        raise InputFileError(source, [("", f"not a regular file (a FIFO, device or socket), "
-                                           f"not {_a(what)}")])
-    if st.st_size > limit:
-        raise InputFileError(source, [("", f"too large for {_a(what)} ({st.st_size:,} bytes; "
-                                           f"at most {limit:,})")])
+    check_input(path, limit=limit, what=what)
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)
