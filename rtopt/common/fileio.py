@@ -19,9 +19,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from rtopt.common.errors import FolderLocked, InstanceError
+from rtopt.common.errors import FolderLocked, InstanceError, RtoptError
 
-__all__ = ["write_atomic", "FolderLock", "LOCK_NAME", "inside", "read_input", "read_text",
+__all__ = ["write_atomic", "make_output_folder", "FolderLock", "LOCK_NAME", "inside", "read_input", "read_text",
            "load_toml", "load_json", "parse_toml", "parse_json", "toml_message",
            "check_nesting", "check_input", "InputFileError", "locked_output", "MAX_INPUT_BYTES", "MAX_NESTING", "short"]
 
@@ -318,6 +318,19 @@ class FolderLock:
         self.release()
 
 
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a :class:`~pathlib.Path`, created with its parents if needed; an
+    :class:`RtoptError` naming it when it is a file or cannot be created."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise RtoptError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RtoptError(f"{out}: cannot create folder ({e.strerror or e})") from None
+    return out
+
+
 @contextlib.contextmanager
 def locked_output(folder: str | os.PathLike, what: str):
     """Create ``folder`` if needed and hold its :class:`FolderLock` for the block; if the
@@ -325,7 +338,7 @@ def locked_output(folder: str | os.PathLike, what: str):
     file (and empty sub-folders) is in it, so a run refused at once leaves no trace."""
     folder = Path(folder)
     created = [d for d in (folder, *folder.parents) if not d.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    make_output_folder(folder)
     ok = False
     try:
         with FolderLock(folder, what):

@@ -56,7 +56,8 @@ from typing import Any, Callable, Iterable, Sequence
 from rtopt import __version__
 from rtopt.backends import get_backend
 from rtopt.common.errors import InstanceError, OutputFolderError, RtoptError
-from rtopt.common.fileio import LOCK_NAME, FolderLock, InputFileError, load_json, write_atomic
+from rtopt.common.fileio import (LOCK_NAME, FolderLock, InputFileError, load_json,
+                                  make_output_folder, write_atomic)
 from rtopt.decisions import facade
 from rtopt.outputs.report import render
 from rtopt.outputs.tables import (COLUMNS, FEASIBLE_STATUSES, RESULTS_MAX_BYTES, read_manifest, read_table,
@@ -825,13 +826,7 @@ def compare(instances: Sequence[str | os.PathLike], profiles: Sequence[str | Pro
     if not files or not profs:
         what = "no valid instance" if not files else "no valid solver profile"
         raise NothingToRun(errors + [f"nothing to compare: {what}"])
-    out = Path(outdir)
-    if out.exists() and not out.is_dir():
-        raise RtoptError(f"{out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RtoptError(f"{out}: cannot create folder ({e.strerror or e})") from None
+    out = make_output_folder(outdir)
     with FolderLock(out, "rtopt compare"):
         return _compare_locked(files, profs, errors, out, repeat, workers, time_limit_s,
                                progress, report, isolate, resume, overwrite)

@@ -62,7 +62,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rtopt.common.errors import InstanceError, ProblemDeclined, RtoptError
-from rtopt.common.fileio import FolderLock, InputFileError, inside, write_atomic
+from rtopt.common.fileio import (FolderLock, InputFileError, inside, make_output_folder,
+                                  write_atomic)
 from rtopt.decisions.pareto import (did_you_mean_hint, exact_front, hypervolume, knee_index,
                                     parse_objectives, verified_front)
 from rtopt.decisions.pareto_moo import heuristic_front
@@ -382,13 +383,7 @@ def compare_fronts(instances: Sequence[str | os.PathLike], objectives: str, outd
     if not files or not meths:
         what = "no valid instance" if not files else "no valid front method"
         raise NothingToRun(errors + [f"nothing to compare: {what}"])
-    out = Path(outdir)
-    if out.exists() and not out.is_dir():
-        raise RtoptError(f"{out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RtoptError(f"{out}: cannot create folder ({e.strerror or e})") from None
+    out = make_output_folder(outdir)
     limit = float(time_limit_s) if time_limit_s is not None else DEFAULT_TIME_LIMIT_S
     opts = tuple(sorted((options or {}).items()))
     keys = unique_names(instance_names(files))
