@@ -100,12 +100,12 @@ def test_a_solve_compiles_only_the_kernels_it_runs(load):
 
 
 def test_the_result_reports_compile_time_apart():
-    from rtopt.cli.cmd_solve import _compiled
+    from rtopt.cli._common import compiled_note
 
     fields = {f for f in Result.__dataclass_fields__}
     assert "compile_time_s" in fields and "wall_time_s" in fields
-    assert _compiled(25.4) == " (+ 25 s compiling the simulator, once)"
-    assert _compiled(2.0) == ""  # loading from the cache is not worth a mention
+    assert compiled_note(25.4) == " (+ 25 s compiling the simulator, once)"
+    assert compiled_note(2.0) == ""  # loading from the cache is not worth a mention
 
 
 def test_solve_json_carries_compile_time(load):
@@ -200,3 +200,60 @@ def test_pareto_and_replan_show_the_compile_notice(monkeypatch, tmp_path, comman
     r = CliRunner().invoke(app, args)
     assert isinstance(r.exception, Stop) or seen, r.output
     assert len(seen) == 1 and isinstance(seen[0], CompileNotice)
+
+
+@pytest.mark.parametrize("command", ["bench", "trial", "sensitivity"])
+def test_bench_trial_and_sensitivity_show_the_compile_notice(monkeypatch, tmp_path, command):
+    """`rtopt bench`, `rtopt trial` and `rtopt sensitivity` run the simulator without a solve;
+    they compile the kernels before their work with a CompileNotice (a first run compiled
+    silently inside the work before).  The spy stops the command there: the work itself is
+    not under test."""
+    import rtopt.model.simulator as simulator
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+    from rtopt.cli._common import CompileNotice
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("progress"))
+        raise Stop
+
+    monkeypatch.setattr(simulator, "compile_kernels", spy)
+    lung = str(ROOT / "instances" / "lung-sbrt-peripheral.toml")
+    plan = str(ROOT / "instances" / "plans" / "lung-sbrt-54-3.json")
+    args = {"bench": ["bench", "-n", "100", "--no-workloads"],
+            "trial": ["trial", lung, "--arm", f"a={plan}", "-n", "2", "-o", str(tmp_path / "t")],
+            "sensitivity": ["sensitivity", lung, "--plan", plan, "-n", "2"]}[command]
+    r = CliRunner().invoke(app, args)
+    assert isinstance(r.exception, Stop), r.output
+    assert len(seen) == 1 and isinstance(seen[0], CompileNotice)
+
+
+def test_bench_counts_the_compile_apart(monkeypatch):
+    """`rtopt bench` says what a first compile cost beside its times (which never include it),
+    as `rtopt solve` does; nothing when the kernels were loaded from the cache."""
+    import rtopt.model.simulator as simulator
+    import rtopt.outputs.bench as bench
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+
+    row = {"name": "x", "schedules": 100, "seconds": 1.0, "per_second": 100.0,
+           "per_second_min": 90.0, "per_second_max": 110.0}
+    fake = {"rows": [dict(row) for _ in range(4)], "ratio": 1.0, "ratio_full": 1.0,
+            "horizon_days": 21, "steps_per_day": 8, "cpus": 2, "repeats": 1,
+            "max_rel_err_nk": 0.0, "max_rel_err_ln_s": 0.0, "peak_mib": 1.0, "chunk": 100}
+    monkeypatch.setattr(bench, "bench_simulator", lambda **kw: fake)
+    for seconds, expected in ((25.4, "(+ 25 s compiling the simulator, once)"), (0.4, None)):
+        monkeypatch.setattr(simulator, "compile_kernels", lambda *a, s=seconds, **kw: s)
+        r = CliRunner().invoke(app, ["bench", "-n", "100", "--no-workloads"])
+        assert r.exit_code == 0, r.output
+        if expected:
+            assert expected in r.output
+        else:
+            assert "compiling the simulator" not in r.output

@@ -30,7 +30,8 @@ from rtopt.common.fileio import write_atomic
 
 __all__ = ["ExitCode", "EXIT_CODES_HELP", "err_console", "out_console", "fail", "error_lines",
            "cli_errors", "write_atomic", "resolve_solver", "cli_profiles", "shipped_profile_dir",
-           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM", "CompileNotice"]
+           "EXIT_OK", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_SIGTERM", "CompileNotice",
+           "compile_with_notice", "compiled_note"]
 
 
 class ExitCode(enum.IntEnum):
@@ -250,3 +251,23 @@ class CompileNotice:
                     self.console.print(f"rtopt: compiled in {time.perf_counter() - self._t0:.0f} s "
                                        "(once per rtopt version)")
                 self._timer = None
+
+
+def compiled_note(seconds: float) -> str:
+    """What a first compile of the simulator cost, to print beside a command's own times
+    (loading the compiled kernels from the cache, ~0.5 s idle and 2 s on a loaded 2-core
+    machine, is not mentioned): ``" (+ 25 s compiling the simulator, once)"`` or ``""``."""
+    return f" (+ {seconds:.0f} s compiling the simulator, once)" if seconds >= 5.0 else ""
+
+
+def compile_with_notice(groups: Iterable[str] | None = None, *, threaded: bool = True) -> float:
+    """Compile (or load) the simulator kernels of ``groups`` (default: all) before a command's
+    work, with a :class:`CompileNotice` on a first run; the seconds it took
+    (:func:`rtopt.model.simulator.compile_kernels`).  For commands that run the simulator
+    without a solve (``bench``, ``trial``, ``sensitivity``): without it the first run
+    compiles silently inside their work."""
+    from rtopt.model import simulator
+
+    if groups is None:
+        return simulator.compile_kernels(threaded=threaded, progress=CompileNotice())
+    return simulator.compile_kernels(tuple(groups), threaded=threaded, progress=CompileNotice())

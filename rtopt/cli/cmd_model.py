@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (cli_errors, cli_profiles, err_console, fail, out_console,
-                               resolve_solver)
+from rtopt.cli._common import (cli_errors, cli_profiles, compile_with_notice, compiled_note,
+                               err_console, fail, out_console, resolve_solver)
 
 # rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
 # none of them (tests/test_cli_install.py).
@@ -259,6 +259,8 @@ def bench_cmd(
                 fail([f"{inst}: file not found"])
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    # a first run compiles here, with the notice, not silently inside the warm-up
+    compile_s = compile_with_notice()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("simulator", total=None)
@@ -284,6 +286,8 @@ def bench_cmd(
                       f"on the shared schedules: NK favourability {r['max_rel_err_nk']:.1e}, "
                       f"ln survival {r['max_rel_err_ln_s']:.1e};  peak memory "
                       f"{r['peak_mib']:,.0f} MiB (chunks of {r['chunk']:,} schedules)")
+    if compiled_note(compile_s):
+        out_console.print(f"compilation is not in these times{compiled_note(compile_s)}")
     if workloads:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=True) as bar:

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, err_console, out_console, resolve_solver,
-                               write_atomic)
+from rtopt.cli._common import (CompileNotice, ExitCode, cli_errors, compiled_note, err_console,
+                               out_console, resolve_solver, write_atomic)
 
 # rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
 # none of them (tests/test_cli_install.py).
@@ -93,13 +93,6 @@ def exit_code(result) -> ExitCode:
     return ExitCode(result.exit_code)
 
 
-def _compiled(seconds: float) -> str:
-    """What a first compile of the simulator cost, beside the solve's own time (loading the
-    compiled kernels from the cache, ~0.5 s idle and 2 s on a loaded 2-core machine, is not
-    mentioned)."""
-    return f" (+ {seconds:.0f} s compiling the simulator, once)" if seconds >= 5.0 else ""
-
-
 def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -109,7 +102,7 @@ def print_result(r) -> None:
     c = out_console
     c.print(f"{r.instance}  [{r.solver} -> {r.backend}: {r.solver_name} {r.solver_version}]")
     c.print(f"status: {r.status}   termination: {r.termination}   verified: {r.verified}   "
-            f"wall time: {r.wall_time_s:.2f} s{_compiled(r.compile_time_s)}")
+            f"wall time: {r.wall_time_s:.2f} s{compiled_note(r.compile_time_s)}")
     if r.message:
         c.print(f"message: {r.message}")
     if r.plan is not None:

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from rtopt.cli import app
-from rtopt.cli._common import cli_errors, err_console, out_console
+from rtopt.cli._common import cli_errors, compile_with_notice, err_console, out_console
 from rtopt.common.fileio import locked_output
 
 # rtopt's layers and the heavy libraries are imported inside the commands: `rtopt --help` loads
@@ -171,6 +171,7 @@ def sensitivity_cmd(
     with contextlib.ExitStack() as stack:
         if output is not None:
             stack.enter_context(locked_output(output, "rtopt sensitivity"))
+        compile_with_notice(("horizon", "population"))  # a first run: the notice, not silence
         _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric, top,
                      json_out)
 
@@ -296,6 +297,7 @@ def trial_cmd(
 
 def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, force,
            infusions="best", nk_days=()) -> None:
+    from rtopt.cli._common import CompileNotice
     from rtopt.common.errors import RtoptError
     from rtopt.decisions.trial import (STANDARD_ARMS, check_arm_name, run_trial, standard_plan,
                                        with_infusions, write_outputs)
@@ -305,6 +307,9 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
                  "earliest": "earliest allowed"}
     if infusions not in rule_note:
         raise RtoptError(f"--infusions {infusions!r}: expected best or earliest")
+    # a first run compiles here, with the notice (the 'optimised' arm's solve adds the kernels
+    # its search needs, with the notice too), not silently inside the arms and the cohort
+    compile_with_notice(("horizon", "population"))
     arms, notes = {}, {}
     for a in arm:
         name, eq, path = a.partition("=")
@@ -320,7 +325,7 @@ def _trial(problem, arm, patients, output, seed, solver, scheduler, json_out, fo
             from rtopt.planning.solve import solve
 
             check_arm_name("optimised", list(arms))
-            res = solve(problem, solver)
+            res = solve(problem, solver, compile_progress=CompileNotice())
             if not res.feasible or res.plan is None:
                 raise RtoptError(f"--arm optimised: the {solver} solve found no verified plan "
                                  f"({res.status}: {res.message})")
