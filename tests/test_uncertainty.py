@@ -193,6 +193,36 @@ def test_sensitivity_cli_writes_table_json_and_plots(tmp_path, repo_root):
     assert list((out / "chunks").glob("chunk-*.npz"))
 
 
+def test_sensitivity_plot_write_is_atomic(tmp_path, monkeypatch):
+    """A sensitivity plot is written via a temporary file and a rename: when the write fails
+    (here the rename, as on a full disk), neither a partial PNG nor the temporary file is
+    left, and an old plot of the same name is kept whole."""
+    import errno
+    import os
+
+    import rtopt.common.fileio as fileio
+    from rtopt.decisions.sensitivity import SensitivityResult, plot
+
+    rows = [{"name": n, "mu_star": m, "mu_star_conf": 0.1 * m, "sigma": m}
+            for n, m in (("alpha_per_gy", 2.0), ("clonogens", 1.0))]
+    res = SensitivityResult("morris", 2, 0, 6, ["alpha_per_gy", "clonogens"],
+                            {"objective": rows}, {"objective": {}})
+    plot(res, tmp_path / "ok.png")
+    assert (tmp_path / "ok.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        plot(res, tmp_path / "new.png")
+    old = (tmp_path / "ok.png").read_bytes()
+    with pytest.raises(OSError):
+        plot(res, tmp_path / "ok.png")
+    assert sorted(os.listdir(tmp_path)) == ["ok.png"]   # no new.png, no .new.png.*.tmp
+    assert (tmp_path / "ok.png").read_bytes() == old
+
+
 def test_sensitivity_cli_bad_plan_is_one_line(tmp_path, repo_root):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

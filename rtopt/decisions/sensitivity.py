@@ -27,6 +27,7 @@ import numpy as np
 
 from rtopt.decisions.distributed import map_chunks, settings_key
 from rtopt.common.errors import RtoptError
+from rtopt.common.fileio import write_atomic
 from rtopt.model.uncertainty import Distribution, biology_with, distributions_for, values_from_unit
 
 # SALib and matplotlib are imported inside the functions that use them (import time).
@@ -240,7 +241,14 @@ def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
 
 
 def plot(result: SensitivityResult, path: Any, output: str = "objective", top: int = 15) -> None:
-    """Tornado (Morris mu*) or Sobol bar plot (S1 and ST with confidence bars) as PNG."""
+    """Tornado (Morris mu*) or Sobol bar plot (S1 and ST with confidence bars) as PNG.
+
+    The PNG is rendered in memory and written atomically
+    (:func:`rtopt.common.fileio.write_atomic`: a temporary file in the same folder, then a
+    rename), so a full disk or a crash never leaves a partial image at ``path``.
+    """
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,5 +276,9 @@ def plot(result: SensitivityResult, path: Any, output: str = "objective", top: i
     which = (f"\nplan: {plan}" if plan else "") + (f"\nversus: {versus}" if versus else "")
     ax.set_title(f"{result.method.capitalize()}: {title}{which}", fontsize=9, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    write_atomic(path, buf.getvalue())
