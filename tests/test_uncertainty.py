@@ -114,6 +114,30 @@ def test_uncertainty_table_errors_are_one_line_each(lung):
                             "distribution 'triangle'; did you mean 'triangular'?") for l in lines)
 
 
+def test_sample_biology_scales_clonogens_by_gtv_cc(lung):
+    """`[tumour] gtv_cc` scales the clonogen number wherever a Biology is built from an
+    instance: parameter samples of a bare Instance ignored it before (only Problem applied
+    it).  20 cm3 against 10 cm3: twice the clonogens in every sample, exactly (one product)."""
+    import copy
+
+    bios = {}
+    for cc in (10.0, 20.0):
+        d = copy.deepcopy(lung)
+        d["tumour"].pop("clonogens", None)
+        d["tumour"]["gtv_cc"] = cc
+        inst = instance_from_dict(d)
+        bios[cc] = sample_biology(inst, 8, seed=3)
+        # the same number as the problem's (one code path)
+        assert np.all(np.asarray(bios[cc].clonogens) == Problem(inst).biology.clonogens)
+    assert np.asarray(bios[20.0].clonogens) == pytest.approx(
+        2.0 * np.asarray(bios[10.0].clonogens), rel=1e-12)   # rounding of one product only
+    from rtopt.model.calibrate import load_outcomes
+    from rtopt.model.parameters import reference_gtv_cc
+
+    # the reference volume the model scales by is the outcome fit's (one table)
+    assert reference_gtv_cc("lung") == load_outcomes()[0]["lung"].reference_gtv_cc == 10.0
+
+
 def test_sample_biology_rows_equal_single_simulations(lung):
     problem = Problem(instance_from_dict(lung))
     n = 16

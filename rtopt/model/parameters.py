@@ -13,6 +13,7 @@ of ``rtopt calibrate`` against the observation table in ``rtopt/model/data/obser
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -289,6 +290,25 @@ from rtopt.model.data.calibrated import CALIBRATED as _CAL, FITTED as _FIT  # no
 
 
 from rtopt.model.data.calibrated import OUTCOME as _OUT  # noqa: E402  (generated)
+
+
+def reference_gtv_cc(site: str) -> float:
+    """Reference GTV volume of a site's outcome fit (cm3): ``[site.SITE] reference_gtv_cc`` of
+    rtopt/model/data/outcomes.toml (10 cm3 when the site has no row or no value).  The fitted
+    clonogen number belongs to a tumour of this volume; ``[tumour] gtv_cc`` scales it
+    (:meth:`rtopt.model.simulator.Biology.from_instance`)."""
+    return _reference_volumes().get(site, 10.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_volumes() -> dict[str, float]:
+    import tomllib
+    from importlib import resources
+
+    data = tomllib.loads(resources.files("rtopt.model.data").joinpath("outcomes.toml")
+                         .read_text())
+    return {name: float(v.get("reference_gtv_cc", 10.0))
+            for name, v in data.get("site", {}).items()}
 
 
 def _calibrated(site: str, obs: str) -> tuple[dict[str, float], dict[str, str]]:

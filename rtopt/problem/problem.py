@@ -358,27 +358,6 @@ class Diagnosis:
                 "best_achievable": {k: _num(v) for k, v in self.best_achievable.items()}}
 
 
-def tumour_biology(instance: Any, **param_overrides: Any) -> Biology:
-    """The instance's :class:`Biology`, with the clonogen number scaled by ``[tumour] gtv_cc``.
-
-    Without ``clonogens`` and with ``gtv_cc``, the clonogen number is the site's
-    outcome-calibrated number times ``gtv_cc`` over the reference GTV volume of the outcome fit
-    (docs/model.md section 9).  ``param_overrides``: surrogate parameters set from the patient's
-    own data (e.g. the plan's blood dose, ``nk_blood_dose_fraction``).
-    """
-    bio = Biology.from_instance(instance, **param_overrides)
-    t = instance.tumour
-    if t.clonogens is None and getattr(t, "gtv_cc", None) is not None:
-        from dataclasses import replace
-
-        from rtopt.model.calibrate import load_outcomes
-
-        site = str(getattr(t.site, "value", t.site))
-        ref = load_outcomes()[0][site].reference_gtv_cc
-        bio = replace(bio, clonogens=float(bio.clonogens) * float(t.gtv_cc) / ref)
-    return bio
-
-
 class Problem:
     """An instance turned into decisions, constraints and an objective.
 
@@ -467,8 +446,9 @@ class Problem:
         """Biology of the instance; with ``[dvh_plan.blood]``, ``nk_blood_dose_fraction`` is the
         plan's blood dose per fraction over its prescription dose per fraction."""
         if self.dvh is not None and self.dvh.blood_fraction is not None:
-            return tumour_biology(instance, nk_blood_dose_fraction=self.dvh.blood_fraction)
-        return tumour_biology(instance)
+            return Biology.from_instance(instance,
+                                         nk_blood_dose_fraction=self.dvh.blood_fraction)
+        return Biology.from_instance(instance)
 
     @property
     def patient_parameters(self) -> dict[str, float]:

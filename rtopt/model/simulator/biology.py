@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from rtopt.model.data.calibrated import OUTCOME
-from rtopt.model.parameters import SurrogateParameters, resolve
+from rtopt.model.parameters import SurrogateParameters, reference_gtv_cc, resolve
 
 __all__ = ["Biology", "Simulation", "STATE_NAMES", "STEPS_PER_DAY", "TRAJECTORY_STEPS_PER_DAY",
            "ROW_FIELDS", "as_matrix", "param_rows", "tumour_rows"]
@@ -62,15 +62,26 @@ class Biology:
 
     @classmethod
     def from_instance(cls, inst: Any, **param_overrides: Any) -> "Biology":
-        """Build from a validated :class:`rtopt.problem.instance.Instance` (optional parameter overrides)."""
+        """Build from a validated :class:`rtopt.problem.instance.Instance` (optional parameter
+        overrides).
+
+        The clonogen number is ``[tumour] clonogens``, or else the site's outcome-calibrated
+        number, scaled by ``[tumour] gtv_cc`` over the reference GTV volume of the outcome fit
+        (``reference_gtv_cc`` of rtopt/model/data/outcomes.toml, 10 cm3; docs/model.md
+        section 9) when the instance gives ``gtv_cc``.  Every Biology of an instance is built
+        here (the problem's, parameter samples, trials), so all of them scale alike.
+        """
         t = inst.tumour
         params = inst.surrogate_parameters()
         if param_overrides:
             params = params.with_values(**param_overrides)
         clonogens = t.clonogens
         if clonogens is None:                       # the site's outcome-calibrated value
-
-            clonogens = OUTCOME[str(getattr(t.site, "value", t.site))]["clonogens"]
+            site = str(getattr(t.site, "value", t.site))
+            clonogens = OUTCOME[site]["clonogens"]
+            gtv_cc = getattr(t, "gtv_cc", None)
+            if gtv_cc is not None:                  # scaled by the tumour's volume
+                clonogens = float(clonogens) * float(gtv_cc) / reference_gtv_cc(site)
         return cls(alpha_per_gy=t.alpha_per_gy, alpha_beta_gy=t.alpha_beta_gy,
                    clonogens=clonogens, hypoxic_fraction=t.hypoxic_fraction, params=params,
                    survival_model=str(getattr(t.survival_model, "value", t.survival_model)),
