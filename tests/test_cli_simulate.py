@@ -196,9 +196,20 @@ def test_missing_instance_file(tmp_path):
     ('{"fractions": [{"day": "x", "dose_gy": 3}]}', "fractions[0].day: must be a whole day"),
     ('{"fractions": [{"day": 0}]}', "fractions[0].dose_gy: missing"),
     ('{"schedule": {"fractions": [{"day": 60, "dose_gy": 12}]}}',
-     "schedule.fractions[0].day: day 60 is outside the horizon"),
+     "schedule.fractions: fraction day 60 outside the horizon"),
     ('{"fractions": [{"day": 0, "dose_gy": 12}], "nk_infusions": [{"day": true}]}',
      "nk_infusions[0].day"),
+    # bare plan objects
+    ('{"fraction_days": [0, 2], "nk_infusion_days": [4]}', "doses_gy: missing"),
+    ('{"fraction_days": [0, 2], "doses_gy": [12]}', "doses_gy: 1 doses for 2 fraction days"),
+    ('{"fraction_days": [0, -2], "doses_gy": [12, 12]}', "fraction_days[1]: must be a whole day"),
+    ('{"fraction_days": [0, 2], "doses_gy": [12, 12], "nk_infusion_days": [90]}',
+     "nk_infusion_days: NK infusion day 90 outside the horizon"),
+    ('{"plan": {"fractions": [{"day": 0, "dose_gy": "x"}]}}', "plan.fractions[0].dose_gy"),
+    ('{"instance": "lung-sbrt-peripheral", "exact": {"points": [{}, {}]}}',
+     "a Pareto front of 2 plans, not one plan"),
+    ('{"schedule": {"fractions": [{"day": 0, "dose_gy": 12}], "tumour_dose_ratio": 0}}',
+     "schedule.tumour_dose_ratio: must be a number > 0"),
 ])
 def test_bad_plan_file(inst, tmp_path, content, expect):
     plan = tmp_path / "plan.json"

@@ -85,98 +85,13 @@ def _plan_from_options(dose: str, days: str, nk_days: str | None) -> Any:
     return Plan(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), tuple(nk))
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _plan_from_file(path: str, instance: str | None = None, force: bool = False
-                    ) -> tuple[Any, str]:
-    """Read a plan JSON (``Plan.to_dict()`` or a whole ``rtopt solve -o`` result).
-
-    Returns the plan and the field prefix (``"schedule."`` for a result file) for messages.
-    """
-    from rtopt.problem.problem import Plan
-
-    from rtopt.common.fileio import InputFileError, load_json
-
-    try:
-        data = load_json(path, what="plan file")
-    except InputFileError as e:
-        fail(e.lines())
-    named = data.get("instance") if isinstance(data, dict) else None
-    if instance is not None and isinstance(named, str) and named != instance and not force:
-        fail([f"{path}: plan written for instance {shorten(named, 60)!r}, not {instance!r} "
-              "(--force to use it anyway)"])
-    if not isinstance(data, dict):
-        fail([f"{path}: expected a JSON object with 'fractions' (a plan) or 'schedule' "
-              f"(an `rtopt solve -o` result)"])
-    base = ""
-    if "schedule" in data:
-        base = "schedule."
-        sched = data["schedule"]
-        if sched is None:
-            status = data.get("status", "unknown")
-            fail([f"{path}: schedule: the result has no plan (status {status!r})"])
-        data = sched
-        if not isinstance(data, dict):
-            fail([f"{path}: schedule: expected an object with 'fractions'"])
-    if "fractions" not in data:
-        fail([f"{path}: {base}fractions: missing (a list of {{\"day\": ..., \"dose_gy\": ...}})"])
-    problems = []
-    fr = data["fractions"]
-    if not isinstance(fr, list):
-        problems.append((f"{base}fractions", "expected a list of {\"day\", \"dose_gy\"} objects"))
-        fr = []
-    seen: set[int] = set()
-    for i, f in enumerate(fr):
-        where = f"{base}fractions[{i}]"
-        if not isinstance(f, dict):
-            problems.append((where, "expected an object with 'day' and 'dose_gy'"))
-            continue
-        for key in ("day", "dose_gy"):
-            if key not in f:
-                problems.append((f"{where}.{key}", "missing"))
-        if "day" in f:
-            if not _is_int(f["day"]) or f["day"] < 0:
-                problems.append((f"{where}.day", f"must be a whole day >= 0, got {f['day']!r}"))
-            elif f["day"] in seen:
-                problems.append((f"{where}.day", f"day {f['day']} appears twice"))
-            else:
-                seen.add(f["day"])
-        if "dose_gy" in f and (not _is_num(f["dose_gy"]) or f["dose_gy"] <= 0):
-            problems.append((f"{where}.dose_gy", f"must be a number > 0, got {f['dose_gy']!r}"))
-    nk = data.get("nk_infusions", [])
-    if not isinstance(nk, list):
-        problems.append((f"{base}nk_infusions", "expected a list of {\"day\"} objects"))
-        nk = []
-    for i, u in enumerate(nk):
-        where = f"{base}nk_infusions[{i}]"
-        if not isinstance(u, dict) or "day" not in u:
-            problems.append((where, "expected an object with 'day'"))
-        elif not _is_int(u["day"]) or u["day"] < 0:
-            problems.append((f"{where}.day", f"must be a whole day >= 0, got {u['day']!r}"))
-    if problems:
-        fail([f"{path}: {w}: {m}" for w, m in problems])
-    return Plan.from_dict(data), base
-
-
-def _check_horizon(plan: Any, horizon: int, instance_file: str, plan_file: str | None,
-                   base: str) -> None:
-    """One line per fraction or infusion day outside ``0 .. horizon - 1``."""
-    lines = []
+def _check_horizon(plan: Any, horizon: int, instance_file: str) -> None:
+    """One line per ``--days`` or ``--nk-days`` day outside ``0 .. horizon - 1``."""
     rng = f"the horizon 0..{horizon - 1} of {instance_file}"
-    for i, day in enumerate(plan.fraction_days):
-        if day >= horizon:
-            lines.append(f"{plan_file}: {base}fractions[{i}].day: day {day} is outside {rng}"
-                         if plan_file else f"rtopt: --days: day {day} is outside {rng}")
-    for i, day in enumerate(plan.nk_days):
-        if day >= horizon:
-            lines.append(f"{plan_file}: {base}nk_infusions[{i}].day: day {day} is outside {rng}"
-                         if plan_file else f"rtopt: --nk-days: day {day} is outside {rng}")
+    lines = [f"rtopt: --days: day {day} is outside {rng}" for day in plan.fraction_days
+             if day >= horizon]
+    lines += [f"rtopt: --nk-days: day {day} is outside {rng}" for day in plan.nk_days
+              if day >= horizon]
     if lines:
         fail(lines)
 
@@ -373,7 +288,9 @@ def simulate_cmd(
         help="NK infusion days (after that day's fraction), e.g. 5.")] = None,
     plan_file: Annotated[Optional[str], typer.Option(
         "--plan", metavar="PLAN.json", show_default=False,
-        help="Plan JSON written by `rtopt solve -o` (instead of --dose/--days/--nk-days).")] = None,
+        help="Plan JSON (instead of --dose/--days/--nk-days): any plan file rtopt writes "
+             "(solve -o, replan -o, a trial's plans/ARM.json, simulate --json) or a bare plan "
+             "(fraction_days, doses_gy, nk_infusion_days).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print metrics, constraints and trajectories as JSON.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
@@ -387,7 +304,7 @@ def simulate_cmd(
     Exit code 0 when every constraint holds, 4 when the plan violates some (still simulated
     and reported), 1 on bad input.
     """
-    from rtopt.problem.problem import Problem
+    from rtopt.problem.problem import Problem, load_plan_file
 
     manual = dose is not None or days is not None or nk_days is not None
     if plan_file is not None and manual:
@@ -398,11 +315,11 @@ def simulate_cmd(
         fail([f"rtopt: missing {missing} (or give a plan file with --plan)"])
     _check_output(plot, "--plot")
     problem = Problem.from_path(file)
-    if plan_file is not None:
-        plan, base = _plan_from_file(plan_file, problem.name, force)
+    if plan_file is not None:   # every plan file rtopt writes, or a bare plan
+        plan = load_plan_file(plan_file, problem, force=force)
     else:
-        plan, base = _plan_from_options(dose, days, nk_days), ""
-    _check_horizon(plan, problem.horizon_days, file, plan_file, base)
+        plan = _plan_from_options(dose, days, nk_days)
+        _check_horizon(plan, problem.horizon_days, file)
     if plan.nk_days and not problem.biology.nk:
         err_console.print(f"rtopt: note: {file} has no [nk] table; the NK infusions are ignored")
     rep = _report(problem, plan)

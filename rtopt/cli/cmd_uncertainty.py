@@ -126,8 +126,8 @@ _SCHEDULER_HELP = ("Dask scheduler: sync (default), threads, local:N, or tcp://H
 
 
 def load_plan(path: str, problem=None, force: bool = False, option: str = ""):
-    """A plan from a JSON file written by ``rtopt solve -o`` (typed, one-line errors), checked
-    against ``problem`` (:func:`rtopt.problem.problem.load_plan_file`)."""
+    """A plan from a JSON file (any plan file rtopt writes, or a bare plan; typed, one-line
+    errors), checked against ``problem`` (:func:`rtopt.problem.problem.load_plan_file`)."""
     from rtopt.problem.problem import load_plan_file
 
     return load_plan_file(path, problem, force=force, option=option)
@@ -138,7 +138,8 @@ def load_plan(path: str, problem=None, force: bool = False, option: str = ""):
 def sensitivity_cmd(
     file: Annotated[str, typer.Argument(metavar="INSTANCE", help="Instance file (TOML).")],
     plan: Annotated[str, typer.Option("--plan", metavar="PLAN.json",
-                                      help="Plan to analyse (JSON of `rtopt solve -o`).")],
+                                      help="Plan to analyse (a plan file: JSON of `rtopt solve -o`, "
+                                           "a trial's plans/ARM.json, ... or a bare plan).")],
     versus: Annotated[Optional[str], typer.Option(
         "--versus", metavar="PLAN2.json",
         help="Second plan: also rank the parameters that decide which plan wins.")] = None,
@@ -260,7 +261,7 @@ def trial_cmd(
     file: Annotated[str, typer.Argument(metavar="INSTANCE", help="Instance file (TOML).")],
     arm: Annotated[list[str], typer.Option(
         "--arm", metavar="NAME=PLAN.json|54/3|optimised",
-        help="An arm (repeatable): NAME=PLAN.json (JSON of `rtopt solve -o`), a standard "
+        help="An arm (repeatable): NAME=PLAN.json (a plan file, e.g. of `rtopt solve -o`), a standard "
              "schedule by name (54/3, 48/4, 50/5, 60/8, 34/1, ...: `rtopt model standards`; its "
              "source's calendar and prescription convention, NK infusions by --infusions), or 'optimised' (the instance solved with --solver).")],
     patients: Annotated[int, typer.Option("--patients", "-n", help="Virtual patients.")] = 500,

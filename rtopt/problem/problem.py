@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NoReturn, Sequence
 
 import numpy as np
 
@@ -190,10 +190,179 @@ class PlanFileError(InstanceError):
     """A plan file cannot be used with an instance (one line per problem, naming the file)."""
 
 
+PLAN_FILE_FORMS = ("a plan (`fractions` [{day, dose_gy}], `nk_infusions` [{day}]; or "
+                   "`fraction_days`, `doses_gy`, `nk_infusion_days`), or a file rtopt wrote "
+                   "with one: `schedule` (solve -o, replan -o, trial plans/, simulate --json) "
+                   "or `plan` (one point of a Pareto front)")
+"""What :func:`load_plan_file` reads, for messages and help texts."""
+
+
+def _is_day(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_dose(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v > 0)
+
+
+def plan_from_json(data: Any, source: str = "<plan>") -> tuple[Plan, tuple[str, str]]:
+    """A plan from the JSON of a plan file (see :func:`load_plan_file`), every field checked.
+
+    Returns the plan and the field paths of its fraction and infusion days in the file (e.g.
+    ``("schedule.fractions", "schedule.nk_infusions")``) for later messages.
+
+    Raises
+    ------
+    PlanFileError
+        One line per problem, ``SOURCE: field.path: message`` (e.g.
+        ``plan.json: schedule.fractions[0].dose_gy: must be a number > 0, got -3``).
+    """
+    def bad(problems: list[tuple[str, str]]) -> NoReturn:
+        raise PlanFileError(source, problems[:10] + ([("", f"... and {len(problems) - 10} "
+                                                          "more problems")]
+                                                     if len(problems) > 10 else []))
+
+    if not isinstance(data, dict):
+        bad([("", f"expected a JSON object: {PLAN_FILE_FORMS}")])
+    base, body = "", data
+    for key in ("schedule", "plan"):
+        if key in data and "fractions" not in data and "fraction_days" not in data:
+            base, body = f"{key}.", data[key]
+            if body is None:
+                status = data.get("status", "unknown")
+                bad([(key, f"the result has no plan (status {_shown(status)})")])
+            if not isinstance(body, dict):
+                bad([(key, "expected an object with 'fractions'")])
+            break
+    else:
+        front = data.get("points") if isinstance(data.get("points"), list) else (
+            data["exact"].get("points") if isinstance(data.get("exact"), dict) else None)
+        if isinstance(front, list):
+            bad([("", f"a Pareto front of {len(front)} plans, not one plan (copy one point's "
+                      "'plan' object into a file of its own)")])
+    problems: list[tuple[str, str]] = []
+    if "fractions" in body:
+        fields = (f"{base}fractions", f"{base}nk_infusions")
+        days, doses = _fraction_list(body["fractions"], fields[0], problems)
+        nk = _day_list(body.get("nk_infusions", []), fields[1], problems, key="day")
+    elif "fraction_days" in body or "doses_gy" in body:
+        days = _day_list(body.get("fraction_days"), f"{base}fraction_days", problems)
+        doses = []
+        raw = body.get("doses_gy")
+        if "doses_gy" not in body:
+            problems.append((f"{base}doses_gy", "missing (one dose per fraction day, Gy)"))
+        elif not isinstance(raw, list):
+            problems.append((f"{base}doses_gy", "expected a list of doses (Gy)"))
+        else:
+            for i, x in enumerate(raw):
+                if _is_dose(x):
+                    doses.append(float(x))
+                else:
+                    problems.append((f"{base}doses_gy[{i}]", f"must be a number > 0, got "
+                                                            f"{_shown(x)}"))
+            if "fraction_days" in body and isinstance(body["fraction_days"], list) \
+                    and len(raw) != len(body["fraction_days"]):
+                problems.append((f"{base}doses_gy", f"{len(raw)} doses for "
+                                                    f"{len(body['fraction_days'])} fraction days"))
+        key = "nk_infusion_days" if "nk_infusion_days" in body else "nk_days"
+        fields = (f"{base}fraction_days", f"{base}{key}")
+        nk = _day_list(body.get(key, []), fields[1], problems)
+        seen: set[int] = set()
+        for i, d in enumerate(days):
+            if d in seen:
+                problems.append((f"{base}fraction_days[{i}]", f"day {d} appears twice"))
+            seen.add(d)
+    else:
+        bad([(f"{base}fractions", f"missing: expected {PLAN_FILE_FORMS}")])
+    ratio = body.get("tumour_dose_ratio")
+    if ratio is not None and not _is_dose(ratio):
+        problems.append((f"{base}tumour_dose_ratio", f"must be a number > 0, got "
+                                                     f"{_shown(ratio)}"))
+    if problems:
+        bad(problems)
+    pairs = sorted(zip(days, doses))
+    return Plan(tuple(d for d, _ in pairs), tuple(x for _, x in pairs), tuple(sorted(nk)),
+                tumour_dose_ratio=None if ratio is None else float(ratio)), fields
+
+
+def _fraction_list(fr: Any, where: str, problems: list[tuple[str, str]]
+                   ) -> tuple[list[int], list[float]]:
+    if not isinstance(fr, list):
+        problems.append((where, 'expected a list of {"day", "dose_gy"} objects'))
+        return [], []
+    days, doses, seen = [], [], set()
+    for i, f in enumerate(fr):
+        at = f"{where}[{i}]"
+        if not isinstance(f, dict):
+            problems.append((at, "expected an object with 'day' and 'dose_gy'"))
+            continue
+        for key in ("day", "dose_gy"):
+            if key not in f:
+                problems.append((f"{at}.{key}", "missing"))
+        ok = True
+        if "day" in f:
+            if not _is_day(f["day"]):
+                problems.append((f"{at}.day", f"must be a whole day >= 0, got "
+                                              f"{_shown(f['day'])}"))
+                ok = False
+            elif f["day"] in seen:
+                problems.append((f"{at}.day", f"day {f['day']} appears twice"))
+                ok = False
+            else:
+                seen.add(f["day"])
+        if "dose_gy" in f and not _is_dose(f["dose_gy"]):
+            problems.append((f"{at}.dose_gy", f"must be a number > 0, got "
+                                              f"{_shown(f['dose_gy'])}"))
+            ok = False
+        if ok and "day" in f and "dose_gy" in f:
+            days.append(int(f["day"]))
+            doses.append(float(f["dose_gy"]))
+    return days, doses
+
+
+def _day_list(v: Any, where: str, problems: list[tuple[str, str]], key: str | None = None
+              ) -> list[int]:
+    """Whole days >= 0 from a list of numbers (``key`` None) or of ``{key: day}`` objects."""
+    if v is None:
+        problems.append((where, "missing (a list of whole days)"))
+        return []
+    if not isinstance(v, list):
+        problems.append((where, "expected a list of " + (f'{{"{key}"}} objects' if key
+                                                         else "whole days")))
+        return []
+    out = []
+    for i, u in enumerate(v):
+        at = f"{where}[{i}]"
+        if key is not None:
+            if not isinstance(u, dict) or key not in u:
+                problems.append((at, f"expected an object with '{key}'"))
+                continue
+            u, at = u[key], f"{at}.{key}"
+        if _is_day(u):
+            out.append(int(u))
+        else:
+            problems.append((at, f"must be a whole day >= 0, got {_shown(u)}"))
+    return out
+
+
+def _shown(v: Any) -> str:
+    """``repr(v)`` for a message, cut when long (a file's value echoed back)."""
+    from rtopt.common.fileio import short
+
+    return short(repr(v), 60)
+
+
 def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool = False,
                    option: str = "") -> Plan:
-    """A plan from a JSON file: a :meth:`Plan.to_dict`, a result of ``rtopt solve -o`` /
-    ``rtopt replan -o`` (``schedule``) or a front point (``plan``).
+    """A plan from a JSON file: every plan file rtopt writes, or a bare plan.
+
+    Read: a :meth:`Plan.to_dict` (``fractions``, ``nk_infusions``); a bare plan object
+    (``fraction_days``, ``doses_gy``, ``nk_infusion_days``); a result of ``rtopt solve -o``,
+    ``rtopt replan -o`` (the whole course), a trial's ``plans/ARM.json`` or ``rtopt simulate
+    --json`` (``schedule``); one point of a Pareto front (``plan``).  Every command that takes
+    a plan file reads it here (``--plan``, ``--versus``, ``--arm NAME=FILE``,
+    ``--reference``, ``prob-better:FILE``).
 
     The file is read by :func:`rtopt.common.fileio.load_json` (regular files only, size and
     nesting capped).  With ``problem``, the plan must fit its horizon, and a file that names
@@ -211,7 +380,7 @@ def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool =
     Raises
     ------
     PlanFileError
-        One line per problem, ``[OPTION: ]FILE: message``.
+        One line per problem, ``[OPTION: ]FILE: field.path: message``.
     """
     from rtopt.common.fileio import InputFileError, load_json, short
 
@@ -220,38 +389,32 @@ def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool =
         data = load_json(path, what="plan file")
     except InputFileError as e:
         raise PlanFileError(src, [("", m) for _, m in e.problems]) from None
-    body = data
-    if isinstance(body, dict) and isinstance(body.get("schedule"), dict):
-        body = body["schedule"]
-    elif isinstance(body, dict) and isinstance(body.get("plan"), dict):
-        body = body["plan"]
-    try:
-        if not isinstance(body, dict) or not isinstance(body.get("fractions"), list):
-            raise ValueError("expected an object with 'fractions' (the JSON of "
-                             "`rtopt solve -o`)")
-        plan = Plan.from_dict(body)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-        raise PlanFileError(src, [("", f"not a plan: {short(e, 200)}")]) from None
     if problem is not None:
         named = data.get("instance") if isinstance(data, dict) else None
         if isinstance(named, str) and named != problem.name and not force:
             raise PlanFileError(src, [("", f"plan written for instance {short(named, 60)!r}, "
                                            f"not {problem.name!r} (--force to use it anyway)")])
-        check_plan_fits(plan, problem, src)
+    plan, fields = plan_from_json(data, src)
+    if problem is not None:
+        check_plan_fits(plan, problem, src, fields)
     return plan
 
 
-def check_plan_fits(plan: Plan, problem: "Problem", source: str) -> None:
+def check_plan_fits(plan: Plan, problem: "Problem", source: str,
+                    fields: tuple[str, str] | None = None) -> None:
     """Raise :class:`PlanFileError` (one line per day, at most a few) if a fraction or an
-    infusion of ``plan`` lies outside ``problem``'s horizon."""
+    infusion of ``plan`` lies outside ``problem``'s horizon.  ``fields``: the field paths of
+    the fraction and infusion days of a plan read from a file (:func:`plan_from_json`), to
+    name them in the messages."""
     h = problem.horizon_days
-    bad = [("fraction", d) for d in plan.fraction_days if not 0 <= d < h]
-    bad += [("NK infusion", d) for d in plan.nk_days if not 0 <= d < h]
+    bad = [("fraction", 0, d) for d in plan.fraction_days if not 0 <= d < h]
+    bad += [("NK infusion", 1, d) for d in plan.nk_days if not 0 <= d < h]
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise PlanFileError(source, [("", f"{what} day {d} outside the horizon 0..{h - 1} of "
-                                          f"{problem.name}" + (more if i == 2 else ""))
-                                     for i, (what, d) in enumerate(bad[:3])])
+        raise PlanFileError(source, [("" if fields is None else fields[j],
+                                      f"{what} day {d} outside the horizon 0..{h - 1} of "
+                                      f"{problem.name}" + (more if k == 2 else ""))
+                                     for k, (what, j, d) in enumerate(bad[:3])])
 
 
 @dataclass(frozen=True)
