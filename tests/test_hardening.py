@@ -98,7 +98,7 @@ def test_many_problems_print_a_bounded_number_of_lines(tmp_path):
     assert r.exit_code == ExitCode.ERROR
     lines = r.output.splitlines()
     assert len(lines) <= MAX_ERROR_LINES + 1, len(lines)
-    assert "more problems" in lines[-1]
+    assert "more" in lines[-1]   # the plan reader says "(and N more)", the CLI "... more problems"
 
 
 # ------------------------------------------------------------------ folder lock, resume keys

@@ -88,16 +88,20 @@ def test_every_plan_file_rtopt_writes_reads_back(tmp_path):
     (tmp_path / "bare.json").write_text(json.dumps(
         {"fraction_days": [4, 0, 2], "doses_gy": [18, 18, 18], "nk_infusion_days": [6]}))
     files["bare"] = tmp_path / "bare.json"
+    def same(a, b):   # the same fractions, infusions and dose reaching the tumour
+        return (a.fraction_days, a.doses_gy, a.nk_days, problem.dose_ratio_of(a)) == \
+            (b.fraction_days, b.doses_gy, b.nk_days, problem.dose_ratio_of(b))
+
     for name, f in files.items():
         plan = load_plan_file(f, problem)
         d = json.loads(f.read_text())
         if name == "bare":
-            assert plan == Plan((0, 2, 4), (18.0,) * 3, (6,)), name
+            assert same(plan, Plan((0, 2, 4), (18.0,) * 3, (6,))), name
         else:   # the plan the file holds, as written
-            assert plan == Plan.from_dict(d["schedule"]), name
+            assert same(plan, Plan.from_dict(d["schedule"])), name
         r = _run("simulate", LUNG, "--plan", f, "--json")
         assert r.exit_code in (ExitCode.OK, ExitCode.VIOLATED), (name, r.output)
-        assert Plan.from_dict(json.loads(r.stdout)["schedule"]) == plan, name
+        assert same(Plan.from_dict(json.loads(r.stdout)["schedule"]), plan), name
     front = tmp_path / "front.json"
     front.write_text(json.dumps({"instance": problem.name, "exact": {"points": [
         {"plan": Plan.uniform((0, 2, 4), 18.0).to_dict()}]}}))
@@ -105,3 +109,52 @@ def test_every_plan_file_rtopt_writes_reads_back(tmp_path):
     assert r.exit_code == ExitCode.ERROR and r.output.splitlines() == [
         f"{front}: a Pareto front of 1 plans, not one plan (copy one point's 'plan' object "
         "into a file of its own)"], r.output
+
+
+def test_plan_files_carry_the_tumour_dose_ratio(tmp_path):
+    """`rtopt solve -o` writes the plan's tumour dose ratio (the instance's isodose
+    convention: 1.2 x on the peripheral lung instance); `rtopt simulate --plan` reads it back
+    and reports what the solve verified.  A file without it (written before) is read with the
+    instance's ratio; a plan of another ratio is one line unless --force, which simulates it
+    with its own."""
+    problem = Problem.from_path(LUNG)
+    assert problem.tumour_dose_ratio == 1.2   # 80 % isodose (the test needs a ratio != 1)
+    out = tmp_path / "solve.json"
+    r = _run("solve", LUNG, "-o", out)
+    assert r.exit_code == ExitCode.OK, r.output
+    written = json.loads(out.read_text())
+    assert written["schedule"]["tumour_dose_ratio"] == 1.2
+    r = _run("simulate", LUNG, "--plan", out, "--json")
+    assert r.exit_code == ExitCode.OK, r.output
+    sim = json.loads(r.stdout)
+    assert sim["schedule"] == written["schedule"]                     # round trip
+    for k in ("local_control", "tumour_bed_gy", "nk_favourability"):  # the same simulator
+        assert sim["metrics"][k] == written["metrics"][k], k          # on the same plan
+
+    old = dict(written, schedule={k: v for k, v in written["schedule"].items()
+                                  if k != "tumour_dose_ratio"})
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    r = _run("simulate", LUNG, "--plan", tmp_path / "old.json", "--json")
+    assert r.exit_code == ExitCode.OK, r.output
+    assert json.loads(r.stdout)["metrics"] == sim["metrics"]          # the instance's ratio
+
+    other = dict(written, schedule={**written["schedule"], "tumour_dose_ratio": 1.0})
+    f = tmp_path / "iso.json"
+    f.write_text(json.dumps(other))
+    for cmd in (["simulate", LUNG, "--plan", f], ["trial", LUNG, "-n", "2", "--arm", f"a={f}",
+                                                  "-o", tmp_path / "t"]):
+        r = _run(*cmd)
+        assert r.exit_code == ExitCode.ERROR, r.output
+        assert r.output.splitlines()[-1].endswith(
+            f"{f}: schedule.tumour_dose_ratio: plan delivered with tumour dose 1 x the "
+            "prescribed dose, lung-sbrt-peripheral with 1.2 x (another prescription "
+            "convention; --force to use it anyway, with the plan's)"), r.output
+        assert len(r.output.splitlines()) == 1
+    r = _run("simulate", LUNG, "--plan", f, "--json", "--force")
+    assert r.exit_code in (ExitCode.OK, ExitCode.VIOLATED), r.output
+    forced = json.loads(r.stdout)
+    assert forced["schedule"]["tumour_dose_ratio"] == 1.0
+    # the same prescription reaches the tumour as 1.0 x instead of 1.2 x: less control
+    assert forced["metrics"]["local_control"] < sim["metrics"]["local_control"]
+    assert load_plan_file(f, problem, force=True).tumour_dose_ratio == 1.0
+    assert load_plan_file(out, problem).tumour_dose_ratio is None      # the instance's

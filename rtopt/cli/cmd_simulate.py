@@ -137,7 +137,7 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
     D, U = plan.daily(problem.horizon_days)
     bio = problem.biology
     spd = max(problem.steps_per_day, TRAJECTORY_STEPS_PER_DAY)      # a grid for display
-    Dt = problem.tumour_doses(D)                                    # the dose the tumour receives
+    Dt = problem.tumour_doses(D, problem.dose_ratio_of(plan))       # the dose the tumour receives
     sim = simulate(bio, Dt, U, trajectory=True, steps_per_day=spd)
 
     def infused(sim_: Any) -> float:
@@ -157,7 +157,8 @@ def _report(problem: Any, plan: Any) -> dict[str, Any]:
                  objective_name=problem.objective_name, objective=v.objective,
                  claimed_objective=None, bound=None, plan=plan, metrics=v.metrics,
                  constraints=v.checks, verified=True, wall_time_s=0.0,
-                 oar_names=tuple(o.name for o in problem.oars)).to_dict()
+                 oar_names=tuple(o.name for o in problem.oars),
+                 tumour_dose_ratio=problem.tumour_dose_ratio).to_dict()
     metrics = dict(res["metrics"])
     metrics["nk_fold_vs_no_rt"] = None if fold is None else _sig(fold, 9)
     metrics["nk_favourability_no_rt"] = None if auc0 is None else _sig(auc0, 9)
@@ -333,7 +334,8 @@ def simulate_cmd(
         plot_plan(problem, plan, title=title, path=plot)
     if json_out:
         out = {"instance": problem.name, "instance_file": file, "plan": plan.describe(),
-               "schedule": plan.to_dict(), "feasible": v.feasible,
+               "schedule": plan.to_file_dict(problem.tumour_dose_ratio),
+               "feasible": v.feasible,
                "violated": [c.name for c in v.violated], "objective": rep["objective"],
                "metrics": rep["metrics"], "constraints": rep["constraints"], "dvh": rep["dvh"],
                "outcome_calibration": problem.outcome_calibration()[1],

@@ -667,7 +667,8 @@ def replan(instance: Any, course: Any, solver: Any = "exhaustive", *, robust: An
                 objective_name=problem.objective_name, seed=seed,
                 time_limit_s=profile.options.time_limit_s,
                 oar_names=tuple(o.name for o in problem.oars),
-                outcome_calibration=problem.outcome_calibration()[1])
+                outcome_calibration=problem.outcome_calibration()[1],
+                tumour_dose_ratio=problem.tumour_dose_ratio)
     course_info = {"source": course.source, "today": course.today,
                    "observations": [o.to_dict() for o in course.observations],
                    "update": {"method": "importance weighting of prior samples",

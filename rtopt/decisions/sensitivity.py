@@ -178,7 +178,8 @@ def plan_objectives(problem: Any, plans: Sequence[Any], values: Mapping[str, np.
     tiled = {n: np.tile(np.asarray(v, dtype=float), k) for n, v in values.items()}
     p = copy.copy(problem)
     p.biology = biology_with(problem.biology, tiled)
-    ev = p.evaluate(D, U, simulate_tme=True, all_metrics=metric is not None)
+    ratio = np.repeat([problem.dose_ratio_of(pl) for pl in plans], m)  # each plan's convention
+    ev = p.evaluate(D, U, simulate_tme=True, all_metrics=metric is not None, dose_ratio=ratio)
     if metric is None:
         return ev.objective.reshape(k, m).T
     if metric not in ev.metrics:

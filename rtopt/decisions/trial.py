@@ -217,7 +217,11 @@ def run_trial(problem: Problem, arms: Mapping[str, Plan], patients: int, seed: i
     if not arms:
         raise TrialError("no arm: give at least one --arm")
     names = list(arms)
-    plans = [arms[n] for n in names]
+    # every arm carries its tumour dose ratio (its own, or the instance's): the written
+    # plans/ARM.json say how their doses reach the tumour
+    plans = [arms[n] if arms[n].tumour_dose_ratio is not None
+             else dataclasses.replace(arms[n], tumour_dose_ratio=problem.tumour_dose_ratio)
+             for n in names]
     for n, pl in zip(names, plans):
         try:
             pl.daily(problem.horizon_days)

@@ -134,7 +134,8 @@ def _run(problem: Any, plan: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Simulate ``plan`` and the same infusions without RT (trajectories of both)."""
     D, U = plan.daily(problem.horizon_days)
     spd = max(getattr(problem, "steps_per_day", 1), TRAJECTORY_STEPS_PER_DAY)  # smooth curves
-    tumour = problem.tumour_doses(D) if hasattr(problem, "tumour_doses") else D
+    tumour = (problem.tumour_doses(D, problem.dose_ratio_of(plan))   # the plan's convention
+              if hasattr(problem, "tumour_doses") else D)
     sim = simulate(problem.biology, tumour, U, trajectory=True, steps_per_day=spd)
     ref = simulate(problem.biology, np.zeros_like(D), U, trajectory=True, steps_per_day=spd)
     return sim, ref, D, U
@@ -264,7 +265,7 @@ def _tumour_kill(problem: Any, plan: Any, sim: Any, D: np.ndarray,
         P[k, days[:k + 1]] = D[0, days[:k + 1]]
     spd = getattr(problem, "steps_per_day", 8)
     if hasattr(problem, "tumour_doses"):
-        P = problem.tumour_doses(P)
+        P = problem.tumour_doses(P, problem.dose_ratio_of(plan))
     pre = simulate(problem.biology, P, np.repeat(U, days.size, axis=0), steps_per_day=spd)
     rt = np.asarray(pre.log10_kill) - np.asarray(pre.nk_log10_kill)
     t = np.concatenate([[0.0], days.astype(float), [float(H)]])

@@ -70,6 +70,9 @@ class Result:
     compile_time_s: float = 0.0
     """Seconds spent before the clock compiling the simulator kernels (a first run only; the
     compiled code is cached per user and rtopt version), not part of ``wall_time_s``."""
+    tumour_dose_ratio: float | None = None
+    """Tumour dose / prescribed dose of the instance (its prescription convention), written
+    into ``schedule`` when the plan has no ratio of its own (:meth:`Plan.to_file_dict`)."""
 
     @property
     def feasible(self) -> bool:
@@ -133,7 +136,9 @@ class Result:
                           "bound_of": self.extras.get("bound_of", "instance" if self.bound
                                                       is not None else None),
                           "gap": _r(self.gap)},
-            "schedule": self.plan.to_dict() if self.plan else None,
+            "schedule": (None if not self.plan else self.plan.to_dict()
+                         if self.tumour_dose_ratio is None
+                         else self.plan.to_file_dict(self.tumour_dose_ratio)),
             "metrics": {
                 "tumour_bed_gy": _r(m.get("tumour_bed_gy")),
                 "tumour_eqd2_gy": _r(m.get("tumour_eqd2_gy")),
@@ -232,7 +237,8 @@ def start_solve(instance_or_path: Any, solver: str | Profile = "exhaustive", *,
                 objective_name=problem.objective_name, seed=profile.options.seed,
                 time_limit_s=profile.options.time_limit_s,
                 oar_names=tuple(o.name for o in problem.oars),
-                outcome_calibration=problem.outcome_calibration()[1], compile_time_s=compile_s)
+                outcome_calibration=problem.outcome_calibration()[1], compile_time_s=compile_s,
+                tumour_dose_ratio=problem.tumour_dose_ratio)
     return SolveStart(problem, profile, t0, base)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, NoReturn, Sequence
 
 import numpy as np
@@ -145,18 +145,32 @@ class Plan:
         verified.  Plans from solvers are on the prescription grid already
         (:meth:`Problem.verify_prescribable`), e.g. ``5.35``.
         """
-        return {"fractions": [{"day": d, "dose_gy": float(x)}
-                              for d, x in zip(self.fraction_days, self.doses_gy)],
-                "nk_infusions": [{"day": d} for d in self.nk_days]}
+        d: dict[str, Any] = {"fractions": [{"day": d, "dose_gy": float(x)}
+                                           for d, x in zip(self.fraction_days, self.doses_gy)],
+                             "nk_infusions": [{"day": d} for d in self.nk_days]}
+        if self.tumour_dose_ratio is not None:
+            d["tumour_dose_ratio"] = float(self.tumour_dose_ratio)
+        return d
+
+    def to_file_dict(self, instance_ratio: float) -> dict[str, Any]:
+        """:meth:`to_dict` with ``tumour_dose_ratio`` always written: the plan's own, or
+        ``instance_ratio`` (the ratio of the instance it was made for) when it has none.  What
+        plan files hold, so that a file says how its doses reach the tumour."""
+        d = self.to_dict()
+        d.setdefault("tumour_dose_ratio", float(instance_ratio))
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
-        """Inverse of :meth:`to_dict` (accepts a whole result JSON with a ``schedule`` key)."""
+        """Inverse of :meth:`to_dict` (accepts a whole result JSON with a ``schedule`` key);
+        ``tumour_dose_ratio`` None when the dict has none."""
         if "schedule" in data:
             data = data["schedule"]
         fr = sorted(data.get("fractions", []), key=lambda f: f["day"])
+        ratio = data.get("tumour_dose_ratio")
         return cls(tuple(int(f["day"]) for f in fr), tuple(float(f["dose_gy"]) for f in fr),
-                   tuple(sorted(int(i["day"]) for i in data.get("nk_infusions", []))))
+                   tuple(sorted(int(i["day"]) for i in data.get("nk_infusions", []))),
+                   tumour_dose_ratio=None if ratio is None else float(ratio))
 
     def rounded(self, step_gy: float, mode: str = "nearest", low: float = 0.0,
                 high: float = float("inf")) -> "Plan":
@@ -172,7 +186,7 @@ class Plan:
                                                (1e-9 if mode == "down" else -1e-9))),
                               k_lo, k_hi))
             out.append(round(k * step_gy, 10))
-        return Plan(self.fraction_days, tuple(out), self.nk_days)
+        return Plan(self.fraction_days, tuple(out), self.nk_days, self.tumour_dose_ratio)
 
     def describe(self) -> str:
         """Short human description, e.g. ``4 x 12.5 Gy on days 0,1,2,3; NK day 5``."""
@@ -397,7 +411,33 @@ def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool =
     plan, fields = plan_from_json(data, src)
     if problem is not None:
         check_plan_fits(plan, problem, src, fields)
+        plan = _with_instance_ratio(plan, problem, src, fields, force)
     return plan
+
+
+RATIO_TOLERANCE = 1e-9
+"""Relative difference below which a plan file's ``tumour_dose_ratio`` is the instance's (the
+ratios are written as floats and read back exactly; this only absorbs a hand-typed ``1.2``
+against ``1 + 0.5 (100 / 80 - 1)``)."""
+
+
+def _with_instance_ratio(plan: Plan, problem: "Problem", src: str, fields: tuple[str, str],
+                         force: bool) -> Plan:
+    """A plan read from a file, checked against ``problem``'s tumour dose ratio: a file
+    without one (written before rtopt wrote it) or with the instance's gets the instance's
+    (None); another ratio, a plan delivered with another prescription convention, is refused
+    unless ``force`` (then the plan keeps its own)."""
+    r = plan.tumour_dose_ratio
+    if r is None or abs(r - problem.tumour_dose_ratio) <= RATIO_TOLERANCE * max(1.0, abs(r)):
+        return replace(plan, tumour_dose_ratio=None)
+    if force:
+        return plan
+    field = fields[0].rpartition(".")[0]
+    raise PlanFileError(src, [((f"{field}." if field else "") + "tumour_dose_ratio",
+                               f"plan delivered with tumour dose {r:.4g} x the prescribed dose, "
+                               f"{problem.name} with {problem.tumour_dose_ratio:.4g} x (another "
+                               "prescription convention; --force to use it anyway, with the "
+                               "plan's)")])
 
 
 def check_plan_fits(plan: Plan, problem: "Problem", source: str,
