@@ -158,3 +158,16 @@ def test_plan_files_carry_the_tumour_dose_ratio(tmp_path):
     assert forced["metrics"]["local_control"] < sim["metrics"]["local_control"]
     assert load_plan_file(f, problem, force=True).tumour_dose_ratio == 1.0
     assert load_plan_file(out, problem).tumour_dose_ratio is None      # the instance's
+
+
+@pytest.mark.parametrize("name", ["lung-peripheral-12.5x4-nk", "lung-peripheral-18x3-nk"])
+def test_shipped_headline_plans_have_their_best_nk_days(name):
+    """The headline plan files (README sensitivity and robust examples) say "with its best
+    rule-abiding NK days": their days are what the trial's best-infusion rule gives for their
+    fractions under the current model (they were 3,10 and 8,15, stale after a model change)."""
+    from rtopt.decisions.trial import best_infusions
+
+    problem = Problem.from_path(LUNG)
+    plan = load_plan_file(ROOT / "instances" / "plans" / f"{name}.json", problem)
+    assert plan.nk_days == best_infusions(problem, plan)
+    assert problem.verify(plan).feasible
