@@ -372,8 +372,9 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
     Returns ``fitness`` (:func:`search_fitness`, ``-inf`` when no set is allowed or the
     nominal local-control limits fail), ``stat`` (:func:`statistic`) and ``set`` (index into
     ``sets``).  With ``bounds_only`` it returns instead, per schedule, ``upper``: a bound on
-    the fitness of every allowed set (each sample's objective with the largest NK activity
-    before each fraction and the largest activity integral of any allowed set, made safe against
+    the fitness of every allowed set (each sample's objective with, before each fraction, the
+    sum of the largest single-infusion activities a set can hold, and the largest activity
+    integral of any allowed set, made safe against
     round-off by :func:`search_fitness` with ``upper``; valid when :func:`bounds_apply`), and ``lower``: the exact fitness
     of one allowed set (the one with the largest activity integral summed over the samples).
     """
@@ -406,7 +407,11 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
         r = i * S + np.arange(S)
         auc_inf = Mv @ ker.auc[r].T                                         # (nv, S)
         A = ker.activity[r]                                                 # (S, K, F)
-        act = (Mv @ A.transpose(1, 0, 2).reshape(K, -1)).reshape(len(valid), S, -1)
+
+        def acts(rows: Any) -> np.ndarray:
+            """NK activity before each fraction of the sets ``Mv[rows]``: ``(m, S, F)``."""
+            Mr = Mv[rows]
+            return (Mr @ A.transpose(1, 0, 2).reshape(K, -1)).reshape(len(Mr), S, -1)
 
         def limits_ok(rows: np.ndarray) -> np.ndarray:
             """The nominal local-control limits of the sets ``Mv[rows]``, as verify checks."""
@@ -416,17 +421,26 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
             return np.asarray(problem.outcome_limits_ok({"local_control": lc}), dtype=bool)
 
         if bounds_only:
-            ub = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, act.max(axis=0)[None],
+            # activity before each fraction of any allowed set: at most the sum of its
+            # largest ``n`` single-infusion activities over the allowed days (``n`` infusions
+            # per set at most; n times the largest when a set repeats a day)
+            chan = Mv.any(axis=0)
+            n_inf = int(Mv.sum(axis=1).max())
+            Aa = A[:, chan, :]
+            act_ub = (n_inf * Aa.max(axis=1) if Mv.max() > 1 else
+                      np.sort(Aa, axis=1)[:, Aa.shape[1] - n_inf:, :].sum(axis=1))
+            ub = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, act_ub[None],
                                  auc_inf.max(axis=0)[None])
             u = search_fitness(spec, ub, ref, upper=True)[0]
             res["upper"][i] = np.inf if np.isnan(u) else u
             k = int(np.argmax(auc_inf.sum(axis=1)))
             if limits_ok(np.array([k]))[0]:
-                lo = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, act[k:k + 1],
+                lo = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, acts([k]),
                                      auc_inf[k:k + 1])
                 res["lower"][i] = search_fitness(spec, lo, ref)[0]
             continue
-        obj = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, act, auc_inf)
+        obj = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, acts(slice(None)),
+                              auc_inf)
         fit = np.where(limits_ok(np.arange(len(valid))), search_fitness(spec, obj, ref), -np.inf)
         k = int(np.argmax(fit))
         res["fitness"][i], res["set"][i] = fit[k], valid[k]
