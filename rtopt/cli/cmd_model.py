@@ -298,7 +298,8 @@ def bench_cmd(
         for col in ("workload", "seconds", "target", "met", "peak memory"):
             t.add_column(col, justify="left" if col == "workload" else "right")
         for row in rows:
-            t.add_row(row["name"], f"{row['seconds']:.1f}", f"< {row['target_s']:g} s",
+            name = row["name"] + (f" ({row['detail']})" if row.get("detail") else "")
+            t.add_row(name, f"{row['seconds']:.1f}", f"< {row['target_s']:g} s",
                       "yes" if row["seconds"] < row["target_s"] else "NO",
                       f"{row['peak_mib']:,.0f} MiB")
         out_console.print(t)

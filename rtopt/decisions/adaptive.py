@@ -68,7 +68,7 @@ from rtopt.backends.base import BackendOutput, Termination, package_version
 from rtopt.backends.exhaustive import ExhaustiveBackend, memory_budget_bytes
 from rtopt.common.errors import RtoptError
 from rtopt.common.fileio import write_atomic
-from rtopt.decisions.robust import (parse_robust, sample_objectives, score_block, statistic,
+from rtopt.decisions.robust import (parse_robust, robust_search, sample_objectives, statistic,
                                     summary_stats)
 from rtopt.decisions.trial import bootstrap_ci
 from rtopt.model.simulator import compile_kernels, simulate
@@ -568,16 +568,9 @@ def _search(problem: Problem, course: Course, options: Any, robust: Any, values:
             return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys "
                                  "the NK rules after the given infusions", solver_name=name,
                                  solver_version=version, extras=extras)
-        S = len(next(iter(values.values())))
-        block = max(1, 4096 // max(1, S))
-        fit, stat, st = [], [], []
-        for a in range(0, len(D), block):
-            part = score_block(problem, robust, values, ref, D, plans_rt, bed, sets,
-                                np.arange(a, min(a + block, len(D))))
-            fit.append(part["fitness"])
-            stat.append(part["stat"])
-            st.append(part["set"])
-        fit, stat, st = np.concatenate(fit), np.concatenate(stat), np.concatenate(st)
+        found = robust_search(problem, robust, values, ref, D, plans_rt, bed, sets)
+        fit, stat, st = found["fitness"], found["stat"], found["set"]
+        extras.update(schedules_scored=found["scored"], schedules_pruned=found["pruned"])
         if not np.isfinite(fit).any():
             return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys "
                                  "the NK rules with any remaining schedule", solver_name=name,

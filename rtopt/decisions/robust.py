@@ -41,6 +41,7 @@ import numpy as np
 from rtopt.backends import get_backend
 from rtopt.backends.base import BackendOutput, Termination, package_version
 from rtopt.backends.exhaustive import ExhaustiveBackend
+from rtopt.common.console import search_progress
 from rtopt.common.errors import RtoptError
 from rtopt.decisions.distributed import map_chunks
 from rtopt.model.simulator import infusion_kernels, simulate, tumour_outcomes
@@ -50,6 +51,7 @@ from rtopt.planning.solve import Result, finish
 from rtopt.problem.problem import SIMULATION_METRICS, Evaluation, Plan, Problem, load_plan_file
 
 __all__ = ["RobustSpec", "parse_robust", "statistic", "search_fitness", "solve_robust", "sample_objectives",
+           "score_block", "robust_search", "bounds_apply", "infusion_matrix", "BOUND_INFLATION",
            "local_control_limit_probability",
            "OUT_OF_SAMPLE_FACTOR", "ROBUST_BACKENDS"]
 
@@ -115,6 +117,13 @@ def load_plan(path: str | Path, problem: Any = None, *, force: bool = False,
     return load_plan_file(path, problem, force=force, option=option)
 
 
+BOUND_INFLATION = 1e-9
+"""Relative margin added to each sample's objective bound (:func:`score_block` with
+``bounds_only``) before its statistic: the bound and the exact value are computed by different
+sums, so round-off (~1e-16 relative) could otherwise put a bound a hair below the value it bounds
+and prune the optimum; the objectives the statistics compare differ by far more than 1e-9."""
+
+
 def statistic(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
     """The robust statistic over the last axis (samples) of ``obj``; NaN stays NaN."""
     obj = np.asarray(obj, dtype=float)
@@ -130,14 +139,25 @@ def statistic(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None) 
     raise RobustError(f"unknown robust statistic {spec.kind!r}")  # pragma: no cover
 
 
-def search_fitness(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None
-                   ) -> np.ndarray:
+def search_fitness(spec: RobustSpec, obj: np.ndarray, ref: np.ndarray | None = None, *,
+                   upper: bool = False) -> np.ndarray:
     """What the search maximises: the statistic, with ties of ``prob-better`` broken by the
     expected objective.  The tie-break term lies in ``[0, 1 / (2 S))``, below one sample's
-    share, so it never outranks a plan that wins on one more sample."""
-    st = statistic(spec, obj, ref)
+    share, so it never outranks a plan that wins on one more sample.
+
+    ``upper``: ``obj`` are upper bounds of the objective per sample, and the result an upper
+    bound of the fitness of every plan they bound, safe against round-off: the values are
+    inflated by :data:`BOUND_INFLATION`, and for ``prob-better`` a sample counts as winnable
+    when its inflated bound exceeds the reference unless the bound equals the reference
+    exactly (both at the same saturated value, e.g. local control 1: a plan below its bound
+    cannot beat it there)."""
+    obj = np.asarray(obj, dtype=float)
+    raw = obj
+    if upper:
+        obj = obj + BOUND_INFLATION * np.maximum(1.0, np.abs(obj))
     if spec.kind != "prob-better":
-        return st
+        return statistic(spec, obj, ref)
+    st = ((obj > ref) & (raw != ref)).mean(axis=-1) if upper else statistic(spec, obj, ref)
     S = np.shape(obj)[-1]
     with np.errstate(over="ignore"):
         tb = 1.0 / (1.0 + np.exp(-np.clip(np.mean(obj, axis=-1), -700, 700)))
@@ -195,10 +215,14 @@ class _RobustProblem(Problem):
     """A problem whose :meth:`evaluate` scores the robust statistic (for heuristics)."""
 
     @classmethod
-    def wrap(cls, problem: Problem, fitness: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    def wrap(cls, problem: Problem, fitness: Callable[[np.ndarray, np.ndarray], np.ndarray],
+             tick: Callable[[int, float], None] | None = None):
+        """``problem`` scored by ``fitness``; ``tick(n, best)`` after each batch (the count and
+        the best fitness of its feasible plans, for a progress bar)."""
         obj = copy.copy(problem)
         obj.__class__ = cls
         obj._fitness = fitness
+        obj._tick = tick
         return obj
 
     def evaluate(self, D: Any, U: Any = None, *, simulate_tme: bool | None = None,
@@ -207,8 +231,11 @@ class _RobustProblem(Problem):
         D = np.atleast_2d(np.asarray(D, dtype=float))
         U = np.zeros_like(D) if U is None else np.broadcast_to(
             np.atleast_2d(np.asarray(U, dtype=float)), D.shape)
-        return Evaluation(self._fitness(D, np.ascontiguousarray(U)), ev.metrics, ev.slacks,
-                          ev.violation)
+        fit = self._fitness(D, np.ascontiguousarray(U))
+        if self._tick is not None:
+            good = fit[ev.feasible & np.isfinite(fit)]
+            self._tick(len(D), float(good.max()) if good.size else float("nan"))
+        return Evaluation(fit, ev.metrics, ev.slacks, ev.violation)
 
 
 # ----------------------------------------------------------------------------- exhaustive
@@ -244,40 +271,132 @@ def _space(problem: Problem, opt: dict[str, Any]):
             sets)
 
 
-def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
-                 ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
-                 sets: list, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Best infusion set and its statistic for each schedule of a block (all samples)."""
-    S = len(next(iter(values.values())))
-    bio_s = biology_with(problem.biology, values)
-    Db = D[idx]
-    b = len(Db)
-    best_fit = np.full(b, -np.inf)
-    best_stat = np.full(b, -np.inf)
-    best_set = np.full(b, -1)
-    if problem.nk is None or not any(sets):
-        obj = sample_objectives(problem, Db, np.zeros_like(Db), values)
-        fit = search_fitness(spec, obj, ref)
-        if problem.has_outcome_limits:  # the nominal local-control limits, as verify checks
-            fit = np.where(problem.outcome_limits_ok(problem.evaluate(Db).metrics), fit, -np.inf)
-        return {"fitness": fit, "stat": statistic(spec, obj, ref),
-                "set": np.zeros(b, dtype=int)}
+def infusion_matrix(sets: list) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate infusion days and the ``(len(sets), K)`` count matrix of the infusion sets."""
     cand = np.array(sorted({d for s in sets for d in s}), dtype=int)
     pos = {d: i for i, d in enumerate(cand)}
     M = np.zeros((len(sets), len(cand)))
     for r, s in enumerate(sets):
         for d in s:
             M[r, pos[d]] += 1
-    DD = np.repeat(Db, S, axis=0)                       # row i * S + j: schedule i, sample j
+    return cand, M
+
+
+def bounds_apply(problem: Problem, values: dict[str, np.ndarray]) -> bool:
+    """Whether :func:`robust_search` may prune schedules by an upper bound: the objective never
+    decreases when an infusion is added (:attr:`Problem.objective_nondecreasing_in_infusions`)
+    and no sample makes NK cells harmful (negative radiosensitisation or NK kill)."""
+    if problem.nk is None or not problem.objective_nondecreasing_in_infusions:
+        return False
+    p = problem.biology.params
+    for key in ("nk_radiosensitisation_max", "nk_log_kill_per_activity_day",
+                "nk_radiosensitisation_e50"):
+        v = np.concatenate([np.ravel(p.values[key]), np.ravel(values.get(key, []))])
+        if np.any(v < 0) or (key.endswith("e50") and np.any(v <= 0)):
+            return False
+    return True
+
+
+def _block_context(problem: Problem, values: dict[str, np.ndarray], Db: np.ndarray,
+                   cand: np.ndarray) -> dict[str, Any]:
+    """Everything the infusion sets of a block of schedules share on all ``S`` samples: the
+    single-infusion responses (row ``i * S + j``: schedule ``i``, sample ``j``), the metrics
+    that no infusion changes, and the nominal responses for local-control limits."""
+    S = len(next(iter(values.values())))
+    b = len(Db)
+    bio_s = biology_with(problem.biology, values)
+    DD = np.repeat(Db, S, axis=0)
     bio_k = biology_rows(bio_s, np.tile(np.arange(S), b), S)     # one sample per row
-    ker = infusion_kernels(bio_k, problem.tumour_doses(DD), cand, steps_per_day=problem.steps_per_day, population=False)
-    pop = problem.needs_population
+    ker = infusion_kernels(bio_k, problem.tumour_doses(DD), cand,
+                           steps_per_day=problem.steps_per_day, population=False)
+    fixed: dict[str, np.ndarray] = {}
+    if problem.needs_reoxygenation:     # radiotherapy alone: the same for every infusion set
+        p = copy.copy(problem)
+        p.biology = bio_k
+        fixed = {k: np.asarray(v, dtype=float)
+                 for k, v in p.reoxygenation_metrics(DD).items()}
     nominal = (infusion_kernels(problem.biology, problem.tumour_doses(Db), cand,
                                 steps_per_day=problem.steps_per_day, population=True)
                if problem.has_outcome_limits else None)
+    return {"S": S, "bio_s": bio_s, "ker": ker, "fixed": fixed, "nominal": nominal}
+
+
+def _set_objectives(problem: Problem, ctx: dict[str, Any], i: int, Db: np.ndarray, bed: float,
+                    days: tuple, act: np.ndarray, auc_inf: np.ndarray) -> np.ndarray:
+    """Objective ``(m, S)`` of schedule ``i`` of a block with ``m`` infusion responses: NK
+    activity over the day before each fraction ``act`` (``(m, S, F)``) and the infused cells'
+    activity integral ``auc_inf`` (``(m, S)``), from single infusions or bounds on them."""
+    S, ker, bio_s = ctx["S"], ctx["ker"], ctx["bio_s"]
+    m = act.shape[0]
+    N = m * S
+    r = i * S + np.arange(S)
+    auc_inf = auc_inf.reshape(-1)                              # (m * S,) set-major
+    # the endogenous NK activity does not depend on the infusions (the base schedule's)
+    auc_e = np.tile(ker.base.nk_auc_endogenous[r], m)
+    out: dict[str, np.ndarray] = {}
     # objectives of NK favourability (and BED) need no tumour outcome: skip that arithmetic
-    outcome = bool({problem.metric_of(k) for k in problem.weights}
-                   - {"nk_favourability", "tumour_bed_gy"})
+    if {problem.metric_of(k) for k in problem.weights} - {"nk_favourability", "tumour_bed_gy"}:
+        fd = np.tile(ker.frac_dose[r], (m, 1))
+        fh = np.tile(ker.frac_h[r], (m, 1))
+        bio_r = biology_rows(bio_s, np.tile(np.arange(S), m), S)
+        Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (N, Db.shape[1]))
+        # NK kill from the infused cells (docs/model.md section 13)
+        out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act.reshape(N, -1), auc_inf,
+                              problem.needs_population,
+                              counterfactual=problem.needs_counterfactual)
+    mets: dict[str, np.ndarray] = {}
+    for name, attr in SIMULATION_METRICS.items():
+        if attr == "nk_auc":
+            mets[name] = auc_inf + auc_e
+        elif attr == "nk_auc_endogenous":
+            mets[name] = auc_e
+        elif attr in out:
+            mets[name] = out[attr]
+        elif attr in ("hypoxic_fraction_end", "mean_hypoxic_fraction"):
+            mets[name] = np.tile(getattr(ker.base, attr)[r], m)
+    for name, v in ctx["fixed"].items():
+        mets[name] = np.tile(v[r], m)
+    mets["nk_favourability_infused"] = auc_inf
+    mets["tumour_bed_gy"] = np.full(N, bed)
+    mets["n_fractions"] = np.full(N, float(len(days)))
+    mets["overall_days"] = np.full(N, float(days[-1] - days[0]) if days else 0.0)
+    return problem.objective_from_metrics(mets, N).reshape(m, S)
+
+
+def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
+                ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
+                sets: list, idx: np.ndarray, *, bounds_only: bool = False
+                ) -> dict[str, np.ndarray]:
+    """Best infusion set and its statistic for each schedule of a block (all samples).
+
+    Returns ``fitness`` (:func:`search_fitness`, ``-inf`` when no set is allowed or the
+    nominal local-control limits fail), ``stat`` (:func:`statistic`) and ``set`` (index into
+    ``sets``).  With ``bounds_only`` it returns instead, per schedule, ``upper``: a bound on
+    the fitness of every allowed set (each sample's objective with, before each fraction, the
+    sum of the largest single-infusion activities a set can hold, and the largest activity
+    integral of any allowed set, made safe against
+    round-off by :func:`search_fitness` with ``upper``; valid when :func:`bounds_apply`), and ``lower``: the exact fitness
+    of one allowed set (the one with the largest activity integral summed over the samples).
+    """
+    S = len(next(iter(values.values())))
+    Db = D[idx]
+    b = len(Db)
+    if problem.nk is None or not any(sets):
+        if bounds_only:
+            raise RobustError("score_block: bounds need infusion sets")  # pragma: no cover
+        obj = sample_objectives(problem, Db, np.zeros_like(Db), values)
+        fit = search_fitness(spec, obj, ref)
+        if problem.has_outcome_limits:  # the nominal local-control limits, as verify checks
+            fit = np.where(problem.outcome_limits_ok(problem.evaluate(Db).metrics), fit, -np.inf)
+        return {"fitness": fit, "stat": statistic(spec, obj, ref),
+                "set": np.zeros(b, dtype=int)}
+    cand, M = infusion_matrix(sets)
+    ctx = _block_context(problem, values, Db, cand)
+    ker, nominal = ctx["ker"], ctx["nominal"]
+    K = len(cand)
+    res = ({"upper": np.full(b, -np.inf), "lower": np.full(b, -np.inf)} if bounds_only else
+           {"fitness": np.full(b, -np.inf), "stat": np.full(b, -np.inf),
+            "set": np.full(b, -1)})
     for i in range(b):
         days = plans_rt[idx[i]][0]
         bad = np.array([not problem.infusion_day_ok(days, int(t)) for t in cand], dtype=float)
@@ -285,45 +404,96 @@ def score_block(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray
         if valid.size == 0:
             continue
         Mv = M[valid]
-        nv = len(valid)
         r = i * S + np.arange(S)
-        auc_inf = (Mv @ ker.auc[r].T).reshape(-1)                   # (nv * S,) set-major
-        # the endogenous NK activity does not depend on the infusions (the base schedule's)
-        auc_e = np.tile(ker.base.nk_auc_endogenous[r], nv)
-        auc = auc_inf + auc_e
-        out: dict[str, np.ndarray] = {}
-        if outcome:
-            act = np.einsum("mk,skf->msf", Mv, ker.activity[r]).reshape(nv * S, -1)
-            fd = np.tile(ker.frac_dose[r], (nv, 1))
-            fh = np.tile(ker.frac_h[r], (nv, 1))
-            bio_r = biology_rows(bio_s, np.tile(np.arange(S), nv), S)
-            Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (nv * S, Db.shape[1]))
-            # NK kill from the infused cells (docs/model.md section 13)
-            out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act, auc_inf, pop,
-                                  counterfactual=problem.needs_counterfactual)
-        mets = {}
-        for name, attr in SIMULATION_METRICS.items():
-            if attr == "nk_auc":
-                mets[name] = auc
-            elif attr == "nk_auc_endogenous":
-                mets[name] = auc_e
-            elif attr in out:
-                mets[name] = out[attr]
-            elif attr in ("hypoxic_fraction_end", "mean_hypoxic_fraction"):
-                mets[name] = np.tile(getattr(ker.base, attr)[r], nv)
-        N = nv * S
-        mets["tumour_bed_gy"] = np.full(N, bed[idx[i]])
-        mets["n_fractions"] = np.full(N, float(len(days)))
-        mets["overall_days"] = np.full(N, float(days[-1] - days[0]) if days else 0.0)
-        obj = problem.objective_from_metrics(mets, N).reshape(nv, S)
-        fit = search_fitness(spec, obj, ref)
-        if nominal is not None:  # the nominal local-control limits, as verify checks
-            lc = nominal.combine(i, Mv.astype(float), population=True).local_control
-            fit = np.where(problem.outcome_limits_ok({"local_control": lc}), fit, -np.inf)
+        auc_inf = Mv @ ker.auc[r].T                                         # (nv, S)
+        A = ker.activity[r]                                                 # (S, K, F)
+
+        def acts(rows: Any) -> np.ndarray:
+            """NK activity before each fraction of the sets ``Mv[rows]``: ``(m, S, F)``."""
+            Mr = Mv[rows]
+            return (Mr @ A.transpose(1, 0, 2).reshape(K, -1)).reshape(len(Mr), S, -1)
+
+        def limits_ok(rows: np.ndarray) -> np.ndarray:
+            """The nominal local-control limits of the sets ``Mv[rows]``, as verify checks."""
+            if nominal is None:
+                return np.ones(len(rows), dtype=bool)
+            lc = nominal.combine(i, Mv[rows].astype(float), population=True).local_control
+            return np.asarray(problem.outcome_limits_ok({"local_control": lc}), dtype=bool)
+
+        if bounds_only:
+            # activity before each fraction of any allowed set: at most the sum of its
+            # largest ``n`` single-infusion activities over the allowed days (``n`` infusions
+            # per set at most; n times the largest when a set repeats a day)
+            chan = Mv.any(axis=0)
+            n_inf = int(Mv.sum(axis=1).max())
+            Aa = A[:, chan, :]
+            act_ub = (n_inf * Aa.max(axis=1) if Mv.max() > 1 else
+                      np.sort(Aa, axis=1)[:, Aa.shape[1] - n_inf:, :].sum(axis=1))
+            ub = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, act_ub[None],
+                                 auc_inf.max(axis=0)[None])
+            u = search_fitness(spec, ub, ref, upper=True)[0]
+            res["upper"][i] = np.inf if np.isnan(u) else u
+            k = int(np.argmax(auc_inf.sum(axis=1)))
+            if limits_ok(np.array([k]))[0]:
+                lo = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, acts([k]),
+                                     auc_inf[k:k + 1])
+                res["lower"][i] = search_fitness(spec, lo, ref)[0]
+            continue
+        obj = _set_objectives(problem, ctx, i, Db, bed[idx[i]], days, acts(slice(None)),
+                              auc_inf)
+        fit = np.where(limits_ok(np.arange(len(valid))), search_fitness(spec, obj, ref), -np.inf)
         k = int(np.argmax(fit))
-        best_fit[i], best_set[i] = fit[k], valid[k]
-        best_stat[i] = statistic(spec, obj[k], ref)
-    return {"fitness": best_fit, "stat": best_stat, "set": best_set}
+        res["fitness"][i], res["set"][i] = fit[k], valid[k]
+        res["stat"][i] = statistic(spec, obj[k], ref)
+    return res
+
+
+def robust_search(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarray],
+                  ref: np.ndarray | None, D: np.ndarray, plans_rt: list, bed: np.ndarray,
+                  sets: list, *, scheduler: Any = None, progress: str | None = None,
+                  block: int | None = None, prune: bool = True) -> dict[str, Any]:
+    """The robust fitness of every schedule row of ``D`` with its best infusion set.
+
+    Exact over the space, with pruning (branch and bound over schedules) when
+    :func:`bounds_apply` and the objective needs tumour outcomes (the expensive part): a first
+    pass bounds every schedule's fitness from above and evaluates one infusion set exactly
+    (:func:`score_block` with ``bounds_only``); the second scores every infusion set of the
+    schedules whose bound reaches the best of those exact values.  A pruned schedule's bound
+    is below a fitness that is achieved, so it cannot hold the optimum, and ties are kept
+    (pruning is strict): the result is the full enumeration's, schedule for schedule, among
+    those scored.  Returns ``fitness`` (``-inf`` for pruned schedules and those without an
+    allowed set), ``stat``, ``set``, ``scored`` (schedules scored exactly) and ``pruned``.
+    Blocks of ``block`` schedules run as chunks (:func:`rtopt.decisions.distributed.map_chunks`).
+    """
+    n = len(D)
+    S = len(next(iter(values.values())))
+    block = max(1, int(block or max(1, 4096 // max(1, S))))
+    outcome = bool({problem.metric_of(k) for k in problem.weights}
+                   - {"nk_favourability", "tumour_bed_gy"})
+    keep = np.arange(n)
+    bounded = (prune and n > 1 and any(sets) and outcome and bounds_apply(problem, values))
+    if bounded:
+        items = [np.arange(a, min(a + block, n)) for a in range(0, n, block)]
+        parts = map_chunks(lambda idx: score_block(problem, spec, values, ref, D, plans_rt,
+                                                   bed, sets, idx, bounds_only=True),
+                           items, scheduler=scheduler,
+                           progress=None if progress is None else progress + " (bounds)")
+        upper = np.concatenate([p["upper"] for p in parts])
+        lower = np.concatenate([p["lower"] for p in parts])
+        floor = lower.max(initial=-np.inf)
+        if np.isfinite(floor):
+            keep = np.flatnonzero(upper >= floor)
+    items = [keep[a:a + block] for a in range(0, len(keep), block)]
+    parts = map_chunks(lambda idx: score_block(problem, spec, values, ref, D, plans_rt, bed,
+                                               sets, idx),
+                       items, scheduler=scheduler, progress=progress)
+    fit, stat, st = np.full(n, -np.inf), np.full(n, -np.inf), np.full(n, -1)
+    if parts:
+        fit[keep] = np.concatenate([p["fitness"] for p in parts])
+        stat[keep] = np.concatenate([p["stat"] for p in parts])
+        st[keep] = np.concatenate([p["set"] for p in parts])
+    return {"fitness": fit, "stat": stat, "set": st, "scored": int(len(keep)),
+            "pruned": int(n - len(keep)), "bounded": bool(bounded)}
 
 
 def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress):
@@ -333,16 +503,11 @@ def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress)
         return BackendOutput((), Termination.INFEASIBLE, message="no schedule in the space meets "
                              "the limits", solver_name=name, solver_version=version)
     S = len(next(iter(values.values())))
-    block = max(1, int(options.options.get("robust_block", max(1, 4096 // max(1, S)))))
-    items = [np.arange(a, min(a + block, len(D))) for a in range(0, len(D), block)]
-
-    def run(idx):
-        return score_block(problem, spec, values, ref, D, plans_rt, bed, sets, idx)
-
-    parts = map_chunks(run, items, scheduler=scheduler, progress=progress)
-    fit = np.concatenate([p["fitness"] for p in parts])
-    stat = np.concatenate([p["stat"] for p in parts])
-    st = np.concatenate([p["set"] for p in parts])
+    found = robust_search(problem, spec, values, ref, D, plans_rt, bed, sets,
+                          scheduler=scheduler, progress=progress,
+                          block=options.options.get("robust_block"),
+                          prune=bool(options.options.get("robust_prune", True)))
+    fit, stat, st = found["fitness"], found["stat"], found["set"]
     if not np.isfinite(fit).any():
         return BackendOutput((), Termination.INFEASIBLE, message="no infusion set obeys the NK "
                              "rules with any schedule in the space", solver_name=name,
@@ -353,7 +518,9 @@ def _robust_exhaustive(problem, spec, values, ref, options, scheduler, progress)
     return BackendOutput((plan,), Termination.OPTIMAL, None, None, solver_name=name,
                          solver_version=version,
                          extras={"schedules": len(D), "infusion_sets": len(sets),
-                                 "evaluations": int(len(D) * len(sets) * S),
+                                 "schedules_scored": found["scored"],
+                                 "schedules_pruned": found["pruned"],
+                                 "evaluations": int(found["scored"] * len(sets) * S),
                                  "robust_fitness": float(stat[i]),
                                  "exact_for_instance": False})
 
@@ -396,11 +563,13 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
         out = _robust_exhaustive(problem, spec, values, ref, profile.options, scheduler,
                                  progress)
     else:
-        def fitness(D, U):
-            return search_fitness(spec, sample_objectives(problem, D, U, values), ref)
+        with search_progress(None if progress is None else f"robust {profile.backend}",
+                             profile.options.time_limit_s, unit=f"plans x {S} samples") as tick:
+            def fitness(D, U):
+                return search_fitness(spec, sample_objectives(problem, D, U, values), ref)
 
-        out = get_backend(profile.backend)().solve(_RobustProblem.wrap(problem, fitness),
-                                                   profile.options)
+            out = get_backend(profile.backend)().solve(
+                _RobustProblem.wrap(problem, fitness, tick), profile.options)
         if out.plans:  # the back-end's claim is the robust statistic, not the nominal value
 
             # only the back-end's robust best: verification must not re-rank by the nominal
@@ -442,7 +611,11 @@ def solve_robust(problem: Problem, profile: Any, spec: RobustSpec | str, samples
                   f"draws ({100 * p_in:.1f} % in sample; at nominal parameters they hold)")
     extras = {**res.extras, "robust": report}
     extras.setdefault("robust_fitness", report["in_sample"]["statistic"])
-    msg = (f"robust {spec.label} over {S} samples (seed {seed}); re-verified out of sample on "
+    pruned = extras.get("schedules_pruned")
+    search = (f"; {extras['schedules_scored']} of {extras['schedules']} schedules scored in full "
+              f"(the other {pruned}: bound below a robust value found)" if pruned else "")
+    msg = (f"robust {spec.label} over {S} samples (seed {seed}){search}; re-verified out of "
+           f"sample on "
            f"{n_oos} fresh samples (seed {oos_seed}): {spec.label} "
            f"{report['out_of_sample']['statistic']:.4g} (in sample "
            f"{report['in_sample']['statistic']:.4g})" + lc_msg)

@@ -35,7 +35,7 @@ from rtopt.problem.calendar import allowed_fraction_days, max_fractions_that_fit
 from rtopt.problem.instance import load_instance
 
 __all__ = ["Plan", "PlanFileError", "load_plan_file", "check_plan_fits", "Problem", "Evaluation", "ConstraintCheck", "Verification", "Diagnosis",
-           "OBJECTIVES"]
+           "OBJECTIVES", "SIMULATION_METRICS", "NK_NONDECREASING", "INFUSION_INDEPENDENT"]
 
 OBJECTIVES = ("nk_favourability", "tumour_log_kill", "tcp", "local_control",
               "nk_gain_local_control", "nk_gain_log_kill", "tumour_bed",
@@ -55,6 +55,21 @@ SIMULATION_METRICS = {
     "hypoxic_fraction_end": "hypoxic_fraction_end",
     "mean_hypoxic_fraction": "mean_hypoxic_fraction"}
 """Metric name -> :class:`rtopt.model.simulator.Simulation` field, for every simulated metric."""
+NK_NONDECREASING = frozenset({
+    "nk_favourability", "nk_favourability_infused", "tumour_log10_kill", "nk_log10_kill", "tcp",
+    "local_control", "nk_gain_log10_kill", "nk_gain_local_control"})
+"""Metrics that never decrease when an infusion is added to a plan (schedule fixed), while the
+radiosensitisation and NK-kill parameters are non-negative: an infusion only adds NK activity
+(the NK states are linear in the infusions, docs/model.md section 13), more activity before a
+fraction raises alpha, and a larger activity integral kills more tumour cells.  The robust search
+bounds an objective built from them (:func:`rtopt.decisions.robust.robust_search`); a test holds
+each of them to it."""
+INFUSION_INDEPENDENT = frozenset({
+    "tumour_bed_gy", "nk_favourability_endogenous", "log10_kill_without_nk",
+    "local_control_without_nk", "hypoxic_fraction_end", "mean_hypoxic_fraction",
+    "reoxygenation_gain_local_control", "n_fractions", "overall_days"})
+"""Metrics that the infusions do not change (radiotherapy alone, the TME, the patient's own NK
+cells)."""
 FEAS_TOL = 1e-6
 """Constraint tolerance, relative to max(1, |limit|): doses on a 0.5 Gy grid and BEDs of
 hundreds of Gy are computed to ~1e-12, so 1e-6 separates rounding from real violations."""
@@ -780,6 +795,14 @@ class Problem:
         """True when the objective needs the plan without NK cells (an NK-attributable gain)."""
         return any(self.metric_of(k) in ("nk_gain_local_control", "nk_gain_log10_kill")
                    for k in self.weights)
+
+    @property
+    def objective_nondecreasing_in_infusions(self) -> bool:
+        """True when adding an infusion can never lower the objective (fixed schedule): every
+        weighted metric is in :data:`NK_NONDECREASING` with a non-negative weight or in
+        :data:`INFUSION_INDEPENDENT` (the costs count fractions and days only)."""
+        return all((self.metric_of(k) in NK_NONDECREASING and w >= 0)
+                   or self.metric_of(k) in INFUSION_INDEPENDENT for k, w in self.weights.items())
 
     @property
     def needs_simulation(self) -> bool:
