@@ -49,6 +49,11 @@ def solve_cmd(
         help="With --robust: also report the probability of beating this plan.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Use plan files written for another instance.")] = False,
+    maximise: Annotated[Optional[str], typer.Option(
+        "--maximise", metavar="OBJECTIVE",
+        help="Maximise this objective instead of the instance's (nk_favourability, "
+             "local_control, tcp, tumour_log_kill, nk_gain_local_control, nk_gain_log_kill, "
+             "reoxygenation_gain_local_control, tumour_bed); costs and limits are kept.")] = None,
 ) -> None:
     """Optimise an instance and print the verified plan.
 
@@ -65,11 +70,20 @@ def solve_cmd(
     options = {"memory_limit_mb": memory_limit} if memory_limit is not None else None
     ref = None
     problem = file
+    if maximise is not None:
+        from rtopt.common.errors import RtoptError
+        from rtopt.problem.problem import OBJECTIVES, Problem
+
+        if maximise not in OBJECTIVES:
+            raise RtoptError(f"--maximise {maximise!r}: unknown objective (one of "
+                             f"{', '.join(OBJECTIVES)})")
+        problem = Problem.from_path(file).with_objective(maximise)
     if reference is not None or (robust or "").startswith("prob-better:"):
         from rtopt.decisions.robust import load_plan, parse_robust
         from rtopt.problem.problem import Problem
 
-        problem = Problem.from_path(file)
+        if not isinstance(problem, Problem):
+            problem = Problem.from_path(file)
         if reference is not None:
             ref = load_plan(reference, problem, force=force, option="--reference")
         if robust is not None:

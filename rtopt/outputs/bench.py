@@ -207,9 +207,7 @@ def bench_workloads(samples: int = 256, patients: int = 1000,
     solve(str(lung), "exhaustive", robust="expected", samples=2)
     # the same instance maximising local control, robust against 54/3 (tumour outcomes on
     # every sample: the costly case, which the bounds prune)
-    data = tomllib.loads(lung.read_text())
-    data["objective"] = {**data["objective"], "maximise": "local_control"}
-    lc = Problem(instance_from_dict(data, source=str(lung)))
+    lc = Problem.from_path(lung).with_objective("local_control")
     ref = standard_plan(lc, "54/3")
     solve(lc, "exhaustive", robust=RobustSpec("prob-better", reference=ref,
                                               reference_name="54/3"), samples=2)

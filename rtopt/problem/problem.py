@@ -689,6 +689,27 @@ class Problem:
         """Load and validate an instance file, then build the problem."""
         return cls(load_instance(path), **kw)
 
+    def with_objective(self, term: str) -> "Problem":
+        """A copy that maximises ``term`` (one of :data:`OBJECTIVES`) alone instead of the
+        instance's ``[objective]`` terms; its costs per fraction and per overall day, its
+        ``tcp_model`` and every limit are kept.
+
+        Raises
+        ------
+        InstanceError
+            ``term`` is not an objective (the message lists them).
+        """
+        if term not in OBJECTIVES:
+            raise InstanceError(self.instance.source if hasattr(self.instance, "source")
+                                else self.name,
+                                [("objective.maximise", f"unknown objective {term!r} (one of "
+                                  f"{', '.join(OBJECTIVES)})")])
+        import copy
+
+        p = copy.copy(self)
+        p.weights = {term: 1.0}
+        return p
+
     @classmethod
     def coerce(cls, x: Any, **kw: Any) -> "Problem":
         """``x`` itself if it is a Problem, else the problem of an instance or instance file
