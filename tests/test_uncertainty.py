@@ -614,3 +614,28 @@ def test_sensitivity_of_a_metric_and_unknown_metric(lung, repo_root, tmp_path):
     assert rank.index("alpha_per_gy") < rank.index("nk_d0_gy")
     with pytest.raises(SensitivityError, match="unknown metric 'local_kontrol'"):
         plan_sensitivity(problem, plan, method="morris", samples=2, metric="local_kontrol")
+
+
+def test_sobol_shares_by_basis_sum_to_one_and_count_the_unsourced(lung):
+    """The share of the summed total indices by each parameter's basis, printed and in JSON."""
+    from rtopt.decisions.sensitivity import UNSOURCED_BASES, basis_shares, plan_sensitivity
+    from rtopt.model.parameters import basis
+
+    problem = Problem(instance_from_dict(lung))
+    res = plan_sensitivity(problem, Plan.uniform([0, 1, 2, 3], 12.5, [4, 11]),
+                           Plan.uniform([0, 2, 4], 18.0, [5, 12]), method="sobol", samples=16)
+    shares = res.to_dict()["total_index_share_by_basis"]
+    assert set(shares) == {"objective", "difference", "plan_wins"} - {
+        o for o, rows in res.indices.items() if sum(max(0, r["ST"]) for r in rows) == 0}
+    prov = dict(problem.biology.params.provenance)
+    for out, share in shares.items():
+        parts = {b: v for b, v in share.items() if b != "unsourced"}
+        assert sum(parts.values()) == pytest.approx(1.0, abs=1e-12)
+        assert share["unsourced"] == pytest.approx(sum(parts.get(b, 0) for b in UNSOURCED_BASES))
+        # recomputed by hand for one basis
+        rows = res.indices[out]
+        tot = sum(max(0.0, r["ST"]) for r in rows)
+        direct = sum(max(0.0, r["ST"]) for r in rows
+                     if basis(r["name"], prov.get(r["name"])) == "direction")
+        assert parts.get("direction", 0.0) == pytest.approx(direct / tot)
+    assert basis_shares(res, prov) == shares

@@ -227,6 +227,11 @@ def _sensitivity(problem, a, b, method, samples, seed, output, scheduler, metric
         for i, r in enumerate(rows[:top], 1):
             t.add_row(str(i), r["name"], *(f"{r[k]:.3g}" for k in cols))
         c.print(t)
+    for out, share in res.meta.get("total_index_share_by_basis", {}).items():
+        parts = ", ".join(f"{b} {100 * v:.0f} %" for b, v in share.items() if b != "unsourced")
+        c.print(f"{out}: share of the summed total indices by basis (rtopt model params): "
+                f"{parts}; without a sourced size (direction + assumption): "
+                f"{100 * share['unsourced']:.0f} %")
     if "plan_wins" in res.summary and res.meta["summary_is_sample"]:
         c.print(f"probability that the plan beats the versus plan: "
                 f"{res.summary['plan_wins']['mean']:.3f}")

@@ -29,6 +29,7 @@ from rtopt.decisions.distributed import map_chunks, settings_key
 from rtopt.common.errors import RtoptError
 from rtopt.common.fileio import write_atomic
 from rtopt.model.uncertainty import Distribution, biology_with, distributions_for, values_from_unit
+from rtopt.model.parameters import basis
 
 # SALib and matplotlib are imported inside the functions that use them (import time).
 
@@ -238,7 +239,41 @@ def plan_sensitivity(problem: Any, plan: Any, versus: Any | None = None, *,
                             **({} if versus is None else
                                {"difference": float(nominal[0] - nominal[1])})},
                 "distributions": {k: d.describe() for k, d in dists.items()}}
+    if res.method == "sobol":
+        res.meta["total_index_share_by_basis"] = basis_shares(
+            res, dict(problem.biology.params.provenance))
     return res
+
+
+OTHER_BASIS = "tumour/hypoxia"
+"""The basis group of parameters outside the NK and chemokine groups (:func:`basis_shares`):
+their values come from the tumour and hypoxia literature and the outcome fit (docs/model.md
+sections 3 and 9), not from the NK basis table."""
+UNSOURCED_BASES = ("direction", "assumption")
+"""Bases of values whose size no source gives (a sign or bound at most)."""
+
+
+def basis_shares(result: SensitivityResult, provenance: Mapping[str, str]
+                 ) -> dict[str, dict[str, float]]:
+    """Per Sobol output, the share of the summed total indices (negative estimates counted as 0)
+    that falls on parameters of each basis (:func:`rtopt.model.parameters.basis` with the
+    resolved ``provenance``; :data:`OTHER_BASIS` for the rest), and ``unsourced``: the share of
+    :data:`UNSOURCED_BASES`.  What a conclusion rests on, and how much of it has no source."""
+    out: dict[str, dict[str, float]] = {}
+    for name, rows in result.indices.items():
+        if not rows or "ST" not in rows[0]:
+            continue
+        tot: dict[str, float] = {}
+        for r in rows:
+            b = basis(r["name"], provenance.get(r["name"])) or OTHER_BASIS
+            tot[b] = tot.get(b, 0.0) + max(0.0, float(r["ST"]))
+        z = sum(tot.values())
+        if z <= 0:
+            continue
+        share = {b: v / z for b, v in sorted(tot.items(), key=lambda kv: -kv[1])}
+        share["unsourced"] = sum(share.get(b, 0.0) for b in UNSOURCED_BASES)
+        out[name] = share
+    return out
 
 
 def plot(result: SensitivityResult, path: Any, output: str = "objective", top: int = 15) -> None:
