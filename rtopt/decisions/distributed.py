@@ -8,7 +8,7 @@ Schedulers (:func:`map_chunks` ``scheduler``):
 
 ``None``            ``DASK_SCHEDULER_ADDRESS`` when set, otherwise ``"sync"``
 ``"sync"``          Dask's synchronous scheduler in this process, one chunk at a time (default)
-``"threads"``       Dask's threaded scheduler (the compiled simulator releases the GIL)
+``"threads"``       a local thread pool, one thread per CPU (the compiled simulator releases the GIL)
 ``"local:N"``       a ``dask.distributed.LocalCluster`` with N workers (threads, no processes)
 ``"tcp://H:P"``     an existing Dask scheduler; unreachable addresses fail within
                     :data:`CONNECT_TIMEOUT_S` with :class:`SchedulerUnavailable`
@@ -289,11 +289,15 @@ def _run_chunks(fn: Callable[[Any], dict[str, np.ndarray]], items: Sequence[Any]
                     done(i, dask.delayed(fn)(items[i]).compute(scheduler="synchronous"))
                     advance()
             else:
-                outs = dask.compute(*[dask.delayed(fn)(items[i]) for i in todo],
-                                    scheduler="threads")
-                for i, r in zip(todo, outs):
-                    done(i, r)
-                    advance()
+                # a local thread pool (as Dask's threaded scheduler), chunks taken as they
+                # finish so the progress bar moves (dask.compute returns them all at the end)
+                from concurrent.futures import ThreadPoolExecutor, as_completed
+
+                with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+                    futs = {pool.submit(fn, items[i]): i for i in todo}
+                    for f in as_completed(futs):
+                        done(futs[f], f.result())
+                        advance()
         else:
             from dask.distributed import as_completed
 
