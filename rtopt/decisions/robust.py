@@ -483,6 +483,8 @@ def robust_search(problem: Problem, spec: RobustSpec, values: dict[str, np.ndarr
         floor = lower.max(initial=-np.inf)
         if np.isfinite(floor):
             keep = np.flatnonzero(upper >= floor)
+    if bounded:   # few schedules left, each costly: smaller chunks keep the progress bar moving
+        block = max(1, min(block, math.ceil(len(keep) / 8)))
     items = [keep[a:a + block] for a in range(0, len(keep), block)]
     parts = map_chunks(lambda idx: score_block(problem, spec, values, ref, D, plans_rt, bed,
                                                sets, idx),
