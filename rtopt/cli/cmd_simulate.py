@@ -192,7 +192,11 @@ def _print_table(problem: Any, plan: Any, rep: dict[str, Any]) -> None:
     v = rep["verification"]
     m = v.metrics
     checks = {c.name: c for c in v.checks}
-    t = Table(title=f"{problem.name}: {plan.describe()}", title_justify="left")
+    own = ("" if getattr(plan, "tumour_dose_ratio", None) is None else
+           f" (the plan's own prescription convention: tumour dose "
+           f"{plan.tumour_dose_ratio:.3g} x prescribed; the instance's "
+           f"{problem.tumour_dose_ratio:.3g} x)")
+    t = Table(title=f"{problem.name}: {plan.describe()}{own}", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_column("limit", justify="right")

@@ -438,21 +438,15 @@ against ``1 + 0.5 (100 / 80 - 1)``)."""
 
 def _with_instance_ratio(plan: Plan, problem: "Problem", src: str, fields: tuple[str, str],
                          force: bool) -> Plan:
-    """A plan read from a file, checked against ``problem``'s tumour dose ratio: a file
-    without one (written before rtopt wrote it) or with the instance's gets the instance's
-    (None); another ratio, a plan delivered with another prescription convention, is refused
-    unless ``force`` (then the plan keeps its own)."""
+    """A plan read from a file, against ``problem``'s tumour dose ratio: a file without one
+    (written before rtopt wrote it) or with the instance's gets the instance's (None); another
+    ratio is the plan's own prescription convention (a standard arm from an isocentre source,
+    say) and is kept: the plan is simulated with it (``rtopt simulate`` says so).
+    ``src``, ``fields`` and ``force`` are kept for the callers' signature."""
     r = plan.tumour_dose_ratio
     if r is None or abs(r - problem.tumour_dose_ratio) <= RATIO_TOLERANCE * max(1.0, abs(r)):
         return replace(plan, tumour_dose_ratio=None)
-    if force:
-        return plan
-    field = fields[0].rpartition(".")[0]
-    raise PlanFileError(src, [((f"{field}." if field else "") + "tumour_dose_ratio",
-                               f"plan delivered with tumour dose {r:.4g} x the prescribed dose, "
-                               f"{problem.name} with {problem.tumour_dose_ratio:.4g} x (another "
-                               "prescription convention; --force to use it anyway, with the "
-                               "plan's)")])
+    return plan
 
 
 def check_plan_fits(plan: Plan, problem: "Problem", source: str,
