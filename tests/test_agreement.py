@@ -27,14 +27,13 @@ TOLERANCE = {
 
 # Measured exceptions, kept apart so the tolerances above stay what they say:
 KNOWN_GAPS = {
-    # DE settles on 6 x 10 Gy (66.03) instead of 5 x 11 Gy (70.42), a neighbouring fraction
-    # count, at seeds 0-3 with the shipped profile (seed 1 finds the optimum with popsize 40):
-    # 6.2 % below
-    ("lung-sbrt-central", "scipy_de"): 7e-2,
+    # DE (shipped profile, seed 0) settles on 7 x 8.5 Gy (74.69) instead of 5 x 10 Gy (78.11),
+    # a neighbouring fraction count: 4.4 % below (6.2 % before the instance's 80 % isodose)
+    ("lung-sbrt-central", "scipy_de"): 5e-2,
     # Since the patient's own NK cells count in NK favourability (docs/model.md section 13)
     # every fraction kills the resident ones, and DE (shipped profile, seed 0) settles one
     # fraction count away from the exhaustive optimum: breast 16.80 vs 17.43 (3.6 % below),
-    # prostate 11.57 vs 12.25 (5.6 %), central lung 74.42 vs 79.36 (6.2 %); on peripheral lung
+    # prostate 11.57 vs 12.25 (5.6 %), central lung 74.69 vs 78.11 (4.4 %); on peripheral lung
     # it found the optimum (13.476) in the README run, 4.4 % below it before the 80 % isodose
     ("breast-hypofractionated", "scipy_de"): 4.5e-2,
     ("lung-sbrt-peripheral", "scipy_de"): 5.5e-2,

@@ -93,6 +93,47 @@ def test_pneumonitis_at_mean_lung_dose_20_gy_eqd2():
     assert ntcp.ntcp(h, "pneumonitis_lkb_seppenwoolde") == pytest.approx(0.172, abs=0.002)
 
 
+def test_quantec_logistic_reproduces_quantec_summary_table():
+    # QUANTEC summary Table 1 (Marks, Yorke et al. 2010, IJROBP 76(3 Suppl):S10, p. S16):
+    # symptomatic pneumonitis 5/10/20/30/40 % at mean lung dose 7/13/20/24/27 Gy in 1.8-2 Gy
+    # fractions.  The table's points are rounded approximations, so 1.5 percentage points
+    # (the largest gap, 38.5 % against 40 % at 27 Gy) is the tolerance.
+    for mld, rate in ((7.0, 0.05), (13.0, 0.10), (20.0, 0.20), (24.0, 0.30), (27.0, 0.40)):
+        # the physical dose in 10 fractions whose EQD2 (alpha/beta 3 Gy) is `mld`
+        bed = radiobiology.bed_from_eqd2(mld, 3.0)
+        total = 10 * float(radiobiology.dose_per_fraction_for_bed(bed, 10, 3.0))
+        h = DVH.from_samples("lung", np.full(100, total), 10.0, bin_width_gy=0.001,
+                             n_fractions=10)
+        assert ntcp.ntcp(h, "pneumonitis_mld_logistic_quantec") == pytest.approx(rate, abs=0.015)
+
+
+def test_seppenwoolde_set_depends_on_the_mean_lung_dose_only():
+    # Seppenwoolde et al. 2003 (abstract): NTCP as a function of the mean lung dose, TD50
+    # 30.8 Gy, m 0.37, i.e. LKB with n = 1.  Two DVHs with the same mean but different
+    # spreads give the same NTCP (gEUD with a = 1 is the mean: exact to round-off).
+    ps = ntcp.get_parameter_set("pneumonitis_lkb_seppenwoolde")
+    assert ps.params["n"] == 1.0
+    doses, vols = [5.0, 15.0, 40.0], [2.0, 1.0, 1.0]
+    mld = float(np.average(doses, weights=vols))
+    t = (mld - 30.8) / (0.37 * 30.8)
+    expected = 0.5 * math.erfc(-t / 2**0.5)
+    assert ntcp.lkb(doses, vols, 30.8, 0.37, 1.0) == pytest.approx(expected, rel=1e-12)
+    assert ntcp.lkb([mld], [1.0], 30.8, 0.37, 1.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ntcp_list_needs_no_dose_file():
+    from typer.testing import CliRunner
+
+    from rtopt.cli import app
+
+    res = CliRunner().invoke(app, ["ntcp", "--list"])
+    assert res.exit_code == 0, res.output
+    for name, ps in ntcp.parameter_sets().items():
+        assert name in res.output and ps.reference in res.output
+    res = CliRunner().invoke(app, ["ntcp"])
+    assert res.exit_code == 1 and "RTDOSE" in res.stderr and "Traceback" not in res.output
+
+
 def test_myelopathy_reproduces_schultheiss_published_points():
     # 0.2 % at 50 Gy, 5 % at 59.3 Gy (EQD2; 2 Gy fractions make EQD2 = physical dose)
     # (the abstract rounds 0.2 % to one figure: compare within its rounding)

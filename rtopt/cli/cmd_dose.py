@@ -118,7 +118,8 @@ def _print_table(rows: list[dict], extra: list[str]) -> None:
 @app.command("ntcp")
 @cli_errors()
 def ntcp_cmd(
-    plan: Annotated[str, typer.Argument(metavar="RTDOSE", help=_PLAN_HELP)],
+    plan: Annotated[Optional[str], typer.Argument(
+        metavar="[RTDOSE]", help=_PLAN_HELP + " Not needed with --list.")] = None,
     rtstruct: Annotated[Optional[str], typer.Argument(
         metavar="[RTSTRUCT]", help="RT Structure Set matching RTDOSE.")] = None,
     pairs: Annotated[Optional[list[str]], typer.Option(
@@ -140,7 +141,12 @@ def ntcp_cmd(
         for name, ps in parameter_sets().items():
             mark = "" if ps.verified else "  [not verified]"
             typer.echo(f"{name}: {ps.model}, {ps.organ}: {ps.endpoint}{mark}")
+            typer.echo(f"  source: {ps.reference}")
+            if ps.note:
+                typer.echo(f"  note: {ps.note}")
         return
+    if plan is None:
+        fail(["give the RT Dose file or DVH export (RTDOSE), or --list"])
     if not pairs:
         fail(["give at least one --model STRUCTURE=SET (see --list)"])
     wanted = []
