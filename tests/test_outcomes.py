@@ -358,3 +358,78 @@ def test_compiled_population_control_skips_the_settled_intervals():
             got = fast(n0, ln_s)
             assert got == pytest.approx(ref, abs=POPULATION_TCP_ABS_ERROR)
             assert 0.0 < ref.mean() < 1.0 or ln_s is cases[2]  # the cases cross the sigmoid
+
+
+def _fraction_rows(rng, n, nk=True):
+    D = np.zeros((n, 21))
+    fh, fa = np.zeros_like(D), np.zeros_like(D)
+    for i in range(n):
+        days = np.sort(rng.choice(14, int(rng.integers(1, 7)), replace=False))
+        D[i, days] = rng.uniform(2, 25)
+        fh[i, days] = rng.uniform(0, 0.6, days.size)
+        fa[i, days] = rng.uniform(0, 0.5, days.size) * (nk and i % 3 > 0)
+    return D, fh, fa
+
+
+@pytest.mark.parametrize("model", ["lq", "lq_l"])
+def test_fused_population_outcomes_within_the_bound_of_the_plain_definition(model, monkeypatch):
+    """The compiled pass per row (ln S at the 41 nodes, the NK kill and repopulation shift,
+    the population TCP) against the plain numpy path with the plain population TCP over all
+    401 fine points (rtopt.model.radiobiology.population_tcp).  Local control within
+    POPULATION_TCP_ABS_ERROR plus 1e-12 (ln S at the nodes differs between the two evaluation
+    orders by < 1e-12 and the per-patient TCP's slope in ln S is at most 1/e); every other
+    outcome to round-off (1e-9).  Cases: shared parameters with NK activity before fractions
+    (a second pass without it), per-row samples (alpha, its spread, N0, OER), NK kill without
+    activity (the same nodes under two shifts), repopulation, a shared schedule (one row
+    without NK cells), no counterfactual and no population average; 600 rows (the threaded
+    kernels) or 40 (serial)."""
+    import dataclasses
+
+    import rtopt.model.simulator.outcomes as O
+    from rtopt.model.parameters import SurrogateParameters
+    from rtopt.model.simulator import compact_fractions, tumour_outcomes
+    from rtopt.model.simulator.kernels import POPULATION_TCP_ABS_ERROR
+
+    rng = np.random.default_rng(7)
+    base = Biology.simple("lung", clonogens=3e9, survival_model=model, transition_dose_gy=6.2,
+                          overrides={"clonogen_hypoxia_ratio": 0.5, "anoxic_share": 0.01})
+    n = 600
+    p = base.params
+    sampled = dataclasses.replace(
+        base, alpha_per_gy=rng.uniform(0.25, 0.45, n), clonogens=10 ** rng.uniform(8, 10, n),
+        params=SurrogateParameters({**p.values, "alpha_sd_per_gy": rng.uniform(0.05, 0.15, n),
+                                    "oer": rng.uniform(2.5, 3.0, n)}, p.provenance))
+    repop = Biology.simple("lung", clonogens=1e9, survival_model=model, transition_dose_gy=6.2,
+                           repopulation_kickoff_days=5, potential_doubling_days=3)
+    D, fh, fa = _fraction_rows(rng, n)
+    fd, fh, fa = compact_fractions(D, fh, fa)
+    auc = rng.uniform(0, 3, n)
+    shared_d = np.broadcast_to(D[:1], D.shape)
+    cases = [  # (bio, D, fd, fh, fa, keyword arguments)
+        (base, D, fd, fh, fa, {}),
+        (sampled, D, fd, fh, fa, {}),
+        (base, D, fd, fh, np.zeros_like(fa), {}),
+        (repop, D, fd, fh, fa, {}),
+        (base, shared_d, np.broadcast_to(fd[:1], fd.shape), np.broadcast_to(fh[:1], fh.shape),
+         fa, {"shared": True}),
+        (base, D, fd, fh, fa, {"counterfactual": False}),
+        (sampled, D, fd, fh, fa, {"population": False}),
+        (base, D[:40], fd[:40], fh[:40], fa[:40], {}),
+    ]
+    for k, (bio, Dc, fdc, fhc, fac, kw) in enumerate(cases):
+        m = len(Dc)
+        fast = tumour_outcomes(bio, bio.params, Dc, fdc, fhc, fac, auc[:m], **kw)
+        with monkeypatch.context() as mp:
+            mp.setattr(O, "population_tcp", rb.population_tcp)
+            plain = tumour_outcomes(bio, bio.params, Dc, fdc, fhc, fac, auc[:m], general=True,
+                                    **kw)
+        for key in fast:
+            got, ref = np.asarray(fast[key]), np.asarray(plain[key])
+            assert got.shape == (m,), (k, key)
+            if key.startswith("local_control") or key == "nk_gain_local_control":
+                bound = POPULATION_TCP_ABS_ERROR * (2 if key.startswith("nk_gain") else 1)
+                assert got == pytest.approx(ref, abs=bound + 1e-12, nan_ok=True), (k, key)
+            else:
+                assert got == pytest.approx(ref, rel=1e-9, abs=1e-12, nan_ok=True), (k, key)
+        lc = np.asarray(fast["local_control"])
+        assert np.all(np.isnan(lc)) if kw.get("population") is False else 0 < lc.mean() < 1, k
