@@ -360,6 +360,24 @@ def test_compiled_population_control_skips_the_settled_intervals():
             assert 0.0 < ref.mean() < 1.0 or ln_s is cases[2]  # the cases cross the sigmoid
 
 
+
+def test_compiled_population_control_series_in_the_lower_tail():
+    """Rows with the same ln S at every node (no spread) and x = ln N0 + ln S inside the
+    evaluated window: every fine point is evaluated, none skipped, so the compiled TCP is
+    within 1e-13 of the plain sum (the series 1 - y + y^2/2 below x = -11.5 is within
+    y^3/6 < 2e-16 of exp(-y), _exp within 2 ulp, and the sum of 401 weighted terms rounds by
+    less than 401 x 2.2e-16).  A series one term short (1 - y) would be off by y^2/2, 1.9e-11
+    at x = -12; in the full formula's range too (x = -11, 0, 3)."""
+    from rtopt.model.simulator import population_tcp as fast
+
+    n0 = 1e9
+    for x in (-24.9, -20.0, -15.0, -12.0, -11.6, -11.0, 0.0, 3.0):
+        ln_s = np.full((3, rb.POPULATION_Z.size), x - np.log(n0))
+        ln_s[1] -= 1e-9 * np.arange(rb.POPULATION_Z.size)          # falling: the series
+        ln_s[2, ::2] += 1e-9                                        # rising: the full formula
+        ref = rb.population_tcp(n0, ln_s)
+        assert fast(n0, ln_s) == pytest.approx(ref, abs=1e-13, rel=0), x
+
 def _fraction_rows(rng, n, nk=True):
     D = np.zeros((n, 21))
     fh, fa = np.zeros_like(D), np.zeros_like(D)

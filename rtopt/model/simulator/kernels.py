@@ -44,14 +44,16 @@ def thread_parts(n: int) -> int:
 
 
 def _jit_pair(fn: Any, rows: tuple[int, ...], maybe_rows: tuple[int, ...] = (),
-              **jit: Any) -> tuple[Any, Any]:
+              per_thread: int = 1, **jit: Any) -> tuple[Any, Any]:
     """Threaded and serial variants of the row-wise kernel ``fn`` (its ``prange`` loops run
     serially): the serial one compiled (``nogil``), the threaded one a Python function that
     splits the rows into :func:`thread_parts` contiguous parts and runs the serial one on each
     part in a thread (:func:`_run_parts`).
 
     ``rows`` are the positions of the arguments with one row per schedule (the first defines
-    ``n``), ``maybe_rows`` those with one row per schedule or a single shared row.  Numba's own
+    ``n``), ``maybe_rows`` those with one row per schedule or a single shared row;
+    ``per_thread`` parts per thread (more than one lets a thread that runs ahead take the
+    parts of one slowed by other work on the machine).  Numba's own
     threaded variant (``parallel=True``) compiled the kernel a second time through its
     parallel-loop passes: 16 of the 40 CPU-seconds of a first compile."""
     f = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__.removesuffix("_py"),
@@ -63,7 +65,7 @@ def _jit_pair(fn: Any, rows: tuple[int, ...], maybe_rows: tuple[int, ...] = (),
 
     def threaded(*args: Any) -> None:
         n = args[rows[0]].shape[0]
-        k = thread_parts(n) // 4
+        k = thread_parts(n) // 4 * per_thread
         if k <= 1 or n < SERIAL_BELOW:
             serial(*args)
             return
@@ -828,12 +830,16 @@ _X_ONE = -25.0
 above ``1 - 1.4e-11`` there."""
 _X_ZERO = 3.3
 """Above this the per-patient TCP is taken as 0: it is below ``exp(-e^3.3) = 1.7e-12`` there."""
+_X_TAIL = -11.5
+"""Below this the per-patient TCP ``exp(-y)``, ``y = e^x < 1.02e-5``, is taken as
+``1 - y + y^2 / 2``: within ``y^3 / 6 < 1.8e-16`` of it."""
 POPULATION_TCP_ABS_ERROR = 2e-11
 """Bound on the absolute difference between :func:`_population_tcp_py` (and
 :func:`_population_outcomes_py`) and the plain computation over all fine points
 (:func:`rtopt.model.radiobiology.population_tcp`): the two thresholds above (the weights sum
-to 1; 1.4e-11 + 1.7e-12), plus :func:`_exp` (twice per evaluated point, each within 2 ulp of
-libm: below 1e-15 in all) and round-off."""
+to 1; 1.4e-11 + 1.7e-12), plus the series below :data:`_X_TAIL` (< 1.8e-16), :func:`_exp`
+(at most twice per evaluated point, each within 2 ulp of libm: below 1e-15 in all) and
+round-off."""
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -866,11 +872,25 @@ def _row_tcp(v, c, frac, w, start, wsum, x):  # pragma: no cover - compiled
         d = (v[q + 1] + c) - a
         for j in range(np.uint64(start[q]), np.uint64(start[q + 1])):
             x[j] = a + frac[j] * d
-    for j in range(j0, j1):                  # branch-free: vectorised
+    # the tail: from the run's first node below _X_TAIL on, when the nodes do not rise again
+    # (x stays below it), exp(-y) by 1 - y + y^2 / 2 (y = e^x)
+    jt = j1
+    for q in range(qa, qb + 1):
+        if v[q] + c < _X_TAIL:
+            rises = False
+            for r in range(q, qb + 1):
+                rises = rises or v[r + 1] > v[r]
+            jt = j1 if rises else np.uint64(start[q])
+            break
+    for j in range(j0, jt):                  # branch-free: vectorised
         t = x[j]
         t = -40.0 if t < -40.0 else t        # exp(-e^-40) is 1.0 in double precision
         t = 6.5 if t > 6.5 else t            # exp(-e^6.5) < 1e-288
         x[j] = _exp(-_exp(t))
+    for j in range(jt, j1):
+        t = x[j]
+        y = _exp(-40.0 if t < -40.0 else t)
+        x[j] = 1.0 - y * (1.0 - 0.5 * y)
     s0 = s1 = s2 = s3 = 0.0                  # four partial sums: independent additions
     j = j0
     four = np.uint64(4)
@@ -899,8 +919,9 @@ def _population_tcp_py(ln_s, log_n0, frac, w, start, wsum, out):  # pragma: no c
     one where the per-patient TCP falls from 1 to 0 (one run for a curve monotone in the
     radiosensitivity, about 12 of the 40 for clinical schedules) are evaluated point by point
     (:func:`_row_tcp`): ``x`` over the run, then ``exp(-e^x)`` over it in one branch-free
-    loop (:func:`_exp` twice; vectorised), then the weighted sum.  A per-patient TCP below
-    1e-288 (``x > 6.5``) counts as such.
+    loop (:func:`_exp` twice; vectorised; ``1 - y + y^2 / 2`` of ``y = e^x`` from the first
+    node below :data:`_X_TAIL` on, when the nodes do not rise after it), then the weighted
+    sum.  A per-patient TCP below 1e-288 (``x > 6.5``) counts as such.
     """
     n = ln_s.shape[0]
     for blk in prange((n + 63) // 64):
@@ -926,7 +947,8 @@ def _population_outcomes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer
     plus the row's shift ``shift[i|0]`` (NK kill and repopulation, ln units) into ``lc[i]``;
     with a non-empty ``shift0`` also that of the same nodes plus ``shift0[i|0]`` into
     ``lc0[i]`` (the plan without NK kill, when its ln S at the nodes is the same).  One pass
-    per row in per-thread scratch: no ``(N, nodes)`` arrays."""
+    per row in per-thread scratch: no ``(N, nodes)`` arrays.  Threaded in four parts per
+    thread: on a machine shared with other jobs, two parts would wait for the slower thread."""
     n = fd.shape[0]
     Q = scale.shape[1]
     mid = Q // 2
@@ -954,8 +976,8 @@ def _population_outcomes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer
 
 population_outcomes_parallel, population_outcomes_serial = _jit_pair(
     _population_outcomes_py, rows=(0, 1, 2, 21, 22),
-    maybe_rows=tuple(range(3, 12)) + (13, 14, 15, 16, 23), cache=True, error_model="numpy",
-    fastmath={"contract"})
+    maybe_rows=tuple(range(3, 12)) + (13, 14, 15, 16, 23), per_thread=4, cache=True,
+    error_model="numpy", fastmath={"contract"})
 """Threaded and serial compiled :func:`_population_outcomes_py` (ln S at the nominal node and
 population local control of each row in one pass)."""
 
