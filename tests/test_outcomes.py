@@ -451,3 +451,30 @@ def test_fused_population_outcomes_within_the_bound_of_the_plain_definition(mode
                 assert got == pytest.approx(ref, rel=1e-9, abs=1e-12, nan_ok=True), (k, key)
         lc = np.asarray(fast["local_control"])
         assert np.all(np.isnan(lc)) if kw.get("population") is False else 0 < lc.mean() < 1, k
+
+
+def test_compiled_population_nodes_rescale_before_underflow():
+    """Nearly all clonogens oxic (hypoxic shares ~1e-61) and ten fractions: at 25 Gy the
+    per-fraction factor at the most radiosensitive node is 1e-36 (the oxic kill beyond the
+    least-killed, anoxic, compartment), 1e-358 over the ten, so the compiled node products
+    are rescaled on the way (20 Gy: 1e-244, just not; 12 Gy: none); ln S at all 41 nodes
+    against the plain numpy log-sum-exp (fraction_log_survival), to round-off (1e-9
+    relative)."""
+    from rtopt.model.parameters import SurrogateParameters
+    from rtopt.model.simulator import compact_fractions, fraction_log_survival
+    from rtopt.model.simulator.outcomes import _ln_s_nodes, as_column
+
+    bio = Biology.simple("lung")
+    p = bio.params
+    D = np.zeros((3, 21))
+    D[:, :10] = [[25.0], [20.0], [12.0]]
+    fh = np.where(D > 0, 1e-60, 0.0)
+    fa = np.where(D > 0, 0.2, 0.0)
+    fd, fh, fa = compact_fractions(D, fh, fa)
+    alphas = rb.population_alphas(bio.alpha_per_gy, p.alpha_sd_per_gy)
+    scale = (alphas / bio.alpha_per_gy)[None, :]
+    got = _ln_s_nodes(bio, p, fd, fh, fa, scale)
+    pc = SurrogateParameters({k: as_column(v, 3) for k, v in p.values.items()}, p.provenance)
+    ref = fraction_log_survival(fd[:, :, None], fh[:, :, None], fa[:, :, None], bio, pc,
+                                scale[:, None, :]).sum(axis=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)

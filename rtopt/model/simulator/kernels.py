@@ -777,15 +777,17 @@ def _row_ln_s(fd, fh, fa, i, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_
             r2 = np.exp(-step * (neg[2] - nmin))
         nsum += nmin
         for q in range(q0, Q):
-            p = prod[q] * (e0 + e1 + e2)
-            if p < 1e-250:                       # rescale before underflow
-                v[q] += np.log(p)
-                p = 1.0
-            prod[q] = p
+            prod[q] *= (e0 + e1) + e2
             e0 *= r0
             e1 *= r1
             e2 *= r2
-    # every prod is >= 1e-250 here (rescaled when below), so the arithmetic logarithm
+        # the factors fall with the node's radiosensitivity, so the last node's product is
+        # the least: rescale every node before any could underflow
+        if prod[Q - 1] < 1e-250:
+            for q in range(q0, Q):
+                v[q] += np.log(prod[q])
+                prod[q] = 1.0
+    # every prod is >= ~1e-250 here (rescaled when below), so the arithmetic logarithm
     # applies; unsigned index: vectorised
     for q in range(np.uint64(Q)):
         v[q] += _log(prod[q]) - sc[q] * nsum
