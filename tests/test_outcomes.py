@@ -358,3 +358,124 @@ def test_compiled_population_control_skips_the_settled_intervals():
             got = fast(n0, ln_s)
             assert got == pytest.approx(ref, abs=POPULATION_TCP_ABS_ERROR)
             assert 0.0 < ref.mean() < 1.0 or ln_s is cases[2]  # the cases cross the sigmoid
+
+
+
+def test_compiled_population_control_series_in_the_lower_tail():
+    """Rows with the same ln S at every node (no spread) and x = ln N0 + ln S inside the
+    evaluated window: every fine point is evaluated, none skipped, so the compiled TCP is
+    within 2e-13 of the plain sum (the series 1 - y + y^2/2 below x = -11.5 is within
+    y^3/6 < 2e-16 of exp(-y), _exp_tcp's within 1.4e-14 per point, and each side's sum of
+    401 weighted terms rounds by less than 400 x 1.1e-16).  A series one term short (1 - y)
+    would be off by y^2/2, 1.9e-11 at x = -12; in the full formula's range too (x = -11, 0,
+    3)."""
+    from rtopt.model.simulator import population_tcp as fast
+
+    n0 = 1e9
+    for x in (-24.9, -20.0, -15.0, -12.0, -11.6, -11.0, 0.0, 3.0):
+        ln_s = np.full((3, rb.POPULATION_Z.size), x - np.log(n0))
+        ln_s[1] -= 1e-9 * np.arange(rb.POPULATION_Z.size)          # falling: the series
+        ln_s[2, ::2] += 1e-9                                        # rising: the full formula
+        ref = rb.population_tcp(n0, ln_s)
+        assert fast(n0, ln_s) == pytest.approx(ref, abs=2e-13, rel=0), x
+
+def _fraction_rows(rng, n, nk=True):
+    D = np.zeros((n, 21))
+    fh, fa = np.zeros_like(D), np.zeros_like(D)
+    for i in range(n):
+        days = np.sort(rng.choice(14, int(rng.integers(1, 7)), replace=False))
+        D[i, days] = rng.uniform(2, 25)
+        fh[i, days] = rng.uniform(0, 0.6, days.size)
+        fa[i, days] = rng.uniform(0, 0.5, days.size) * (nk and i % 3 > 0)
+    return D, fh, fa
+
+
+@pytest.mark.parametrize("model", ["lq", "lq_l"])
+def test_fused_population_outcomes_within_the_bound_of_the_plain_definition(model, monkeypatch):
+    """The compiled pass per row (ln S at the 41 nodes, the NK kill and repopulation shift,
+    the population TCP) against the plain numpy path with the plain population TCP over all
+    401 fine points (rtopt.model.radiobiology.population_tcp).  Local control within
+    POPULATION_TCP_ABS_ERROR plus 1e-12 (ln S at the nodes differs between the two evaluation
+    orders by < 1e-12 and the per-patient TCP's slope in ln S is at most 1/e); every other
+    outcome to round-off (1e-9).  Cases: shared parameters with NK activity before fractions
+    (a second pass without it), per-row samples (alpha, its spread, N0, OER), NK kill without
+    activity (the same nodes under two shifts), repopulation, a shared schedule (one row
+    without NK cells), no counterfactual and no population average; 600 rows (the threaded
+    kernels) or 40 (serial)."""
+    import dataclasses
+
+    import rtopt.model.simulator.outcomes as O
+    from rtopt.model.parameters import SurrogateParameters
+    from rtopt.model.simulator import compact_fractions, tumour_outcomes
+    from rtopt.model.simulator.kernels import POPULATION_TCP_ABS_ERROR
+
+    rng = np.random.default_rng(7)
+    base = Biology.simple("lung", clonogens=3e9, survival_model=model, transition_dose_gy=6.2,
+                          overrides={"clonogen_hypoxia_ratio": 0.5, "anoxic_share": 0.01})
+    n = 600
+    p = base.params
+    sampled = dataclasses.replace(
+        base, alpha_per_gy=rng.uniform(0.25, 0.45, n), clonogens=10 ** rng.uniform(8, 10, n),
+        params=SurrogateParameters({**p.values, "alpha_sd_per_gy": rng.uniform(0.05, 0.15, n),
+                                    "oer": rng.uniform(2.5, 3.0, n)}, p.provenance))
+    repop = Biology.simple("lung", clonogens=1e9, survival_model=model, transition_dose_gy=6.2,
+                           repopulation_kickoff_days=5, potential_doubling_days=3)
+    D, fh, fa = _fraction_rows(rng, n)
+    fd, fh, fa = compact_fractions(D, fh, fa)
+    auc = rng.uniform(0, 3, n)
+    shared_d = np.broadcast_to(D[:1], D.shape)
+    cases = [  # (bio, D, fd, fh, fa, keyword arguments)
+        (base, D, fd, fh, fa, {}),
+        (sampled, D, fd, fh, fa, {}),
+        (base, D, fd, fh, np.zeros_like(fa), {}),
+        (repop, D, fd, fh, fa, {}),
+        (base, shared_d, np.broadcast_to(fd[:1], fd.shape), np.broadcast_to(fh[:1], fh.shape),
+         fa, {"shared": True}),
+        (base, D, fd, fh, fa, {"counterfactual": False}),
+        (sampled, D, fd, fh, fa, {"population": False}),
+        (base, D[:40], fd[:40], fh[:40], fa[:40], {}),
+    ]
+    for k, (bio, Dc, fdc, fhc, fac, kw) in enumerate(cases):
+        m = len(Dc)
+        fast = tumour_outcomes(bio, bio.params, Dc, fdc, fhc, fac, auc[:m], **kw)
+        with monkeypatch.context() as mp:
+            mp.setattr(O, "population_tcp", rb.population_tcp)
+            plain = tumour_outcomes(bio, bio.params, Dc, fdc, fhc, fac, auc[:m], general=True,
+                                    **kw)
+        for key in fast:
+            got, ref = np.asarray(fast[key]), np.asarray(plain[key])
+            assert got.shape == (m,), (k, key)
+            if key.startswith("local_control") or key == "nk_gain_local_control":
+                bound = POPULATION_TCP_ABS_ERROR * (2 if key.startswith("nk_gain") else 1)
+                assert got == pytest.approx(ref, abs=bound + 1e-12, nan_ok=True), (k, key)
+            else:
+                assert got == pytest.approx(ref, rel=1e-9, abs=1e-12, nan_ok=True), (k, key)
+        lc = np.asarray(fast["local_control"])
+        assert np.all(np.isnan(lc)) if kw.get("population") is False else 0 < lc.mean() < 1, k
+
+
+def test_compiled_population_nodes_rescale_before_underflow():
+    """Nearly all clonogens oxic (hypoxic shares ~1e-61) and ten fractions: at 25 Gy the
+    per-fraction factor at the most radiosensitive node is 1e-36 (the oxic kill beyond the
+    least-killed, anoxic, compartment), 1e-358 over the ten, so the compiled node products
+    are rescaled on the way (20 Gy: 1e-244, just not; 12 Gy: none); ln S at all 41 nodes
+    against the plain numpy log-sum-exp (fraction_log_survival), to round-off (1e-9
+    relative)."""
+    from rtopt.model.parameters import SurrogateParameters
+    from rtopt.model.simulator import compact_fractions, fraction_log_survival
+    from rtopt.model.simulator.outcomes import _ln_s_nodes, as_column
+
+    bio = Biology.simple("lung")
+    p = bio.params
+    D = np.zeros((3, 21))
+    D[:, :10] = [[25.0], [20.0], [12.0]]
+    fh = np.where(D > 0, 1e-60, 0.0)
+    fa = np.where(D > 0, 0.2, 0.0)
+    fd, fh, fa = compact_fractions(D, fh, fa)
+    alphas = rb.population_alphas(bio.alpha_per_gy, p.alpha_sd_per_gy)
+    scale = (alphas / bio.alpha_per_gy)[None, :]
+    got = _ln_s_nodes(bio, p, fd, fh, fa, scale)
+    pc = SurrogateParameters({k: as_column(v, 3) for k, v in p.values.items()}, p.provenance)
+    ref = fraction_log_survival(fd[:, :, None], fh[:, :, None], fa[:, :, None], bio, pc,
+                                scale[:, None, :]).sum(axis=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)

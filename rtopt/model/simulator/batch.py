@@ -412,8 +412,10 @@ def kernels_cached(group: str) -> bool:
     effort: reads numba's cache index; False when it cannot tell)."""
     from rtopt.model.simulator import kernels as K
 
-    funcs = {"horizon": (K.horizon_block_body,),
-             "population": (K.ln_s_nodes_serial, K.population_tcp_serial),
+    # the horizon warm-up's nominal outcomes run ln_s_nodes (one node); local control runs the
+    # fused population pass (population_tcp serves the general path, compiled on first use)
+    funcs = {"horizon": (K.horizon_block_body, K.ln_s_nodes_serial),
+             "population": (K.population_outcomes_serial,),
              "infusion": (K.infusion_block_body,)}[group]
     try:
         return all(bool(f._cache._cache_file._load_index()) for f in funcs)

@@ -26,7 +26,8 @@ jitcache.install()  # before any @njit(cache=True) below: numba picks the locati
 __all__ = ["SERIAL_BELOW", "LANES", "TRAJ_NAMES", "thread_parts", "row_array", "fraction_index",
            "horizon_block_parallel", "horizon_block_serial", "infusion_block_parallel",
            "infusion_block_serial", "ln_s_nodes_parallel", "ln_s_nodes_serial",
-           "population_tcp_parallel", "population_tcp_serial", "POPULATION_TCP_ABS_ERROR"]
+           "population_tcp_parallel", "population_tcp_serial", "population_outcomes_parallel",
+           "population_outcomes_serial", "POPULATION_TCP_ABS_ERROR"]
 
 
 SERIAL_BELOW = 512
@@ -43,14 +44,16 @@ def thread_parts(n: int) -> int:
 
 
 def _jit_pair(fn: Any, rows: tuple[int, ...], maybe_rows: tuple[int, ...] = (),
-              **jit: Any) -> tuple[Any, Any]:
+              per_thread: int = 1, **jit: Any) -> tuple[Any, Any]:
     """Threaded and serial variants of the row-wise kernel ``fn`` (its ``prange`` loops run
     serially): the serial one compiled (``nogil``), the threaded one a Python function that
     splits the rows into :func:`thread_parts` contiguous parts and runs the serial one on each
     part in a thread (:func:`_run_parts`).
 
     ``rows`` are the positions of the arguments with one row per schedule (the first defines
-    ``n``), ``maybe_rows`` those with one row per schedule or a single shared row.  Numba's own
+    ``n``), ``maybe_rows`` those with one row per schedule or a single shared row;
+    ``per_thread`` parts per thread (more than one lets a thread that runs ahead take the
+    parts of one slowed by other work on the machine).  Numba's own
     threaded variant (``parallel=True``) compiled the kernel a second time through its
     parallel-loop passes: 16 of the 40 CPU-seconds of a first compile."""
     f = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__.removesuffix("_py"),
@@ -62,7 +65,7 @@ def _jit_pair(fn: Any, rows: tuple[int, ...], maybe_rows: tuple[int, ...] = (),
 
     def threaded(*args: Any) -> None:
         n = args[rows[0]].shape[0]
-        k = thread_parts(n) // 4
+        k = thread_parts(n) // 4 * per_thread
         if k <= 1 or n < SERIAL_BELOW:
             serial(*args)
             return
@@ -210,6 +213,71 @@ def _exp(y):  # pragma: no cover - compiled
     q = (p * r) * r + r                              # expm1(r)
     s = _i64_as_f64((np.int64(n) + 1023) << 52)      # 2^n
     return s * q + s
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_tcp(y):  # pragma: no cover - compiled
+    """``exp(y)`` for ``|y| <= 708`` as :func:`_exp` with the series of ``expm1(r)`` to ``r^11``:
+    truncation below ``e^{|r|} |r|^12 / 12! < 9e-15`` relative (``|r| <= ln 2 / 2``), within
+    1e-14 of libm (a test holds the two together).  For the population TCP, whose bound
+    (:data:`POPULATION_TCP_ABS_ERROR`) has room for it: 14 % less time there."""
+    n = np.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    q = (p * r) * r + r                              # expm1(r)
+    s = _i64_as_f64((np.int64(n) + 1023) << 52)      # 2^n
+    return s * q + s
+
+
+@intrinsic
+def _f64_as_i64(typingctx, x):  # pragma: no cover - compiled
+    """Reinterpret the bits of a float64 as an int64 (for :func:`_log`)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+_SQRT2 = 1.4142135623730951
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log(y):  # pragma: no cover - compiled
+    """``ln y`` for a positive normal double in arithmetic only, so loops vectorise (as
+    :func:`_exp`).  ``y = 2^e m`` with ``m`` in ``[sqrt(1/2), sqrt(2))``;
+    ``ln m = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, ``|s| <= 0.172``, by its series to
+    ``s^19`` (truncation < 3e-17 relative); ``e ln 2`` in two parts.  Within 2 ulp of libm (a
+    test holds the two together).  Not for 0, subnormal or infinite ``y`` (NaN gives NaN)."""
+    bits = _f64_as_i64(y)
+    e = (bits >> 52) - 1023
+    m = _i64_as_f64((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)     # [1, 2)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m
+    ef = np.float64(e) + (1.0 if big else 0.0)
+    t = (m - 1.0) / (m + 1.0)
+    z = t * t
+    p = 1.0 / 19.0
+    p = p * z + 1.0 / 17.0
+    p = p * z + 1.0 / 15.0
+    p = p * z + 1.0 / 13.0
+    p = p * z + 1.0 / 11.0
+    p = p * z + 1.0 / 9.0
+    p = p * z + 1.0 / 7.0
+    p = p * z + 1.0 / 5.0
+    p = p * z + 1.0 / 3.0
+    r = ef * _LN2_HI + ((2.0 * t + (2.0 * t * z) * p) + ef * _LN2_LO)
+    return r if y == y else y                    # NaN stays NaN
 
 
 LANES = 64
@@ -679,6 +747,75 @@ infusion_block_parallel = infusion_block_serial = infusion_block
 """The same function (one compiled body serves both; kept for the batch API's names)."""
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _row_ln_s(fd, fh, fa, i, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t, lq_l, sc, v,
+              prod, neg, w):  # pragma: no cover - compiled
+    """``v[q]``: ln S of row ``i``'s fractions at the node ``sc[q]`` (the body of
+    :func:`_ln_s_nodes_py`, which states the method); ``prod`` (``Q``) is scratch."""
+    Q = sc.shape[0]
+    a0, b, sm, e5 = _at(alpha, i), _at(beta, i), _at(smax, i), _at(e50, i)
+    rt, ax, oi, oa = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i)
+    dti = _at(d_t, i)
+    q0 = 0
+    while q0 < Q and sc[q0] <= 0.0:
+        q0 += 1
+    g0 = sc[q0] if q0 < Q else 0.0
+    step = (sc[Q - 1] - g0) / (Q - 1 - q0) if q0 < Q - 1 else 0.0
+    v[:] = 0.0
+    prod[:] = 1.0
+    nsum = 0.0                                   # sum of n_min over the fractions
+    for f in range(fd.shape[1]):
+        d = fd[i, f]
+        if d <= 0.0:
+            continue
+        act = fa[i, f]
+        a = a0 * (1.0 + sm * act / (e5 + act))
+        hc = rt * fh[i, f]
+        hc = hc if hc < 1.0 else 1.0
+        ha = hc * ax
+        hi = hc - ha
+        w[0], w[1], w[2] = 1.0 - (hi + ha), hi, ha
+        for k in range(3):
+            x = d if k == 0 else d / oi if k == 1 else d / oa
+            lq = x * (a + b * x)
+            if lq_l and x > dti:
+                lq = dti * (a + b * dti) + (a + 2.0 * b * dti) * (x - dti)
+            neg[k] = lq
+        nmin = np.inf                            # least-killed populated compartment
+        for k in range(3):
+            if w[k] > 0.0 and neg[k] < nmin:
+                nmin = neg[k]
+        if nmin == np.inf:
+            nmin = 0.0
+        for q in range(q0):                      # nodes at alpha = 0: no kill
+            s = w[0] + w[1] + w[2]
+            prod[q] *= s
+        e0 = w[0] * np.exp(-g0 * (neg[0] - nmin)) if w[0] > 0.0 else 0.0
+        e1 = w[1] * np.exp(-g0 * (neg[1] - nmin)) if w[1] > 0.0 else 0.0
+        e2 = w[2] * np.exp(-g0 * (neg[2] - nmin)) if w[2] > 0.0 else 0.0
+        r0 = r1 = r2 = 1.0
+        if Q - q0 > 1:                           # (unused for a single node)
+            r0 = np.exp(-step * (neg[0] - nmin))
+            r1 = np.exp(-step * (neg[1] - nmin))
+            r2 = np.exp(-step * (neg[2] - nmin))
+        nsum += nmin
+        for q in range(q0, Q):
+            prod[q] *= (e0 + e1) + e2
+            e0 *= r0
+            e1 *= r1
+            e2 *= r2
+        # the factors fall with the node's radiosensitivity, so the last node's product is
+        # the least: rescale every node before any could underflow
+        if prod[Q - 1] < 1e-250:
+            for q in range(q0, Q):
+                v[q] += np.log(prod[q])
+                prod[q] = 1.0
+    # every prod is >= ~1e-250 here (rescaled when below), so the arithmetic logarithm
+    # applies; unsigned index: vectorised
+    for q in range(np.uint64(Q)):
+        v[q] += _log(prod[q]) - sc[q] * nsum
+
+
 def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t, lq_l,
                    scale, out):  # pragma: no cover - compiled
     """``out[i, q]``: ln S of row ``i``'s fractions at population node ``q`` (LQ and LQ-L).
@@ -691,78 +828,25 @@ def _ln_s_nodes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, 
     underflow), and the compartment factors follow the node grid, linear in ``scale`` above 0,
     as a geometric sequence: two exponentials per compartment and fraction instead of one per
     node.  The per-fraction sums are multiplied (rescaled before they could underflow) and one
-    logarithm per node closes the row.  ``fd, fh, fa`` are ``(N, F)`` dose, FMISO fraction and
-    previous-day activity (0-dose padding contributes nothing).
+    logarithm per node closes the row (:func:`_row_ln_s`).  ``fd, fh, fa`` are ``(N, F)``
+    dose, FMISO fraction and previous-day activity (0-dose padding contributes nothing).
     """
-    n, F = fd.shape
+    n = fd.shape[0]
     Q = scale.shape[1]
     for blk in prange((n + 63) // 64):             # rows in blocks: scratch allocated once
-        tot = np.empty(Q)
         prod = np.empty(Q)
         neg = np.empty(3)
         w = np.empty(3)
         for i in range(blk * 64, min(n, blk * 64 + 64)):
             sc = scale[i] if scale.shape[0] > 1 else scale[0]
-            a0, b, sm, e5 = _at(alpha, i), _at(beta, i), _at(smax, i), _at(e50, i)
-            rt, ax, oi, oa = _at(ratio, i), _at(anox, i), _at(oer_i, i), _at(oer, i)
-            dti = _at(d_t, i)
-            q0 = 0
-            while q0 < Q and sc[q0] <= 0.0:
-                q0 += 1
-            step = (sc[Q - 1] - sc[q0]) / (Q - 1 - q0) if q0 < Q - 1 else 0.0
-            tot[:] = 0.0
-            prod[:] = 1.0
-            for f in range(F):
-                d = fd[i, f]
-                if d <= 0.0:
-                    continue
-                act = fa[i, f]
-                a = a0 * (1.0 + sm * act / (e5 + act))
-                hc = rt * fh[i, f]
-                hc = hc if hc < 1.0 else 1.0
-                ha = hc * ax
-                hi = hc - ha
-                w[0], w[1], w[2] = 1.0 - (hi + ha), hi, ha
-                for k in range(3):
-                    x = d if k == 0 else d / oi if k == 1 else d / oa
-                    lq = x * (a + b * x)
-                    if lq_l and x > dti:
-                        lq = dti * (a + b * dti) + (a + 2.0 * b * dti) * (x - dti)
-                    neg[k] = lq
-                nmin = np.inf                            # least-killed populated compartment
-                for k in range(3):
-                    if w[k] > 0.0 and neg[k] < nmin:
-                        nmin = neg[k]
-                if nmin == np.inf:
-                    nmin = 0.0
-                for q in range(q0):                      # nodes at alpha = 0: no kill
-                    s = w[0] + w[1] + w[2]
-                    prod[q] *= s
-                e0 = w[0] * np.exp(-sc[q0] * (neg[0] - nmin)) if w[0] > 0.0 else 0.0
-                e1 = w[1] * np.exp(-sc[q0] * (neg[1] - nmin)) if w[1] > 0.0 else 0.0
-                e2 = w[2] * np.exp(-sc[q0] * (neg[2] - nmin)) if w[2] > 0.0 else 0.0
-                r0 = r1 = r2 = 1.0
-                if Q - q0 > 1:                           # (unused for a single node)
-                    r0 = np.exp(-step * (neg[0] - nmin))
-                    r1 = np.exp(-step * (neg[1] - nmin))
-                    r2 = np.exp(-step * (neg[2] - nmin))
-                for q in range(q0, Q):
-                    tot[q] -= sc[q] * nmin
-                    p = prod[q] * (e0 + e1 + e2)
-                    if p < 1e-250:                       # rescale before underflow
-                        tot[q] += np.log(p)
-                        p = 1.0
-                    prod[q] = p
-                    e0 *= r0
-                    e1 *= r1
-                    e2 *= r2
-            for q in range(Q):
-                out[i, q] = tot[q] + np.log(prod[q])
+            _row_ln_s(fd, fh, fa, i, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t, lq_l,
+                      sc, out[i], prod, neg, w)
 
 
 ln_s_nodes_parallel, ln_s_nodes_serial = _jit_pair(_ln_s_nodes_py, rows=(0, 1, 2, 14),
                                                    maybe_rows=tuple(range(3, 12)) + (13,),
-                                                   cache=True, error_model="numpy")
+                                                   cache=True, error_model="numpy",
+                                                   fastmath={"contract"})
 """Threaded and serial compiled :func:`_ln_s_nodes_py` (ln S at population nodes)."""
 
 
@@ -771,13 +855,85 @@ _X_ONE = -25.0
 above ``1 - 1.4e-11`` there."""
 _X_ZERO = 3.3
 """Above this the per-patient TCP is taken as 0: it is below ``exp(-e^3.3) = 1.7e-12`` there."""
+_X_TAIL = -11.5
+"""Below this the per-patient TCP ``exp(-y)``, ``y = e^x < 1.02e-5``, is taken as
+``1 - y + y^2 / 2``: within ``y^3 / 6 < 1.8e-16`` of it."""
 POPULATION_TCP_ABS_ERROR = 2e-11
-"""Bound on the absolute difference between :func:`_population_tcp_py` and the plain
-computation over all fine points (:func:`rtopt.model.radiobiology.population_tcp`): the two
-thresholds above (the weights sum to 1), plus round-off."""
+"""Bound on the absolute difference between :func:`_population_tcp_py` (and
+:func:`_population_outcomes_py`) and the plain computation over all fine points
+(:func:`rtopt.model.radiobiology.population_tcp`): the two thresholds above (the weights sum
+to 1; 1.4e-11 + 1.7e-12), plus the series below :data:`_X_TAIL` (< 1.8e-16),
+:func:`_exp_tcp` (at most twice per evaluated point, each within 1e-14 relative: ``exp(-y)``
+off by at most ``1e-14 / e`` from ``y`` and 1e-14 from itself, under 1.4e-14 in all) and
+round-off."""
 
 
-def _population_tcp_py(ln_s, log_n0, lo, frac, w, start, wsum, out):  # pragma: no cover - compiled
+@njit(cache=True, inline="always", error_model="numpy")
+def _row_tcp(v, c, frac, w, start, wsum, x):  # pragma: no cover - compiled
+    """Population TCP of one row from its node values ``v`` (ln S) and ``c = ln N0``; ``x`` is
+    scratch of the fine grid's length (the method: :func:`_population_tcp_py`)."""
+    Q = v.shape[0]
+    qa = Q
+    qb = -1
+    acc = 0.0
+    for q in range(Q - 1):
+        a, b = v[q] + c, v[q + 1] + c
+        if a > _X_ZERO and b > _X_ZERO:
+            continue
+        if a < _X_ONE and b < _X_ONE:
+            acc += wsum[q]
+            continue
+        qb = q
+        qa = q if qa == Q else qa
+    if qb < 0:
+        return acc if acc < 1.0 else 1.0
+    for q in range(qa + 1, qb):              # settled intervals inside the window: evaluated
+        if v[q] + c < _X_ONE and v[q + 1] + c < _X_ONE:
+            acc -= wsum[q]
+    # unsigned indices: numba then omits its negative-index wrap-around, which kept LLVM
+    # from vectorising these loops
+    j0, j1 = np.uint64(start[qa]), np.uint64(start[qb + 1])
+    for q in range(qa, qb + 1):
+        a = v[q] + c
+        d = (v[q + 1] + c) - a
+        for j in range(np.uint64(start[q]), np.uint64(start[q + 1])):
+            x[j] = a + frac[j] * d
+    # the tail: from the run's first node below _X_TAIL on, when the nodes do not rise again
+    # (x stays below it), exp(-y) by 1 - y + y^2 / 2 (y = e^x)
+    jt = j1
+    for q in range(qa, qb + 1):
+        if v[q] + c < _X_TAIL:
+            rises = False
+            for r in range(q, qb + 1):
+                rises = rises or v[r + 1] > v[r]
+            jt = j1 if rises else np.uint64(start[q])
+            break
+    for j in range(j0, jt):                  # branch-free: vectorised
+        t = x[j]
+        t = -40.0 if t < -40.0 else t        # exp(-e^-40) is 1.0 in double precision
+        t = 6.5 if t > 6.5 else t            # exp(-e^6.5) < 1e-288
+        x[j] = _exp_tcp(-_exp_tcp(t))
+    for j in range(jt, j1):
+        t = x[j]
+        y = _exp_tcp(-40.0 if t < -40.0 else t)
+        x[j] = 1.0 - y * (1.0 - 0.5 * y)
+    s0 = s1 = s2 = s3 = 0.0                  # four partial sums: independent additions
+    j = j0
+    four = np.uint64(4)
+    while j + four <= j1:
+        s0 += w[j] * x[j]
+        s1 += w[j + np.uint64(1)] * x[j + np.uint64(1)]
+        s2 += w[j + np.uint64(2)] * x[j + np.uint64(2)]
+        s3 += w[j + np.uint64(3)] * x[j + np.uint64(3)]
+        j += four
+    while j < j1:
+        s0 += w[j] * x[j]
+        j += np.uint64(1)
+    acc += (s0 + s1) + (s2 + s3)
+    return acc if acc < 1.0 else 1.0         # the weights sum to 1 only to round-off
+
+
+def _population_tcp_py(ln_s, log_n0, frac, w, start, wsum, out):  # pragma: no cover - compiled
     """:func:`rtopt.model.radiobiology.population_tcp` fused into one pass per row (same grid, same
     linear interpolation; a test holds the two together within
     :data:`POPULATION_TCP_ABS_ERROR`).
@@ -785,54 +941,71 @@ def _population_tcp_py(ln_s, log_n0, lo, frac, w, start, wsum, out):  # pragma: 
     The fine points between nodes ``q`` and ``q + 1`` are ``start[q]:start[q + 1]`` (weight
     ``wsum[q]`` in all).  Their ``x = ln N0 + ln S`` lies between the two nodes' values
     (linear interpolation), so an interval entirely below :data:`_X_ONE` adds its weight and
-    one entirely above :data:`_X_ZERO` adds nothing; only the points of the few intervals where
-    the per-patient TCP falls from 1 to 0 are evaluated.  There ``x`` is linear in the point's
-    position, so ``e^x`` is a geometric sequence (one exponential per interval, then one
-    multiplication per point; per point when the interval's values are beyond +-40, where the
-    sequence could overflow), and the TCP one more exponential per point (:func:`_exp`,
-    branch-free, vectorised).  A per-patient TCP below the smallest normal double (1e-308)
-    counts as 0.  About 5 times fewer exponentials than two per fine point over all 401.
+    one entirely above :data:`_X_ZERO` adds nothing.  The intervals from the first to the last
+    one where the per-patient TCP falls from 1 to 0 (one run for a curve monotone in the
+    radiosensitivity, about 12 of the 40 for clinical schedules) are evaluated point by point
+    (:func:`_row_tcp`): ``x`` over the run, then ``exp(-e^x)`` over it in one branch-free
+    loop (:func:`_exp_tcp` twice; vectorised; ``1 - y + y^2 / 2`` of ``y = e^x`` from the first
+    node below :data:`_X_TAIL` on, when the nodes do not rise after it), then the weighted
+    sum.  A per-patient TCP below 1e-288 (``x > 6.5``) counts as such.
     """
-    n, Q = ln_s.shape
+    n = ln_s.shape[0]
     for blk in prange((n + 63) // 64):
-        x = np.empty(lo.shape[0])
+        x = np.empty(frac.shape[0])
         for i in range(blk * 64, min(n, blk * 64 + 64)):
             c = log_n0[i] if log_n0.shape[0] > 1 else log_n0[0]
-            acc = 0.0
-            for q in range(Q - 1):
-                a, b = ln_s[i, q] + c, ln_s[i, q + 1] + c
-                if a > _X_ZERO and b > _X_ZERO:
-                    continue
-                if a < _X_ONE and b < _X_ONE:
-                    acc += wsum[q]
-                    continue
-                j0, j1 = start[q], start[q + 1]
-                if -40.0 < a < 40.0 and -40.0 < b < 40.0:
-                    d = b - a                          # e^x: geometric in the fine points
-                    e = _exp(a + frac[j0] * d)
-                    r = _exp(d * (frac[j0 + 1] - frac[j0])) if j1 - j0 > 1 else 1.0
-                    x[j0] = e
-                    for j in range(j0 + 1, j1):
-                        e *= r
-                        x[j] = e
-                else:
-                    for j in range(j0, j1):
-                        xj = (1.0 - frac[j]) * a + frac[j] * b
-                        xj = -40.0 if xj < -40.0 else xj
-                        xj = 700.0 if xj > 700.0 else xj
-                        x[j] = _exp(xj)
-                for j in range(j0, j1):                # branch-free: vectorised
-                    y = -x[j]
-                    x[j] = 0.0 if y < -708.0 else _exp(y if y > -708.0 else -708.0)
-                for j in range(j0, j1):
-                    acc += w[j] * x[j]
-            out[i] = acc if acc < 1.0 else 1.0  # the weights sum to 1 only to round-off
+            out[i] = _row_tcp(ln_s[i], c, frac, w, start, wsum, x)
 
 
-population_tcp_parallel, population_tcp_serial = _jit_pair(_population_tcp_py, rows=(0, 7),
+population_tcp_parallel, population_tcp_serial = _jit_pair(_population_tcp_py, rows=(0, 6),
                                                            maybe_rows=(1,), cache=True,
-                                                           error_model="numpy")
+                                                           error_model="numpy",
+                                                           fastmath={"contract"})
 """Threaded and serial compiled :func:`_population_tcp_py` (fused population TCP)."""
+
+
+def _population_outcomes_py(fd, fh, fa, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t,
+                            lq_l, scale, shift, shift0, log_n0, frac, w, start, wsum, ln_mid,
+                            lc, lc0):  # pragma: no cover - compiled
+    """Per row ``i``: ln S at the population nodes (:func:`_row_ln_s`, as
+    :func:`_ln_s_nodes_py`), its value at the nominal node (the middle one) into ``ln_mid[i]``,
+    and the population TCP (:func:`_row_tcp`, as :func:`_population_tcp_py`) of the nodes
+    plus the row's shift ``shift[i|0]`` (NK kill and repopulation, ln units) into ``lc[i]``;
+    with a non-empty ``shift0`` also that of the same nodes plus ``shift0[i|0]`` into
+    ``lc0[i]`` (the plan without NK kill, when its ln S at the nodes is the same).  One pass
+    per row in per-thread scratch: no ``(N, nodes)`` arrays.  Threaded in four parts per
+    thread: on a machine shared with other jobs, two parts would wait for the slower thread."""
+    n = fd.shape[0]
+    Q = scale.shape[1]
+    mid = Q // 2
+    for blk in prange((n + 63) // 64):
+        tot, prod = np.empty(Q), np.empty(Q)
+        neg = np.empty(3)
+        wk = np.empty(3)
+        x = np.empty(frac.shape[0])
+        for i in range(blk * 64, min(n, blk * 64 + 64)):
+            sc = scale[i] if scale.shape[0] > 1 else scale[0]
+            _row_ln_s(fd, fh, fa, i, alpha, beta, smax, e50, ratio, anox, oer_i, oer, d_t, lq_l,
+                      sc, tot, prod, neg, wk)
+            ln_mid[i] = tot[mid]
+            c = _at(log_n0, i)
+            s = _at(shift, i)
+            for q in range(Q):
+                prod[q] = tot[q] + s
+            lc[i] = _row_tcp(prod, c, frac, w, start, wsum, x)
+            if shift0.shape[0] > 0:
+                s = _at(shift0, i)
+                for q in range(Q):
+                    prod[q] = tot[q] + s
+                lc0[i] = _row_tcp(prod, c, frac, w, start, wsum, x)
+
+
+population_outcomes_parallel, population_outcomes_serial = _jit_pair(
+    _population_outcomes_py, rows=(0, 1, 2, 21, 22),
+    maybe_rows=tuple(range(3, 12)) + (13, 14, 15, 16, 23), per_thread=4, cache=True,
+    error_model="numpy", fastmath={"contract"})
+"""Threaded and serial compiled :func:`_population_outcomes_py` (ln S at the nominal node and
+population local control of each row in one pass)."""
 
 
 def _fraction_scan_py(D, cnt, nu, span):  # pragma: no cover - compiled

@@ -17,8 +17,9 @@ from rtopt.model import surrogate as sg
 from rtopt.model.parameters import SurrogateParameters
 from rtopt.model.simulator.biology import Biology
 from rtopt.model.simulator.kernels import (SERIAL_BELOW, ln_s_nodes_parallel, ln_s_nodes_serial,
-                                           population_tcp_parallel, population_tcp_serial,
-                                           row_array)
+                                           population_outcomes_parallel,
+                                           population_outcomes_serial, population_tcp_parallel,
+                                           population_tcp_serial, row_array)
 
 __all__ = ["fraction_log_survival", "population_tcp", "tumour_outcomes", "compact_fractions",
            "as_column"]
@@ -70,14 +71,21 @@ def fraction_log_survival(d: Any, h: Any, act: Any, bio: Biology, p: Any,
     return np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2])
 
 
-def _ln_s_nodes(bio, p, fd, fh, fa, scale):
-    """ln S ``(N, Q)`` at the nodes ``scale`` (``(N|1, Q)``) by :func:`_ln_s_nodes_py`."""
+def _node_inputs(bio, p, fd, fh, fa):
+    """The parameters of the node kernels (:func:`_ln_s_nodes_py`) as row arrays, the LQ-L
+    flag, and ``fd, fh, fa`` as contiguous float arrays of one shape."""
     lq_l = bio.survival_model == "lq_l"
     vals = [row_array(x) for x in (
         bio.alpha_per_gy, bio.beta_per_gy2, p.nk_radiosensitisation_max,
         p.nk_radiosensitisation_e50, p.clonogen_hypoxia_ratio, p.anoxic_share,
         p.oer_intermediate, p.oer, bio.transition_dose_gy if lq_l else 1.0)]
     fd, fh, fa = (np.ascontiguousarray(x, dtype=float) for x in np.broadcast_arrays(fd, fh, fa))
+    return vals, lq_l, fd, fh, fa
+
+
+def _ln_s_nodes(bio, p, fd, fh, fa, scale):
+    """ln S ``(N, Q)`` at the nodes ``scale`` (``(N|1, Q)``) by :func:`_ln_s_nodes_py`."""
+    vals, lq_l, fd, fh, fa = _node_inputs(bio, p, fd, fh, fa)
     out = np.empty((fd.shape[0], scale.shape[1]))
     kernel = ln_s_nodes_serial if fd.shape[0] < SERIAL_BELOW else ln_s_nodes_parallel
     kernel(fd, fh, fa, *vals, lq_l, np.ascontiguousarray(scale, dtype=float), out)
@@ -88,40 +96,85 @@ _FINE_LO, _FINE_FRAC = rb.fine_grid_interpolation()
 # fine points between nodes q and q + 1: _FINE_START[q]:_FINE_START[q + 1], weight _FINE_WSUM[q]
 _FINE_START = np.searchsorted(_FINE_LO, np.arange(rb.POPULATION_Z.size), side="left").astype(np.int64)
 _FINE_WSUM = np.add.reduceat(rb.FINE_WEIGHTS, _FINE_START[:-1])
+_FINE = (_FINE_FRAC, rb.FINE_WEIGHTS, _FINE_START, _FINE_WSUM)
+
+
+def _log_clonogens(clonogens: Any) -> np.ndarray:
+    """``ln N0`` as a row array (``-inf`` for no clonogens: certain control)."""
+    with np.errstate(divide="ignore"):
+        return row_array(np.log(np.asarray(clonogens, dtype=float)).ravel())
 
 
 def population_tcp(clonogens: Any, ln_s: np.ndarray) -> np.ndarray:
     """Compiled :func:`rtopt.model.radiobiology.population_tcp` for ``(N, Q)`` node values."""
     ln_s = np.ascontiguousarray(ln_s, dtype=float)
-    with np.errstate(divide="ignore"):
-        log_n0 = np.ascontiguousarray(np.atleast_1d(np.log(np.asarray(clonogens, dtype=float)))
-                                      .ravel())
     out = np.empty(ln_s.shape[0])
     kernel = population_tcp_serial if ln_s.shape[0] < SERIAL_BELOW else population_tcp_parallel
-    kernel(ln_s, log_n0, _FINE_LO, _FINE_FRAC, rb.FINE_WEIGHTS, _FINE_START, _FINE_WSUM, out)
+    kernel(ln_s, _log_clonogens(clonogens), *_FINE, out)
     return out
+
+
+def _population_outcomes(vals, lq_l, fd, fh, fa, scale, shift, shift0, log_n0):
+    """ln S at the nominal node (without ``shift``) and the population TCP of each row, and
+    with ``shift0`` that under the second shift, by :func:`_population_outcomes_py`."""
+    n = fd.shape[0]
+    ln_mid, lc = np.empty(n), np.empty(n)
+    lc0 = np.empty(n if shift0 is not None else 0)
+    kernel = population_outcomes_serial if n < SERIAL_BELOW else population_outcomes_parallel
+    kernel(fd, fh, fa, *vals, lq_l, scale, row_array(shift),
+           row_array(() if shift0 is None else shift0), log_n0, *_FINE, ln_mid, lc, lc0)
+    return ln_mid, lc, lc0
+
+
+def _shifts(bio, p, D, auc, n, overall):
+    """Each row's NK log kill (ln S, ``<= 0``) and repopulation gain (ln), as ``(n,)`` arrays;
+    ``overall`` the rows' overall times if known (else from ``D``; not needed, and not
+    computed, without repopulation)."""
+    nk_ln = np.broadcast_to(-p.nk_log_kill_per_activity_day * auc if bio.nk else 0.0, (n,))
+    if bio.potential_doubling_days is None or bio.repopulation_kickoff_days is None:
+        repop = np.zeros(n)                          # rb.repopulation_log_gain's gain 0
+    else:
+        repop = rb.repopulation_log_gain(rb.overall_days(D) if overall is None else overall,
+                                         bio.potential_doubling_days,
+                                         bio.repopulation_kickoff_days)
+    return nk_ln, np.broadcast_to(repop, (n,))
 
 
 def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfactual=True,
                            overall=None):
-    """:func:`tumour_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity)."""
+    """:func:`tumour_outcomes` for LQ and LQ-L (proportional to the patient's radiosensitivity):
+    one compiled pass per row (:func:`_population_outcomes_py`), a second one for the plan
+    without NK cells only when the NK activity changes the ln S at the nodes."""
     alphas = rb.population_alphas(as_column(bio.alpha_per_gy, 1), as_column(p.alpha_sd_per_gy, 1))
     scale = np.ascontiguousarray(np.reshape(alphas / as_column(bio.alpha_per_gy, 2),
                                             (-1, alphas.shape[-1])))
-
-    def node_sums(act, fd, fh):
-        return _ln_s_nodes(bio, p, fd, fh, act, scale)
-
-    ln_nk = node_sums(fa, fd, fh)
+    vals, lq_l, fd, fh, fa = _node_inputs(bio, p, fd, fh, fa)
+    n = fd.shape[0]
+    nk_ln, repop = _shifts(bio, p, D, auc, n, overall)
+    log_n0 = _log_clonogens(bio.clonogens)
+    # the plan without NK cells has the same ln S at the nodes unless the NK activity
+    # radiosensitised a fraction; then only its shift differs (no NK kill)
+    same_nodes = not (bio.nk and np.any(fa > 0))
+    kill = bool(np.any(nk_ln))
+    second = counterfactual and same_nodes and kill
+    ln_mid, lc, lc0 = _population_outcomes(vals, lq_l, fd, fh, fa, scale, nk_ln + repop,
+                                           repop if second else None, log_n0)
+    ln_s = ln_mid + (nk_ln + repop)
     if not counterfactual:
-        ln_0 = None
-    elif bio.nk and np.any(fa > 0):
-        # without NK cells every row of a shared schedule is the same: compute one
-        ln_0 = (node_sums(np.zeros_like(fa[:1]), fd[:1], fh[:1]) if shared
-                else node_sums(np.zeros_like(fa), fd, fh))
+        ln_s0, lc0 = np.full(n, np.nan), np.full(n, np.nan)
+    elif same_nodes:
+        ln_s0 = ln_mid + repop
+        lc0 = lc0 if second else lc
     else:
-        ln_0 = ln_nk
-    return _assemble(bio, p, D, auc, ln_nk, ln_0, True, overall)
+        # without NK cells every row of a shared schedule is the same: compute one
+        m = 1 if shared else n
+        cut = lambda v: v[:m] if v.shape[0] == n else v
+        mid0, lc0, _ = _population_outcomes([cut(v) for v in vals], lq_l, fd[:m], fh[:m],
+                                            np.zeros((m, fa.shape[1])), cut(scale), repop[:m],
+                                            None, cut(log_n0))
+        ln_s0 = np.broadcast_to(mid0 + repop[:m], (n,))
+        lc0 = np.broadcast_to(lc0, (n,))
+    return _outcome_dict(bio.clonogens, ln_s, ln_s0, nk_ln, lc, lc0)
 
 
 def tumour_outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
@@ -185,12 +238,7 @@ def _assemble(bio, p, D, auc, ln_nk, ln_0, population, overall=None):
     """Outcomes from ln S at the population nodes (``(N, Q)``, with and without NK cells);
     ``overall``: each row's overall time if known (else from ``D``)."""
     n = ln_nk.shape[0]
-    nk_ln = -p.nk_log_kill_per_activity_day * auc if bio.nk else np.zeros(n)
-    nk_ln = np.broadcast_to(nk_ln, (n,))
-    repop = rb.repopulation_log_gain(rb.overall_days(D) if overall is None else overall,
-                                     bio.potential_doubling_days,
-                                     bio.repopulation_kickoff_days)
-    repop = np.broadcast_to(repop, (n,))
+    nk_ln, repop = _shifts(bio, p, D, auc, n, overall)
     with_nk = ln_nk + (nk_ln + repop)[:, None]
     if ln_0 is None:                          # counterfactual not asked for
         ln_0 = np.full((1, ln_nk.shape[1]), np.nan)
@@ -208,6 +256,12 @@ def _assemble(bio, p, D, auc, ln_nk, ln_0, population, overall=None):
             lc0 = np.broadcast_to(lc0, (n,))
     else:
         lc = lc0 = np.full(n, np.nan)
+    return _outcome_dict(n0, ln_s, ln_s0, nk_ln, lc, lc0)
+
+
+def _outcome_dict(n0, ln_s, ln_s0, nk_ln, lc, lc0):
+    """The outcomes of :func:`tumour_outcomes` from each row's ln S with and without NK cells
+    (nominal alpha), NK log kill and local control with and without NK cells."""
     ln10 = np.log(10.0)
     return dict(ln_survival=ln_s, log10_kill=-ln_s / ln10, tcp=rb.poisson_tcp(n0, ln_s),
                 local_control=lc, nk_log10_kill=-nk_ln / ln10,
