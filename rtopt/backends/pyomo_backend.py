@@ -186,7 +186,9 @@ each hypoxic compartment ``k`` (all at the fully radiosensitised alpha;
 ``h_lo = h0 w_lo^gamma``).
 
 *Warm start.*  A pool of simple schedules is scored by the simulator (greedy compact calendars
-of every count from each allowed start in the first week, every retained grid dose, and as
+of every count from each allowed start in the first week, and for log kill or TCP also the
+regular calendars of ``exhaustive``'s space with spacings up to 3 days beyond the minimum, where
+spreading the fractions reoxygenates; every retained grid dose, and as
 infusions the earliest valid minimum set plus, for NK objectives, the greedy maximum set from
 every start day); the best ``warm_starts`` (option, default 5) are passed to SCIP as complete
 solutions (binaries, the states of :meth:`DailyModel.forward` and the objective), which SCIP
@@ -212,7 +214,7 @@ from typing import Any
 import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.backends.exhaustive import memory_budget_bytes
+from rtopt.backends.exhaustive import ExhaustiveBackend, memory_budget_bytes
 from rtopt.common.errors import ProblemDeclined
 from rtopt.model import radiobiology as rb
 from rtopt.model import simulator as sim
@@ -1087,6 +1089,8 @@ class PyomoMinlpBackend(Backend):
                 "warm_starts": [self._describe_start(dm, s) for s in starts],
                 "variables": m.nvariables(), "constraints": m.nconstraints(),
                 "dose_levels": int(dm.levels.size), "days_modelled": dm.days_needed,
+                "endogenous_pool": dm.need_endogenous,
+                "tumour_dose_ratio": float(problem.tumour_dose_ratio),
                 "fit_max_abs_error": {k: float(v) for k, v in dm.fit_error.items()},
                 "formulation": "uniform" if problem.uniform else "per_fraction"}
             if n_sol == 0:
@@ -1152,6 +1156,12 @@ class PyomoMinlpBackend(Backend):
                 cal = problem.compact_calendar(n, start=s0)
                 if cal is not None and len(cal) == n and set(cal) <= allowed_frac:
                     cals.add(cal)
+            if dm.need_survival:
+                # tumour kill gains from spreading the fractions (reoxygenation): also the
+                # regular calendars of exhaustive's space, spacings up to 3 days beyond the
+                # minimum, which SCIP does not reach from the compact ones in seconds
+                cals.update(c for c in ExhaustiveBackend.calendars(problem, n, first + 7, 3)
+                            if len(c) == n and set(c) <= allowed_frac)
         pairs = []
         for cal in sorted(cals):
             sets = []
