@@ -74,3 +74,7 @@ def test_backend_agrees_with_reference(path, backend, reference):
     tol = KNOWN_GAPS.get((path.stem, backend), TOLERANCE[backend])
     assert r.objective >= ref.objective - tol * abs(ref.objective), (
         f"{backend} {r.objective} vs reference {ref.objective}")
+    if backend == "pyomo_minlp":
+        # SCIP's claim is of its daily-grid model, which the back-end documents within 2 % of
+        # the simulator (measured 0-0.05 % off the verified value on the shipped instances)
+        assert r.claimed_objective == pytest.approx(r.objective, rel=2e-2)
