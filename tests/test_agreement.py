@@ -23,6 +23,11 @@ TOLERANCE = {
     "cvxpy_convex": 1e-6,  # exact convex formulation, interior-point accuracy
     "scipy_de": 2e-2,      # heuristic: measured 0-1.9 % below on the shipped instances
     "cvxpy_ccp": 2e-2,     # local method from screened starts: measured 0-1.3 % below
+    # MINLP of a daily-grid form of the simulator (NK favourability within 2 % of it, with
+    # the patient's own NK pool and the tumour dose ratio): measured equal to the reference on
+    # every instance it accepts (lung central and peripheral, classic BED, pancreas, prostate;
+    # the warm-start pool holds the optimum and SCIP keeps it)
+    "pyomo_minlp": 2e-2,
 }
 
 # Measured exceptions, kept apart so the tolerances above stay what they say:
@@ -68,3 +73,7 @@ def test_backend_agrees_with_reference(path, backend, reference):
     tol = KNOWN_GAPS.get((path.stem, backend), TOLERANCE[backend])
     assert r.objective >= ref.objective - tol * abs(ref.objective), (
         f"{backend} {r.objective} vs reference {ref.objective}")
+    if backend == "pyomo_minlp":
+        # SCIP's claim is of its daily-grid model, which the back-end documents within 2 % of
+        # the simulator (measured 0-0.05 % off the verified value on the shipped instances)
+        assert r.claimed_objective == pytest.approx(r.objective, rel=2e-2)

@@ -65,18 +65,29 @@ def classic(sparing=0.2, step=0.5, doses=(0.5, 100.0), n=(1, 30), uniform=True, 
     return instance_from_dict(data)
 
 
-def lung_dict() -> dict:
-    """The lung example without the patient's own NK cells: the MINLP's daily-grid model does
-    not carry the endogenous pool (docs/model.md section 13) and declines instances with it."""
+def lung_dict(endogenous: bool = False, ratio: float | None = None) -> dict:
+    """The lung example, by default without the patient's own NK cells (the infused cells'
+    part alone, as the earlier tests measured it); ``endogenous`` keeps the endogenous pool
+    (docs/model.md section 13), ``ratio`` sets ``[prescription] tumour_dose_ratio``."""
     with open(LUNG, "rb") as fh:
         data = tomllib.load(fh)
-    data["tumour"].setdefault("surrogate", {})["nk_endogenous_cytotoxicity"] = 0.0
+    if not endogenous:
+        data["tumour"].setdefault("surrogate", {})["nk_endogenous_cytotoxicity"] = 0.0
+    if ratio is not None:
+        data["prescription"]["tumour_dose_ratio"] = ratio
     return data
 
 
-def test_minlp_declines_the_endogenous_pool_with_the_reason():
-    r = solve(LUNG, "pyomo-scip-minlp", time_limit_s=5)
-    assert r.status == "declined" and "own NK cells" in r.message
+def test_minlp_accepts_the_endogenous_pool_and_a_tumour_dose_ratio():
+    """The MINLP states the patient's own NK pool and the tumour dose ratio (it declined both
+    before): the lung example with its endogenous pool, at ratio 1 and 1.2."""
+    from rtopt.model import simulator as sim
+    from rtopt.backends.pyomo_backend import PyomoMinlpBackend
+
+    for ratio in (None, 1.2):
+        p = Problem(instance_from_dict(lung_dict(endogenous=True, ratio=ratio)))
+        assert sim.endogenous_active(p.biology)
+        assert PyomoMinlpBackend().check(p) == (True, "")
 
 
 def milp(time_limit=60.0, **options) -> Profile:
@@ -284,8 +295,11 @@ def _random_schedules(p: Problem, dm, n: int = 25, seed: int = 1):
     return plans, levels
 
 
-@pytest.mark.parametrize("objective", ["nk_favourability", "tumour_log_kill"])
-def test_daily_model_tracks_the_simulator(objective):
+@pytest.mark.parametrize("objective,endogenous,ratio", [
+    ("nk_favourability", False, None), ("tumour_log_kill", False, None),
+    ("nk_favourability", True, None), ("nk_favourability", True, 1.2),
+    ("tumour_log_kill", True, 1.2)])
+def test_daily_model_tracks_the_simulator(objective, endogenous, ratio):
     """The MINLP's daily-grid model against the simulator on 25 random lung schedules.
 
     NK favourability within 2 % (measured max 1.28 %).  The simulator with 8 sub-steps a day
@@ -301,17 +315,34 @@ def test_daily_model_tracks_the_simulator(objective):
     three-compartment formula at the same hypoxic fraction (exact day-grid propagators of
     demand and perfusion), so only the NK terms (kill and radiosensitisation, a small part of
     the log kill) carry the activity error above.
+
+    With the patient's own NK pool (``endogenous``; most of the lung's NK favourability, 1.7-8.7
+    of 2.3-10.1 activity-days on these schedules) the measured max is 0.27 %, at tumour dose
+    ratio 1 and 1.2 alike (the endogenous pool, 0.26 %, carries the same frozen trafficking
+    rate, and its 15-day turnover averages the within-day error out); log kill at ratio 1.2
+    0.04 %.  With ratio 1.2 the simulator sees 1.2 x the prescribed dose: a daily model that
+    ignored the ratio would be off NK favourability by up to 75 % (median 6 %) on these
+    schedules, so the 2 % check holds the ratio too.
     """
     from rtopt.backends.pyomo_backend import DailyModel
 
-    p = _lung(objective)
+    p = Problem(instance_from_dict({**lung_dict(endogenous, ratio),
+                                    "objective": {"maximise": objective}}))
+    assert p.tumour_dose_ratio == (ratio or 1.0)
     dm = DailyModel.build(p)
+    assert dm.need_endogenous == (endogenous and objective == "nk_favourability")
     assert max(dm.fit_error.values()) < 1e-6
     plans, levels = _random_schedules(p, dm)
     sim = p.evaluate_plans(plans, simulate_tme=True).metrics
     fw = [dm.forward(*lv) for lv in levels]
-    model = np.array([f["nk_favourability"] for f in fw])
-    assert np.max(np.abs(model / sim["nk_favourability"] - 1)) < 0.02
+    if dm.need_endogenous or not endogenous:
+        # (log kill with the endogenous pool: the model leaves out what only NK favourability
+        # counts; tumour outcomes use the infused cells alone)
+        model = np.array([f["nk_favourability"] for f in fw])
+        assert np.max(np.abs(model / sim["nk_favourability"] - 1)) < 0.02
+    if dm.need_endogenous:
+        own = np.array([f["nk_favourability_endogenous"] for f in fw])
+        assert np.max(np.abs(own / sim["nk_favourability_endogenous"] - 1)) < 0.02
     if objective == "tumour_log_kill":
         model = np.array([f["tumour_log10_kill"] for f in fw])
         assert np.max(np.abs(model / sim["tumour_log10_kill"] - 1)) < 0.005
@@ -356,6 +387,42 @@ def test_daily_model_reads_the_shared_definitions():
             float(sg.nk_infiltration_rate(0.7, 0.4, par)), rel=1e-15)
 
 
+def test_daily_model_endogenous_pool_reads_the_shared_definitions():
+    """The endogenous pool of the algebraic form, at tumour dose ratio 1.2: its fraction jumps
+    are the model's (blood survival at the resting D0 of the tumour dose's blood share, in-field
+    kill at the resting D0, both at 1.2 x the grid dose), its day propagator coefficients are
+    the closed forms of ``dG/dt = k_e (1 - G)``, ``dTe/dt = kin n_e G - k_e Te`` (to 1e-12: the
+    Gauss-Legendre nodes are exact to rounding on these exponentials), and without fractions it
+    stays at its steady state ``rtopt.model.simulator.endogenous_start`` and gives the
+    simulator's endogenous NK favourability to 1e-6 (constant rate and hypoxia: both are exact
+    up to the simulator's fourth-order sub-steps)."""
+    from rtopt.model import simulator as sim
+    from rtopt.model.circulation import blood_survival
+    from rtopt.backends.pyomo_backend import DailyModel
+
+    p = Problem(instance_from_dict(lung_dict(endogenous=True, ratio=1.2)))
+    dm = DailyModel.build(p)
+    par, c, t = p.biology.params, dm.const, dm.tab
+    assert dm.need_endogenous
+    dt = 1.2 * dm.levels
+    assert np.allclose(1 - t["fG"], blood_survival(dt, par.nk_blood_dose_fraction,
+                                                   par.nk_endogenous_d0_gy), rtol=1e-12)
+    assert np.allclose(1 - t["fTe"], np.exp(-dt / par.nk_endogenous_d0_gy), rtol=1e-12)
+    assert np.allclose(1 - t["fT"], np.exp(-dt / par.nk_d0_gy), rtol=1e-12)
+    k = float(par.nk_endogenous_turnover_per_day)
+    eg = np.exp(-k)
+    assert c["te_g1"] == pytest.approx(eg, rel=1e-12)
+    assert c["te_g0"] + c["te_g1"] == pytest.approx((1 - eg) / k, rel=1e-12)
+    assert c["te_i1"] == pytest.approx((1 - eg - k * eg) / k ** 2, rel=1e-12)
+    assert c["te_i0"] + c["te_i1"] == pytest.approx((1 - (1 - eg) / k) / k, rel=1e-12)
+    fw = dm.forward((), (), ())
+    assert np.allclose(fw["states"]["Te"], float(sim.endogenous_start(par)), rtol=1e-12)
+    assert np.allclose(fw["states"]["G"], 1.0)
+    ev = p.evaluate(np.zeros((1, p.horizon_days)), simulate_tme=True)
+    assert fw["nk_favourability"] == pytest.approx(
+        float(ev.metrics["nk_favourability_endogenous"][0]), rel=1e-6)
+
+
 def test_minlp_declines_what_its_algebraic_form_cannot_represent():
     """The daily-grid form states NK favourability, log kill, tumour BED and per-patient TCP;
     population control (local control, ``tcp`` with the default tcp_model) and the
@@ -375,10 +442,11 @@ def test_minlp_declines_what_its_algebraic_form_cannot_represent():
                           cost_per_overall_day=0.01)) == (True, "")
 
 
-def _small_lung(objective: dict):
-    """1-3 fractions of 8-16 Gy (2 Gy steps), one infusion, a 14-day horizon."""
-    data = lung_dict()
-    data["fractionation"].update(n_fractions=[1, 3], dose_per_fraction_gy=[8.0, 16.0],
+def _small_lung(objective: dict, endogenous: bool = False, ratio: float | None = None,
+                n_max: int = 3):
+    """1-``n_max`` fractions of 8-16 Gy (2 Gy steps), one infusion, a 14-day horizon."""
+    data = lung_dict(endogenous, ratio)
+    data["fractionation"].update(n_fractions=[1, n_max], dose_per_fraction_gy=[8.0, 16.0],
                                  dose_step_gy=2.0, horizon_days=14, max_overall_days=14)
     data["nk"]["n_infusions"] = [1, 1]
     data["prescription"]["min_bed_gy"] = 50.0
@@ -389,15 +457,16 @@ def _small_lung(objective: dict):
 @pytest.mark.slow
 @needs_scip
 def test_minlp_log_kill_small_instance():
-    """SCIP on a small log-kill instance (1-3 fractions of 8-16 Gy, one infusion, 14 days),
-    stopped by a node limit (the root node; deterministic, whatever the machine's load: a time
-    limit of 8 s gave a plan 3.7 % below exhaustive on a loaded machine, SCIP still in its
-    root), with a time limit only as a safety net.  Measured: verified log kill 10.782 against
-    exhaustive's 10.757 (3 x 16 Gy on days 1, 7, 11, NK day 4: the MINLP's calendar is free,
-    exhaustive's structured).  The bound of 2 %: the warm-start pool alone is within 1.1 % of
-    exhaustive and SCIP only improves on it (in its model), plus the daily-grid log-kill error
+    """SCIP on a small log-kill instance (1-3 fractions of 8-16 Gy, one infusion, 14 days) at its
+    root node, against exhaustive.  Measured: verified log kill 10.7574, exhaustive's plan (3 x 16 Gy
+    on days 1, 7, 11, NK day 4), SCIP's bound of its model 13.14 after the root.  With compact
+    calendars only in the warm-start pool it returned 10.361 (days 3, 4, 7), 3.7 % below: SCIP
+    does not reach the spread calendar from there in 8 s, so the pool now holds exhaustive's
+    regular calendars for log kill.  The bound of 2 %: the pool's best is scored by the
+    simulator and SCIP only improves on it (in its model), plus the daily-grid log-kill error
     (< 0.5 %, test above)."""
     inst = _small_lung({"maximise": "tumour_log_kill"})
+    # stopped at the root node: deterministic under any load (a time limit raced the machine)
     r = solve(inst, "pyomo-scip-minlp", time_limit_s=600,
               options={"scip": {"limits/nodes": 1}})
     assert r.feasible and r.verified and all(c.ok for c in r.constraints)
@@ -413,12 +482,13 @@ def test_minlp_log_kill_small_instance():
 @needs_scip
 def test_minlp_costs_per_fraction_and_overall_day():
     """Costs enter the model as a sum of fraction binaries and last-minus-first fraction day.
-    Measured (5 s, before the tumour dose ratio and outcome fit): 15.2963 verified, the plan exhaustive finds (3 x 16 Gy on days 2-4, NK day
+    Measured (5 s): 15.2963 verified, the plan exhaustive finds (3 x 16 Gy on days 2-4, NK day
     0).  Same 2 % floor as the log-kill test; the verified objective charges the costs."""
     inst = _small_lung({"maximise": "tumour_log_kill", "cost_per_fraction": 1.0,
                         "cost_per_overall_day": 0.2})
-    # stopped at the root node (deterministic under any load; the time limit a safety net)
-    r = solve(inst, "pyomo-scip-minlp", time_limit_s=600, options={"scip": {"limits/nodes": 1}})
+    # stopped at the root node: deterministic under any load (the time limit a safety net)
+    r = solve(inst, "pyomo-scip-minlp", time_limit_s=600,
+              options={"scip": {"limits/nodes": 1}})
     assert r.feasible and r.verified
     m = r.metrics
     assert r.objective == pytest.approx(m["tumour_log10_kill"] - m["n_fractions"]
@@ -445,6 +515,40 @@ def test_minlp_lung_example_against_exhaustive():
     assert r.claimed_objective == pytest.approx(r.objective, rel=0.02)
     assert r.bound >= r.claimed_objective - 1e-6
     assert "daily-grid" in r.extras["bound_of"]
+
+
+@needs_scip
+@pytest.mark.slow
+@pytest.mark.parametrize("ratio", [None, 1.2], ids=["ratio1", "ratio1.2"])
+def test_minlp_endogenous_pool_and_dose_ratio_against_exhaustive(ratio):
+    """SCIP on a small lung instance with the patient's own NK pool (NK favourability, 1-2
+    fractions of 8-16 Gy, one infusion, 14 days; 8 s), at tumour dose ratio 1 and 1.2,
+    against exhaustive on the same space: with at most two fractions, start days over the whole
+    horizon and every spacing, exhaustive's regular calendars are every calendar, so its
+    optimum is the instance's (uniform doses on the grid, as here).  The MINLP's verified plan
+    can then be no better, and must be within 2 % (the daily-grid tolerance of NK
+    favourability, test above), its claim within 2 % of its verified value.  That claim also
+    checks that the ratio is honoured: at ratio 1.2 the plan's NK favourability is 28 % below
+    the same plan at the prescribed dose.  Measured (8 s each): ratio 1, 2 x 12 Gy on days 0-1
+    with NK day 2, verified 3.7564, SCIP's claim 3.7674 (0.3 % above: the frozen daily
+    trafficking rate), bound of its model 5.62; ratio 1.2, 2 x 12 Gy on days 0-1 with NK day 3,
+    verified 2.6590 (3.7104 at the prescribed dose), claim 2.6662, bound 5.20; both
+    exhaustive's plan and objective exactly."""
+    inst = _small_lung({"maximise": "nk_favourability"}, endogenous=True, ratio=ratio, n_max=2)
+    r = solve(inst, "pyomo-scip-minlp", time_limit_s=8)
+    ex = solve(inst, "exhaustive", options={"start_window_days": 14, "extra_spacing_days": 14})
+    assert r.feasible and r.verified and all(c.ok for c in r.constraints)
+    assert r.metrics["nk_favourability_endogenous"] > 0.5 * r.objective  # the pool is there
+    assert r.extras["endogenous_pool"] and r.extras["tumour_dose_ratio"] == (ratio or 1.0)
+    assert r.claimed_objective == pytest.approx(r.objective, rel=0.02)
+    assert r.extras["model_objective"] == pytest.approx(r.objective, rel=0.02)
+    assert r.claimed_objective <= r.extras["model_objective"] * (1 + 1e-6) + 1e-6
+    assert r.bound is None or r.bound >= r.claimed_objective - 1e-6
+    # exhaustive's optimum is the instance's here: the MINLP's can be no better
+    assert ex.objective * (1 - 0.02) <= r.objective <= ex.objective * (1 + 1e-9)
+    if ratio is not None:
+        at_prescribed = Problem(inst).evaluate_plans([r.plan], dose_ratio=1.0).objective[0]
+        assert at_prescribed > 1.1 * r.objective  # the ratio matters to this plan
 
 
 @needs_scip

@@ -55,7 +55,12 @@ uses ``rel_gap = 0``).
 Objectives ``nk_favourability``, ``tumour_log_kill``, ``tumour_bed`` and ``tcp`` with
 ``tcp_model = "per_patient"`` (Poisson TCP at the nominal alpha), and weighted sums of them,
 minus ``cost_per_fraction`` and ``cost_per_overall_day``; uniform or per-fraction doses on the
-grid; NK infusions.  Declined, with the reason: population tumour control (``local_control``
+grid; NK infusions; the patient's own (endogenous) NK pool, which NK favourability counts
+(docs/model.md section 13); a ``tumour_dose_ratio`` (``isodose_percent``): the decision is the
+prescribed grid dose ``d``, the tumour and every TME threshold see ``ratio x d``
+(:meth:`rtopt.problem.problem.Problem.tumour_doses`: the tables of fraction jumps and survival
+are built at that dose), the BED prescription and the OAR limits stay on ``d``.  Declined,
+with the reason: population tumour control (``local_control``
 and ``tcp`` with the default ``tcp_model``: an average over patients' radiosensitivity) and
 the NK-attributable gains (a counterfactual of the same plan without NK cells); and log kill
 or TCP when the clonogen hypoxic shares are not linear in the FMISO fraction
@@ -63,8 +68,12 @@ or TCP when the clonogen hypoxic shares are not linear in the FMISO fraction
 
 *One statement of the model.*  The algebraic form reads the simulator's definitions instead of
 restating them: the jumps of one fraction (demand drop, vascular loss, chemokine pulse, NK kill
-in tumour and blood) are tables from :func:`rtopt.model.simulator.apply_fraction` evaluated on unit
-states; the activity constants from :func:`rtopt.model.simulator.nk_activity`; the trafficking rate is
+in tumour and blood, of the patient's own NK cells in tumour and blood) are tables from
+:func:`rtopt.model.simulator.apply_fraction` evaluated on unit states at the tumour dose; the
+activity constants from :func:`rtopt.model.simulator.nk_activity` and
+:func:`rtopt.model.simulator.endogenous_activity`; the endogenous level and start from
+:func:`rtopt.model.circulation.endogenous_level` and
+:func:`rtopt.model.simulator.endogenous_start`; the trafficking rate is
 :func:`rtopt.model.surrogate.nk_infiltration_rate` itself, called on numbers by :meth:`DailyModel
 .forward` and on Pyomo expressions by the model; survival tables are
 :func:`rtopt.model.radiobiology.neg_log_survival` and the compartment shares
@@ -90,7 +99,8 @@ cost per fraction is ``cost_per_fraction * sum x``.
 
 *States* (start of day ``j``, before its fraction; ``+`` after that day's fraction):
 each fraction multiplies ``w`` by ``1 - m(d)``, ``v`` by ``1 - V(d)``, ``T`` by ``exp(-d/D0)``,
-``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P`` (the tables above),
+``B`` by ``exp(-f_blood d/D0)`` and adds ``A(d) norm`` to ``P`` (the tables above, ``d`` the
+tumour dose),
 aggregated per day as ``sum_k coef_k q_jk`` (linear), so each jump is one bilinear term
 (state x aggregated factor).  An infusion adds ``u_j`` to ``B``.  Between days, ``w, v, P, C``
 use the exact one-day propagators of their linear ODEs (``exp(-1/tau_w)``, ``exp(-1/tau_v)``,
@@ -111,10 +121,27 @@ the inner integrals) replaced in the model by Chebyshev polynomial fits in ``kin
 ``[0, kin_max]`` (``kin_max`` the rate at the chemokine bound ``c_max`` from the pulse kernel
 and full perfusion), with the fit error in ``extras["fit_max_abs_error"]``.  The day's
 activity integral is ``Ed_j = kappa (1 - treg) int T dt (1 - eta (h+_j + h_{j+1})/2)``
-(hypoxia averaged over the day by the trapezoid rule); NK favourability is ``sum_j Ed_j``.  On
-25 random lung schedules this daily model is within 1.3 % of the simulator's NK favourability
-and 0.04 % of its log kill (the tests check 2 % and 0.5 %); the difference is the one frozen
-trafficking rate per day (with a constant rate the daily model is exact to 0.005 %).
+(hypoxia averaged over the day by the trapezoid rule).
+
+*The patient's own NK cells* (only when NK favourability is in the objective and
+:func:`rtopt.model.simulator.endogenous_active`; tumour outcomes use the infused cells alone,
+docs/model.md section 13).  The circulating pool ``G`` (1 on day 0) jumps by the fraction's
+blood survival, ``G+ = G (1 - fG(d))``, and recovers exactly, ``G_{j+1} = 1 - e^{-k_e} (1 -
+G+_j)`` (linear; here ``k_e`` is the pool's turnover ``nk_endogenous_turnover_per_day``).
+The tumour pool ``Te`` starts at its steady state ``k0 n_e / k_e``, jumps by the in-field
+survival ``Te+ = Te (1 - fTe(d))``, and over day ``j``, with the same frozen
+trafficking rate ``kin_j`` as the infused cells and ``G`` exact within the day,
+``Te_{j+1} = e^{-k_e} Te+_j + n_e kin_j (g0 + g1 G+_j)`` and ``int Te dt = Te+_j (1 -
+e^{-k_e}) / k_e + n_e kin_j (i0 + i1 G+_j)`` (constants by the same Gauss-Legendre nodes; the
+product of the day's rate and the pool is the one bilinear trafficking term).  Its activity
+integral ``Ede_j = kappa_e (1 - treg) int Te dt (1 - eta hbar_j)`` as above, so the trafficking
+rate is a variable on every day (from day 0) when the pool is modelled.
+
+NK favourability is ``sum_j (Ed_j + Ede_j)``.  On 25 random lung schedules this daily model
+is within 1.3 % of the simulator's NK favourability without the endogenous pool, 0.27 % with
+it (most of the lung's favourability; at tumour dose ratio 1 and 1.2 alike), and 0.04 % of its
+log kill (the tests check 2 % and 0.5 %); the difference is the one frozen trafficking rate per
+day (with a constant rate the daily model is exact to 0.005 %).
 
 *Clonogen survival* (only for ``tumour_log_kill`` / ``tcp``): per fraction day, with shares
 ``h_i = s_i h``, ``h_a = s_a h`` (linear in the FMISO fraction ``h`` before the fraction, slopes
@@ -142,20 +169,26 @@ equalities (``v`` and ``k_in`` are exact at every choice of the binaries), and t
 nonlinear state equations are one-sided inequalities in the direction that can only make the
 objective worse (``T_{j+1} <= ...``, ``B_{j+1} <= ...``, ``w+ >= w (1 - m)``, ``r v >= w``,
 ``Ed_j <= ...``, ``rho (E50 + Ed) <= Ed``, ``ln S_j >= ...``, ``last - first >=`` the overall
-time).  At an optimum the inequalities hold with equality, so the optimum
-of the relaxed model is the optimum of the daily-grid model, while every choice of the
-binaries stays feasible (SCIP always has an incumbent).  An incumbent's model objective may be
-below the daily-grid model's value at its binaries; ``extras["model_objective"]``
-re-evaluates it (the tests check that SCIP's value never exceeds it).
+time; for the endogenous pool ``G+ <= G (1 - fG)``, ``Te+ <= ...``, ``Te_{j+1} <= ...``,
+``Ede_j <= ...``: more of the patient's own cells only adds activity).  At an optimum the
+inequalities hold with equality, so the optimum of the relaxed model is the optimum of the
+daily-grid model, while every choice of the binaries stays feasible (SCIP always has an
+incumbent).  An incumbent's model objective may be below the daily-grid model's value at its
+binaries; ``extras["model_objective"]`` re-evaluates it (the tests check that SCIP's value
+never exceeds it).
 
 *Tightening.*  Day-wise upper bounds of ``B``, ``T``, the day's ``int T dt`` and ``Ed`` (the
 latest allowed infusions at the minimum spacing, largest trafficking factors, no radiation
-kill, no hypoxic suppression), and valid linear cuts per fraction day, ``ln S >= ln S_ox`` and
-``ln S >= ln(s_k h_lo) + ln S_k`` for each hypoxic compartment ``k`` (all at the fully
-radiosensitised alpha; ``h_lo = h0 w_lo^gamma``).
+kill, no hypoxic suppression), of ``Te``, its integral and ``Ede`` (largest trafficking rate,
+full circulating pool, no kill, no suppression), ``G >= (1 - max fG)^n_max``, and valid
+linear cuts per fraction day, ``ln S >= ln S_ox`` and ``ln S >= ln(s_k h_lo) + ln S_k`` for
+each hypoxic compartment ``k`` (all at the fully radiosensitised alpha;
+``h_lo = h0 w_lo^gamma``).
 
 *Warm start.*  A pool of simple schedules is scored by the simulator (greedy compact calendars
-of every count from each allowed start in the first week, every retained grid dose, and as
+of every count from each allowed start in the first week, and for log kill or TCP also the
+regular calendars of ``exhaustive``'s space with spacings up to 3 days beyond the minimum, where
+spreading the fractions reoxygenates; every retained grid dose, and as
 infusions the earliest valid minimum set plus, for NK objectives, the greedy maximum set from
 every start day); the best ``warm_starts`` (option, default 5) are passed to SCIP as complete
 solutions (binaries, the states of :meth:`DailyModel.forward` and the objective), which SCIP
@@ -181,11 +214,12 @@ from typing import Any
 import numpy as np
 
 from rtopt.backends.base import Backend, BackendOutput, SolverOptions, Termination, package_version
-from rtopt.backends.exhaustive import memory_budget_bytes
+from rtopt.backends.exhaustive import ExhaustiveBackend, memory_budget_bytes
 from rtopt.common.errors import ProblemDeclined
 from rtopt.model import radiobiology as rb
 from rtopt.model import simulator as sim
 from rtopt.model import surrogate as sg
+from rtopt.model.circulation import endogenous_level
 from rtopt.problem.problem import Plan, Problem
 
 # pyomo and pyscipopt (seconds to import) are imported inside the functions that build or solve a
@@ -578,6 +612,7 @@ class DailyModel:
     need_survival: bool
     frac_days: tuple[int, ...]               # allowed fraction days with a decision variable
     inf_days: tuple[int, ...]                # allowed infusion days with a decision variable
+    need_endogenous: bool = False            # the patient's own NK pool (NK favourability)
     tab: dict[str, np.ndarray] = field(default_factory=dict)
     const: dict[str, float] = field(default_factory=dict)
     poly: dict[str, np.ndarray] = field(default_factory=dict)
@@ -605,7 +640,12 @@ class DailyModel:
         if problem.nk is not None:
             r = problem.nk
             inf_days = tuple(range(r.earliest_day, min(r.latest_day, problem.horizon_days - 1) + 1))
-        dm = cls(problem, levels, days, need_hyp, need_nk, need_survival, tuple(allowed), inf_days)
+        # the patient's own NK cells count in NK favourability only (tumour outcomes use the
+        # infused cells', docs/model.md section 13)
+        need_endo = bool(need_nk and any(problem.metric_of(k) == "nk_favourability" for k in w)
+                         and sim.endogenous_active(bio))
+        dm = cls(problem, levels, days, need_hyp, need_nk, need_survival, tuple(allowed), inf_days,
+                 need_endo)
         dm._tables(quad_nodes)
         return dm
 
@@ -641,18 +681,24 @@ class DailyModel:
     def _tables(self, quad_nodes: int) -> None:
         pr, bio = self.problem, self.problem.biology
         p, d = bio.params, self.levels
+        # the tumour (and every TME threshold) sees the tumour dose, the prescribed grid dose
+        # times the prescription's tumour_dose_ratio (Problem.tumour_doses); the prescription
+        # BED and the OAR limits stay on the prescribed dose
+        dt = np.asarray(pr.tumour_doses(d), dtype=float)
         t, c = self.tab, self.const
         t["bed"] = np.asarray(rb.bed_per_fraction(d, pr.alpha_beta, **_model_kw(pr)), dtype=float)
         for i, o in enumerate(pr.oars):
             t[f"oar_bed{i}"] = np.asarray(rb.bed_per_fraction(rb.oar_doses(d, o.sparing_factor),
                                                               o.alpha_beta_gy), dtype=float)
         # the jumps of one fraction, read from the simulators' own jump function on unit states
+        # (with the endogenous pool: circulating G and tumour Te too)
         ka, ke, norm = (float(x) for x in sg.chemokine_rates(p))
-        one, zero = np.ones_like(d), np.zeros_like(d)
-        w1, v1, P1, _, B1, T1 = (np.asarray(x, dtype=float) for x in sim.apply_fraction(
-            d, (one, one, zero, zero, one, one), bio, p, norm))
+        one, zero = np.ones_like(dt), np.zeros_like(dt)
+        w1, v1, P1, _, B1, T1, G1, Te1 = (np.asarray(x, dtype=float) for x in sim.apply_fraction(
+            dt, (one, one, zero, zero, one, one, one, one), bio, p, norm))
         t["m"], t["V"], t["A"] = 1.0 - w1, 1.0 - v1, P1      # demand drop, vascular loss, pulse
         t["fT"], t["fB"] = 1.0 - T1, 1.0 - B1                 # tumour / blood NK killed
+        t["fTe"], t["fG"] = 1.0 - Te1, 1.0 - G1               # the patient's own, killed
         # exact one-day propagators of the linear parts (the kernel's, with one sub-step a day)
         c["e_w"] = math.exp(-1.0 / p.demand_recovery_days)
         c["e_v"] = math.exp(-1.0 / p.vascular_recovery_days)
@@ -710,6 +756,8 @@ class DailyModel:
         for key in ("beta", "gamma", "a"):
             coef, err = _chebyshev_fit(lambda kk, key=key: factors(kk)[key], c["kin_max"])
             self.poly[key], self.fit_error[key] = coef, err
+        if self.need_endogenous:
+            self._endogenous_constants(gs, gw)
         # clonogen compartments: shares linear in the FMISO fraction h on [0, h_max] (checked;
         # the back-end declines otherwise), slopes from rtopt.model.surrogate.clonogen_hypoxic_shares
         hh = np.linspace(0.0, c["hmax"], 11)
@@ -724,11 +772,59 @@ class DailyModel:
             a, b = bio.alpha_per_gy, bio.beta_per_gy2
             kw = bio.survival_kw
             a2 = a * (1.0 + c["s_rad"])
-            for key, dd in (("ox", d), ("int", d / p.oer_intermediate), ("an", d / p.oer)):
+            for key, dd in (("ox", dt), ("int", dt / p.oer_intermediate), ("an", dt / p.oer)):
                 base = np.asarray(rb.neg_log_survival(dd, a, b, **kw), dtype=float)
                 t[f"a_{key}"] = base
                 full = np.asarray(rb.neg_log_survival(dd, a2, b, **kw), dtype=float)
                 t[f"da_{key}"] = full - base
+
+    def _endogenous_constants(self, gs: np.ndarray, gw: np.ndarray) -> None:
+        """Constants of the patient's own NK pool (docs/model.md section 13).
+
+        The circulating pool recovers exactly between fractions, ``dG/dt = k_e (1 - G)``, so
+        over a day from ``G+`` (after that day's fraction) ``G(s) = 1 - (1 - G+) e^{-k_e s}``;
+        the tumour pool ``dTe/dt = kin n_e G - k_e Te`` with the day's trafficking rate ``kin``
+        frozen as for the infused cells gives ``Te(1) = e^{-k_e} Te+ + n_e kin (g0 + g1 G+)``
+        and ``int_0^1 Te dt = Te+ (1 - e^{-k_e}) / k_e + n_e kin (i0 + i1 G+)``: both affine
+        in ``G+``, coefficients by the Gauss-Legendre nodes of the infused factors.  The level
+        ``n_e`` is :func:`rtopt.model.circulation.endogenous_level`, the start
+        :func:`rtopt.model.simulator.endogenous_start`, the activity constants are read from
+        :func:`rtopt.model.simulator.endogenous_activity`."""
+        p, c = self.problem.biology.params, self.const
+        ke = float(p.nk_endogenous_turnover_per_day)
+
+        def g_of(s: np.ndarray, gp: float) -> np.ndarray:   # circulating pool s days on
+            return 1.0 - (1.0 - gp) * np.exp(-ke * s)
+
+        def per_unit(gp: float) -> tuple[float, float]:
+            # arrivals per unit n_e kin: present at the day's end, and their integral over it
+            end = float(np.sum(gw * np.exp(-ke * (1.0 - gs)) * g_of(gs, gp)))
+            inner = np.sum(gw * np.exp(-ke * gs[:, None] * (1.0 - gs[None, :]))
+                           * g_of(gs[:, None] * gs[None, :], gp), axis=-1)
+            return end, float(np.sum(gw * gs * inner))
+
+        (e0, i0), (e1, i1) = per_unit(0.0), per_unit(1.0)
+        kap = float(sim.endogenous_activity(1.0, 0.0, p))
+        c.update(e_g=math.exp(-ke), g_int=-math.expm1(-ke) / ke, te_g0=e0, te_g1=e1 - e0,
+                 te_i0=i0, te_i1=i1 - i0, n_e=float(endogenous_level(p)),
+                 te0=float(sim.endogenous_start(p)), kappa_e=kap,
+                 eta_e=(kap - float(sim.endogenous_activity(1.0, 1.0, p))) / kap if kap > 0
+                 else 0.0)
+        n_hi = self.problem.fraction_count_range()[1]
+        c["G_lo"] = float((1.0 - self.tab["fG"].max(initial=0.0)) ** n_hi)
+
+    def endogenous_bounds(self) -> dict[str, np.ndarray]:
+        """Valid day-wise upper bounds of the endogenous tumour NK ``Te`` (start of day), the
+        day's ``int Te dt`` and its activity integral: the largest trafficking rate, a full
+        circulating pool, no radiation kill, no hypoxic suppression."""
+        H, c = self.days_needed, self.const
+        inflow = c["n_e"] * c["kin_max"]
+        te = np.zeros(H + 1)
+        te[0] = c["te0"]
+        for j in range(H):
+            te[j + 1] = c["e_g"] * te[j] + inflow * (c["te_g0"] + c["te_g1"])
+        i = c["g_int"] * te + inflow * (c["te_i0"] + c["te_i1"])
+        return {"Te": te, "I": i, "Ed": c["kappa_e"] * i}
 
     # ------------------------------------------------------------------ helpers
     def polyval(self, key: str, kin: Any) -> Any:
@@ -809,13 +905,16 @@ class DailyModel:
         c, t = self.const, self.tab
         lev = {int(j): int(k) for j, k in zip(fraction_days, levels)}
         inf = {int(j) for j in infusion_days}
-        st = {k: np.zeros(H + 1) for k in ("w", "v", "P", "C", "B", "T", "r", "h")}
+        st = {k: np.zeros(H + 1) for k in ("w", "v", "P", "C", "B", "T", "r", "h", "G", "Te")}
         aux = {k: np.zeros(max(H, 1)) for k in ("wp", "vp", "Pp", "Tp", "Bp", "rp", "hp", "cm",
                                                 "vm", "kin", "beta", "gamma", "a", "I", "Ed",
-                                                "E", "rho", "lnS", "mw", "mv", "fT", "fB")}
+                                                "E", "rho", "lnS", "mw", "mv", "fT", "fB",
+                                                "Gp", "Tep", "fG", "fTe", "Ie", "Ede")}
         aux["cap"], aux["capp"] = np.zeros(H + 1), np.zeros(max(H, 1))
         w = v = 1.0
         P = C = B = T = 0.0
+        endo = self.need_endogenous
+        G, Te = (1.0, c["te0"]) if endo else (0.0, 0.0)
 
         def ratio(w, v):
             raw = w / v
@@ -826,6 +925,7 @@ class DailyModel:
             h = self.hyp(r)
             st["w"][j], st["v"][j], st["P"][j], st["C"][j] = w, v, P, C
             st["B"][j], st["T"][j], st["r"][j], st["h"][j] = B, T, r, h
+            st["G"][j], st["Te"][j] = G, Te
             aux["cap"][j] = cap
             if j == H:
                 break
@@ -842,8 +942,12 @@ class DailyModel:
                 w, v = w * (1 - t["m"][k]), v * (1 - t["V"][k])
                 P = P + t["A"][k]
                 T, B = T * (1 - t["fT"][k]), B * (1 - t["fB"][k])
+                if endo:
+                    aux["fG"][j], aux["fTe"][j] = t["fG"][k], t["fTe"][k]
+                    G, Te = G * (1 - t["fG"][k]), Te * (1 - t["fTe"][k])
             aux["wp"][j], aux["vp"][j], aux["Pp"][j] = w, v, P
             aux["Tp"][j], aux["Bp"][j] = T, B
+            aux["Gp"][j], aux["Tep"][j] = G, Te
             rp, capp = ratio(w, v)
             aux["rp"][j], aux["hp"][j], aux["capp"][j] = rp, self.hyp(rp), capp
             if j in inf:
@@ -857,15 +961,24 @@ class DailyModel:
             aux["beta"][j], aux["gamma"][j], aux["a"][j] = be, ga, a
             aux["I"][j] = T * c["t_int"] + B * a
             T, B = c["e_out"] * T + B * ga, B * be
+            if endo:
+                aux["Ie"][j] = c["g_int"] * Te + c["n_e"] * kin * (c["te_i0"] + c["te_i1"] * G)
+                Te = c["e_g"] * Te + c["n_e"] * kin * (c["te_g0"] + c["te_g1"] * G)
+                G = 1.0 - (1.0 - G) * c["e_g"]
             w, v = 1 - (1 - w) * c["e_w"], 1 - (1 - v) * c["e_v"]
             C, P = c["e_e"] * C + c["c_pc"] * P, c["e_a"] * P
             # the day's activity integral, hypoxia averaged over the day (trapezoid)
             hbar = 0.5 * (aux["hp"][j] + self.hyp(ratio(w, v)[0]))
             aux["Ed"][j] = c["kappa"] * aux["I"][j] * (1.0 - c["eta"] * hbar) if self.need_nk \
                 else 0.0
+            if endo:
+                aux["Ede"][j] = c["kappa_e"] * aux["Ie"][j] * (1.0 - c["eta_e"] * hbar)
         out: dict[str, Any] = {"states": st, "aux": aux}
         auc = float(np.sum(aux["Ed"][:H])) if self.need_nk else 0.0
-        out["nk_favourability"] = auc
+        auc_e = float(np.sum(aux["Ede"][:H])) if endo else 0.0
+        # NK favourability counts both pools; tumour outcomes the infused cells' only
+        out["nk_favourability"] = auc + auc_e
+        out["nk_favourability_endogenous"] = auc_e
         days = sorted(lev)
         overall = (days[-1] - days[0]) if days else 0
         pr = self.problem
@@ -898,6 +1011,7 @@ class PyomoMinlpBackend(Backend):
     supports_per_fraction = True
     supports_continuous_dose = False
     supports_costs = True  # a sum of fraction binaries and the last-minus-first fraction day
+    supports_tumour_dose_ratio = True  # tumour tables at ratio x the prescribed grid dose
     global_optimality = False  # optimal for its daily-grid approximation, not the simulator
     requires = ("pyomo", "pyscipopt")
     guarantee = ("SCIP's optimum (or incumbent at the time limit) of a daily-grid approximation "
@@ -926,11 +1040,6 @@ class PyomoMinlpBackend(Backend):
         if not ok:
             return ok, why
         p = problem.biology.params
-        if "nk_favourability" in problem.weights and sim.endogenous_active(problem.biology):
-            return False, (f"{self.name} does not model the patient's own NK cells (the "
-                           "endogenous pool of docs/model.md section 13), which NK "
-                           "favourability counts; set nk_endogenous_cytotoxicity = 0 in "
-                           "[tumour.surrogate] to leave them out")
         hc = np.asarray(sg.clonogen_hypoxic_shares(p.hypoxic_fraction_max, p), dtype=float)
         if float(np.sum(hc)) >= 1.0 and {"tumour_log_kill", "tcp"} & set(problem.weights):
             return False, (f"{self.name} needs clonogen hypoxic shares linear in the FMISO "
@@ -980,6 +1089,8 @@ class PyomoMinlpBackend(Backend):
                 "warm_starts": [self._describe_start(dm, s) for s in starts],
                 "variables": m.nvariables(), "constraints": m.nconstraints(),
                 "dose_levels": int(dm.levels.size), "days_modelled": dm.days_needed,
+                "endogenous_pool": dm.need_endogenous,
+                "tumour_dose_ratio": float(problem.tumour_dose_ratio),
                 "fit_max_abs_error": {k: float(v) for k, v in dm.fit_error.items()},
                 "formulation": "uniform" if problem.uniform else "per_fraction"}
             if n_sol == 0:
@@ -1045,6 +1156,12 @@ class PyomoMinlpBackend(Backend):
                 cal = problem.compact_calendar(n, start=s0)
                 if cal is not None and len(cal) == n and set(cal) <= allowed_frac:
                     cals.add(cal)
+            if dm.need_survival:
+                # tumour kill gains from spreading the fractions (reoxygenation): also the
+                # regular calendars of exhaustive's space, spacings up to 3 days beyond the
+                # minimum, which SCIP does not reach from the compact ones in seconds
+                cals.update(c for c in ExhaustiveBackend.calendars(problem, n, first + 7, 3)
+                            if len(c) == n and set(c) <= allowed_frac)
         pairs = []
         for cal in sorted(cals):
             sets = []
@@ -1198,7 +1315,9 @@ class _Handles:
                           ("fB", aux["fB"]), ("beta", aux["beta"]), ("gamma", aux["gamma"]),
                           ("a", aux["a"]), ("I", aux["I"]), ("Ed", aux["Ed"]),
                           ("cm", aux["cm"]), ("kin", aux["kin"]), ("rho", aux["rho"]),
-                          ("lnS", aux["lnS"])):
+                          ("lnS", aux["lnS"]), ("G", st["G"]), ("Te", st["Te"]),
+                          ("Gp", aux["Gp"]), ("Tep", aux["Tep"]), ("fG", aux["fG"]),
+                          ("fTe", aux["fTe"]), ("Ie", aux["Ie"]), ("Ede", aux["Ede"])):
             var = getattr(m, comp, None)
             if var is None:
                 continue
@@ -1305,7 +1424,8 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             m.rules.add(q_sum(lin(t[f"oar_bed{i}"], j) for j in Jf) <= o.max_bed_gy)
 
     # ---- states
-    auc = 0.0
+    auc = 0.0          # the infused cells' activity integral
+    auc_e = 0.0        # the patient's own NK cells' (NK favourability only)
     ln_s_total = 0.0
     if dm.need_hypoxia and H > 0:
         days = list(range(H + 1))
@@ -1394,12 +1514,16 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             # mid-day chemokine as a variable, and the day's trafficking rate from
             # rtopt.model.surrogate.nk_infiltration_rate at mid-day chemokine and perfusion, so the
             # factor polynomials are in one variable
-            m.cm = pyo.Var(Jn, bounds=(0.0, c["c_max"]))
-            m.kin = pyo.Var(Jn, bounds=(0.0, c["kin_max"]))
-            for j in Jn:
+            # (every day with the patient's own NK cells, which are there from day 0)
+            endo = dm.need_endogenous
+            Jk = list(range(H)) if endo else Jn
+            m.cm = pyo.Var(Jk, bounds=(0.0, c["c_max"]))
+            m.kin = pyo.Var(Jk, bounds=(0.0, c["kin_max"]))
+            for j in Jk:
                 vm = 1.0 - c["e_vh"] + c["e_vh"] * vp[j]
                 m.dyn.add(m.cm[j] == c["e_eh"] * m.C[j] + c["c_pch"] * Pp[j])
                 m.dyn.add(m.kin[j] == dm.kin(m.cm[j], vm))
+            for j in Jn:
                 m.dyn.add(m.beta[j] <= dm.polyval("beta", m.kin[j]))
                 m.dyn.add(m.gamma[j] <= dm.polyval("gamma", m.kin[j]))
                 m.dyn.add(m.a[j] <= dm.polyval("a", m.kin[j]))
@@ -1410,6 +1534,40 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
                 m.dyn.add(m.Ed[j] <= c["kappa"] * (m.I[j] - 0.5 * c["eta"] * m.I[j]
                                                    * (hp[j] + h[j + 1])))
             auc = q_sum(m.Ed[j] for j in Jn)
+            if endo:
+                # the patient's own NK pool (docs/model.md section 13): circulating G (1 at
+                # baseline), tumour Te from its steady state; the same fraction jumps (tables
+                # of apply_fraction), the same frozen trafficking rate and day-averaged hypoxia
+                # as the infused cells, one-sided where more can only help
+                eb = dm.endogenous_bounds()
+                m.G = pyo.Var(days, bounds=(c["G_lo"] / tol, 1.0))
+                m.Te = pyo.Var(days, bounds=lambda m, j: (0.0, eb["Te"][j] * tol))
+                m.G[0].fix(1.0)
+                m.Te[0].fix(c["te0"])
+                m.fG = pyo.Var(Jfh, bounds=(0.0, float(t["fG"].max(initial=0.0))))
+                m.fTe = pyo.Var(Jfh, bounds=(0.0, float(t["fTe"].max(initial=0.0))))
+                m.Gp = pyo.Var(Jfh, bounds=(c["G_lo"] / tol, 1.0))
+                m.Tep = pyo.Var(Jfh, bounds=lambda m, j: (0.0, eb["Te"][j] * tol))
+                for j in Jfh:
+                    m.dyn.add(m.fG[j] == lin(t["fG"], j))
+                    m.dyn.add(m.fTe[j] == lin(t["fTe"], j))
+                    m.dyn.add(m.Gp[j] <= m.G[j] - m.G[j] * m.fG[j])
+                    m.dyn.add(m.Tep[j] <= m.Te[j] - m.Te[j] * m.fTe[j])
+                Gp = {j: (m.Gp[j] if j in m.Gp else m.G[j]) for j in range(H)}
+                Tep = {j: (m.Tep[j] if j in m.Tep else m.Te[j]) for j in range(H)}
+                m.Ie = pyo.Var(range(H), bounds=lambda m, j: (0.0, eb["I"][j] * tol))
+                m.Ede = pyo.Var(range(H), bounds=lambda m, j: (0.0, eb["Ed"][j] * tol))
+                ne = c["n_e"]
+                for j in range(H):
+                    m.dyn.add(m.G[j + 1] == 1.0 - c["e_g"] + c["e_g"] * Gp[j])
+                    # the one bilinear trafficking term: the day's rate times the pool
+                    m.dyn.add(m.Te[j + 1] <= c["e_g"] * Tep[j] + ne * m.kin[j]
+                              * (c["te_g0"] + c["te_g1"] * Gp[j]))
+                    m.dyn.add(m.Ie[j] <= c["g_int"] * Tep[j] + ne * m.kin[j]
+                              * (c["te_i0"] + c["te_i1"] * Gp[j]))
+                    m.dyn.add(m.Ede[j] <= c["kappa_e"] * (m.Ie[j] - 0.5 * c["eta_e"] * m.Ie[j]
+                                                          * (hp[j] + h[j + 1])))
+                auc_e = q_sum(m.Ede[j] for j in range(H))
 
         if dm.need_survival:
             Js = Jfh
@@ -1454,7 +1612,7 @@ def _build_minlp(pyo: Any, problem: Problem, dm: DailyModel) -> tuple[Any, _Hand
             ln_s_total = q_sum(m.lnS[j] for j in Js)
 
     # ---- objective: the daily-grid approximation of the simulator's, minus the costs
-    metric: dict[str, Any] = {"tumour_bed_gy": bed, "nk_favourability": auc}
+    metric: dict[str, Any] = {"tumour_bed_gy": bed, "nk_favourability": auc + auc_e}
     if dm.need_survival:
         ln_s = ln_s_total - c["k_nk"] * auc + gain_expr
         metric["tumour_log10_kill"] = -ln_s / math.log(10.0)
