@@ -242,3 +242,30 @@ def test_threads_scheduler_reports_each_chunk_as_it_finishes(monkeypatch):
     out = distributed.map_chunks(fn, list(range(4)), scheduler="threads", progress="x")
     assert [int(r["i"][0]) for r in out] == [0, 1, 2, 3]
     assert len(ticks) == 4
+
+
+def test_outcomes_of_cycles_share_the_plan_without_nk_cells(lung):
+    """``tumour_outcomes(..., shared=S)`` on m infusion sets x S samples (rows k * S + j)
+    computes the plan without NK cells for one cycle of S rows: the same numbers as row by
+    row (bit for bit: the same compiled pass on the same inputs)."""
+    from rtopt.model.simulator import tumour_outcomes
+    from rtopt.model.uncertainty import biology_rows
+
+    problem = Problem(instance_from_dict(lung))
+    S, m, F = 5, 3, 4
+    values = sample_values(distributions_for(problem), S, 3)
+    bio_s = biology_with(problem.biology, values)
+    bio_r = biology_rows(bio_s, np.tile(np.arange(S), m), S)
+    rng = np.random.default_rng(0)
+    fd = np.tile(np.array([[12.0, 12.0, 12.0, 12.0]]), (m * S, 1))
+    fh = np.tile(rng.uniform(0.05, 0.3, (S, F)), (m, 1))
+    act = rng.uniform(0.0, 0.5, (m * S, F)) * (rng.random((m * S, F)) < 0.6)
+    auc = rng.uniform(0.0, 3.0, m * S)
+    D = np.zeros((m * S, 14))
+    D[:, [0, 1, 2, 3]] = 12.0
+    a = tumour_outcomes(bio_r, bio_r.params, D, fd, fh, act, auc, True, shared=S)
+    b = tumour_outcomes(bio_r, bio_r.params, D, fd, fh, act, auc, True, shared=False)
+    assert np.any(act > 0)
+    for k in ("local_control_without_nk", "log10_kill_without_nk", "nk_gain_local_control",
+              "local_control", "ln_survival"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -341,8 +341,9 @@ def _set_objectives(problem: Problem, ctx: dict[str, Any], i: int, Db: np.ndarra
         bio_r = biology_rows(bio_s, np.tile(np.arange(S), m), S)
         Dr = np.broadcast_to(problem.tumour_doses(Db[i]), (N, Db.shape[1]))
         # NK kill from the infused cells (docs/model.md section 13)
+        # rows k * S + j: set k on sample j; without NK cells the sets are alike (one cycle)
         out = tumour_outcomes(bio_r, bio_r.params, Dr, fd, fh, act.reshape(N, -1), auc_inf,
-                              problem.needs_population,
+                              problem.needs_population, shared=S,
                               counterfactual=problem.needs_counterfactual)
     mets: dict[str, np.ndarray] = {}
     for name, attr in SIMULATION_METRICS.items():

@@ -166,20 +166,21 @@ def _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared=False, counterfact
         ln_s0 = ln_mid + repop
         lc0 = lc0 if second else lc
     else:
-        # without NK cells every row of a shared schedule is the same: compute one
-        m = 1 if shared else n
+        # without NK cells the rows of a cycle repeat (a shared schedule: one row; a schedule
+        # on S samples with several infusion sets: S rows): compute one cycle
+        m = int(shared) if shared and n % int(shared) == 0 else n
         cut = lambda v: v[:m] if v.shape[0] == n else v
         mid0, lc0, _ = _population_outcomes([cut(v) for v in vals], lq_l, fd[:m], fh[:m],
                                             np.zeros((m, fa.shape[1])), cut(scale), repop[:m],
                                             None, cut(log_n0))
-        ln_s0 = np.broadcast_to(mid0 + repop[:m], (n,))
-        lc0 = np.broadcast_to(lc0, (n,))
+        ln_s0 = np.tile(mid0 + repop[:m], n // m)
+        lc0 = np.tile(lc0, n // m)
     return _outcome_dict(bio.clonogens, ln_s, ln_s0, nk_ln, lc, lc0)
 
 
 def tumour_outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.ndarray,
               fa: np.ndarray, auc: np.ndarray, population: bool = True,
-              general: bool = False, shared: bool = False,
+              general: bool = False, shared: bool | int = False,
               counterfactual: bool = True, overall: Any = None) -> dict[str, np.ndarray]:
     """Tumour outcomes of ``N`` schedules from their fractions (the one place they are computed).
 
@@ -187,9 +188,12 @@ def tumour_outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.
     each fraction (0-dose padding contributes nothing); ``auc`` the NK activity integral.
     ``population`` False skips the population average (local control is then NaN): a
     shortcut for searches whose objective does not need it.  ``general`` forces the plain
-    numpy path (tests hold the compiled node expansion to it).  ``shared`` says every row
+    numpy path (tests hold the compiled node expansion to it).  ``shared`` True says every row
     has the same doses and hypoxia (only the NK activity differs, as in
-    :meth:`InfusionKernels.combine`), so the plan without NK cells is computed once.
+    :meth:`InfusionKernels.combine`), so the plan without NK cells is computed once; an
+    integer ``k`` says the rows repeat in cycles of ``k`` in everything but the NK activity
+    (row ``i`` and ``i + k``: the same schedule and parameter sample, as one schedule's
+    infusion sets on ``k`` samples), so it is computed for the first ``k`` rows.
     ``counterfactual`` False skips the plan without NK cells (its outcomes and the
     NK-attributable gains are then NaN): for searches whose objective does not use them.
     ``overall`` is each row's overall time when the caller has it
@@ -198,9 +202,10 @@ def tumour_outcomes(bio: Biology, p: Any, D: np.ndarray, fd: np.ndarray, fh: np.
     if population and not general and bio.survival_model in ("lq", "lq_l") and fd.shape[1] > 0:
         # rows share one counterfactual only when nothing differs between them but the NK
         # activity: same schedule and no per-row parameter samples
-        shared = (shared and np.ndim(bio.clonogens) == 0 and np.ndim(bio.alpha_per_gy) == 0
-                  and np.ndim(bio.alpha_beta_gy) == 0
-                  and all(np.ndim(v) == 0 for v in p.values.values()))
+        if shared is True:
+            shared = (np.ndim(bio.clonogens) == 0 and np.ndim(bio.alpha_per_gy) == 0
+                      and np.ndim(bio.alpha_beta_gy) == 0
+                      and all(np.ndim(v) == 0 for v in p.values.values()))
         return _outcomes_proportional(bio, p, D, fd, fh, fa, auc, shared, counterfactual,
                                       overall)
     if (not population and not general and bio.survival_model in ("lq", "lq_l")
