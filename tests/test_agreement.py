@@ -30,6 +30,13 @@ TOLERANCE = {
     "pyomo_minlp": 2e-2,
 }
 
+TIME_LIMIT_S = {"pyomo_minlp": 10}
+"""Per back-end time limits (60 s otherwise).  The MINLP starts from a warm-start pool scored by
+the simulator, which holds the exhaustive optimum on every instance it accepts, and SCIP never
+left its root node in 60 s (README comparison): what the test checks is decided before the
+search, so 10 s instead of 60 s changes nothing but the suite's time (4 x 58 s before).
+Measured with 5 s: the exhaustive optimum on all four TME instances."""
+
 # Measured exceptions, kept apart so the tolerances above stay what they say:
 KNOWN_GAPS = {
     # DE (shipped profile, seed 0) settles on 7 x 8.5 Gy (74.69) instead of 5 x 10 Gy (78.11),
@@ -64,7 +71,7 @@ def test_backend_agrees_with_reference(path, backend, reference):
     ok, why = get_backend(backend).available()
     if not ok:
         pytest.skip(why)
-    r = solve(path, backend, time_limit_s=60)
+    r = solve(path, backend, time_limit_s=TIME_LIMIT_S.get(backend, 60))
     if r.status == "declined":
         pytest.skip(f"{backend} declines {path.name}: {r.message}")
     ref = reference(path)

@@ -501,16 +501,16 @@ def test_minlp_costs_per_fraction_and_overall_day():
 @needs_scip
 @pytest.mark.slow
 def test_minlp_lung_example_against_exhaustive():
-    """SCIP on the lung example (42-day horizon, NK favourability) for 30 s: a verified plan
-    within 2 % of exhaustive's (measured: equal, 3.6344, 8 x 9 Gy on days 2-4 and 7-11, NK
-    days 11 and 18; the warm-start pool contains exhaustive's optimum and SCIP stays at its
-    root node, bound 6.06 of its model)."""
+    """SCIP on the lung example (42-day horizon, NK favourability) for 10 s: a verified plan
+    within 2 % of exhaustive's (the warm-start pool contains exhaustive's optimum and SCIP stays
+    at its root node even in 60 s, so the limit decides nothing the test checks; measured equal
+    to exhaustive with 5 s and with 30 s)."""
     lung = instance_from_dict(lung_dict())
-    r = solve(lung, "pyomo-scip-minlp", time_limit_s=30)
+    r = solve(lung, "pyomo-scip-minlp", time_limit_s=10)
     ex = solve(lung, "exhaustive")
     assert r.feasible and r.verified and all(c.ok for c in r.constraints)
     assert r.termination in (Termination.TIME_LIMIT, Termination.OPTIMAL)
-    assert r.wall_time_s < 30 + GENEROUS_OVERSHOOT_S
+    assert r.wall_time_s < 10 + GENEROUS_OVERSHOOT_S
     assert r.objective >= ex.objective * (1 - 0.02)
     assert r.claimed_objective == pytest.approx(r.objective, rel=0.02)
     assert r.bound >= r.claimed_objective - 1e-6
