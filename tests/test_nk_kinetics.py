@@ -218,3 +218,21 @@ def test_simulate_json_reports_the_circulating_and_endogenous_metrics(repo_root)
     assert 0 < m["circulating_nk_nadir"] < 1 and 0 < m["circulating_nk_auc"] < 42
     assert m["nk_favourability"] == pytest.approx(
         m["nk_favourability_infused"] + m["nk_favourability_endogenous"], rel=1e-6)
+
+
+def test_circulating_metrics_see_the_tumour_dose_as_the_simulator_does(instances_dir):
+    """``nk_blood_dose_fraction`` is per Gy of tumour dose (the simulator's pools receive the
+    tumour dose): the circulating-NK metrics of a plan use the tumour dose too, so an 80 %
+    isodose prescription (tumour dose 1.2 x) depletes more than the same prescription at the
+    isocentre."""
+    from rtopt.model.circulation import circulating_metrics
+    from rtopt.problem.problem import Plan, Problem
+
+    problem = Problem.from_path(instances_dir / "lung-sbrt-peripheral.toml")
+    assert problem.tumour_dose_ratio == pytest.approx(1.2)
+    D, U = Plan.uniform([0, 2, 4], 18.0, [8]).daily(problem.horizon_days)
+    m = problem.evaluate(D[None], U[None]).metrics
+    want = circulating_metrics(1.2 * D[None], problem.biology.params)
+    assert m["circulating_nk_nadir"] == pytest.approx(want["circulating_nk_nadir"], rel=1e-12)
+    iso = problem.evaluate(D[None], U[None], dose_ratio=1.0).metrics
+    assert iso["circulating_nk_nadir"] > m["circulating_nk_nadir"]

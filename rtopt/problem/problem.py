@@ -654,12 +654,21 @@ class Problem:
 
         return DvhModel(instance, float(instance.tumour.alpha_beta_gy))
 
+    def _blood_dose_fraction(self, instance: Any) -> float | None:
+        """``nk_blood_dose_fraction`` from ``[dvh_plan.blood]``: the plan's blood dose per
+        fraction per Gy of tumour dose (the model's convention: the simulator and the
+        circulating pool multiply it by the tumour dose), i.e. over the prescription dose per
+        fraction times the tumour dose ratio; None without a blood model."""
+        if self.dvh is None or self.dvh.blood_fraction is None:
+            return None
+        return float(self.dvh.blood_fraction) / float(instance.prescription.dose_ratio)
+
     def _biology(self, instance: Any) -> Biology:
-        """Biology of the instance; with ``[dvh_plan.blood]``, ``nk_blood_dose_fraction`` is the
-        plan's blood dose per fraction over its prescription dose per fraction."""
-        if self.dvh is not None and self.dvh.blood_fraction is not None:
-            return Biology.from_instance(instance,
-                                         nk_blood_dose_fraction=self.dvh.blood_fraction)
+        """Biology of the instance; with ``[dvh_plan.blood]``, ``nk_blood_dose_fraction`` is
+        the plan's (:meth:`_blood_dose_fraction`)."""
+        f = self._blood_dose_fraction(instance)
+        if f is not None:
+            return Biology.from_instance(instance, nk_blood_dose_fraction=f)
         return Biology.from_instance(instance)
 
     @property
@@ -667,9 +676,8 @@ class Problem:
         """Model parameters this problem sets from the patient's own data (the plan's blood
         dose sets ``nk_blood_dose_fraction``); uncertainty draws centre on them
         (:func:`rtopt.model.uncertainty.distributions_for`)."""
-        if self.dvh is not None and self.dvh.blood_fraction is not None:
-            return {"nk_blood_dose_fraction": float(self.dvh.blood_fraction)}
-        return {}
+        f = self._blood_dose_fraction(self.instance)
+        return {} if f is None else {"nk_blood_dose_fraction": f}
 
     @property
     def has_dvh_limits(self) -> bool:
@@ -986,8 +994,9 @@ class Problem:
             m[f"oar.{o.name}.bed_gy"] = oar_bed[:, i]
             m[f"oar.{o.name}.eqd2_gy"] = rb.eqd2_from_bed(oar_bed[:, i], o.alpha_beta_gy)
             m[f"oar.{o.name}.max_dose_per_fraction_gy"] = dmax * o.sparing_factor
-        # the immune cost of the fractions: endogenous circulating NK (closed form, no TME)
-        m.update(circulating_metrics(D, self.biology.params))
+        # the immune cost of the fractions: endogenous circulating NK (closed form, no TME),
+        # under the tumour dose, as the simulator's pool (nk_blood_dose_fraction is per Gy of it)
+        m.update(circulating_metrics(self.tumour_doses(D, dose_ratio), self.biology.params))
         if self.dvh is not None:
             m.update(self.dvh.metrics(D))
         run = self.needs_simulation if simulate_tme is None else simulate_tme
