@@ -280,13 +280,6 @@ def _rel_gap(incumbent: float | None, bound: float | None) -> float | None:
     return abs(bound - incumbent) / max(abs(incumbent), 1e-9)
 
 
-def _model_kw(problem: Problem) -> dict[str, Any]:
-    """Keyword arguments of :func:`rtopt.model.radiobiology.bed_per_fraction` for the tumour."""
-    b = problem.biology
-    return dict(model=b.survival_model, transition_dose_gy=b.transition_dose_gy,
-                alpha=b.alpha_per_gy, d0_gy=b.usc_d0_gy, dq_gy=b.usc_dq_gy)
-
-
 def _calendars(problem: Problem, n: int) -> list[tuple[int, ...]]:
     """Compact calendars of ``n`` fractions, shortest overall first (:meth:`Problem.compact_calendars`)."""
     return [c for c in problem.compact_calendars(n) if len(c) == n]
@@ -465,7 +458,9 @@ class PyomoMilpBackend(Backend):
                                  "calendar", solver_name="HiGHS via Pyomo")
         counts = sorted(cals)
         w_bed = problem.weights.get("tumour_bed", 1.0)
-        bpf = np.asarray(rb.bed_per_fraction(grid, problem.alpha_beta, **_model_kw(problem)))
+        # classical LQ whatever the survival model, as Problem.tumour_bed (the prescription's
+        # arithmetic): LQ-L tables made the MILP optimise another BED than the one verified
+        bpf = np.asarray(rb.bed_per_fraction(grid, problem.alpha_beta))
         loss = {n: float(_repop_loss(problem, c[-1] - c[0])) for n, c in cals.items()}
         K = range(grid.size)
         m = pyo.ConcreteModel(name="rtopt_milp")
@@ -660,7 +655,7 @@ class DailyModel:
                 ok &= od <= o.max_dose_per_fraction_gy * (1 + 1e-12)
         if problem.uniform:
             # some n in [lo, hi] meets every BED limit with n fractions of this dose
-            bpf = np.asarray(rb.bed_per_fraction(grid, problem.alpha_beta, **_model_kw(problem)))
+            bpf = np.asarray(rb.bed_per_fraction(grid, problem.alpha_beta))
             any_n = np.zeros_like(ok)
             for n in range(lo, hi + 1):
                 good = n * bpf >= problem.min_bed - 1e-9 * max(1.0, problem.min_bed)
@@ -686,7 +681,7 @@ class DailyModel:
         # BED and the OAR limits stay on the prescribed dose
         dt = np.asarray(pr.tumour_doses(d), dtype=float)
         t, c = self.tab, self.const
-        t["bed"] = np.asarray(rb.bed_per_fraction(d, pr.alpha_beta, **_model_kw(pr)), dtype=float)
+        t["bed"] = np.asarray(rb.bed_per_fraction(d, pr.alpha_beta), dtype=float)
         for i, o in enumerate(pr.oars):
             t[f"oar_bed{i}"] = np.asarray(rb.bed_per_fraction(rb.oar_doses(d, o.sparing_factor),
                                                               o.alpha_beta_gy), dtype=float)
