@@ -121,8 +121,11 @@ def _population_outcomes(vals, lq_l, fd, fh, fa, scale, shift, shift0, log_n0):
     ln_mid, lc = np.empty(n), np.empty(n)
     lc0 = np.empty(n if shift0 is not None else 0)
     kernel = population_outcomes_serial if n < SERIAL_BELOW else population_outcomes_parallel
-    kernel(fd, fh, fa, *vals, lq_l, scale, row_array(shift),
-           row_array(() if shift0 is None else shift0), log_n0, *_FINE, ln_mid, lc, lc0)
+    # writeable arrays: a read-only one (a broadcast shift) is another numba type, compiled
+    # again inside a first solve's clock (8 s)
+    kernel(fd, fh, fa, *vals, lq_l, scale, np.require(row_array(shift), requirements="W"),
+           np.require(row_array(() if shift0 is None else shift0), requirements="W"), log_n0,
+           *_FINE, ln_mid, lc, lc0)
     return ln_mid, lc, lc0
 
 
