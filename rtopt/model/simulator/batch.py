@@ -309,6 +309,17 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
     K = days.size
     base_sim = simulate(bio, D, steps_per_day=steps_per_day, record_fractions=True,
                         population=population)
+    auc, activity = _infusion_responses(bio, D, days, steps_per_day)
+    frac_dose, frac_h = compact_fractions(D, base_sim.fraction_hypoxia)
+    base = Simulation(**{k: getattr(base_sim, k) for k in ROW_FIELDS})
+    return InfusionKernels(bio, D, days, auc, activity, frac_dose, frac_h, base)
+
+
+def _infusion_responses(bio: Biology, D: np.ndarray, days: np.ndarray,
+                        steps_per_day: int) -> tuple[np.ndarray, np.ndarray]:
+    """The single-infusion activity integrals ``(S, K)`` and activities before each fraction
+    ``(S, K, F)`` of :func:`infusion_kernels` (the compiled pass alone)."""
+    S, K = D.shape[0], days.size
     F = max(int((D > 0).sum(axis=1).max(initial=0)), 1)
     auc = np.zeros((S, K))
     activity = np.zeros((S, K, F))
@@ -330,9 +341,37 @@ def infusion_kernels(bio: Biology, doses: Any, days: Any, *,
                    thread_parts(Dc.shape[0]))
             auc[rows][:, order] = a * np.reshape(prep["ascale"], (-1, 1))
             activity[rows][:, order, :prep["F"]] = fa
-    frac_dose, frac_h = compact_fractions(D, base_sim.fraction_hypoxia)
-    base = Simulation(**{k: getattr(base_sim, k) for k in ROW_FIELDS})
-    return InfusionKernels(bio, D, days, auc, activity, frac_dose, frac_h, base)
+    return auc, activity
+
+
+def _warm_infusion() -> None:
+    """Compile (into the on-disk cache) the single-infusion kernel alone: run by
+    :func:`compile_kernels` in a second process while the first compiles the others."""
+    bio = Biology.simple("lung", product="il15_expanded")
+    D = np.zeros((8, 21))
+    D[:, [0, 1, 2]] = 10.0
+    _infusion_responses(bio, D, np.array([3, 10]), STEPS_PER_DAY)
+
+
+def _compile_infusion_aside() -> Any:
+    """A second process compiling the single-infusion kernel (the slowest after the horizon
+    one) into the shared on-disk cache, or None when there is one CPU.  Two cores compile the
+    groups of a first solve in about half the time (numba compiles one function at a time)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if (os.cpu_count() or 1) < 2:
+        return None
+    root = str(Path(__file__).resolve().parents[3])      # the folder holding this rtopt
+    code = ("import sys; sys.path.insert(0, %r); "
+            "from rtopt.model.simulator.batch import _warm_infusion; _warm_infusion()" % root)
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
 
 
 KERNEL_GROUPS = ("horizon", "population", "infusion")
@@ -385,6 +424,10 @@ def compile_kernels(groups: Any = KERNEL_GROUPS, *, threaded: bool = True,
         return 0.0
     t0 = time.perf_counter()
     bio = Biology.simple("lung", product="il15_expanded")
+    aside = None
+    cold = [g for g in groups if not kernels_cached(g)]
+    if "infusion" in cold and len(cold) > 1:
+        aside = _compile_infusion_aside()
     for k, (g, t) in enumerate(steps):
         if progress is not None:
             verb = "loading" if kernels_cached(g) else "compiling"
@@ -399,6 +442,12 @@ def compile_kernels(groups: Any = KERNEL_GROUPS, *, threaded: bool = True,
         elif g == "population":
             simulate(bio, D, U, population=True, counterfactual=False)
         else:
+            if aside is not None:   # compiled aside: wait for it, then load it from the cache
+                try:
+                    aside.wait(timeout=900)
+                except Exception:   # noqa: BLE001 - a stuck helper: compile here instead
+                    aside.kill()
+                aside = None
             infusion_kernels(bio, D, np.array([3, 10]), population=False)
         _READY.add((g, t))
     if progress is not None:
