@@ -426,7 +426,7 @@ def load_plan_file(path: Any, problem: "Problem | None" = None, *, force: bool =
     plan, fields = plan_from_json(data, src)
     if problem is not None:
         check_plan_fits(plan, problem, src, fields)
-        plan = _with_instance_ratio(plan, problem, src, fields, force)
+        plan = _with_instance_ratio(plan, problem)
     return plan
 
 
@@ -436,13 +436,11 @@ ratios are written as floats and read back exactly; this only absorbs a hand-typ
 against ``1 + 0.5 (100 / 80 - 1)``)."""
 
 
-def _with_instance_ratio(plan: Plan, problem: "Problem", src: str, fields: tuple[str, str],
-                         force: bool) -> Plan:
+def _with_instance_ratio(plan: Plan, problem: "Problem") -> Plan:
     """A plan read from a file, against ``problem``'s tumour dose ratio: a file without one
     (written before rtopt wrote it) or with the instance's gets the instance's (None); another
     ratio is the plan's own prescription convention (a standard arm from an isocentre source,
-    say) and is kept: the plan is simulated with it (``rtopt simulate`` says so).
-    ``src``, ``fields`` and ``force`` are kept for the callers' signature."""
+    say) and is kept: the plan is simulated with it (``rtopt simulate`` says so)."""
     r = plan.tumour_dose_ratio
     if r is None or abs(r - problem.tumour_dose_ratio) <= RATIO_TOLERANCE * max(1.0, abs(r)):
         return replace(plan, tumour_dose_ratio=None)
@@ -1233,11 +1231,7 @@ class Problem:
         the uniform-dose bound on the calendars tried."""
         rows, plans = [], []
         for n in range(n_lo, n_hi + 1):
-            d = self.max_uniform_dose(n)
-            if not self.continuous_dose:
-                g = self.dose_grid()
-                g = g[g <= d + 1e-9]
-                d = float(g.max()) if g.size else -np.inf
+            d = self.max_uniform_grid_dose(n)
             if d < self.d_min - 1e-9:
                 continue
             for cal in self.compact_calendars(n)[:3]:
@@ -1261,6 +1255,16 @@ class Problem:
                     f"{what} conflicts with the dose limits: the highest local control the "
                     f"limits allow is {lc[i]:.4g} ({plans[i].describe()}; uniform doses at the "
                     "largest dose the OAR and dose limits allow)")
+    def max_uniform_grid_dose(self, n: int) -> float:
+        """:meth:`max_uniform_dose` on the dose grid (the largest grid dose at or below it;
+        ``-inf`` when none), or itself for continuous doses."""
+        d = self.max_uniform_dose(n)
+        if self.continuous_dose:
+            return d
+        g = self.dose_grid()
+        g = g[g <= d + 1e-9]
+        return float(g.max()) if g.size else -np.inf
+
     def max_uniform_dose(self, n: int) -> float:
         """Largest uniform dose per fraction (Gy) that every OAR limit and ``d_max`` allow for
         ``n`` fractions (ignoring the grid); may fall below ``d_min``."""
@@ -1319,11 +1323,7 @@ class Problem:
             return Diagnosis(tuple(conflicts), best)
         best_bed, best_n, best_d = -np.inf, None, None
         for n in range(n_lo, n_hi + 1):
-            d = self.max_uniform_dose(n)
-            if not self.continuous_dose:
-                g = self.dose_grid()
-                g = g[g <= d + 1e-9]
-                d = float(g.max()) if g.size else -np.inf
+            d = self.max_uniform_grid_dose(n)
             if d < self.d_min - 1e-9:
                 continue
             cal = self.compact_calendar(n)
